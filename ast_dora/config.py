@@ -1,0 +1,262 @@
+"""Run configuration: dataclass arguments read from a YAML file plus command-line overrides.
+
+A config file is a flat mapping of `ModelArguments`, `DataArguments` and `GenreTrainingArguments` fields
+(the `TrainingArguments` users know), plus an optional nested `search:` section for Optuna. The YAML is
+turned into command-line arguments and parsed by `HfArgumentParser` together with the real command
+line, so a value in the file and the same value typed on the command line are checked the same way,
+and the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import logging
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+from transformers.utils import is_torch_bf16_gpu_available
+
+from .data import DataArguments
+
+logger = logging.getLogger(__name__)
+
+MODEL_TYPES = ("vit_hybrid", "ast_dora")
+DEFAULT_AST_CHECKPOINT = "MIT/ast-finetuned-audioset-10-10-0.4593"
+# Fields that choose where the data comes from: one given on the command line replaces the config's source.
+SOURCE_FIELDS = ("dataset_name", "data_dir", "synthetic")
+
+
+class ConfigError(ValueError):
+    """A config file or command line that cannot describe a run."""
+
+
+@dataclass
+class ModelArguments:
+    """Which model to train and how it is built. `model_type` is the one switch between the two models."""
+
+    model_type: str = field(
+        default="vit_hybrid", metadata={"help": f"Which model to train: one of {', '.join(MODEL_TYPES)}."}
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Checkpoint to start from (Hub id or local folder). ast_dora: the AudioSet AST "
+            f"(default {DEFAULT_AST_CHECKPOINT}). vit_hybrid: empty trains from scratch."
+        },
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": "Override model config fields when building a model, as in transformers' run_mlm.py: "
+            "'hidden_size=64,num_hidden_layers=2'."
+        },
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded checkpoints are stored."})
+    model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the checkpoint."})
+    token: str | None = field(default=None, metadata={"help": "Hub token for private checkpoints."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow code shipped with a checkpoint."})
+    make_tiny_checkpoint: bool = field(
+        default=False,
+        metadata={
+            "help": "ast_dora smoke runs: first write a randomly initialised tiny AST to model_name_or_path "
+            "if no checkpoint is there (offline stand-in for the AudioSet AST; see ast_dora/models/tiny_ast.py)."
+        },
+    )
+    # ViT-hybrid fields left empty keep the model config's defaults (the published architecture).
+    loss: str | None = field(default=None, metadata={"help": "vit_hybrid: 'focal' or 'cross_entropy'."})
+    focal_gamma: float | None = field(default=None, metadata={"help": "vit_hybrid: focal loss gamma (2.5)."})
+    hidden_dropout_prob: float | None = field(default=None, metadata={"help": "vit_hybrid: dropout (0.3)."})
+    drop_path_rate: float | None = field(default=None, metadata={"help": "vit_hybrid: final DropPath rate (0.2)."})
+    # AST + DoRA.
+    dora_rank: int = field(default=2, metadata={"help": "ast_dora: DoRA rank."})
+    dora_alpha: float = field(default=4.25, metadata={"help": "ast_dora: DoRA alpha (scaling = alpha / rank)."})
+    dora_dropout: float = field(default=0.0, metadata={"help": "ast_dora: dropout on the adapter input."})
+    min_layer: int = field(
+        default=10, metadata={"help": "ast_dora: first encoder layer whose FFN (fc1, fc2) gets DoRA adapters."}
+    )
+    classifier_hidden_size: int = field(default=200, metadata={"help": "ast_dora: hidden size of the MLP head."})
+    classifier_dropout: float = field(default=0.1, metadata={"help": "ast_dora: dropout before each head linear."})
+
+    def __post_init__(self):
+        if self.model_type not in MODEL_TYPES:
+            raise ConfigError(f"model_type={self.model_type!r} is not a model of this project; use one of {MODEL_TYPES}.")
+        if self.model_type == "ast_dora" and not self.model_name_or_path:
+            self.model_name_or_path = DEFAULT_AST_CHECKPOINT
+        if self.make_tiny_checkpoint and (self.model_type != "ast_dora" or self.model_name_or_path == DEFAULT_AST_CHECKPOINT):
+            raise ConfigError(
+                "make_tiny_checkpoint writes a stand-in AST for ast_dora smoke runs: set model_type: ast_dora and "
+                "model_name_or_path to a local folder (e.g. data/tiny_ast)."
+            )
+        if self.loss is not None and self.loss not in ("focal", "cross_entropy"):
+            raise ConfigError(f"loss={self.loss!r} is not supported; use 'focal' or 'cross_entropy'.")
+        for name in ("dora_rank", "classifier_hidden_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be a positive integer.")
+        if self.min_layer < 0:
+            raise ConfigError(f"min_layer={self.min_layer} must be >= 0 (the first adapted encoder layer).")
+        for name in ("dora_dropout", "classifier_dropout", "hidden_dropout_prob", "drop_path_rate"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ConfigError(f"{name}={value} must be in [0, 1).")
+
+    def parsed_config_overrides(self) -> dict[str, Any]:
+        """`'a=1,b=x'` -> `{'a': 1, 'b': 'x'}` with YAML scalars, so numbers and booleans keep their type."""
+        if not self.config_overrides:
+            return {}
+        overrides = {}
+        for item in self.config_overrides.split(","):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"config_overrides item {item!r} is not of the form 'name=value'.")
+            overrides[key.strip()] = yaml.safe_load(value.strip())
+        return overrides
+
+
+@dataclass
+class GenreTrainingArguments(TrainingArguments):
+    """`TrainingArguments` plus the few run-level switches the pipeline adds."""
+
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "Stop after this many evaluations without improvement (needs eval)."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start afresh instead of resuming from the last checkpoint in output_dir."}
+    )
+    push_merged: bool = field(
+        default=False,
+        metadata={"help": "ast_dora with push_to_hub: push the merged model instead of the adapter."},
+    )
+    warmup_ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": "Fraction of training steps spent warming up. transformers 5 folded it into a float "
+            "`warmup_steps`; kept because the seed report and Optuna spaces speak of a ratio."
+        },
+    )
+
+    def __post_init__(self):
+        if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1).")
+        if (self.bf16 or self.bf16_full_eval) and not self.use_cpu and not is_torch_bf16_gpu_available():
+            # One config for GPU and CPU: with no bf16 GPU, bf16 autocast runs on the CPU (fast with AMX).
+            self.use_cpu = True
+        super().__post_init__()
+
+    def get_warmup_steps(self, num_training_steps: int) -> int:
+        # Read at scheduler creation, so a ratio set later (an Optuna trial) still counts.
+        if self.warmup_ratio is not None:
+            return math.ceil(num_training_steps * self.warmup_ratio)
+        return super().get_warmup_steps(num_training_steps)
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, GenreTrainingArguments)
+
+
+@dataclass
+class RunConfig:
+    model: ModelArguments
+    data: DataArguments
+    training: GenreTrainingArguments
+    search: dict[str, Any] | None
+    config_path: str | None
+    raw: dict[str, Any]  # the merged flat mapping, for writing ready-to-run configs back out
+
+
+def known_fields() -> set[str]:
+    return {f.name for cls in ARGUMENT_CLASSES for f in dataclasses.fields(cls) if f.init}
+
+
+def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file {str(path)!r} does not exist. Pass one of the files in configs/.")
+    with open(path) as f:
+        try:
+            config = yaml.safe_load(f) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"Config file {str(path)!r} is not valid YAML: {error}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"Config file {str(path)!r} must be a mapping of field: value, got {type(config).__name__}.")
+    return config
+
+
+def check_keys(config: dict[str, Any], source: str) -> None:
+    valid = known_fields()
+    for key in config:
+        if key == "search":
+            continue
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=3)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise ConfigError(
+                f"Unknown config key {key!r} in {source}.{hint} Valid keys are the fields of ModelArguments, "
+                "DataArguments and TrainingArguments (see `python finetune/run.py --help`), plus `search:`."
+            )
+
+
+def config_to_argv(config: dict[str, Any]) -> list[str]:
+    argv = []
+    for key, value in config.items():
+        if value is None:
+            continue  # null keeps the field's default
+        argv.append(f"--{key}")
+        if isinstance(value, bool):
+            argv.append(str(value).lower())
+        elif isinstance(value, (list, tuple)):
+            argv.extend(str(v) for v in value)
+        elif isinstance(value, dict):
+            argv.append(json.dumps(value))  # TrainingArguments turns JSON strings into its dict fields
+        else:
+            argv.append(str(value))
+    return argv
+
+
+def cli_flags(argv: list[str]) -> set[str]:
+    return {arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--")}
+
+
+def parse_config(argv: list[str] | None = None) -> RunConfig:
+    """Parse `--config FILE` plus overrides. Raises `ConfigError` naming any unknown key or bad value."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    pre.add_argument("--storage", default=None)  # Optuna storage URL, overrides search.storage
+    known, rest = pre.parse_known_args(argv)
+
+    config = load_yaml_config(known.config) if known.config else {}
+    source = repr(known.config) if known.config else "the command line"
+    search = config.pop("search", None)
+    if search is not None and not isinstance(search, dict):
+        raise ConfigError(f"`search:` in {source} must be a mapping (n_trials, pruner, storage, space).")
+    if known.storage:
+        search = {**(search or {}), "storage": known.storage}
+    check_keys(config, source)
+    given_on_cli = cli_flags(rest)
+    check_keys({k: None for k in given_on_cli if k not in ("help", "h")}, "the command line")
+    if given_on_cli & set(SOURCE_FIELDS):
+        # A data source on the command line replaces the config's source instead of adding a second one.
+        for key in SOURCE_FIELDS:
+            config.pop(key, None)
+
+    parser = HfArgumentParser(ARGUMENT_CLASSES, exit_on_error=False)
+    try:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=config_to_argv(config) + rest)
+    except ConfigError:
+        raise
+    except (ValueError, argparse.ArgumentError) as error:
+        raise ConfigError(f"Bad value in {source} or on the command line: {error}") from None
+
+    raw = dict(config)
+    for name in given_on_cli & known_fields():
+        parsed = next(args for args in (model_args, data_args, training_args) if hasattr(args, name))
+        raw[name] = getattr(parsed, name)
+    return RunConfig(model_args, data_args, training_args, search, known.config, raw)

@@ -1,0 +1,19 @@
+#!/usr/bin/env python
+"""Train, evaluate and save a genre classifier (or run an Optuna search) from one YAML config.
+
+    python finetune/run.py --config configs/smoke_vit_hybrid.yaml
+    accelerate launch finetune/run.py --config configs/ast_dora.yaml --learning_rate 1e-4
+
+Every config field can be overridden on the command line; see `--help` for the fields.
+"""
+
+import sys
+
+from ast_dora.config import ConfigError
+from ast_dora.training import main
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ConfigError as error:
+        sys.exit(f"Config error: {error}")

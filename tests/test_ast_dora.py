@@ -1,0 +1,127 @@
+"""AST + DoRA: what is wrapped, what trains, and that adapter, reload and merge agree."""
+
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+from peft.tuners.lora import LoraLayer
+from peft.utils import ModulesToSaveWrapper
+
+from ast_dora.config import ModelArguments
+from ast_dora.models.ast_mlp import ASTWithMLPHeadForAudioClassification
+from ast_dora.models.factory import (
+    build_ast_dora,
+    dora_target_modules,
+    load_trained_model,
+    save_trained_model,
+)
+from ast_dora.models.tiny_ast import make_tiny_ast
+
+LABELS = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
+# Merging folds W + BA rescaled by the DoRA magnitude into one matrix: fp32 rounding only.
+MERGE_ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def tiny_ast_dir(tmp_path_factory):
+    return make_tiny_ast(tmp_path_factory.mktemp("tiny_ast"))
+
+
+def model_args(path, **kwargs):
+    defaults = dict(model_type="ast_dora", model_name_or_path=str(path), min_layer=2, classifier_hidden_size=16)
+    return ModelArguments(**{**defaults, **kwargs})
+
+
+def perturb_adapters(model, seed=0):
+    """DoRA starts as the identity (lora_B = 0); give it weights so that the checks below can fail."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+
+
+def spectrogram_batch(batch=3, seed=1):
+    return torch.randn(batch, 1024, 128, generator=torch.Generator().manual_seed(seed))
+
+
+def test_tiny_checkpoint_loads_through_from_pretrained(tiny_ast_dir):
+    config = json.loads((tiny_ast_dir / "config.json").read_text())
+    assert config["model_type"] == "audio-spectrogram-transformer"
+    assert (tiny_ast_dir / "model.safetensors").is_file()
+    assert (tiny_ast_dir / "preprocessor_config.json").is_file()
+    model = build_ast_dora(model_args(tiny_ast_dir), LABELS)
+    base = model.get_base_model()
+    assert isinstance(base, ASTWithMLPHeadForAudioClassification)
+    assert base.config.id2label == dict(enumerate(LABELS))
+    assert base.config.label2id["rock"] == 9
+    assert base.classifier.fc2.out_features == len(LABELS)
+    assert base.classifier.fc1.out_features == 16
+
+
+def test_dora_wraps_exactly_the_ffn_linears_of_top_layers(tiny_ast_dir):
+    model = build_ast_dora(model_args(tiny_ast_dir, min_layer=2), LABELS)
+    wrapped = {name for name, module in model.named_modules() if isinstance(module, LoraLayer)}
+    expected = {
+        f"base_model.model.audio_spectrogram_transformer.layers.{layer}.mlp.{linear}"
+        for layer in (2, 3)
+        for linear in ("fc1", "fc2")
+    }
+    assert wrapped == expected
+    assert all(module.use_dora["default"] for name, module in model.named_modules() if name in expected)
+    # The head has fc1/fc2 too: it must be trained as a whole (modules_to_save), not adapted.
+    assert isinstance(model.base_model.model.classifier, ModulesToSaveWrapper)
+
+    trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    assert trainable, "nothing trains"
+    for name in trainable:
+        assert "lora_" in name or "classifier.modules_to_save" in name, name
+    assert not any("attention" in name for name in trainable)
+    assert not any(".layers.0." in name or ".layers.1." in name for name in trainable)
+
+
+def test_target_regex_rejects_min_layer_past_the_last_layer():
+    assert dora_target_modules(12, 10) == r"audio_spectrogram_transformer\.layers\.(10|11)\.mlp\.(fc1|fc2)"
+    with pytest.raises(ValueError, match="min_layer=4 leaves no layer"):
+        dora_target_modules(4, 4)
+
+
+def test_adapter_reload_and_merge_reproduce_logits(tiny_ast_dir, tmp_path):
+    from ast_dora.models.factory import build_feature_extractor
+
+    args = model_args(tiny_ast_dir)
+    model = build_ast_dora(args, LABELS).eval()
+    perturb_adapters(model)
+    inputs = spectrogram_batch()
+    with torch.no_grad():
+        reference = model(input_values=inputs).logits
+
+    # Adapter alone, reloaded on a fresh base.
+    model.save_pretrained(tmp_path / "adapter_only")
+    adapter_files = {p.name for p in (tmp_path / "adapter_only").iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= adapter_files
+    size = (tmp_path / "adapter_only" / "adapter_model.safetensors").stat().st_size
+    assert size < 200_000, f"adapter should be small, is {size} bytes"
+    fresh = build_ast_dora(args, LABELS).get_base_model()
+    reloaded = PeftModel.from_pretrained(fresh, tmp_path / "adapter_only").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_values=inputs).logits, reference, rtol=0, atol=1e-6)
+
+    # The pipeline's save: adapter subfolder + merged model; both load back to the same logits.
+    save_trained_model(model, build_feature_extractor(args), tmp_path / "run")
+    merged, feature_extractor = load_trained_model(str(tmp_path / "run"))
+    assert not isinstance(merged, PeftModel)
+    assert not any(isinstance(m, LoraLayer) for m in merged.modules())
+    from_adapter, _ = load_trained_model(str(tmp_path / "run" / "adapter"))
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_values=inputs).logits, reference, rtol=0, atol=MERGE_ATOL)
+        torch.testing.assert_close(from_adapter(input_values=inputs).logits, reference, rtol=0, atol=MERGE_ATOL)
+    assert feature_extractor.sampling_rate == 16000
+
+
+def test_bad_min_layer_and_model_type_fail_clearly(tiny_ast_dir):
+    with pytest.raises(ValueError, match="min_layer=7 leaves no layer"):
+        build_ast_dora(model_args(tiny_ast_dir, min_layer=7), LABELS)
+    with pytest.raises(ValueError, match="model_type='ast'"):
+        ModelArguments(model_type="ast")
