@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import datasets
 import transformers
 import yaml
 from transformers import EarlyStoppingCallback, Trainer, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
 
 from .config import RunConfig, parse_config
 from .data import build_datasets
@@ -28,6 +29,7 @@ from .models.factory import (
     default_window,
     save_trained_model,
 )
+from .prefix_cache import apply_prefix_cache
 
 logger = logging.getLogger(__name__)
 
@@ -75,25 +77,44 @@ def resolve_checkpoint(training_args) -> str | None:
         return training_args.resume_from_checkpoint
     if training_args.overwrite_output_dir or not os.path.isdir(training_args.output_dir):
         return None
-    last_checkpoint = get_last_checkpoint(training_args.output_dir)
+    last_checkpoint = last_complete_checkpoint(training_args.output_dir)
     if last_checkpoint is not None:
         logger.info("Resuming from %s (pass --overwrite_output_dir true to start afresh).", last_checkpoint)
     return last_checkpoint
 
 
-def build_trainer(run: RunConfig, data, feature_extractor, model=None, model_init=None) -> GenreTrainer:
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest `checkpoint-N` holding `trainer_state.json`, which the Trainer writes last: a run killed while
+    saving leaves a newer, incomplete folder that cannot be resumed from."""
+    steps = sorted(
+        (int(match.group(1)) for name in os.listdir(output_dir) if (match := re.fullmatch(r"checkpoint-(\d+)", name))),
+        reverse=True,
+    )
+    for step in steps:
+        checkpoint = os.path.join(output_dir, f"checkpoint-{step}")
+        if os.path.isfile(os.path.join(checkpoint, TRAINER_STATE_NAME)):
+            return checkpoint
+        logger.warning("Skipping %s: incomplete (the run was stopped while saving it).", checkpoint)
+    return None
+
+
+def build_trainer(
+    run: RunConfig, data, feature_extractor, model=None, model_init=None, trainer_class=GenreTrainer,
+    data_collator=None,
+) -> GenreTrainer:
     callbacks = []
     if run.training.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=run.training.early_stopping_patience))
     if model is None and model_init is None:
         model = build_model(run.model, data.labels)
-    return GenreTrainer(
+    return trainer_class(
         model=model,
         model_init=model_init,
         args=run.training,
         train_dataset=data.datasets["train"],
         eval_dataset=data.datasets["validation"],
         processing_class=feature_extractor,
+        data_collator=data_collator,  # None: the Trainer pads with the feature extractor
         compute_metrics=make_compute_metrics(track_ids_of(data.datasets["validation"])),
         callbacks=callbacks,
     )
@@ -115,9 +136,13 @@ def evaluate_splits(trainer: GenreTrainer, data, output_dir: str) -> dict[str, f
     return all_metrics
 
 
+SECRET_FIELDS = ("token", "hub_token")
+
+
 def write_run_config(run: RunConfig, output_dir: str) -> None:
+    """The resolved config, ready to rerun; tokens are never written (output_dir gets uploaded)."""
     Path(output_dir).mkdir(parents=True, exist_ok=True)
-    config = dict(run.raw)
+    config = {key: value for key, value in run.raw.items() if key not in SECRET_FIELDS}
     if run.search:
         config["search"] = run.search
     with open(Path(output_dir) / "run_config.yaml", "w") as f:
@@ -130,6 +155,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     setup_logging(training_args)
     logger.info("model_type=%s, output_dir=%s", run.model.model_type, training_args.output_dir)
     set_seed(training_args.seed)
+    # With push_to_hub the Trainer creates the repo at init and pushes every checkpoint; instead the finished run is
+    # pushed once, at the end, with its model card (ast_dora.hub.push_run), so the Trainer's own pushing is off.
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
 
     with training_args.main_process_first(desc="feature extractor"):
         feature_extractor = build_feature_extractor(run.model)
@@ -145,11 +173,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         write_run_config(run, training_args.output_dir)
 
     if run.search:
+        if push_to_hub:
+            logger.warning("push_to_hub is ignored by a search: push the run you pick with `python -m ast_dora.hub push`.")
         from .hpo import run_search
 
         return run_search(run, data, feature_extractor)
 
-    trainer = build_trainer(run, data, feature_extractor)
+    model = build_model(run.model, data.labels)
+    # ast_dora without waveform augmentation: every split becomes the frozen layers' output, computed once.
+    data, data_collator = apply_prefix_cache(run, data, model, feature_extractor, training_args)
+    trainer = build_trainer(run, data, feature_extractor, model=model, data_collator=data_collator)
     total, trainable = count_parameters(trainer.model)
     logger.info("Parameters: %.2f M total, %.3f M trainable", total / 1e6, trainable / 1e6)
 
@@ -163,6 +196,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if trainer.is_world_process_zero():
         save_trained_model(trainer.accelerator.unwrap_model(trainer.model), feature_extractor, training_args.output_dir)
     trainer.accelerator.wait_for_everyone()
+    if push_to_hub and trainer.is_world_process_zero():
+        from .hub import push_run
+
+        push_run(
+            training_args.output_dir,
+            training_args.hub_model_id or Path(training_args.output_dir).absolute().name,
+            merged=training_args.push_merged,
+            token=training_args.hub_token,
+            private=training_args.hub_private_repo,
+            revision=training_args.hub_revision,
+        )
     return metrics
 
 

@@ -13,6 +13,7 @@ again and nothing stale is reused; the same inputs load the file instead (a cach
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -35,9 +36,15 @@ _ARRAY_TYPES = {2: datasets.Array2D, 3: datasets.Array3D, 4: datasets.Array4D, 5
 
 
 def feature_extractor_id(feature_extractor) -> str:
-    """The extractor's class and full config (what decides its output)."""
+    """The extractor's class and full config (what decides its output).
+
+    `auto_map` only says where the code lives (set once an extractor is saved or loaded with remote code),
+    not what it computes, so it is left out: a reloaded extractor reuses the cache of the one it was saved from.
+    """
     try:
-        config = feature_extractor.to_json_string()
+        config = json.loads(feature_extractor.to_json_string())
+        config.pop("auto_map", None)
+        config = json.dumps(config, sort_keys=True)
     except Exception:  # not a transformers FeatureExtractionMixin: fall back to its attributes
         config = repr(sorted((k, repr(v)) for k, v in vars(feature_extractor).items()))
     return f"{type(feature_extractor).__module__}.{type(feature_extractor).__qualname__}\n{config}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +18,16 @@ from transformers import (
     PreTrainedModel,
     SequenceFeatureExtractor,
 )
+from transformers.dynamic_module_utils import custom_object_save
 
+from ..prefix_cache import frozen_prefix_modules, keep_in_eval_mode
 from .ast_mlp import ASTWithMLPHeadForAudioClassification
-from .tiny_ast import make_tiny_ast
 from .genre_vit_hybrid import (
     GenreViTHybridConfig,
     GenreViTHybridFeatureExtractor,
     GenreViTHybridForAudioClassification,
 )
+from .tiny_ast import make_tiny_ast
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,11 @@ def build_ast_dora(model_args, labels: list[str]) -> PeftModel:
         bias="none",
     )
     # get_peft_model freezes every base weight; only the adapters and the head train.
-    return get_peft_model(model, dora_config)
+    model = get_peft_model(model, dora_config)
+    # The frozen layers below min_layer run in eval mode during training too, as they do when the
+    # frozen-prefix cache computes them once (ast_dora/prefix_cache.py): both paths compute the same function.
+    keep_in_eval_mode(frozen_prefix_modules(model, model_args.min_layer))
+    return model
 
 
 def build_model(model_args, labels: list[str]) -> torch.nn.Module:
@@ -149,14 +154,19 @@ def save_trained_model(model: torch.nn.Module, feature_extractor, output_dir: st
     `output_dir` loads like any transformers model, adapter or not. The model is merged in place.
     """
     output_dir = Path(output_dir)
-    if isinstance(model, PeftModel):
-        # The adapter folder keeps the fine-tuned config too: labels and head size are not in the base's.
+    is_adapter = isinstance(model, PeftModel)
+    if is_adapter:
         model.save_pretrained(output_dir / ADAPTER_SUBFOLDER)
-        model.get_base_model().config.save_pretrained(output_dir / ADAPTER_SUBFOLDER)
         feature_extractor.save_pretrained(output_dir / ADAPTER_SUBFOLDER)
         model = merge_dora(model)
     model.save_pretrained(output_dir)
     feature_extractor.save_pretrained(output_dir)
+    if is_adapter:
+        # The adapter folder keeps the fine-tuned config too (labels and head size are not in the base's), written
+        # after the merged save so that it names the head's class and ships its code (`auto_map`): the adapter
+        # folder then loads without this project installed.
+        custom_object_save(model, output_dir / ADAPTER_SUBFOLDER, config=model.config)
+        model.config.save_pretrained(output_dir / ADAPTER_SUBFOLDER)
 
 
 def _is_ast_mlp(config) -> bool:
