@@ -1,0 +1,24 @@
+"""Music-genre fine-tuning on GTZAN: AST + DoRA adapters and a from-scratch ViT-hybrid, one Trainer pipeline.
+
+Importing the package registers the ViT-hybrid with transformers' Auto classes.
+"""
+
+from .models.genre_vit_hybrid import (
+    GenreViTHybridConfig,
+    GenreViTHybridFeatureExtractor,
+    GenreViTHybridForAudioClassification,
+    GenreViTHybridModel,
+    register_auto_classes,
+)
+
+register_auto_classes()
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GenreViTHybridConfig",
+    "GenreViTHybridFeatureExtractor",
+    "GenreViTHybridForAudioClassification",
+    "GenreViTHybridModel",
+    "__version__",
+]
