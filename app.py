@@ -1,0 +1,196 @@
+"""Gradio demo: upload or record a song, get its genre, the top genres and the genre over time.
+
+    python app.py --model runs/vit_hybrid --model runs/ast_dora [--port 7860]
+    GENRE_MODELS=user/genre-vit-hybrid,user/genre-ast-dora python app.py        # a Space sets this variable
+
+Models are output folders of `finetune/run.py` (either kind) or Hub ids; the picker lists them in the order given,
+the first being the default. The analysis is served to API clients as `/predict` (audio file first, the model an
+optional second input), e.g. with `gradio_client`:
+
+    Client("http://127.0.0.1:7860").predict(handle_file("song.mp3"), api_name="/predict")
+
+Settings (flag or environment variable): `--max_seconds` / `GENRE_MAX_SECONDS` (longest song accepted, default
+600), `--max_file_size` / `GENRE_MAX_FILE_SIZE` (upload limit, default 50mb), `--examples_dir` /
+`GENRE_EXAMPLES_DIR` (where example clips are generated), `--no_bf16` / `GENRE_BF16=0`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from ast_dora.inference import GenreClassifier, InvalidAudioError
+from ast_dora.inference import _format_duration as format_duration
+from ast_dora.plots import plot_probability_timeline
+
+logger = logging.getLogger("app")
+
+REPO_ROOT = Path(__file__).resolve().parent
+# Real recordings kept beside the repository in the team's workplace; generated clips stand in elsewhere.
+SHARED_AUDIO = REPO_ROOT.parent / "shared" / "real-audio" / "formats"
+DEFAULT_MAX_SECONDS = 600.0
+DEFAULT_MAX_FILE_SIZE = "50mb"
+TOP_CLASSES = 5
+EXAMPLE_GENRES = ("rock", "classical", "hiphop", "jazz")
+EXAMPLE_SECONDS = 12.0
+MODEL_KINDS = {"vit_hybrid": "ViT-hybrid", "ast_dora": "AST-DoRA"}
+
+
+def model_specs(cli_models: list[str] | None, environ=os.environ) -> list[str]:
+    """The models to serve: `--model` flags, else the comma-separated `GENRE_MODELS`."""
+    specs = [m.strip() for m in (cli_models or []) if m.strip()]
+    if not specs:
+        specs = [m.strip() for m in environ.get("GENRE_MODELS", "").split(",") if m.strip()]
+    if not specs:
+        raise SystemExit(
+            "No model to serve: pass --model DIR_OR_HUB_ID (repeatable) or set GENRE_MODELS to a comma-separated "
+            "list (e.g. GENRE_MODELS=runs/vit_hybrid,runs/ast_dora); the models are output folders of "
+            "finetune/run.py or Hub ids."
+        )
+    return list(dict.fromkeys(specs))
+
+
+def load_classifiers(specs: list[str], max_seconds: float | None, bf16: bool | None = None) -> dict[str, GenreClassifier]:
+    """Load every model once at startup (each request then only runs it): spec -> classifier."""
+    classifiers = {}
+    for spec in specs:
+        start = time.perf_counter()
+        classifiers[spec] = GenreClassifier.from_pretrained(spec, max_seconds=max_seconds, bf16=bf16)
+        logger.info("loaded %s in %.1f s: %r", spec, time.perf_counter() - start, classifiers[spec])
+    return classifiers
+
+
+def model_choice_label(spec: str, classifier: GenreClassifier) -> str:
+    name = Path(spec).name if os.path.isdir(spec) else spec
+    return f"{MODEL_KINDS.get(classifier.model_type, classifier.model_type)} · {name}"
+
+
+def example_files(examples_dir: str | os.PathLike | None = None) -> list[str]:
+    """Example songs: the shared real recordings when they are there, plus a few generated clips (written once
+    into `examples_dir`, default a folder in the system's temp dir), so a Space has examples too."""
+    from ast_dora.data import synthesize_track
+
+    folder = Path(examples_dir or Path(tempfile.gettempdir()) / "ast_dora_examples")
+    folder.mkdir(parents=True, exist_ok=True)
+    files = sorted(str(p) for p in SHARED_AUDIO.glob("*") if p.suffix.lower() in (".mp3", ".ogg", ".flac", ".wav"))
+    for i, genre in enumerate(EXAMPLE_GENRES):
+        path = folder / f"generated_{genre}.wav"
+        if not path.is_file():
+            import soundfile as sf
+
+            audio = synthesize_track(genre, EXAMPLE_SECONDS, 22050, np.random.default_rng([7, i]))
+            tmp = path.with_suffix(".tmp.wav")
+            sf.write(tmp, audio, 22050, subtype="PCM_16")
+            tmp.replace(path)  # another process starting at the same time never sees half a file
+        files.append(str(path))
+    return files
+
+
+def make_analyse(classifiers: dict[str, GenreClassifier]):
+    default_spec = next(iter(classifiers))
+
+    def analyse(audio_path: str | None, model: str | None = None, progress=gr.Progress()):  # noqa: B008 (how Gradio injects progress)
+        """Classify a song: top genres, the genre probabilities over time, and the full analysis as JSON."""
+        if not audio_path:
+            raise gr.Error("No audio: upload a file or record with the microphone first.", title="No audio")
+        spec = model or default_spec
+        if spec not in classifiers:
+            raise gr.Error(f"Unknown model {spec!r}; choose one of: {', '.join(classifiers)}.", title="Unknown model")
+        classifier = classifiers[spec]
+        start = time.perf_counter()
+        try:
+            analysis = classifier.analyse(
+                audio_path, progress=lambda done, total: progress(done / total, desc=f"{done}/{total} windows")
+            )
+        except InvalidAudioError as error:
+            raise gr.Error(str(error), title="Cannot analyse this audio", print_exception=False) from None
+        seconds = time.perf_counter() - start
+        result = analysis.to_dict()
+        result["file"] = Path(audio_path).name
+        result["model"] = spec
+        summary = (
+            f"**{analysis.genre}** ({analysis.confidence:.0%}) · majority vote of {len(analysis.window_starts)} "
+            f"windows: **{analysis.vote}** · {format_duration(analysis.duration)} of audio analysed in "
+            f"{seconds:.1f} s by {model_choice_label(spec, classifier)}"
+        )
+        return analysis.label_probabilities(), plot_probability_timeline(analysis), result, summary
+
+    return analyse
+
+
+def build_demo(classifiers: dict[str, GenreClassifier], examples: list[str] | None = None,
+               max_seconds: float | None = DEFAULT_MAX_SECONDS) -> gr.Blocks:
+    analyse = make_analyse(classifiers)
+    choices = [(model_choice_label(spec, c), spec) for spec, c in classifiers.items()]
+    limit = f"up to {format_duration(max_seconds)}" if max_seconds else "any length"
+    with gr.Blocks(title="Music genre classifier") as demo:
+        gr.Markdown(
+            "# Music genre classifier\n"
+            f"Upload a song or record one ({limit}, at least 1 s; wav, mp3, flac, ogg, m4a, ...). The model listens "
+            "to it window by window; the label shows the genres averaged over the song, the plot how they change "
+            "along it."
+        )
+        with gr.Row():
+            with gr.Column(scale=1):
+                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Song", elem_id="song-input")
+                model = gr.Dropdown(choices=choices, value=choices[0][1], label="Model")
+                button = gr.Button("Classify", variant="primary")
+            with gr.Column(scale=2):
+                label = gr.Label(num_top_classes=TOP_CLASSES, label="Genre", elem_id="genre-label")
+                summary = gr.Markdown(elem_id="genre-summary")
+                timeline = gr.Plot(label="Genre probabilities over time", elem_id="genre-timeline")
+        with gr.Accordion("Full analysis (JSON)", open=False):
+            details = gr.JSON(label="analysis")
+        if examples:
+            gr.Examples(examples=[[path] for path in examples], inputs=[audio], cache_examples=False)
+        button.click(analyse, inputs=[audio, model], outputs=[label, timeline, details, summary], api_name="predict")
+    return demo
+
+
+def launch(demo: gr.Blocks, server_name: str | None = None, port: int | None = None,
+           max_file_size: str | int = DEFAULT_MAX_FILE_SIZE, allowed_paths: list[str] | None = None, **kwargs):
+    """Queue (one analysis at a time: a CPU's cores are better spent on one song) and serve."""
+    demo.queue(max_size=32, default_concurrency_limit=1)
+    return demo.launch(
+        server_name=server_name, server_port=port, max_file_size=max_file_size, allowed_paths=allowed_paths, **kwargs
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", action="append", metavar="DIR_OR_HUB_ID",
+                        help="A model to serve (repeatable; the first is the default). Default: $GENRE_MODELS.")
+    parser.add_argument("--port", type=int, default=None, help="Port (default: $GRADIO_SERVER_PORT or 7860).")
+    parser.add_argument("--host", default=None, help="Address to bind (default: $GRADIO_SERVER_NAME or 127.0.0.1).")
+    parser.add_argument("--max_seconds", type=float, default=float(os.environ.get("GENRE_MAX_SECONDS", DEFAULT_MAX_SECONDS)),
+                        help="Longest song accepted, in seconds (default 600; 0 for no limit).")
+    parser.add_argument("--max_file_size", default=os.environ.get("GENRE_MAX_FILE_SIZE", DEFAULT_MAX_FILE_SIZE),
+                        help="Largest upload, e.g. 50mb (default).")
+    parser.add_argument("--examples_dir", default=os.environ.get("GENRE_EXAMPLES_DIR"),
+                        help="Where the generated example clips are written (default: the temp dir).")
+    parser.add_argument("--no_bf16", action="store_true", default=os.environ.get("GENRE_BF16", "1") == "0",
+                        help="Keep fp32 even where the CPU has native bf16.")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    max_seconds = args.max_seconds if args.max_seconds > 0 else None
+    classifiers = load_classifiers(model_specs(args.model), max_seconds, bf16=False if args.no_bf16 else None)
+    examples = example_files(args.examples_dir)
+    demo = build_demo(classifiers, examples, max_seconds=max_seconds)
+    launch(demo, server_name=args.host, port=args.port, max_file_size=args.max_file_size,
+           allowed_paths=sorted({str(Path(p).parent) for p in examples}))
+
+
+if __name__ == "__main__":
+    main()

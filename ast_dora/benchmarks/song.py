@@ -1,0 +1,203 @@
+"""Song latency: one song end to end (decode -> windows -> features -> model) through `GenreClassifier.analyse`.
+
+Times what a user waits for: `analyse(path)` on a whole file, the median of `--runs` runs after `--warmup` runs,
+and prints it beside the song's duration with the split into decode / features / model. The model is a trained
+one (`--model DIR_OR_HUB_ID`) or, with `--model_type`, a randomly initialised model of the real default size
+(the 25.4 M-parameter ViT-hybrid, or the AudioSet-sized AST with the default DoRA adapters, merged), so no
+checkpoint is needed: latency depends on the architecture, not on the weights. Without `--audio` the song is
+3 minutes of generated music encoded as a 44.1-kHz stereo mp3, like a real download. Examples:
+
+    python -m ast_dora.bench song --model_type vit_hybrid --json /tmp/song_vit.json
+    python -m ast_dora.bench song --model_type ast_dora
+    python -m ast_dora.bench song --model runs/vit_hybrid --audio my_song.flac
+
+On a machine shared with other jobs, run it with `OMP_WAIT_POLICY=PASSIVE` in the environment: PyTorch's
+OpenMP threads otherwise spin while waiting for each other, and with more runnable threads than cores a
+descheduled thread makes the others spin for whole time slices (several times slower here).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MODEL_TYPES = ("vit_hybrid", "ast_dora")
+# A small ViT-hybrid for tests (the feature extractor, and so the input, stays the real one).
+TINY_VIT_HYBRID = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+
+
+def add_arguments(parser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", default=None, metavar="DIR_OR_HUB_ID", help="A trained model (either kind).")
+    source.add_argument("--model_type", default=None, choices=MODEL_TYPES,
+                        help="A randomly initialised model of the real default size instead of a checkpoint.")
+    parser.add_argument("--audio", default=None, help="Song to time (default: a generated 44.1-kHz stereo mp3).")
+    parser.add_argument("--seconds", type=float, default=180.0, help="Length of the generated song (default 180).")
+    parser.add_argument("--runs", type=int, default=5, help="Timed runs; the median is reported (default 5).")
+    parser.add_argument("--warmup", type=int, default=1, help="Untimed runs first (default 1).")
+    parser.add_argument("--batch_size", type=int, default=None, help="Windows per forward pass (model's default).")
+    parser.add_argument("--no_bf16", action="store_true", help="Keep fp32 even where the CPU has native bf16.")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, = cores).")
+
+
+def random_genre_model(model_type: str, size: str = "default", labels=None, seed: int = 0):
+    """(model in eval mode, feature extractor) with random weights, as `load_trained_model` would return them.
+
+    `size="default"` is the real architecture (what latency depends on); `size="tiny"` a few-layer stand-in
+    for tests. AST-DoRA goes through the factory like a real run: an AudioSet-shaped AST saved with
+    `save_pretrained`, DoRA-wrapped by `build_ast_dora` (default rank / layers), then merged.
+    """
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, set_seed
+
+    from ..config import ModelArguments
+    from ..data import GTZAN_GENRES
+    from ..models.factory import build_ast_dora, merge_dora
+    from ..models.genre_vit_hybrid import (
+        GenreViTHybridConfig,
+        GenreViTHybridFeatureExtractor,
+        GenreViTHybridForAudioClassification,
+    )
+    from ..models.tiny_ast import TINY_AST_CONFIG
+
+    if size not in ("default", "tiny"):
+        raise ValueError(f"size must be 'default' or 'tiny', got {size!r}")
+    labels = list(labels or GTZAN_GENRES)
+    set_seed(seed)
+    if model_type == "vit_hybrid":
+        overrides = TINY_VIT_HYBRID if size == "tiny" else {}
+        config = GenreViTHybridConfig(
+            **overrides, id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)}
+        )
+        return GenreViTHybridForAudioClassification(config).eval(), GenreViTHybridFeatureExtractor()
+    if model_type != "ast_dora":
+        raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+    base_dir = tempfile.mkdtemp(prefix="random_ast_")
+    try:
+        base_config = ASTConfig(**TINY_AST_CONFIG) if size == "tiny" else ASTConfig(num_labels=527)
+        ASTForAudioClassification(base_config).save_pretrained(base_dir)
+        ASTFeatureExtractor().save_pretrained(base_dir)
+        tiny = dict(min_layer=2, classifier_hidden_size=16) if size == "tiny" else {}
+        model_args = ModelArguments(model_type="ast_dora", model_name_or_path=base_dir, **tiny)
+        model = merge_dora(build_ast_dora(model_args, labels))
+        return model.eval(), ASTFeatureExtractor()
+    finally:
+        shutil.rmtree(base_dir, ignore_errors=True)
+
+
+def generated_song(path: str | Path, seconds: float = 180.0, sampling_rate: int = 44100, seed: int = 0) -> Path:
+    """`seconds` of synthetic music (a few genres one after another), stereo, encoded by FFmpeg to `path`'s
+    format (the extension: .mp3, .wav, .flac, ...)."""
+    from torchcodec.encoders import AudioEncoder
+
+    from ..data import GTZAN_GENRES, synthesize_track
+
+    rng = np.random.default_rng(seed)
+    section = 30.0
+    parts, left = [], seconds
+    genres = list(GTZAN_GENRES)
+    while left > 0:
+        genre = genres[len(parts) % len(genres)]
+        parts.append(synthesize_track(genre, min(section, left), sampling_rate, rng))
+        left -= section
+    mono = np.concatenate(parts)[: int(round(seconds * sampling_rate))]
+    stereo = np.stack([mono, np.roll(mono, 441) * 0.9]).astype(np.float32)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    AudioEncoder(torch.from_numpy(stereo), sample_rate=sampling_rate).to_file(str(path))
+    return path
+
+
+def run(args) -> dict:
+    from ..data import decode_audio
+    from ..inference import GenreClassifier, cpu_has_fast_bf16
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    options = dict(batch_size=args.batch_size, bf16=False if args.no_bf16 else None)
+    load_start = time.perf_counter()
+    if args.model:
+        classifier = GenreClassifier.from_pretrained(args.model, **options)
+        model_name = args.model
+    else:
+        model, feature_extractor = random_genre_model(args.model_type)
+        classifier = GenreClassifier(model, feature_extractor, **options)
+        model_name = f"random {args.model_type} (default size)"
+    load_seconds = time.perf_counter() - load_start
+
+    workdir = None
+    if args.audio:
+        song = Path(args.audio)
+    else:
+        workdir = tempfile.mkdtemp(prefix="bench_song_")
+        song = generated_song(Path(workdir) / "song.mp3", args.seconds)
+    try:
+        song_seconds = decode_audio(str(song), classifier.sampling_rate).duration
+        for _ in range(args.warmup):
+            classifier.analyse(song)
+        latencies, cpu_times, splits = [], [], []
+        for _ in range(args.runs):
+            start, cpu_start = time.perf_counter(), time.process_time()
+            analysis = classifier.analyse(song)
+            latencies.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
+            splits.append(analysis.timings)
+    finally:
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    parameters = sum(p.numel() for p in classifier.model.parameters())
+    median = {key: statistics.median(s[key] for s in splits) for key in splits[0]}
+    results = {
+        "benchmark": "song",
+        "model": model_name,
+        "model_type": classifier.model_type,
+        "parameters": parameters,
+        "song": str(song) if args.audio else f"generated {args.seconds:g}-s 44.1-kHz stereo mp3",
+        "song_seconds": song_seconds,
+        "windows": len(analysis.window_starts),
+        "window_seconds": classifier.window_seconds,
+        "hop_seconds": classifier.hop_seconds,
+        "batch_size": classifier.batch_size,
+        "bf16": classifier.bf16,
+        "cpu_native_bf16": cpu_has_fast_bf16(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average": list(os.getloadavg()),
+        "machine": platform.platform(),
+        "latency_s": statistics.median(latencies),
+        "latencies_s": latencies,
+        "decode_s": median["decode"],
+        "features_s": median["features"],
+        "model_s": median["model"],
+        "x_realtime": song_seconds / statistics.median(latencies),
+        # CPU seconds of all threads per run: on a shared machine the wall-clock latency grows with the other
+        # processes' load; the CPU time much less so (on idle cores, latency ~ cpu_s / threads at best).
+        "cpu_s": statistics.median(cpu_times),
+        "model_load_s": load_seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    print(format_table(results))
+    return results
+
+
+def format_table(r: dict) -> str:
+    return "\n".join([
+        f"song benchmark: {r['model']} ({r['parameters'] / 1e6:.1f} M parameters), {r['song']}",
+        f"  {r['windows']} windows of {r['window_seconds']:g} s / {r['hop_seconds']:g} s hop, batch {r['batch_size']}, "
+        f"bf16={r['bf16']} (native bf16: {r['cpu_native_bf16']}), {r['torch_threads']} threads on {r['cpu_count']} cores, "
+        f"load average {r['load_average'][0]:.2f}",
+        f"  song {r['song_seconds']:.1f} s -> latency {r['latency_s']:.2f} s (median of {len(r['latencies_s'])}: "
+        + ", ".join(f"{t:.2f}" for t in r["latencies_s"]) + f"), {r['x_realtime']:.0f}x real time",
+        f"  decode {r['decode_s']:.2f} s + features {r['features_s']:.2f} s + model {r['model_s']:.2f} s; "
+        f"{r['cpu_s']:.2f} CPU s; peak RSS {r['peak_rss_mb']:.0f} MB",
+    ])

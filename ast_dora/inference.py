@@ -1,0 +1,492 @@
+"""Song-level genre inference for either model: any file or array in, track probabilities and a timeline out.
+
+    from ast_dora.inference import GenreClassifier
+
+    classifier = GenreClassifier.from_pretrained("runs/vit_hybrid")   # or a Hub id, or an AST-DoRA output_dir
+    analysis = classifier.analyse("song.mp3")                        # or analyse(array, sampling_rate=44100)
+    analysis.genre, analysis.confidence, analysis.vote              # "rock", 0.71, "rock"
+    analysis.probabilities                                          # mean over windows, (num_genres,)
+    analysis.window_probabilities, analysis.window_starts          # the timeline, (num_windows, num_genres)
+    analysis.to_dict()                                              # the JSON `python -m ast_dora.predict` prints
+
+A song goes through the same steps as training data: the data layer decodes it (FFmpeg resamples to the
+model's rate, channels are averaged) and places windows (`window_starts`, the last one ending at the end of the
+song, a song shorter than one window zero-padded); the model's feature extractor turns windows into inputs.
+Windows are featurised and classified a fixed-size batch at a time, so besides the decoded waveform
+(~0.3 GB per hour of audio at 22.05 kHz, float32) memory does not grow with the song's length.
+
+Speed on CPU: the model is a plain transformers model (AST-DoRA adapters are merged on load); it runs under
+`torch.inference_mode` and, where the CPU has native bf16 (AMX or AVX512-BF16; fp32 elsewhere, `bf16=False` to opt
+out), in bf16: the weights are cast once at load and the forward runs under bf16 autocast. Casting the weights
+beats autocast alone, which re-casts fp32 activations around every matmul (~20-40% of the model's time in
+profiles of both models on this project's AMX CPU). Features are always computed in fp32, as in training. The AST
+feature extractor (kaldi fbank, one window per call) is replaced by a batched torch version computing the same
+numbers (`ASTFbankFeatures`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data.decode import AudioDecodeError, decode_audio
+from .data.features import extract_features
+from .data.windows import seconds_to_samples, window_starts
+from .evaluation import aggregate_tracks, softmax
+from .models.factory import default_window, load_trained_model, model_type_of
+
+logger = logging.getLogger(__name__)
+
+# Windows per forward pass. Large enough to keep the matmuls efficient, small enough to bound activations
+# (an AST window is 1214 tokens of 768; a ViT-hybrid window 118 tokens of 512).
+DEFAULT_BATCH_SIZE = {"vit_hybrid": 32, "ast_dora": 6}
+MIN_SECONDS = 1.0
+# Peak amplitude below which a recording counts as silent (-80 dBFS): there is no genre to hear.
+SILENCE_PEAK = 1e-4
+
+
+class InvalidAudioError(ValueError):
+    """Audio that cannot be analysed; the message says why and what to do, fit to show to a user."""
+
+
+class NotAudioError(InvalidAudioError):
+    """A file FFmpeg cannot decode (not audio, corrupt, empty)."""
+
+
+class SilentAudioError(InvalidAudioError):
+    """Digital silence, or nearly."""
+
+
+class TooShortAudioError(InvalidAudioError):
+    """Shorter than `min_seconds`."""
+
+
+class TooLongAudioError(InvalidAudioError):
+    """Longer than `max_seconds`."""
+
+
+@dataclass
+class SongAnalysis:
+    """What `GenreClassifier.analyse` returns: track probabilities, majority vote and the per-window timeline."""
+
+    labels: list[str]
+    probabilities: np.ndarray  # (num_labels,) mean of the window probabilities
+    vote: str  # majority vote of the windows' top genres (ties broken by mean probability)
+    window_probabilities: np.ndarray  # (num_windows, num_labels)
+    window_starts: np.ndarray  # (num_windows,) seconds
+    window_seconds: float
+    duration: float  # seconds of audio analysed
+    sampling_rate: int
+    source: str | None = None  # the file, when there was one
+    timings: dict[str, float] = field(default_factory=dict)  # seconds spent in decode / features / model
+
+    @property
+    def genre(self) -> str:
+        return self.labels[int(np.argmax(self.probabilities))]
+
+    @property
+    def confidence(self) -> float:
+        return float(np.max(self.probabilities))
+
+    @property
+    def window_ends(self) -> np.ndarray:
+        # A song shorter than one window was zero-padded: its only window ends where the audio does.
+        return np.minimum(self.window_starts + self.window_seconds, self.duration)
+
+    def top(self, k: int = 3) -> list[tuple[str, float]]:
+        order = np.argsort(-self.probabilities, kind="stable")[:k]
+        return [(self.labels[i], float(self.probabilities[i])) for i in order]
+
+    def label_probabilities(self) -> dict[str, float]:
+        return {label: float(p) for label, p in zip(self.labels, self.probabilities, strict=True)}
+
+    def to_dict(self, segments: bool = True) -> dict[str, Any]:
+        """The JSON object of one song (`python -m ast_dora.predict --json`)."""
+        result: dict[str, Any] = {
+            "file": self.source,
+            "genre": self.genre,
+            "confidence": self.confidence,
+            "probabilities": self.label_probabilities(),
+            "vote": self.vote,
+            "duration": self.duration,
+        }
+        if segments:
+            result["segments"] = [
+                {
+                    "start": round(float(start), 3),
+                    "end": round(float(end), 3),
+                    "probabilities": {label: float(p) for label, p in zip(self.labels, row, strict=True)},
+                }
+                for start, end, row in zip(self.window_starts, self.window_ends, self.window_probabilities, strict=True)
+            ]
+        return result
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU computes bf16 matmuls natively (AMX tiles or AVX512-BF16); elsewhere bf16 is emulated and
+    slower than fp32."""
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        check = getattr(torch.cpu, probe, None)
+        if check is not None and check():
+            return True
+    return False
+
+
+def _bf16_available(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_fast_bf16()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# AST features, batched
+# --------------------------------------------------------------------------------------------------------------
+
+# torchaudio's kaldi fbank as ASTFeatureExtractor calls it: 25-ms Hann ("hanning", symmetric) frames every 10 ms,
+# snip_edges, per-frame DC removal, pre-emphasis 0.97, 512-point FFT, power, kaldi mel bank 20 Hz..Nyquist, log.
+_KALDI_EPSILON = torch.finfo(torch.float32).eps
+_PREEMPHASIS = 0.97
+
+
+class ASTFbankFeatures:
+    """`ASTFeatureExtractor(windows)["input_values"]` for a batch of equal-length windows in one pass.
+
+    `ASTFeatureExtractor` calls `torchaudio.compliance.kaldi.fbank` once per window (~30 ms each on a CPU core);
+    the same steps on all frames of the batch at once give the same numbers (to fp32 rounding) several times
+    faster. Checked against the extractor in tests/test_inference.py.
+    """
+
+    def __init__(self, feature_extractor):
+        from torchaudio.compliance.kaldi import get_mel_banks
+
+        self.feature_extractor = feature_extractor
+        sampling_rate = int(feature_extractor.sampling_rate)
+        self.frame_length = int(sampling_rate * 0.025)
+        self.frame_shift = int(sampling_rate * 0.010)
+        self.fft_length = 1 << (self.frame_length - 1).bit_length()
+        mel_banks, _ = get_mel_banks(
+            feature_extractor.num_mel_bins, self.fft_length, float(sampling_rate), 20.0, 0.0, 100.0, -500.0, 1.0
+        )
+        # (fft_length // 2 + 1, num_mel_bins): the Nyquist bin gets no weight, as in kaldi.
+        self.mel_banks = torch.nn.functional.pad(mel_banks, (0, 1)).T.contiguous().float()
+        self.window = torch.hann_window(self.frame_length, periodic=False)
+
+    @staticmethod
+    def supports(feature_extractor) -> bool:
+        from transformers import ASTFeatureExtractor
+        from transformers.utils import is_speech_available
+
+        # Without torchaudio the extractor computes numpy features that differ slightly; keep it then.
+        return type(feature_extractor) is ASTFeatureExtractor and is_speech_available()
+
+    def __call__(self, windows: torch.Tensor) -> torch.Tensor:
+        """(batch, samples) float32 -> (batch, max_length, num_mel_bins) float32."""
+        fe = self.feature_extractor
+        batch, num_samples = windows.shape
+        if num_samples < self.frame_length:
+            raise ValueError(f"windows of {num_samples} samples are shorter than one {self.frame_length}-sample frame")
+        num_frames = 1 + (num_samples - self.frame_length) // self.frame_shift
+        windows = windows.contiguous()
+        frames = windows.as_strided(
+            (batch, num_frames, self.frame_length), (windows.stride(0), self.frame_shift, 1)
+        )
+        frames = frames - frames.mean(dim=-1, keepdim=True)
+        # x[j] - 0.97 x[j - 1], the first sample against itself (kaldi's "replicate" edge)
+        previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
+        frames = (frames - _PREEMPHASIS * previous) * self.window
+        spectrum = torch.fft.rfft(frames, n=self.fft_length).abs().pow(2.0)
+        log_mel = torch.matmul(spectrum, self.mel_banks).clamp_min(_KALDI_EPSILON).log()
+        features = log_mel.new_zeros(batch, fe.max_length, log_mel.shape[-1])
+        kept = min(num_frames, fe.max_length)
+        features[:, :kept] = log_mel[:, :kept]
+        if fe.do_normalize:
+            features = (features - fe.mean) / (fe.std * 2)
+        return features
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Waveforms
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _to_mono_float(audio: np.ndarray) -> np.ndarray:
+    """Any 1-D/2-D int or float array -> mono float32 in [-1, 1]; channels averaged as the data layer does."""
+    audio = np.asarray(audio)
+    if audio.ndim == 0 or audio.ndim > 2 or audio.size == 0:
+        raise InvalidAudioError(
+            f"Expected a waveform of shape (samples,), (samples, channels) or (channels, samples); "
+            f"got an array of shape {audio.shape}."
+        )
+    if np.issubdtype(audio.dtype, np.integer):
+        info = np.iinfo(audio.dtype)
+        # unsigned PCM (8-bit wav) is centred on the middle of its range
+        offset = (int(info.max) + 1) // 2 if info.min == 0 else 0
+        audio = (audio.astype(np.float32) - offset) / float(max(info.max - offset, 1))
+    audio = audio.astype(np.float32, copy=False)
+    if audio.ndim == 2:
+        # The shorter axis holds the channels: (samples, channels) from soundfile / Gradio, (channels, samples)
+        # from torchaudio / torchcodec.
+        channel_axis = 0 if audio.shape[0] < audio.shape[1] else 1
+        audio = audio.mean(axis=channel_axis, dtype=np.float32)
+    if not np.all(np.isfinite(audio)):
+        raise InvalidAudioError("The waveform contains NaN or infinite samples.")
+    return audio
+
+
+def _resample(waveform: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    if source_rate == target_rate:
+        return waveform
+    import torchaudio.functional as F
+
+    return F.resample(torch.from_numpy(waveform), int(source_rate), int(target_rate)).numpy()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The classifier
+# --------------------------------------------------------------------------------------------------------------
+
+
+class GenreClassifier:
+    """A trained genre model (either kind) with its feature extractor and window settings, ready for songs.
+
+    Args:
+        model: a loaded model (`load_trained_model`'s first value): ViT-hybrid or merged AST-DoRA.
+        feature_extractor: its feature extractor.
+        window_seconds / hop_seconds: the windows the model was trained on (default: the model type's,
+            4 s / 2 s for the ViT-hybrid, 10.24 s / 10.24 s for AST).
+        batch_size: windows per forward pass (default 32 for the ViT-hybrid, 6 for AST).
+        bf16: `None` (default) runs the model in bf16 (weights cast to bf16, forward under bf16 autocast) where the
+            hardware has native bf16, `True` forces it, `False` keeps fp32. The classifier owns `model`: it is
+            moved to `device` and cast in place.
+        device: where the model runs (default: CUDA when available, else CPU).
+        min_seconds / max_seconds: shorter (longer) audio is refused with `TooShortAudioError`
+            (`TooLongAudioError`); `max_seconds=None` accepts any length.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        feature_extractor,
+        window_seconds: float | None = None,
+        hop_seconds: float | None = None,
+        batch_size: int | None = None,
+        bf16: bool | None = None,
+        device: str | torch.device | None = None,
+        min_seconds: float = MIN_SECONDS,
+        max_seconds: float | None = None,
+        name: str | None = None,
+    ):
+        self.model_type = model_type_of(model)
+        default_window_seconds, default_hop_seconds = default_window(self.model_type)
+        self.window_seconds = float(window_seconds or default_window_seconds)
+        self.hop_seconds = float(hop_seconds or default_hop_seconds)
+        self.batch_size = int(batch_size or DEFAULT_BATCH_SIZE[self.model_type])
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.bf16 = _bf16_available(self.device) if bf16 is None else bool(bf16)
+        self.min_seconds = float(min_seconds)
+        self.max_seconds = max_seconds
+        self.name = name
+        self.model = model.eval().to(self.device, torch.bfloat16 if self.bf16 else torch.float32)
+        self.feature_extractor = feature_extractor
+        self.sampling_rate = int(feature_extractor.sampling_rate)
+        self.window = seconds_to_samples(self.window_seconds, self.sampling_rate)
+        self.hop = seconds_to_samples(self.hop_seconds, self.sampling_rate)
+        config = self.model.config
+        self.labels = [config.id2label[i] for i in range(config.num_labels)]
+        self._fast_ast_features = ASTFbankFeatures(feature_extractor) if ASTFbankFeatures.supports(feature_extractor) else None
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | os.PathLike, hub_kwargs: dict | None = None, **kwargs) -> GenreClassifier:
+        """Load a model this project trained (local `output_dir` or Hub id; an adapter folder is merged).
+
+        Window settings a run overrode (`window_seconds` / `hop_seconds` in its `run_config.yaml`) are used unless
+        given here. `hub_kwargs` (revision, token, cache_dir) go to `from_pretrained`; `kwargs` to `__init__`.
+        """
+        path_or_id = str(path_or_id)
+        model, feature_extractor = load_trained_model(path_or_id, **(hub_kwargs or {}))
+        for key, value in _run_window_settings(path_or_id).items():
+            kwargs.setdefault(key, value)
+        kwargs.setdefault("name", path_or_id)
+        return cls(model, feature_extractor, **kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.name or self.model_type!r}, model_type={self.model_type}, "
+            f"window={self.window_seconds}s/{self.hop_seconds}s @ {self.sampling_rate} Hz, "
+            f"batch_size={self.batch_size}, device={self.device}, bf16={self.bf16})"
+        )
+
+    # ---- audio in ----
+
+    def load_audio(self, audio: str | os.PathLike | bytes | np.ndarray | torch.Tensor, sampling_rate: int | None = None) -> np.ndarray:
+        """A path / file bytes (decoded by FFmpeg) or an array at `sampling_rate` -> mono float32 at the model's rate."""
+        if isinstance(audio, (str, os.PathLike, bytes)):
+            if isinstance(audio, (str, os.PathLike)) and not Path(audio).is_file():
+                raise NotAudioError(f"{audio}: no such file.")
+            try:
+                return decode_audio(audio if isinstance(audio, bytes) else str(audio), self.sampling_rate).waveform
+            except AudioDecodeError as error:
+                name = "the data" if isinstance(audio, bytes) else Path(audio).name
+                # FFmpeg names the full (often temporary) path; the file's name is what the user knows.
+                reason = str(error) if isinstance(audio, bytes) else str(error).replace(str(audio), name)
+                raise NotAudioError(
+                    f"Could not read {name} as audio ({reason}). Use a file FFmpeg decodes, e.g. wav, mp3, flac, "
+                    "ogg or m4a."
+                ) from error
+        if sampling_rate is None:
+            raise ValueError("An array needs its sampling_rate: analyse(waveform, sampling_rate=44100).")
+        if isinstance(audio, torch.Tensor):
+            audio = audio.detach().cpu().numpy()
+        return _resample(_to_mono_float(audio), int(sampling_rate), self.sampling_rate)
+
+    def check_waveform(self, waveform: np.ndarray) -> None:
+        duration = len(waveform) / self.sampling_rate
+        if duration < self.min_seconds:
+            raise TooShortAudioError(
+                f"The audio is {duration:.2f} s long; at least {self.min_seconds:g} s is needed to recognise a "
+                f"genre. Use a longer clip (the model listens to {self.window_seconds:g}-s windows)."
+            )
+        if self.max_seconds is not None and duration > self.max_seconds:
+            raise TooLongAudioError(
+                f"The audio is {_format_duration(duration)} long; this service accepts up to "
+                f"{_format_duration(self.max_seconds)}. Cut it shorter or run `python -m ast_dora.predict` locally."
+            )
+        # max and -min rather than max(abs): no song-sized temporary
+        if max(float(waveform.max()), -float(waveform.min())) < SILENCE_PEAK:
+            raise SilentAudioError(
+                "The audio is silent (its peak is below -80 dBFS), so there is no genre to recognise. "
+                "Check the recording level or pick another file."
+            )
+
+    # ---- model ----
+
+    def features(self, windows: np.ndarray) -> torch.Tensor:
+        """(batch, window samples) float32 -> the model's `input_values` for those windows (always fp32)."""
+        # Features are computed exactly as in training, never under the model's bf16 autocast.
+        with torch.autocast(self.device.type, enabled=False):
+            if self._fast_ast_features is not None:
+                return self._fast_ast_features(torch.from_numpy(windows))
+            return torch.from_numpy(extract_features(self.feature_extractor, windows, self.sampling_rate))
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    @torch.inference_mode()
+    def predict_windows(self, windows: np.ndarray) -> np.ndarray:
+        """(batch, window samples) -> window probabilities (batch, num_labels), float64."""
+        with self._autocast():
+            return self._probabilities(self.features(windows))
+
+    def _probabilities(self, input_values: torch.Tensor) -> np.ndarray:
+        dtype = torch.bfloat16 if self.bf16 else torch.float32
+        logits = self.model(input_values=input_values.to(self.device, dtype)).logits
+        return softmax(logits.float().cpu().numpy())
+
+    @torch.inference_mode()
+    def analyse(
+        self,
+        audio: str | os.PathLike | bytes | np.ndarray | torch.Tensor,
+        sampling_rate: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> SongAnalysis:
+        """Classify a whole song.
+
+        Args:
+            audio: a file path (anything FFmpeg decodes), the bytes of a file, or a waveform array of shape
+                `(samples,)`, `(samples, channels)` or `(channels, samples)` (int PCM or float in [-1, 1]).
+            sampling_rate: the array's rate (required for arrays; files carry theirs).
+            progress: called as `progress(windows_done, windows_total)` after every batch.
+
+        Raises:
+            InvalidAudioError: not audio (`NotAudioError`), silent, too short or too long; the message is meant
+                for the user.
+        """
+        import time
+
+        start = time.perf_counter()
+        waveform = self.load_audio(audio, sampling_rate)
+        self.check_waveform(waveform)
+        decoded = time.perf_counter()
+        duration = len(waveform) / self.sampling_rate
+        if len(waveform) < self.window:
+            # Zero-padded to one window, as the data layer does for training (`cut_windows`).
+            waveform = np.pad(waveform, (0, self.window - len(waveform)))
+        starts = window_starts(len(waveform), self.window, self.hop)
+        # Every window is a view into the waveform; a batch is copied out only when it is featurised.
+        all_windows = np.lib.stride_tricks.sliding_window_view(waveform, self.window)
+        probabilities = np.empty((len(starts), len(self.labels)))
+        feature_seconds = model_seconds = 0.0
+        with self._autocast():
+            for first in range(0, len(starts), self.batch_size):
+                batch_starts = starts[first : first + self.batch_size]
+                tick = time.perf_counter()
+                input_values = self.features(np.ascontiguousarray(all_windows[batch_starts]))
+                tock = time.perf_counter()
+                probabilities[first : first + len(batch_starts)] = self._probabilities(input_values)
+                feature_seconds += tock - tick
+                model_seconds += time.perf_counter() - tock
+                if progress is not None:
+                    progress(first + len(batch_starts), len(starts))
+        _, mean_probabilities, vote, _ = aggregate_tracks(
+            probabilities, np.zeros(len(starts), dtype=np.int64), ["song"] * len(starts)
+        )
+        return SongAnalysis(
+            labels=list(self.labels),
+            probabilities=mean_probabilities[0],
+            vote=self.labels[int(vote[0])],
+            window_probabilities=probabilities,
+            window_starts=starts / self.sampling_rate,
+            window_seconds=self.window_seconds,
+            duration=duration,
+            sampling_rate=self.sampling_rate,
+            source=str(audio) if isinstance(audio, (str, os.PathLike)) else None,
+            timings={"decode": decoded - start, "features": feature_seconds, "model": model_seconds},
+        )
+
+    analyze = analyse
+
+
+def _run_window_settings(path_or_id: str) -> dict[str, float]:
+    """`window_seconds` / `hop_seconds` a training run overrode, from its `run_config.yaml` (local folders only)."""
+    run_config = Path(path_or_id) / "run_config.yaml"
+    if not run_config.is_file():
+        return {}
+    import yaml
+
+    try:
+        config = yaml.safe_load(run_config.read_text()) or {}
+    except yaml.YAMLError:
+        logger.warning("Ignoring unreadable %s; using the model type's default windows.", run_config)
+        return {}
+    return {key: float(config[key]) for key in ("window_seconds", "hop_seconds") if config.get(key) is not None}
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{rest:02d}" if hours else f"{minutes}:{rest:02d}"
+
+
+__all__ = [
+    "ASTFbankFeatures",
+    "GenreClassifier",
+    "InvalidAudioError",
+    "NotAudioError",
+    "SilentAudioError",
+    "SongAnalysis",
+    "TooLongAudioError",
+    "TooShortAudioError",
+    "cpu_has_fast_bf16",
+]

@@ -1,0 +1,160 @@
+"""Classify songs from the command line with a trained model (either kind; local folder or Hub id).
+
+    python -m ast_dora.predict song.mp3 other.flac --model runs/vit_hybrid
+    python -m ast_dora.predict song.mp3 --model runs/ast_dora --json > song.json
+    python -m ast_dora.predict song.mp3 --model runs/vit_hybrid --plot song.png
+
+Prints a table (genre, confidence, majority vote, top genres) or, with `--json`, a JSON list with one object
+per song: `file`, `genre`, `confidence`, `probabilities` (genre -> probability, mean over windows), `vote`
+(majority-vote genre), `duration` and `segments` (`{start, end, probabilities}` per window). A file that cannot
+be analysed is reported (on stderr, and as `{"file", "error"}` in the JSON) and the others still run; the exit
+status is 1 if any failed. Installed as `ast-dora-predict` too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .inference import GenreClassifier, InvalidAudioError, _format_duration
+
+logger = logging.getLogger(__name__)
+
+# A progress bar is worth drawing from this many windows (~1 minute of audio for the ViT-hybrid) on.
+PROGRESS_MIN_WINDOWS = 30
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ast_dora.predict",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("songs", nargs="+", metavar="SONG", help="Audio files (anything FFmpeg decodes).")
+    parser.add_argument("--model", required=True, metavar="DIR_OR_HUB_ID",
+                        help="A trained model: output_dir of finetune/run.py (either kind) or a Hub id.")
+    parser.add_argument("--json", action="store_true", help="Print JSON (a list, one object per song).")
+    parser.add_argument("--plot", default=None, metavar="OUT.png",
+                        help="Save the probability bars and the timeline; with several songs, OUT_<song>.png each.")
+    parser.add_argument("--top_k", type=int, default=3, help="Genres listed per song in the table (default 3).")
+    parser.add_argument("--no_segments", action="store_true", help="Leave the per-window `segments` out of the JSON.")
+    parser.add_argument("--batch_size", type=int, default=None, help="Windows per forward pass (model's default).")
+    parser.add_argument("--window_seconds", type=float, default=None, help="Window length (model's default).")
+    parser.add_argument("--hop_seconds", type=float, default=None, help="Hop between windows (model's default).")
+    parser.add_argument("--no_bf16", action="store_true", help="Keep fp32 even where the hardware has native bf16.")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")
+    parser.add_argument("--revision", default=None, help="Hub revision of --model.")
+    parser.add_argument("--token", default=None, help="Hub token for a private --model.")
+    parser.add_argument("--quiet", action="store_true", help="No progress bars.")
+    return parser
+
+
+def plot_path(plot: str, song: str, many: bool) -> Path:
+    path = Path(plot)
+    return path.with_name(f"{path.stem}_{Path(song).stem}{path.suffix or '.png'}") if many else path
+
+
+def format_table(rows: list[dict], top_k: int) -> str:
+    header = ("file", "duration", "genre", "confidence", "vote", f"top {top_k}")
+    lines = [
+        (
+            row["file"],
+            _format_duration(row["duration"]),
+            row["genre"],
+            f"{row['confidence']:.1%}",
+            row["vote"],
+            ", ".join(
+                f"{genre} {p:.0%}"
+                for genre, p in sorted(row["probabilities"].items(), key=lambda item: -item[1])[:top_k]
+            ),
+        )
+        for row in rows
+        if "error" not in row
+    ]
+    lines += [(row["file"], "-", "ERROR", "-", "-", row["error"]) for row in rows if "error" in row]
+    widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join(str(cell).ljust(width) for cell, width in zip(line[:-1], widths, strict=True)) + "  " + line[-1]
+        for line in [header, *lines]
+    )
+
+
+def _progress_bar(song: str, quiet: bool):
+    """A `progress(done, total)` callback drawing a tqdm bar on stderr once a song turns out to be long."""
+    if quiet:
+        return None, lambda: None
+    state = {}
+
+    def progress(done: int, total: int) -> None:
+        if total < PROGRESS_MIN_WINDOWS:
+            return
+        if "bar" not in state:
+            from tqdm.auto import tqdm
+
+            state["bar"] = tqdm(total=total, desc=Path(song).name, unit="window", leave=False, file=sys.stderr)
+        state["bar"].update(done - state["bar"].n)
+
+    def close() -> None:
+        if "bar" in state:
+            state["bar"].close()
+
+    return progress, close
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    hub_kwargs = {key: value for key, value in (("revision", args.revision), ("token", args.token)) if value}
+    try:
+        classifier = GenreClassifier.from_pretrained(
+            args.model,
+            hub_kwargs=hub_kwargs,
+            batch_size=args.batch_size,
+            window_seconds=args.window_seconds,
+            hop_seconds=args.hop_seconds,
+            bf16=False if args.no_bf16 else None,
+            device=args.device,
+        )
+    except Exception as error:  # a missing folder, an unreachable Hub id, not a model of this project
+        print(f"error: could not load the model {args.model!r}: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
+
+    rows, failed = [], 0
+    for song in args.songs:
+        progress, close = _progress_bar(song, args.quiet)
+        try:
+            analysis = classifier.analyse(song, progress=progress)
+        except InvalidAudioError as error:
+            failed += 1
+            rows.append({"file": song, "error": str(error)})
+            print(f"error: {song}: {error}", file=sys.stderr)
+            continue
+        except Exception as error:  # keep going with the other songs; the exit status tells
+            failed += 1
+            rows.append({"file": song, "error": f"{type(error).__name__}: {error}"})
+            logger.exception("%s: analysis failed", song)
+            continue
+        finally:
+            close()
+        row = analysis.to_dict(segments=not args.no_segments)
+        row["file"] = song
+        rows.append(row)
+        if args.plot:
+            from .plots import save_analysis_plot
+
+            path = save_analysis_plot(analysis, plot_path(args.plot, song, len(args.songs) > 1), title=Path(song).name)
+            print(f"plot written to {path}", file=sys.stderr)
+
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(format_table(rows, args.top_k))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The Gradio demo served on 127.0.0.1 inside the test process and queried through `gradio_client`, as an API
+client would: `/predict` with a wav and an mp3, the model choice, and the messages for bad input."""
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from song_fixtures import (
+    generated_wav,
+    load_app_module,
+    mp3_song,
+    running_app,
+    save_tiny_model,
+    short_song,
+    silent_song,
+    text_named_wav,
+    wav_song,
+)
+
+NUM_GENRES = 10
+MAX_SECONDS = 200.0  # the real 139-s mp3 fits; a 201-s song does not
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("app")
+    models = [save_tiny_model(kind, root / kind) for kind in ("vit_hybrid", "ast_dora")]
+    with running_app(models, root, max_seconds=MAX_SECONDS, max_file_size="5mb") as url:
+        yield url, [str(m) for m in models]
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    return Client(served[0], verbose=False)
+
+
+def check_result(result, model_spec):
+    label, plot, details, summary = result
+    probabilities = details["probabilities"]
+    assert len(probabilities) == NUM_GENRES
+    assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+    assert label["label"] == details["genre"] == max(probabilities, key=probabilities.get)
+    assert len(label["confidences"]) == 5  # gr.Label shows the top 5
+    assert details["model"] == model_spec and details["vote"] in probabilities
+    assert plot["type"] == "matplotlib" and plot["plot"].startswith("data:image/")
+    assert details["genre"] in summary
+
+
+def test_api_endpoint_is_predict_with_optional_model(client, served):
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert set(api) == {"/predict"}
+    parameters = api["/predict"]["parameters"]
+    assert [p["component"] for p in parameters] == ["Audio", "Dropdown"]
+    assert parameters[1]["parameter_has_default"] and parameters[1]["parameter_default"] == served[1][0]
+
+
+def test_wav_and_mp3_give_ten_probabilities(client, served, tmp_path):
+    vit_spec, ast_spec = served[1]
+    # the audio file alone: the first model answers
+    check_result(client.predict(handle_file(str(wav_song(tmp_path))), api_name="/predict"), vit_spec)
+    check_result(client.predict(handle_file(str(mp3_song(tmp_path))), ast_spec, api_name="/predict"), ast_spec)
+
+
+def test_not_audio_gives_a_message_and_the_next_request_works(client, served, tmp_path):
+    with pytest.raises(AppError, match="Could not read notes.wav as audio"):
+        client.predict(handle_file(str(text_named_wav(tmp_path))), api_name="/predict")
+    song = generated_wav(tmp_path / "after.wav", 5.0)
+    check_result(client.predict(handle_file(str(song)), api_name="/predict"), served[1][0])
+
+
+def test_short_silent_and_long_clips_get_their_messages(client, served, tmp_path):
+    with pytest.raises(AppError, match=r"0\.50 s long; at least 1 s is needed"):
+        client.predict(handle_file(str(short_song(tmp_path))), api_name="/predict")
+    with pytest.raises(AppError, match="silent"):
+        client.predict(handle_file(str(silent_song(tmp_path))), api_name="/predict")
+    long_song = generated_wav(tmp_path / "long.wav", MAX_SECONDS + 1, sampling_rate=8000, channels=1)
+    with pytest.raises(AppError, match="accepts up to 3:20"):
+        client.predict(handle_file(str(long_song)), served[1][1], api_name="/predict")
+
+
+def test_uploads_over_the_size_limit_are_refused(served, tmp_path):
+    big = tmp_path / "big.wav"
+    big.write_bytes(b"\0" * 6_000_000)
+    with open(big, "rb") as f:
+        response = httpx.post(served[0] + "gradio_api/upload", files={"files": ("big.wav", f, "audio/wav")})
+    assert response.status_code == 413, response.text
+
+
+def test_models_come_from_flags_or_the_environment():
+    app = load_app_module()
+    assert app.model_specs(["a", "b", "a"], environ={"GENRE_MODELS": "x"}) == ["a", "b"]
+    assert app.model_specs(None, environ={"GENRE_MODELS": " user/vit , runs/ast ,"}) == ["user/vit", "runs/ast"]
+    with pytest.raises(SystemExit, match="GENRE_MODELS"):
+        app.model_specs(None, environ={})
