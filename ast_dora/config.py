@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.utils import is_torch_bf16_gpu_available
@@ -85,6 +86,13 @@ class ModelArguments:
     )
     classifier_hidden_size: int = field(default=200, metadata={"help": "ast_dora: hidden size of the MLP head."})
     classifier_dropout: float = field(default=0.1, metadata={"help": "ast_dora: dropout before each head linear."})
+    prefix_cache: bool = field(
+        default=True,
+        metadata={
+            "help": "ast_dora: compute the hidden states entering layer min_layer once per window (cached, bf16) and "
+            "train the top layers and head from them. Off by itself when waveform augmentation is on."
+        },
+    )
 
     def __post_init__(self):
         if self.model_type not in MODEL_TYPES:
@@ -135,6 +143,13 @@ class GenreTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "ast_dora with push_to_hub: push the merged model instead of the adapter."},
     )
+    logging_nan_inf_filter: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace nan/inf step losses in the logs by the running mean. Off by default: checking costs a "
+            "device-to-host sync every step on GPU (transformers' default is on)."
+        },
+    )
     warmup_ratio: float | None = field(
         default=None,
         metadata={
@@ -148,6 +163,10 @@ class GenreTrainingArguments(TrainingArguments):
             raise ConfigError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1).")
         if (self.bf16 or self.bf16_full_eval) and not self.use_cpu and not is_torch_bf16_gpu_available():
             # One config for GPU and CPU: with no bf16 GPU, bf16 autocast runs on the CPU (fast with AMX).
+            self.use_cpu = True
+        if not self.use_cpu and not torch.accelerator.is_available():
+            # Without it, processes started by `accelerate launch --multi_gpu` / torchrun on a machine with no GPU
+            # would each train alone on all the data: the Trainer only sets up gloo DDP when told it runs on CPU.
             self.use_cpu = True
         super().__post_init__()
 

@@ -73,7 +73,8 @@ def dropout(x: torch.Tensor, p: float = 0.5, training: bool = False) -> torch.Te
     if not training or p == 0.0:
         return x
     int_dtype = _INT_OF_FLOAT.get(x.dtype)
-    if x.device.type != "cpu" or int_dtype is None or not 0.0 < p < 1.0:
+    # Under torch.compile, F.dropout: inductor fuses its own mask, and cannot trace the dtype-reinterpreting views.
+    if x.device.type != "cpu" or int_dtype is None or not 0.0 < p < 1.0 or torch.compiler.is_compiling():
         return F.dropout(x, p, training)
     bits = torch.iinfo(int_dtype).bits
     n = x.numel()

@@ -1,0 +1,64 @@
+"""Matmul peak of this machine, measured: the denominator of model-FLOPs utilisation (MFU).
+
+Not a benchmark of its own (no `add_arguments`/`run`): `train` (and any other benchmark that reports a
+utilisation) calls `measure_matmul_peak` in the same process as its model timings, so the two figures see the
+same CPU, the same thread count and the same load from other processes.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
+
+
+def _matmul_tflops(n: int, dtype: torch.dtype, device: torch.device, seconds: float, repeats: int) -> float:
+    """Best of `repeats` timings of back-to-back `n x n @ n x n` matmuls, each timing about `seconds` long."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    out = torch.empty(n, n, device=device, dtype=dtype)
+    flops = 2.0 * n**3
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    # Warm up (oneDNN/cuBLAS pick their kernels, AMX tiles get configured) and size the timed loop.
+    start = time.perf_counter()
+    calls = 0
+    while calls < 3 or time.perf_counter() - start < 0.2 * seconds:
+        torch.matmul(a, b, out=out)
+        calls += 1
+        sync()
+    per_call = (time.perf_counter() - start) / calls
+    loop = max(1, int(seconds / per_call))
+    best = 0.0
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        for _ in range(loop):
+            torch.matmul(a, b, out=out)
+        sync()
+        best = max(best, flops * loop / (time.perf_counter() - start))
+    return best / 1e12
+
+
+def measure_matmul_peak(
+    dtypes=("bf16", "fp32"), n: int | None = None, seconds: float = 1.0, repeats: int = 3, device=None
+) -> dict[str, float]:
+    """`{"bf16": TFLOP/s, "fp32": TFLOP/s}`: the best sustained rate of large square matmuls on `device`.
+
+    The best of several repeats, because other processes on a shared machine only ever make a timing slower.
+    `n` defaults to 2048 on CPU (large enough for AMX/AVX-512 to reach their plateau, small enough to stay
+    quick) and 8192 on GPU.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    n = n or (8192 if device.type == "cuda" else 2048)
+    with torch.inference_mode():
+        return {name: _matmul_tflops(n, DTYPES[name], device, seconds, repeats) for name in dtypes}
+
+
+if __name__ == "__main__":
+    print(measure_matmul_peak())

@@ -1,0 +1,427 @@
+"""Training speed: samples/s and model-FLOPs utilisation (MFU) against this machine's measured matmul peak.
+
+First measures the bf16 and fp32 matmul peak (`peak.py`) in this process, then trains the real default-size
+model through the project's `Trainer` setup (`GenreTrainingArguments`: bf16 autocast, fused AdamW, gradient
+clipping, the LR schedule) on synthetic inputs - no data set needed - and reports
+
+- `samples_per_s`: steady-state training throughput (wall time between optimizer steps after `--warmup`
+  steps, data loading included),
+- `mfu`: analytic training FLOPs per sample x samples/s / measured bf16 peak (fp32 peak with `--no_bf16`).
+  Training FLOPs count the matmuls - patch projection, attention projections, attention scores and values,
+  FFN, head - forward, plus their backward: 2x forward for trained weights (the ViT-hybrid: 3x forward in
+  all), and for AST-DoRA only what runs: no backward below `min_layer`, input gradients only (1x) through
+  the frozen weights above it, the adapters' own tiny matmuls not counted;
+- `peak_memory_mb`: peak GPU memory allocated (CUDA) or the process's peak RSS (CPU);
+- AST-DoRA also: one epoch of `--samples` windows through the frozen layers and one from the frozen-prefix
+  cache, both in this run, `cache_speedup` = uncached epoch time / cached epoch time, the time to build the
+  cache, and the largest relative difference between the two runs' per-step losses;
+- unless `--no_song`: the inference latency of a 3-minute song (the `song` benchmark, same model size).
+
+    python -m ast_dora.bench train --model_type vit_hybrid --json /tmp/bench_vit.json
+    python -m ast_dora.bench train --model_type ast_dora --json /tmp/bench_ast.json
+    python -m ast_dora.bench train --model_type vit_hybrid --plain_loop   # a bare PyTorch loop, for comparison
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
+import platform
+import resource
+import shutil
+import tempfile
+import time
+
+import torch
+
+from .peak import measure_matmul_peak
+
+MODEL_TYPES = ("vit_hybrid", "ast_dora")
+# Batch sizes of configs/vit_hybrid.yaml (64) and, for AST-DoRA, 8 windows per step (its config's 2 x 8
+# accumulated, without the accumulation).
+DEFAULT_BATCH = {"vit_hybrid": 64, "ast_dora": 8}
+TINY_VIT_HYBRID = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model_type", choices=MODEL_TYPES, default="vit_hybrid")
+    parser.add_argument("--size", choices=("default", "tiny"), default="default",
+                        help="default: the real architecture (25.4 M ViT-hybrid; AudioSet-sized AST). tiny: for tests.")
+    parser.add_argument("--batch_size", type=int, default=None, help="Per-step batch (vit_hybrid 64, ast_dora 8).")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="Timed steps (vit_hybrid default 8; ast_dora: one epoch of --samples windows).")
+    parser.add_argument("--warmup", type=int, default=2, help="Untimed steps first (default 2).")
+    parser.add_argument("--samples", type=int, default=32, help="ast_dora: windows per epoch (default 32).")
+    parser.add_argument("--min_layer", type=int, default=10, help="ast_dora: first adapted layer (default 10).")
+    parser.add_argument("--no_bf16", action="store_true", help="Train in fp32 (MFU then against the fp32 peak).")
+    parser.add_argument("--optim", default="adamw_torch_fused", help="TrainingArguments.optim (default fused AdamW).")
+    parser.add_argument("--torch_compile", action="store_true", help="TrainingArguments.torch_compile.")
+    parser.add_argument("--plain_loop", action="store_true",
+                        help="vit_hybrid: time a bare PyTorch loop (autocast, torch.optim.AdamW) instead of the Trainer.")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, = cores).")
+    parser.add_argument("--no_song", action="store_true", help="Skip the 3-min song latency.")
+    parser.add_argument("--peak_seconds", type=float, default=1.0, help="Seconds per matmul-peak timing.")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Analytic FLOPs (multiply-adds x 2, matmuls only; per sample)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _layer_flops(tokens: int, hidden: int, intermediate: int) -> dict[str, float]:
+    return {
+        "attention_projections": 2 * tokens * hidden * 4 * hidden,  # q, k, v and output
+        "attention_scores_values": 2 * 2 * tokens * tokens * hidden,  # QK^T and PV
+        "ffn": 2 * 2 * tokens * hidden * intermediate,
+    }
+
+
+def vit_hybrid_flops(config) -> dict[str, float]:
+    """Forward and training FLOPs per sample of a `GenreViTHybridConfig` (every weight trains: 3x forward)."""
+    tokens = config.num_patches + 1
+    patch = 2 * config.num_patches * config.num_channels * config.patch_size**2 * config.hidden_size
+    layer = sum(_layer_flops(tokens, config.hidden_size, config.intermediate_size).values())
+    head = 2 * config.hidden_size * config.num_labels
+    forward = patch + config.num_hidden_layers * layer + head
+    return {"forward": forward, "train": 3 * forward, "tokens": tokens}
+
+
+def ast_dora_flops(config, min_layer: int, classifier_hidden_size: int, num_labels: int) -> dict[str, float]:
+    """AST-DoRA FLOPs per sample, through all layers ("uncached") and from the frozen-prefix cache ("cached")."""
+    freq = (config.num_mel_bins - config.patch_size) // config.frequency_stride + 1
+    time_ = (config.max_length - config.patch_size) // config.time_stride + 1
+    tokens = freq * time_ + 2
+    hidden, intermediate, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    patch = 2 * freq * time_ * config.patch_size**2 * hidden
+    layer = _layer_flops(tokens, hidden, intermediate)
+    head = 2 * (hidden * classifier_hidden_size + classifier_hidden_size * num_labels)
+    top = layers - min_layer
+    forward_full = patch + layers * sum(layer.values()) + head
+    forward_top = top * sum(layer.values()) + head
+    # Backward: the head's weights and inputs (2x); layers above min_layer pass input gradients through frozen
+    # projections and FFN (1x) and through the attention scores and values (2x); in layer min_layer itself
+    # only fc2's input gradient is needed (fc1's adapters need fc1's output gradient, not its input's).
+    above = layer["attention_projections"] + 2 * layer["attention_scores_values"] + layer["ffn"]
+    backward = 2 * head + (top - 1) * above + layer["ffn"] / 2
+    return {
+        "forward_uncached": forward_full,
+        "forward_cached": forward_top,
+        "train_uncached": forward_full + backward,
+        "train_cached": forward_top + backward,
+        "tokens": tokens,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Timing through the Trainer
+# ----------------------------------------------------------------------------------------------------------
+
+
+class _SyntheticWindows(torch.utils.data.Dataset):
+    """`length` rows cycling over a small pool of random inputs (no data set, no per-step generation cost)."""
+
+    def __init__(self, shape, num_labels: int, length: int, pool: int = 16, seed: int = 0):
+        generator = torch.Generator().manual_seed(seed)
+        self.inputs = torch.randn(pool, *shape, generator=generator)
+        self.labels = torch.randint(0, num_labels, (pool,), generator=generator)
+        self.length = length
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, i):
+        return {"input_values": self.inputs[i % len(self.inputs)], "labels": self.labels[i % len(self.labels)]}
+
+
+def _training_args(args, output_dir: str, max_steps: int, batch_size: int, logging_steps: int | None = None):
+    from ..config import GenreTrainingArguments
+
+    return GenreTrainingArguments(
+        output_dir=output_dir,
+        per_device_train_batch_size=batch_size,
+        max_steps=max_steps,
+        learning_rate=1e-4,
+        warmup_steps=0,
+        optim=args.optim,
+        bf16=not args.no_bf16,
+        torch_compile=args.torch_compile,
+        logging_strategy="steps" if logging_steps else "no",
+        logging_steps=logging_steps or 500,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=0,
+    )
+
+
+def _step_times_callback():
+    from transformers import TrainerCallback
+
+    class StepTimes(TrainerCallback):
+        def __init__(self):
+            self.times = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.times.append(time.perf_counter())
+
+    return StepTimes()
+
+
+def time_trainer(model, dataset, args, batch_size: int, steps: int, data_collator=None, log_losses=False) -> dict:
+    """Train `warmup + steps` steps with the Trainer; throughput over the last `steps` (and step losses)."""
+    from transformers import PrinterCallback, Trainer
+
+    output_dir = tempfile.mkdtemp(prefix="bench_train_")
+    try:
+        callback = _step_times_callback()
+        trainer = Trainer(
+            model=model,
+            args=_training_args(args, output_dir, args.warmup + steps, batch_size, logging_steps=1 if log_losses else None),
+            train_dataset=dataset,
+            data_collator=data_collator,
+            callbacks=[callback],
+        )
+        trainer.remove_callback(PrinterCallback)  # the table says it all
+        trainer.train()
+    finally:
+        shutil.rmtree(output_dir, ignore_errors=True)
+    times = callback.times[args.warmup - 1 :] if args.warmup > 0 else callback.times
+    seconds = times[-1] - times[0]
+    timed_steps = len(times) - 1
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return {"samples_per_s": timed_steps * batch_size / seconds, "step_s": seconds / timed_steps, "losses": losses}
+
+
+def time_plain_loop(model, dataset, args, batch_size: int, steps: int) -> dict:
+    """The baseline of issue #7: autocast bf16, `torch.optim.AdamW` defaults, nothing else."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+    times = []
+    batches = iter(loader)
+    for _ in range(args.warmup + steps):
+        batch = next(batches)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=not args.no_bf16):
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        times.append(time.perf_counter())
+    times = times[args.warmup - 1 :] if args.warmup > 0 else times
+    seconds = times[-1] - times[0]
+    return {"samples_per_s": (len(times) - 1) * batch_size / seconds, "step_s": seconds / (len(times) - 1)}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The two models
+# ----------------------------------------------------------------------------------------------------------
+
+
+def bench_vit_hybrid(args, peak_tflops: float) -> dict:
+    from transformers import set_seed
+
+    from ..data import GTZAN_GENRES
+    from ..models.genre_vit_hybrid import GenreViTHybridConfig, GenreViTHybridForAudioClassification
+
+    batch_size = args.batch_size or DEFAULT_BATCH["vit_hybrid"]
+    steps = args.steps or 8
+    set_seed(0)
+    config = GenreViTHybridConfig(**(TINY_VIT_HYBRID if args.size == "tiny" else {}), num_labels=len(GTZAN_GENRES))
+    model = GenreViTHybridForAudioClassification(config)
+    dataset = _SyntheticWindows((config.num_channels, *config.image_size), config.num_labels,
+                                length=batch_size * (args.warmup + steps))
+    if args.plain_loop:
+        timing = time_plain_loop(model, dataset, args, batch_size, steps)
+    else:
+        timing = time_trainer(model, dataset, args, batch_size, steps)
+    flops = vit_hybrid_flops(config)
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "batch_size": batch_size,
+        "timed_steps": steps,
+        "loop": "plain" if args.plain_loop else "trainer",
+        "samples_per_s": timing["samples_per_s"],
+        "step_s": timing["step_s"],
+        "forward_gflops_per_sample": flops["forward"] / 1e9,
+        "train_gflops_per_sample": flops["train"] / 1e9,
+        "achieved_tflops": flops["train"] * timing["samples_per_s"] / 1e12,
+        "mfu": flops["train"] * timing["samples_per_s"] / 1e12 / peak_tflops,
+    }
+
+
+def _random_ast_checkpoint(path: str, size: str) -> None:
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, set_seed
+
+    from ..models.tiny_ast import TINY_AST_CONFIG
+
+    set_seed(0)
+    config = ASTConfig(**TINY_AST_CONFIG) if size == "tiny" else ASTConfig(num_labels=527)
+    ASTForAudioClassification(config).save_pretrained(path)
+    ASTFeatureExtractor().save_pretrained(path)
+
+
+def bench_ast_dora(args, peak_tflops: float) -> dict:
+    from datasets import Dataset
+    from transformers import set_seed
+
+    from ..config import ModelArguments
+    from ..data import GTZAN_GENRES
+    from ..models.factory import build_ast_dora
+    from ..prefix_cache import cache_prefix_hidden_states, collate_prefix_batch, enable_prefix_inputs
+
+    batch_size = args.batch_size or DEFAULT_BATCH["ast_dora"]
+    steps = args.steps or max(1, args.samples // batch_size)
+    labels = list(GTZAN_GENRES)
+    workdir = tempfile.mkdtemp(prefix="bench_ast_")
+    try:
+        _random_ast_checkpoint(workdir, args.size)
+        min_layer = min(args.min_layer, 2) if args.size == "tiny" else args.min_layer
+        model_args = ModelArguments(model_type="ast_dora", model_name_or_path=workdir, min_layer=min_layer)
+        set_seed(0)
+        model = build_ast_dora(model_args, labels)
+        cached_model = copy.deepcopy(model)  # the same initial adapters and head for both runs
+        config = model.get_base_model().config
+        n = batch_size * (args.warmup + steps)
+        generator = torch.Generator().manual_seed(0)
+        windows = Dataset.from_dict({
+            "input_values": torch.randn(n, config.max_length, config.num_mel_bins, generator=generator).numpy(),
+            "labels": torch.randint(0, len(labels), (n,), generator=generator).tolist(),
+        }).with_format("torch")
+
+        uncached = time_trainer(model, windows, args, batch_size, steps, log_losses=True)
+        enable_prefix_inputs(cached_model, min_layer)
+        start = time.perf_counter()
+        cached_windows, _ = cache_prefix_hidden_states(
+            cached_model, windows, min_layer, bf16=not args.no_bf16, batch_size=batch_size,
+            device="cuda" if torch.cuda.is_available() else "cpu", use_cache=False,
+        )
+        cache_build_s = time.perf_counter() - start
+        cached = time_trainer(cached_model, cached_windows, args, batch_size, steps,
+                              data_collator=collate_prefix_batch, log_losses=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    flops = ast_dora_flops(config, min_layer, model_args.classifier_hidden_size, len(labels))
+    epoch_uncached = args.samples / uncached["samples_per_s"]
+    epoch_cached = args.samples / cached["samples_per_s"]
+    loss_diff = max(abs(a - b) / abs(a) for a, b in zip(uncached["losses"], cached["losses"], strict=True))
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "min_layer": min_layer,
+        "num_hidden_layers": config.num_hidden_layers,
+        "tokens": flops["tokens"],
+        "batch_size": batch_size,
+        "timed_steps": steps,
+        "loop": "trainer",
+        "samples_per_s": cached["samples_per_s"],
+        "samples_per_s_uncached": uncached["samples_per_s"],
+        "epoch_samples": args.samples,
+        "epoch_s_cached": epoch_cached,
+        "epoch_s_uncached": epoch_uncached,
+        "cache_speedup": epoch_uncached / epoch_cached,
+        "cache_build_s": cache_build_s,
+        "cache_build_per_sample_s": cache_build_s / n,
+        "loss_max_rel_diff_cached_vs_uncached": loss_diff,
+        "forward_gflops_per_sample_uncached": flops["forward_uncached"] / 1e9,
+        "forward_gflops_per_sample_cached": flops["forward_cached"] / 1e9,
+        "train_gflops_per_sample_uncached": flops["train_uncached"] / 1e9,
+        "train_gflops_per_sample_cached": flops["train_cached"] / 1e9,
+        "achieved_tflops": flops["train_cached"] * cached["samples_per_s"] / 1e12,
+        "achieved_tflops_uncached": flops["train_uncached"] * uncached["samples_per_s"] / 1e12,
+        "mfu": flops["train_cached"] * cached["samples_per_s"] / 1e12 / peak_tflops,
+        "mfu_uncached": flops["train_uncached"] * uncached["samples_per_s"] / 1e12 / peak_tflops,
+    }
+
+
+def _song_latency(model_type: str, threads: int | None, no_bf16: bool) -> dict:
+    from . import song
+
+    song_args = argparse.Namespace(model=None, model_type=model_type, audio=None, seconds=180.0, runs=3, warmup=1,
+                                   batch_size=None, no_bf16=no_bf16, threads=threads)
+    result = song.run(song_args)
+    return {"song_latency_s": result["latency_s"], "song_seconds": result["song_seconds"],
+            "song_x_realtime": result["x_realtime"]}
+
+
+def run(args) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for name in ("ast_dora", "transformers", "datasets"):
+        logging.getLogger(name).setLevel(logging.ERROR)  # keep the table readable
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    load_before = os.getloadavg()
+    peak = measure_matmul_peak(("bf16", "fp32"), seconds=args.peak_seconds)
+    peak_used = peak["fp32"] if args.no_bf16 else peak["bf16"]
+    if args.model_type == "vit_hybrid":
+        result = bench_vit_hybrid(args, peak_used)
+    else:
+        result = bench_ast_dora(args, peak_used)
+    peak_memory = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
+                   else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
+    results = {
+        "benchmark": "train",
+        "model_type": args.model_type,
+        "size": args.size,
+        **result,
+        "peak_bf16_tflops": peak["bf16"],
+        "peak_fp32_tflops": peak["fp32"],
+        "mfu_against": "fp32" if args.no_bf16 else "bf16",
+        "bf16": not args.no_bf16,
+        "optim": args.optim if not args.plain_loop else "torch.optim.AdamW",
+        "torch_compile": args.torch_compile,
+        "peak_memory_mb": peak_memory,
+        "peak_memory_kind": "cuda_max_allocated" if torch.cuda.is_available() else "process_peak_rss",
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_before": list(load_before),
+        "load_average_after": list(os.getloadavg()),
+        "torch": torch.__version__,
+    }
+    if not args.no_song:
+        results.update(_song_latency(args.model_type, args.threads, args.no_bf16))
+    print(format_table(results))
+    return results
+
+
+def format_table(r: dict) -> str:
+    lines = [
+        f"train benchmark: {r['model_type']} ({r['size']}, {r['parameters'] / 1e6:.1f} M parameters), batch "
+        f"{r['batch_size']}, {r['loop']} loop, bf16={r['bf16']}, optim {r['optim']}, compile={r['torch_compile']}",
+        f"  matmul peak: bf16 {r['peak_bf16_tflops']:.2f} TFLOP/s, fp32 {r['peak_fp32_tflops']:.2f} TFLOP/s "
+        f"({r['torch_threads']} threads, {r['cpu_count']} cores, {r['cpu_capability']}, load average "
+        f"{r['load_average_before'][0]:.2f} -> {r['load_average_after'][0]:.2f})",
+    ]
+    head = f"  {'path':<22}{'samples/s':>10}{'GFLOP/sample':>14}{'TFLOP/s':>9}{'MFU':>7}"
+    lines += [head, "  " + "-" * (len(head) - 2)]
+    if r["model_type"] == "vit_hybrid":
+        rows = [("train", r["samples_per_s"], r["train_gflops_per_sample"], r["achieved_tflops"], r["mfu"])]
+    else:
+        rows = [
+            ("through frozen layers", r["samples_per_s_uncached"], r["train_gflops_per_sample_uncached"],
+             r["achieved_tflops_uncached"], r["mfu_uncached"]),
+            ("from prefix cache", r["samples_per_s"], r["train_gflops_per_sample_cached"], r["achieved_tflops"],
+             r["mfu"]),
+        ]
+    for name, sps, gflops, tflops, mfu in rows:
+        lines.append(f"  {name:<22}{sps:>10.2f}{gflops:>14.1f}{tflops:>9.3f}{mfu:>7.1%}")
+    if r["model_type"] == "ast_dora":
+        lines.append(
+            f"  epoch of {r['epoch_samples']} windows: {r['epoch_s_uncached']:.1f} s through layers 0-"
+            f"{r['num_hidden_layers'] - 1}, {r['epoch_s_cached']:.1f} s from the cache (layers >= {r['min_layer']}) "
+            f"-> cache_speedup {r['cache_speedup']:.2f}x; cache built in {r['cache_build_s']:.1f} s; "
+            f"step losses agree within {r['loss_max_rel_diff_cached_vs_uncached']:.1e} (relative)"
+        )
+    memory = "peak GPU memory" if r["peak_memory_kind"] == "cuda_max_allocated" else "peak RSS"
+    line = f"  {memory} {r['peak_memory_mb']:.0f} MB"
+    if "song_latency_s" in r:
+        line += f"; 3-min song inference latency {r['song_latency_s']:.2f} s ({r['song_x_realtime']:.0f}x real time)"
+    lines.append(line)
+    return "\n".join(lines)

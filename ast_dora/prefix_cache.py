@@ -1,0 +1,309 @@
+"""Frozen-prefix cache for AST-DoRA: run the frozen layers once per window instead of once per epoch.
+
+DoRA adapts only the FFN of encoder layers >= `min_layer`; the patch embedding and layers `< min_layer` are
+frozen and (without waveform augmentation) see the same input every epoch, so their output - the hidden
+states entering layer `min_layer` - cannot change. This module
+
+- computes those hidden states once per window with a batched `Dataset.map` and stores them as a column
+  `prefix_hidden_states` (bf16, kept as its int16 bit pattern since Arrow has no bfloat16), cached as an
+  Arrow file named by a fingerprint of the window dataset (which already covers the audio, the windows and
+  the feature extractor), the feature extractor config, the base checkpoint (name, revision, commit, encoder
+  config and a hash of the prefix weights), `min_layer` and the compute dtype;
+- teaches the PEFT model a second input, `prefix_hidden_states`, with which its forward runs only
+  `layers[min_layer:]` + final layernorm + pooling + head - the same modules, so saving, merging, exporting
+  and `input_values` inference are unchanged, and the Trainer, DDP and checkpoints see the usual PeftModel.
+
+Dropout: the frozen prefix runs in eval mode in both paths - through the cache (computed under
+`inference_mode` in eval mode) and through the frozen layers (`keep_in_eval_mode`, applied by
+`build_ast_dora`) - so both paths compute the same function; the adapted layers and the head keep their
+train/eval switching.
+
+Numerics: the cached path differs from running the frozen layers in the same step only by rounding the
+cached hidden states to bf16 (relative error <= 2^-9 per element); `tests/test_prefix_cache.py` states the
+resulting loss tolerance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+import types
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+import xxhash
+from datasets import Dataset, DatasetDict
+from datasets.fingerprint import Hasher
+from torch import nn
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+logger = logging.getLogger(__name__)
+
+PREFIX_COLUMN = "prefix_hidden_states"
+# Bump when what is stored for the same inputs changes: old cache files are then ignored.
+CACHE_VERSION = 1
+# Config fields that do not change what the frozen prefix computes (labels, the genre head).
+_IRRELEVANT_CONFIG_FIELDS = {
+    "id2label", "label2id", "num_labels", "classifier_hidden_size", "classifier_dropout", "architectures",
+    "auto_map", "transformers_version", "_name_or_path", "_commit_hash", "problem_type", "dtype", "torch_dtype",
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The split of the model into a frozen prefix and the trained rest
+# ----------------------------------------------------------------------------------------------------------
+
+
+def base_ast_model(model: nn.Module) -> nn.Module:
+    """The `ASTWithMLPHeadForAudioClassification` inside a PeftModel (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def frozen_prefix_modules(model: nn.Module, min_layer: int) -> list[nn.Module]:
+    """The patch embedding and encoder layers `< min_layer`: what the cache replaces."""
+    encoder = base_ast_model(model).audio_spectrogram_transformer
+    return [encoder.embeddings, *encoder.layers[:min_layer]]
+
+
+def _train_stays_eval(self: nn.Module, mode: bool = True) -> nn.Module:
+    return nn.Module.train(self, False)
+
+
+def keep_in_eval_mode(modules) -> None:
+    """`module.train()` becomes a no-op for these modules (and their children): they stay in eval mode when the
+    Trainer switches the model to training. Per instance, so nothing is saved differently."""
+    for module in modules:
+        module.train = types.MethodType(_train_stays_eval, module)
+        module.eval()
+
+
+@torch.no_grad()
+def run_frozen_prefix(model: nn.Module, input_values: torch.Tensor, min_layer: int) -> torch.Tensor:
+    """Hidden states entering layer `min_layer` (exactly what `ASTModel.forward` computes up to there)."""
+    encoder = base_ast_model(model).audio_spectrogram_transformer
+    hidden_states = encoder.embeddings(input_values)
+    attention_mask = create_bidirectional_mask(config=encoder.config, inputs_embeds=hidden_states, attention_mask=None)
+    for layer in encoder.layers[:min_layer]:
+        hidden_states = layer(hidden_states, attention_mask)
+    return hidden_states
+
+
+def forward_from_prefix(
+    base: nn.Module, prefix_hidden_states: torch.Tensor, labels: torch.Tensor | None, min_layer: int
+) -> SequenceClassifierOutput:
+    """The rest of `ASTWithMLPHeadForAudioClassification.forward` from the hidden states entering `min_layer`.
+
+    Mirrors `ASTModel.forward` (layers, layernorm, mean of the CLS and distillation tokens) and the head's
+    forward and loss line by line; `tests/test_prefix_cache.py` checks that both paths agree.
+    """
+    encoder = base.audio_spectrogram_transformer
+    if not prefix_hidden_states.is_floating_point():
+        if prefix_hidden_states.dtype != torch.int16:
+            raise TypeError(
+                f"prefix_hidden_states must be float or the int16 bit pattern of bf16 (as cached), got "
+                f"{prefix_hidden_states.dtype}: read the cached column with `cache_prefix_hidden_states`' format."
+            )
+        prefix_hidden_states = prefix_hidden_states.view(torch.bfloat16)
+    # Without the cache the residual stream is fp32 (fp32 weights; autocast only lowers the matmuls).
+    hidden_states = prefix_hidden_states.to(encoder.layernorm.weight.dtype)
+    attention_mask = create_bidirectional_mask(config=encoder.config, inputs_embeds=hidden_states, attention_mask=None)
+    for layer in encoder.layers[min_layer:]:
+        hidden_states = layer(hidden_states, attention_mask)
+    sequence_output = encoder.layernorm(hidden_states)
+    pooled_output = (sequence_output[:, 0] + sequence_output[:, 1]) / 2
+    logits = base.classifier(pooled_output)
+    loss = None
+    if labels is not None:
+        loss = nn.functional.cross_entropy(logits.float(), labels)
+    return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+def _forward_with_prefix_input(
+    self, input_values=None, labels=None, attention_mask=None, prefix_hidden_states=None, **kwargs
+):
+    if prefix_hidden_states is None:
+        return type(self).forward(self, input_values, labels=labels, attention_mask=attention_mask, **kwargs)
+    return forward_from_prefix(self, prefix_hidden_states, labels, self._prefix_cache_min_layer)
+
+
+def enable_prefix_inputs(model: nn.Module, min_layer: int) -> None:
+    """Let `model(prefix_hidden_states=..., labels=...)` start at layer `min_layer`; `model(input_values=...)`
+    is unchanged. Set on the instance, through the normal `model(...)` call (so DDP and the Trainer's column
+    filtering see it), and nothing about how the model is saved changes."""
+    base = base_ast_model(model)
+    base._prefix_cache_min_layer = min_layer
+    base.forward = types.MethodType(_forward_with_prefix_input, base)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The cache
+# ----------------------------------------------------------------------------------------------------------
+
+
+def prefix_weights_hash(model: nn.Module, min_layer: int) -> str:
+    """xxh3 of the frozen prefix's parameters and buffers (names and bytes): the checkpoint's actual content."""
+    digest = xxhash.xxh3_64()
+    for module in frozen_prefix_modules(model, min_layer):
+        for name, tensor in module.state_dict().items():
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
+def prefix_fingerprint(
+    model: nn.Module, min_layer: int, dataset_fingerprint: str, feature_extractor=None, compute_dtype: str = "bf16"
+) -> str:
+    """Fingerprint of one split's cached hidden states: changes with anything that changes them."""
+    from .data.features import feature_extractor_id
+
+    base = base_ast_model(model)
+    config = {k: v for k, v in base.config.to_dict().items() if k not in _IRRELEVANT_CONFIG_FIELDS}
+    config["attn_implementation"] = base.config._attn_implementation
+    checkpoint = {
+        "name_or_path": getattr(base.config, "_name_or_path", None),
+        "commit": getattr(base.config, "_commit_hash", None),
+        "weights": prefix_weights_hash(model, min_layer),
+    }
+    extractor = feature_extractor_id(feature_extractor) if feature_extractor is not None else None
+    return Hasher.hash(
+        ["ast_dora.prefix", CACHE_VERSION, dataset_fingerprint, extractor, checkpoint, config, int(min_layer),
+         compute_dtype]
+    )
+
+
+def _prefix_batch(batch, *, model, min_layer: int, device: torch.device, bf16: bool):
+    input_values = torch.as_tensor(batch["input_values"]).to(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        hidden_states = run_frozen_prefix(model, input_values, min_layer)
+    bits = hidden_states.to(torch.bfloat16).view(torch.int16).cpu().numpy()
+    return {PREFIX_COLUMN: bits}
+
+
+def cache_prefix_hidden_states(
+    model: nn.Module,
+    dataset: Dataset,
+    min_layer: int,
+    *,
+    feature_extractor=None,
+    device: torch.device | str = "cpu",
+    bf16: bool = True,
+    batch_size: int = 8,
+    cache_dir: str | None = None,
+    use_cache: bool = True,
+) -> tuple[Dataset, bool]:
+    """`dataset` (windows with `input_values`) -> the same rows with `prefix_hidden_states` instead of
+    `input_values`, formatted for the Trainer. Returns (dataset, cache_hit).
+
+    `bf16` computes the prefix under bf16 autocast (what training with `bf16: true` would compute through the
+    frozen layers); the stored states are bf16 either way. The model is put in eval mode for the map and
+    given back in the mode it had.
+    """
+    from .data.features import default_cache_dir
+
+    device = torch.device(device)
+    fingerprint = prefix_fingerprint(model, min_layer, dataset._fingerprint, feature_extractor,
+                                     "bf16" if bf16 else "fp32")
+    encoder = base_ast_model(model).audio_spectrogram_transformer
+    shape = (encoder.embeddings.position_embeddings.shape[1], encoder.config.hidden_size)
+    features = dataset.features.copy()
+    del features["input_values"]
+    features[PREFIX_COLUMN] = datasets.Array2D(shape=shape, dtype="int16")
+    cache_file, hit = None, False
+    if use_cache:
+        folder = Path(cache_dir) if cache_dir else default_cache_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        cache_file = str(folder / f"prefix-{fingerprint}.arrow")
+        hit = Path(cache_file).exists()
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    try:
+        cached = dataset.map(
+            _prefix_batch,
+            batched=True,
+            batch_size=batch_size,
+            writer_batch_size=batch_size,
+            remove_columns=["input_values"],
+            features=features,
+            fn_kwargs={"model": model, "min_layer": min_layer, "device": device, "bf16": bf16},
+            load_from_cache_file=use_cache,
+            cache_file_name=cache_file,
+            keep_in_memory=not use_cache,
+            new_fingerprint=fingerprint,
+            desc=f"Frozen-prefix cache (layers < {min_layer})",
+        )
+    finally:
+        model.train(was_training)
+    logger.info(
+        "Frozen-prefix cache: %d windows, hidden states entering layer %d (%s x %s bf16, %.0f MB) - %s in %.1f s",
+        len(cached), min_layer, *shape, len(cached) * shape[0] * shape[1] * 2 / 2**20,
+        "cache hit" if hit else ("computed, cached at " + cache_file if cache_file else "computed, not cached"),
+        time.perf_counter() - start,
+    )
+    # numpy, not torch: datasets' formatters widen integer arrays to int64 unless told the dtype (labels too,
+    # which the collator widens back); int16 reads the stored bits without a copy.
+    formatted = cached.with_format("numpy", columns=[PREFIX_COLUMN, "labels"], output_all_columns=True, dtype=np.int16)
+    return formatted, hit
+
+
+def collate_prefix_batch(rows: list[dict]) -> dict[str, torch.Tensor]:
+    """Data collator for cached splits: `prefix_hidden_states` (int16 bits of bf16) and `labels`."""
+    return {
+        PREFIX_COLUMN: torch.from_numpy(np.stack([row[PREFIX_COLUMN] for row in rows])),
+        "labels": torch.as_tensor(np.array([row["labels"] for row in rows], dtype=np.int64)),
+    }
+
+
+def apply_prefix_cache(run, data, model, feature_extractor, training_args):
+    """Training pipeline hook: for ast_dora with `prefix_cache` on and no waveform augmentation, replace every
+    split of `data` by its cached hidden states and let `model` take them.
+
+    Returns `(data, data_collator)`: the (new) `GenreData`, and the collator the Trainer needs for it (None when
+    the cache is not used). Rank 0 (per node) computes the cache first; the other processes then load it.
+    """
+    if run.model.model_type != "ast_dora" or not run.model.prefix_cache:
+        return data, None
+    if run.data.augmentation_enabled:
+        logger.warning(
+            "Frozen-prefix cache off: waveform augmentation is on, so the frozen layers see new inputs every "
+            "epoch; training runs through all layers (set the augment_*_prob fields to 0 to use the cache)."
+        )
+        return data, None
+    min_layer = run.model.min_layer
+    enable_prefix_inputs(model, min_layer)
+    model.to(training_args.device)
+    cached, hits = {}, {}
+    with training_args.main_process_first(desc="frozen-prefix cache"):
+        for split, dataset in data.datasets.items():
+            cached[split], hits[split] = cache_prefix_hidden_states(
+                model, dataset, min_layer,
+                feature_extractor=feature_extractor,
+                device=training_args.device,
+                bf16=training_args.bf16,
+                batch_size=training_args.per_device_eval_batch_size,
+                cache_dir=run.data.features_cache_dir,
+                use_cache=run.data.cache_features,
+            )
+    logger.info("Training AST-DoRA from the frozen-prefix cache: layers >= %d and the head run each step.", min_layer)
+    data = dataclasses.replace(data, datasets=DatasetDict(cached), cache_hits={**data.cache_hits, "prefix": all(hits.values())})
+    return data, collate_prefix_batch
+
+
+__all__ = [
+    "PREFIX_COLUMN",
+    "apply_prefix_cache",
+    "cache_prefix_hidden_states",
+    "collate_prefix_batch",
+    "enable_prefix_inputs",
+    "forward_from_prefix",
+    "frozen_prefix_modules",
+    "keep_in_eval_mode",
+    "prefix_fingerprint",
+    "run_frozen_prefix",
+]
