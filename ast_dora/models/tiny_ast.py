@@ -1,8 +1,11 @@
-"""A randomly initialised tiny AST checkpoint, written with `save_pretrained`.
+"""A randomly initialised tiny AST checkpoint, written with `save_pretrained`: the offline stand-in for the AudioSet AST.
 
 The Hub (and so the AudioSet AST) is out of reach offline; the smoke config trains on top of this stand-in
 through exactly the `from_pretrained` path the real checkpoint takes. It is shaped like the real one
-(128 mel bins, 1024 frames, an AudioSet-sized 527-label head that the genre head replaces) but tiny.
+(128 mel bins, 1024 frames, a classification head that the genre head replaces) but tiny.
+
+Its weights are random: a frozen random encoder carries far less to adapt than AudioSet pretraining
+does, so smoke accuracy of AST-DoRA on it says that the pipeline works, not what the method reaches.
 
     python -m ast_dora.models.tiny_ast data/tiny_ast
 """
@@ -13,6 +16,7 @@ import argparse
 import os
 from pathlib import Path
 
+import torch
 from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, set_seed
 
 TINY_AST_CONFIG = dict(
@@ -36,6 +40,13 @@ def make_tiny_ast(path: str | os.PathLike, seed: int = 0) -> Path:
         return path
     set_seed(seed)
     model = ASTForAudioClassification(ASTConfig(**TINY_AST_CONFIG))
+    # transformers zero-initialises AST's position embeddings and CLS/distillation tokens (a pretrained
+    # checkpoint overwrites them). Left at zero in a frozen stand-in, every patch token would be
+    # position-blind; ViT-style random init (std 0.02) keeps where a patch sits in frequency and time.
+    embeddings = model.audio_spectrogram_transformer.embeddings
+    with torch.no_grad():
+        for parameter in (embeddings.position_embeddings, embeddings.cls_token, embeddings.distillation_token):
+            parameter.normal_(0.0, 0.02)
     model.save_pretrained(path)
     ASTFeatureExtractor(num_mel_bins=128, max_length=1024).save_pretrained(path)
     return path
