@@ -151,6 +151,10 @@ def write_run_config(run: RunConfig, output_dir: str) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     run = parse_config(argv)
+    if run.search:
+        from .hpo import parse_search_settings
+
+        parse_search_settings(run)  # a bad search: section fails here, before any data is prepared
     training_args = run.training
     setup_logging(training_args)
     logger.info("model_type=%s, output_dir=%s", run.model.model_type, training_args.output_dir)

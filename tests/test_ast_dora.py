@@ -37,7 +37,7 @@ def perturb_adapters(model, seed=0):
     """DoRA starts as the identity (lora_B = 0); give it weights so that the checks below can fail."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, parameter in model.named_parameters():
+        for parameter in model.parameters():
             if parameter.requires_grad:
                 parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
 
