@@ -444,7 +444,9 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path, data_root, postgres
     torch) work on one study until it has `n_trials` finished trials between them."""
     n_trials = 4
     search = {**SEARCH, "n_trials": n_trials, "pruner": "none", "sampler": "random", "study_name": "shared"}
-    configs = [write_config(tmp_path / f"worker{k}", data_root, search=search) for k in range(2)]
+    configs = [
+        write_config(tmp_path / f"worker{k}", data_root, search=search, num_train_epochs=1) for k in range(2)
+    ]
     log = tmp_path / "worker0.log"
     other = start_worker(configs[0], log, "--storage", postgres_url)
     try:
