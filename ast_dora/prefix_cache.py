@@ -191,7 +191,6 @@ def cache_prefix_hidden_states(
     min_layer: int,
     *,
     feature_extractor=None,
-    device: torch.device | str = "cpu",
     bf16: bool = True,
     batch_size: int = 8,
     cache_dir: str | None = None,
@@ -200,13 +199,13 @@ def cache_prefix_hidden_states(
     """`dataset` (windows with `input_values`) -> the same rows with `prefix_hidden_states` instead of
     `input_values`, formatted for the Trainer. Returns (dataset, cache_hit).
 
-    `bf16` computes the prefix under bf16 autocast (what training with `bf16: true` would compute through the
-    frozen layers); the stored states are bf16 either way. The model is put in eval mode for the map and
-    given back in the mode it had.
+    Runs on the model's device. `bf16` computes the prefix under bf16 autocast (what training with `bf16: true`
+    would compute through the frozen layers); the stored states are bf16 either way. The model is put in eval
+    mode for the map and given back in the mode it had.
     """
     from .data.features import default_cache_dir
 
-    device = torch.device(device)
+    device = next(model.parameters()).device
     fingerprint = prefix_fingerprint(model, min_layer, dataset._fingerprint, feature_extractor,
                                      "bf16" if bf16 else "fp32")
     encoder = base_ast_model(model).audio_spectrogram_transformer
@@ -277,14 +276,13 @@ def apply_prefix_cache(run, data, model, feature_extractor, training_args):
         return data, None
     min_layer = run.model.min_layer
     enable_prefix_inputs(model, min_layer)
-    model.to(training_args.device)
+    model.to(training_args.device)  # where the Trainer would put it: the prefix runs there
     cached, hits = {}, {}
     with training_args.main_process_first(desc="frozen-prefix cache"):
         for split, dataset in data.datasets.items():
             cached[split], hits[split] = cache_prefix_hidden_states(
                 model, dataset, min_layer,
                 feature_extractor=feature_extractor,
-                device=training_args.device,
                 bf16=training_args.bf16,
                 batch_size=training_args.per_device_eval_batch_size,
                 cache_dir=run.data.features_cache_dir,

@@ -46,18 +46,22 @@ def _matmul_tflops(n: int, dtype: torch.dtype, device: torch.device, seconds: fl
 
 
 def measure_matmul_peak(
-    dtypes=("bf16", "fp32"), n: int | None = None, seconds: float = 1.0, repeats: int = 3, device=None
+    dtypes=("bf16", "fp32"), sizes: tuple[int, ...] | None = None, seconds: float = 1.0, repeats: int = 3,
+    device=None,
 ) -> dict[str, float]:
-    """`{"bf16": TFLOP/s, "fp32": TFLOP/s}`: the best sustained rate of large square matmuls on `device`.
+    """`{"bf16": TFLOP/s, "fp32": TFLOP/s}`: the best sustained rate of square matmuls on `device`.
 
-    The best of several repeats, because other processes on a shared machine only ever make a timing slower.
-    `n` defaults to 2048 on CPU (large enough for AMX/AVX-512 to reach their plateau, small enough to stay
-    quick) and 8192 on GPU.
+    The best over a few sizes (on CPU the fastest size depends on cache sizes and the AMX/AVX-512 kernels:
+    1024, 2048 and 4096; on GPU 8192) and over several repeats, because other processes on a shared machine
+    only ever make a timing slower. The highest rate found is the most demanding denominator for MFU.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    n = n or (8192 if device.type == "cuda" else 2048)
+    sizes = sizes or ((8192,) if device.type == "cuda" else (1024, 2048, 4096))
     with torch.inference_mode():
-        return {name: _matmul_tflops(n, DTYPES[name], device, seconds, repeats) for name in dtypes}
+        return {
+            name: max(_matmul_tflops(n, DTYPES[name], device, seconds / len(sizes), repeats) for n in sizes)
+            for name in dtypes
+        }
 
 
 if __name__ == "__main__":

@@ -47,6 +47,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch_size", type=int, default=None, help="Windows per forward pass (model's default).")
     parser.add_argument("--no_bf16", action="store_true", help="Keep fp32 even where the CPU has native bf16.")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, = cores).")
+    parser.add_argument("--wait_idle", type=float, default=0.0, metavar="SECONDS",
+                        help="On a shared machine: after the warm-up, wait up to SECONDS for the CPUs to be idle "
+                        "(>= 90%% for 3 s, read from /proc/stat) before the timed runs. Default 0: no wait.")
 
 
 def random_genre_model(model_type: str, size: str = "default", labels=None, seed: int = 0):
@@ -116,6 +119,28 @@ def generated_song(path: str | Path, seconds: float = 180.0, sampling_rate: int 
     return path
 
 
+def _cpu_idle_fraction(seconds: float) -> float:
+    def read():
+        fields = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+        return fields[3] + fields[4], sum(fields)  # idle + iowait, total
+
+    idle0, total0 = read()
+    time.sleep(seconds)
+    idle1, total1 = read()
+    return (idle1 - idle0) / max(total1 - total0, 1)
+
+
+def wait_for_idle_cpus(timeout: float, idle: float = 0.9, quiet_seconds: int = 3) -> float:
+    """Wait until the machine's CPUs are at least `idle` idle for `quiet_seconds` in a row, at most `timeout`
+    seconds; returns the seconds waited. Linux only (a no-op elsewhere)."""
+    if not os.path.exists("/proc/stat"):
+        return 0.0
+    start, quiet = time.perf_counter(), 0
+    while quiet < quiet_seconds and time.perf_counter() - start < timeout:
+        quiet = quiet + 1 if _cpu_idle_fraction(1.0) >= idle else 0
+    return time.perf_counter() - start
+
+
 def run(args) -> dict:
     from ..data import decode_audio
     from ..inference import GenreClassifier, cpu_has_fast_bf16
@@ -143,6 +168,8 @@ def run(args) -> dict:
         song_seconds = decode_audio(str(song), classifier.sampling_rate).duration
         for _ in range(args.warmup):
             classifier.analyse(song)
+        waited = wait_for_idle_cpus(args.wait_idle) if args.wait_idle > 0 else 0.0
+        load_before = list(os.getloadavg())
         latencies, cpu_times, splits = [], [], []
         for _ in range(args.runs):
             start, cpu_start = time.perf_counter(), time.process_time()
@@ -172,7 +199,9 @@ def run(args) -> dict:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
+        "load_average_before": load_before,
         "load_average": list(os.getloadavg()),
+        "waited_for_idle_s": waited,
         "machine": platform.platform(),
         "latency_s": statistics.median(latencies),
         "latencies_s": latencies,
@@ -195,7 +224,7 @@ def format_table(r: dict) -> str:
         f"song benchmark: {r['model']} ({r['parameters'] / 1e6:.1f} M parameters), {r['song']}",
         f"  {r['windows']} windows of {r['window_seconds']:g} s / {r['hop_seconds']:g} s hop, batch {r['batch_size']}, "
         f"bf16={r['bf16']} (native bf16: {r['cpu_native_bf16']}), {r['torch_threads']} threads on {r['cpu_count']} cores, "
-        f"load average {r['load_average'][0]:.2f}",
+        f"load average {r['load_average_before'][0]:.2f} before / {r['load_average'][0]:.2f} after the timed runs",
         f"  song {r['song_seconds']:.1f} s -> latency {r['latency_s']:.2f} s (median of {len(r['latencies_s'])}: "
         + ", ".join(f"{t:.2f}" for t in r["latencies_s"]) + f"), {r['x_realtime']:.0f}x real time",
         f"  decode {r['decode_s']:.2f} s + features {r['features_s']:.2f} s + model {r['model_s']:.2f} s; "
