@@ -68,8 +68,9 @@ class ModelArguments:
     make_tiny_checkpoint: bool = field(
         default=False,
         metadata={
-            "help": "ast_dora smoke runs: first write a randomly initialised tiny AST to model_name_or_path "
-            "if no checkpoint is there (offline stand-in for the AudioSet AST; see ast_dora/models/tiny_ast.py)."
+            "help": "ast_dora smoke runs: first write a tiny AST, briefly pretrained on synthetic genres, to "
+            "model_name_or_path unless it is there (offline stand-in for the AudioSet AST; see "
+            "ast_dora/models/tiny_ast.py)."
         },
     )
     # ViT-hybrid fields left empty keep the model config's defaults (the published architecture).

@@ -516,7 +516,8 @@ class SearchWorker:
         sampled = (
             {name: spec.suggest(trial) for name, spec in self.settings.model_space.items()} if trial else {}
         )
-        return build_model(dataclasses.replace(self.run.model, **sampled), self.labels)
+        model_args = dataclasses.replace(self.run.model, **sampled)
+        return build_model(model_args, self.labels, device=self.run.training.device)
 
     def hp_space(self, trial: optuna.Trial) -> dict[str, Any]:
         return {name: spec.suggest(trial) for name, spec in self.settings.training_space.items()}

@@ -40,7 +40,7 @@ from .data.decode import AudioDecodeError, decode_audio
 from .data.features import extract_features
 from .data.windows import seconds_to_samples, window_starts
 from .evaluation import aggregate_tracks, softmax
-from .models.factory import default_window, load_trained_model, model_type_of
+from .models.factory import default_window, load_trained_model, model_type_of, use_fastest_attention
 
 logger = logging.getLogger(__name__)
 
@@ -259,8 +259,11 @@ class GenreClassifier:
     Args:
         model: a loaded model (`load_trained_model`'s first value): ViT-hybrid or merged AST-DoRA.
         feature_extractor: its feature extractor.
-        window_seconds / hop_seconds: the windows the model was trained on (default: the model type's,
-            4 s / 2 s for the ViT-hybrid, 10.24 s / 10.24 s for AST).
+        window_seconds: the window length the model was trained on (default: the model type's, 4 s for the
+            ViT-hybrid, 10.24 s for AST).
+        hop_seconds: the step between analysed windows; default `window_seconds`, windows back to back, so every
+            second of the song is classified once. A smaller hop gives overlapping windows (a smoother timeline)
+            for proportionally more work; training's hop is a data-augmentation setting and is not reused here.
         batch_size: windows per forward pass (default 32 for the ViT-hybrid, 6 for AST).
         bf16: `None` (default) runs the model in bf16 (weights cast to bf16, forward under bf16 autocast) where the
             hardware has native bf16, `True` forces it, `False` keeps fp32. The classifier owns `model`: it is
@@ -284,9 +287,8 @@ class GenreClassifier:
         name: str | None = None,
     ):
         self.model_type = model_type_of(model)
-        default_window_seconds, default_hop_seconds = default_window(self.model_type)
-        self.window_seconds = float(window_seconds or default_window_seconds)
-        self.hop_seconds = float(hop_seconds or default_hop_seconds)
+        self.window_seconds = float(window_seconds or default_window(self.model_type)[0])
+        self.hop_seconds = float(hop_seconds or self.window_seconds)
         self.batch_size = int(batch_size or DEFAULT_BATCH_SIZE[self.model_type])
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
@@ -296,6 +298,7 @@ class GenreClassifier:
         self.max_seconds = max_seconds
         self.name = name
         self.model = model.eval().to(self.device, torch.bfloat16 if self.bf16 else torch.float32)
+        use_fastest_attention(self.model, self.device)
         self.feature_extractor = feature_extractor
         self.sampling_rate = int(feature_extractor.sampling_rate)
         self.window = seconds_to_samples(self.window_seconds, self.sampling_rate)
@@ -308,8 +311,7 @@ class GenreClassifier:
     def from_pretrained(cls, path_or_id: str | os.PathLike, hub_kwargs: dict | None = None, **kwargs) -> GenreClassifier:
         """Load a model this project trained (local `output_dir` or Hub id; an adapter folder is merged).
 
-        Window settings a run overrode (`window_seconds` / `hop_seconds` in its `run_config.yaml`) are used unless
-        given here. `hub_kwargs` (revision, token, cache_dir) go to `from_pretrained`; `kwargs` to `__init__`.
+        A window length the run overrode (`window_seconds` in its `run_config.yaml`) is used unless given here. `hub_kwargs` (revision, token, cache_dir) go to `from_pretrained`; `kwargs` to `__init__`.
         """
         path_or_id = str(path_or_id)
         model, feature_extractor = load_trained_model(path_or_id, **(hub_kwargs or {}))
@@ -456,7 +458,7 @@ class GenreClassifier:
 
 
 def _run_window_settings(path_or_id: str) -> dict[str, float]:
-    """`window_seconds` / `hop_seconds` a training run overrode, from its `run_config.yaml` (local folders only)."""
+    """The `window_seconds` a training run overrode, from its `run_config.yaml` (local folders only)."""
     run_config = Path(path_or_id) / "run_config.yaml"
     if not run_config.is_file():
         return {}
@@ -467,7 +469,7 @@ def _run_window_settings(path_or_id: str) -> dict[str, float]:
     except yaml.YAMLError:
         logger.warning("Ignoring unreadable %s; using the model type's default windows.", run_config)
         return {}
-    return {key: float(config[key]) for key in ("window_seconds", "hop_seconds") if config.get(key) is not None}
+    return {key: float(config[key]) for key in ("window_seconds",) if config.get(key) is not None}
 
 
 def _format_duration(seconds: float) -> str:

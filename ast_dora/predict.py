@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no_segments", action="store_true", help="Leave the per-window `segments` out of the JSON.")
     parser.add_argument("--batch_size", type=int, default=None, help="Windows per forward pass (model's default).")
     parser.add_argument("--window_seconds", type=float, default=None, help="Window length (model's default).")
-    parser.add_argument("--hop_seconds", type=float, default=None, help="Hop between windows (model's default).")
+    parser.add_argument("--hop_seconds", type=float, default=None,
+                        help="Seconds between window starts (default: the window length, back to back); a smaller "
+                        "hop overlaps windows for a smoother timeline, at proportionally more work.")
     parser.add_argument("--no_bf16", action="store_true", help="Keep fp32 even where the hardware has native bf16.")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")
     parser.add_argument("--revision", default=None, help="Hub revision of --model.")

@@ -63,8 +63,11 @@ def setup_logging(training_args) -> None:
         handlers=[logging.StreamHandler(sys.stdout)],
     )
     log_level = training_args.get_process_log_level()
+    # This project's own messages (data summary, caches, the smoke stand-in's pretraining) are few and say where
+    # minutes go, so the main process shows them unless a log_level was chosen explicitly.
+    own_level = logging.INFO if training_args.log_level == "passive" and training_args.should_log else log_level
     for library_logger in (logger, logging.getLogger("ast_dora")):
-        library_logger.setLevel(log_level)
+        library_logger.setLevel(own_level)
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.enable_default_handler()
@@ -106,7 +109,7 @@ def build_trainer(
     if run.training.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=run.training.early_stopping_patience))
     if model is None and model_init is None:
-        model = build_model(run.model, data.labels)
+        model = build_model(run.model, data.labels, device=run.training.device)
     return trainer_class(
         model=model,
         model_init=model_init,
@@ -183,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
         return run_search(run, data, feature_extractor)
 
-    model = build_model(run.model, data.labels)
+    model = build_model(run.model, data.labels, device=training_args.device)
     # ast_dora without waveform augmentation: every split becomes the frozen layers' output, computed once.
     data, data_collator = apply_prefix_cache(run, data, model, feature_extractor, training_args)
     trainer = build_trainer(run, data, feature_extractor, model=model, data_collator=data_collator)

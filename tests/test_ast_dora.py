@@ -125,3 +125,40 @@ def test_bad_min_layer_and_model_type_fail_clearly(tiny_ast_dir):
         build_ast_dora(model_args(tiny_ast_dir, min_layer=7), LABELS)
     with pytest.raises(ValueError, match="model_type='ast'"):
         ModelArguments(model_type="ast")
+
+
+def test_smoke_stand_in_is_pretrained_on_other_tracks_and_rebuilt_only_when_its_recipe_changes(
+    tmp_path, monkeypatch, caplog
+):
+    import logging
+
+    from ast_dora.models import tiny_ast
+
+    # A few tracks and epochs: the recipe's mechanics, not its accuracy (the smoke run measures that).
+    monkeypatch.setattr(tiny_ast, "PRETRAIN", {**tiny_ast.PRETRAIN, "tracks_per_genre": 3, "epochs": 3})
+    caplog.set_level(logging.INFO, logger="ast_dora.models.tiny_ast")
+    random_dir = make_tiny_ast(tmp_path / "random")
+    pretrained_dir = make_tiny_ast(tmp_path / "pretrained", pretrain=True)
+
+    losses = [float(r.getMessage().rsplit("loss ", 1)[1]) for r in caplog.records if "pretraining epoch" in r.getMessage()]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert "seed 1000" in caplog.text  # not the smoke data's seed
+    config = json.loads((pretrained_dir / "config.json").read_text())
+    assert sorted(config["id2label"].values()) == sorted(LABELS)
+    recipe = json.loads((pretrained_dir / tiny_ast.STAND_IN_FILE).read_text())
+    assert recipe["pretrain"]["seed"] == tiny_ast.PRETRAIN_SEED != 0
+
+    # Same recipe: reused as is. Another recipe (here: no pretraining): rebuilt in place.
+    weights = pretrained_dir / "model.safetensors"
+    written = weights.stat().st_mtime_ns
+    assert make_tiny_ast(pretrained_dir, pretrain=True) == pretrained_dir and weights.stat().st_mtime_ns == written
+    make_tiny_ast(pretrained_dir)
+    assert json.loads((pretrained_dir / tiny_ast.STAND_IN_FILE).read_text())["pretrain"] is None
+    assert len(json.loads((pretrained_dir / "config.json").read_text())["id2label"]) == 527
+    assert (random_dir / "model.safetensors").read_bytes() == weights.read_bytes()
+
+    # A checkpoint this project did not write is never touched.
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "config.json").write_text("{}")
+    assert make_tiny_ast(foreign, pretrain=True) == foreign and sorted(p.name for p in foreign.iterdir()) == ["config.json"]

@@ -91,9 +91,9 @@ def test_wav_song_windows_probabilities_and_vote(vit, tmp_path):
     duration = sf.info(str(song)).duration
     analysis = vit.analyse(song)
     check_analysis(analysis, duration)
-    # the data layer's windows: 4 s every 2 s, the last ending at the end of the song
+    # the data layer's windows: 4 s back to back by default, the last ending at the end of the song
     waveform = decode_audio(str(song), 22050).waveform
-    windows, starts = cut_windows(waveform, 88200, 44100)
+    windows, starts = cut_windows(waveform, 88200, 88200)
     np.testing.assert_allclose(analysis.window_starts, starts / 22050)
     # batched analysis == the same windows classified on their own (the first two and the last, end-aligned)
     picked = [0, 1, len(starts) - 1]
@@ -107,6 +107,31 @@ def test_wav_song_windows_probabilities_and_vote(vit, tmp_path):
     assert set(result["segments"][-1]) == {"start", "end", "probabilities"}
 
 
+def test_overlapping_windows_with_a_smaller_hop(model_dirs, tmp_path):
+    song = wav_song(tmp_path)
+    back_to_back = GenreClassifier.from_pretrained(model_dirs["vit_hybrid"], bf16=False)
+    overlapping = GenreClassifier.from_pretrained(model_dirs["vit_hybrid"], bf16=False, hop_seconds=2.0)
+    waveform = decode_audio(str(song), 22050).waveform
+    _, starts = cut_windows(waveform, 88200, 44100)
+    analysis = overlapping.analyse(song)
+    np.testing.assert_allclose(analysis.window_starts, starts / 22050)
+    assert len(back_to_back.analyse(song).window_starts) < len(starts)
+
+
+def test_vit_hybrid_uses_eager_attention_on_cpu_with_the_same_logits(model_dirs):
+    from ast_dora.models.factory import load_trained_model
+
+    model, feature_extractor = load_trained_model(str(model_dirs["vit_hybrid"]))
+    model.eval().set_attn_implementation("sdpa")
+    x = torch.rand(3, 1, *model.config.image_size)
+    with torch.no_grad():
+        sdpa_logits = model(x).logits
+    classifier = GenreClassifier(model, feature_extractor, bf16=False, device="cpu")
+    assert classifier.model.config._attn_implementation == "eager"
+    with torch.no_grad():
+        torch.testing.assert_close(classifier.model(x).logits, sdpa_logits, atol=1e-5, rtol=1e-5)
+
+
 def test_mean_and_majority_vote_can_disagree(vit, monkeypatch):
     # 3 windows say "blues" weakly, 2 say "rock" strongly: the mean picks rock, the vote blues.
     rows = np.full((5, NUM_GENRES), 0.02)
@@ -115,13 +140,13 @@ def test_mean_and_majority_vote_can_disagree(vit, monkeypatch):
     rows /= rows.sum(axis=1, keepdims=True)
     served = iter(rows)
     monkeypatch.setattr(vit, "_probabilities", lambda x: np.stack([next(served) for _ in range(len(x))]))
-    analysis = vit.analyse(np.ones(int(12 * 22050), np.float32) * 0.1, sampling_rate=22050)
+    analysis = vit.analyse(np.ones(int(20 * 22050), np.float32) * 0.1, sampling_rate=22050)
     assert len(analysis.window_starts) == 5
     assert (analysis.genre, analysis.vote) == ("rock", "blues")
 
 
 def test_windows_go_through_the_model_in_bounded_batches(model_dirs):
-    classifier = GenreClassifier.from_pretrained(model_dirs["vit_hybrid"], batch_size=4, bf16=False)
+    classifier = GenreClassifier.from_pretrained(model_dirs["vit_hybrid"], batch_size=4, bf16=False, hop_seconds=2.0)
     seen = []
     forward = classifier.model.forward
     classifier.model.forward = lambda input_values, **kw: seen.append(input_values.shape[0]) or forward(input_values, **kw)

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .peak import measure_matmul_peak
+
 MODEL_TYPES = ("vit_hybrid", "ast_dora")
 # A small ViT-hybrid for tests (the feature extractor, and so the input, stays the real one).
 TINY_VIT_HYBRID = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
@@ -45,6 +47,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--runs", type=int, default=5, help="Timed runs; the median is reported (default 5).")
     parser.add_argument("--warmup", type=int, default=1, help="Untimed runs first (default 1).")
     parser.add_argument("--batch_size", type=int, default=None, help="Windows per forward pass (model's default).")
+    parser.add_argument("--hop_seconds", type=float, default=None,
+                        help="Seconds between windows (default: the window length, as `predict` analyses songs).")
     parser.add_argument("--no_bf16", action="store_true", help="Keep fp32 even where the CPU has native bf16.")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, = cores).")
     parser.add_argument("--wait_idle", type=float, default=0.0, metavar="SECONDS",
@@ -119,6 +123,18 @@ def generated_song(path: str | Path, seconds: float = 180.0, sampling_rate: int 
     return path
 
 
+def forward_flops(model) -> float:
+    """Analytic forward FLOPs per window of a loaded genre model (ViT-hybrid, or merged AST with its MLP head)."""
+    from ..models.factory import model_type_of
+    from .train import ast_dora_flops, vit_hybrid_flops
+
+    config = model.config
+    if model_type_of(model) == "vit_hybrid":
+        return vit_hybrid_flops(config)["forward"]
+    hidden = getattr(config, "classifier_hidden_size", 200)
+    return ast_dora_flops(config, config.num_hidden_layers, hidden, config.num_labels)["forward_uncached"]
+
+
 def _cpu_idle_fraction(seconds: float) -> float:
     def read():
         fields = [int(v) for v in open("/proc/stat").readline().split()[1:]]
@@ -147,7 +163,7 @@ def run(args) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    options = dict(batch_size=args.batch_size, bf16=False if args.no_bf16 else None)
+    options = dict(batch_size=args.batch_size, bf16=False if args.no_bf16 else None, hop_seconds=args.hop_seconds)
     load_start = time.perf_counter()
     if args.model:
         classifier = GenreClassifier.from_pretrained(args.model, **options)
@@ -183,6 +199,10 @@ def run(args) -> dict:
 
     parameters = sum(p.numel() for p in classifier.model.parameters())
     median = {key: statistics.median(s[key] for s in splits) for key in splits[0]}
+    # The machine's matmul peak right after the timed runs: on a shared machine it swings (this project's
+    # 2-core CPU has measured 0.5 to 2.6 TFLOP/s in bf16), and the model stage can only be judged against it.
+    peak = measure_matmul_peak(("bf16", "fp32"), seconds=1.0)
+    model_tflops = forward_flops(classifier.model) * len(analysis.window_starts) / median["model"] / 1e12
     results = {
         "benchmark": "song",
         "model": model_name,
@@ -209,6 +229,10 @@ def run(args) -> dict:
         "features_s": median["features"],
         "model_s": median["model"],
         "x_realtime": song_seconds / statistics.median(latencies),
+        "peak_bf16_tflops": peak["bf16"],
+        "peak_fp32_tflops": peak["fp32"],
+        "model_tflops": model_tflops,
+        "model_utilisation": model_tflops / (peak["bf16"] if classifier.bf16 else peak["fp32"]),
         # CPU seconds of all threads per run: on a shared machine the wall-clock latency grows with the other
         # processes' load; the CPU time much less so (on idle cores, latency ~ cpu_s / threads at best).
         "cpu_s": statistics.median(cpu_times),
@@ -229,4 +253,7 @@ def format_table(r: dict) -> str:
         + ", ".join(f"{t:.2f}" for t in r["latencies_s"]) + f"), {r['x_realtime']:.0f}x real time",
         f"  decode {r['decode_s']:.2f} s + features {r['features_s']:.2f} s + model {r['model_s']:.2f} s; "
         f"{r['cpu_s']:.2f} CPU s; peak RSS {r['peak_rss_mb']:.0f} MB",
+        f"  model stage {r['model_tflops']:.2f} TFLOP/s = {r['model_utilisation']:.0%} of this machine's measured "
+        f"{'bf16' if r['bf16'] else 'fp32'} matmul peak (bf16 {r['peak_bf16_tflops']:.2f}, fp32 "
+        f"{r['peak_fp32_tflops']:.2f} TFLOP/s)",
     ])

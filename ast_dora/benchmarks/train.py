@@ -339,8 +339,13 @@ def bench_ast_dora(args) -> dict:
 def _song_latency(model_type: str, threads: int | None, no_bf16: bool) -> dict:
     from . import song
 
-    song_args = argparse.Namespace(model=None, model_type=model_type, audio=None, seconds=180.0, runs=3, warmup=1,
-                                   batch_size=None, no_bf16=no_bf16, threads=threads)
+    # The song benchmark's own parser, so its defaults stay the single source of truth.
+    parser = argparse.ArgumentParser()
+    song.add_arguments(parser)
+    argv = ["--model_type", model_type, "--runs", "3", "--warmup", "1"]
+    argv += ["--no_bf16"] if no_bf16 else []
+    argv += ["--threads", str(threads)] if threads else []
+    song_args = parser.parse_args(argv)
     result = song.run(song_args)
     return {"song_latency_s": result["latency_s"], "song_seconds": result["song_seconds"],
             "song_x_realtime": result["x_realtime"]}
