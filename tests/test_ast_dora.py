@@ -162,3 +162,39 @@ def test_smoke_stand_in_is_pretrained_on_other_tracks_and_rebuilt_only_when_its_
     foreign.mkdir()
     (foreign / "config.json").write_text("{}")
     assert make_tiny_ast(foreign, pretrain=True) == foreign and sorted(p.name for p in foreign.iterdir()) == ["config.json"]
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_fused_dora_forward_matches_peft(tiny_ast_dir, bf16):
+    """The lean DoRA forward (models/fused_dora.py) computes peft's function: same outputs and gradients."""
+    from peft.tuners.lora import Linear as LoraLinear
+
+    fused = build_ast_dora(model_args(tiny_ast_dir, dora_rank=4), LABELS)
+    perturb_adapters(fused)
+    reference = build_ast_dora(model_args(tiny_ast_dir, dora_rank=4), LABELS)
+    reference.load_state_dict(fused.state_dict())
+    for module in reference.modules():
+        if isinstance(module, LoraLinear) and "forward" in vars(module):
+            del module.forward  # back to peft's own
+    assert sum("forward" in vars(m) for m in fused.modules() if isinstance(m, LoraLinear)) == 4  # fc1/fc2, 2 layers
+    fused.train(), reference.train()
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(3, 1024, 128, generator=generator)
+    labels = torch.tensor([0, 3, 9])
+    results = []
+    for model in (fused, reference):
+        torch.manual_seed(1)  # the same dropout masks in the head
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            output = model(input_values=inputs, labels=labels)
+        output.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        results.append((output.logits.float(), output.loss.float(), grads))
+    (logits, loss, grads), (ref_logits, ref_loss, ref_grads) = results
+    # bf16: the same ops rounded in another order (peft's fp32-promoted elementwise ops vs bf16 ones).
+    tolerance = dict(atol=2e-2, rtol=2e-2) if bf16 else dict(atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(logits, ref_logits, **tolerance)
+    torch.testing.assert_close(loss, ref_loss, **tolerance)
+    assert grads.keys() == ref_grads.keys() and any("lora_magnitude_vector" in n for n in grads)
+    for name in grads:
+        scale = ref_grads[name].abs().max().clamp_min(1e-12)
+        assert ((grads[name] - ref_grads[name]).abs().max() / scale) < (5e-2 if bf16 else 1e-4), name

@@ -226,6 +226,7 @@ def bench_vit_hybrid(args) -> dict:
     from transformers import set_seed
 
     from ..data import GTZAN_GENRES
+    from ..models.factory import use_fastest_attention
     from ..models.genre_vit_hybrid import GenreViTHybridConfig, GenreViTHybridForAudioClassification
 
     batch_size = args.batch_size or DEFAULT_BATCH["vit_hybrid"]
@@ -233,6 +234,7 @@ def bench_vit_hybrid(args) -> dict:
     set_seed(0)
     config = GenreViTHybridConfig(**(TINY_VIT_HYBRID if args.size == "tiny" else {}), num_labels=len(GTZAN_GENRES))
     model = GenreViTHybridForAudioClassification(config)
+    use_fastest_attention(model, "cuda" if torch.cuda.is_available() else "cpu")  # as finetune/run.py does
     dataset = _SyntheticWindows((config.num_channels, *config.image_size), config.num_labels,
                                 length=batch_size * (args.warmup + steps))
     if args.plain_loop:
@@ -245,6 +247,7 @@ def bench_vit_hybrid(args) -> dict:
         "batch_size": batch_size,
         "timed_steps": steps,
         "loop": "plain" if args.plain_loop else "trainer",
+        "attn_implementation": model.config._attn_implementation,
         "samples_per_s": timing["samples_per_s"],
         "step_s": timing["step_s"],
         "forward_gflops_per_sample": flops["forward"] / 1e9,

@@ -22,6 +22,7 @@ from transformers.dynamic_module_utils import custom_object_save
 
 from ..prefix_cache import frozen_prefix_modules, keep_in_eval_mode
 from .ast_mlp import ASTWithMLPHeadForAudioClassification
+from .fused_dora import fuse_dora_linears
 from .genre_vit_hybrid import (
     GenreViTHybridConfig,
     GenreViTHybridFeatureExtractor,
@@ -127,6 +128,7 @@ def build_ast_dora(model_args, labels: list[str]) -> PeftModel:
     # The frozen layers below min_layer run in eval mode during training too, as they do when the
     # frozen-prefix cache computes them once (ast_dora/prefix_cache.py): both paths compute the same function.
     keep_in_eval_mode(frozen_prefix_modules(model, model_args.min_layer))
+    fuse_dora_linears(model)  # same function, less elementwise work per step (models/fused_dora.py)
     return model
 
 
