@@ -517,7 +517,7 @@ class SearchWorker:
             {name: spec.suggest(trial) for name, spec in self.settings.model_space.items()} if trial else {}
         )
         model_args = dataclasses.replace(self.run.model, **sampled)
-        return build_model(model_args, self.labels, device=self.run.training.device)
+        return build_model(model_args, self.labels, self.run.training)
 
     def hp_space(self, trial: optuna.Trial) -> dict[str, Any]:
         return {name: spec.suggest(trial) for name, spec in self.settings.training_space.items()}

@@ -298,7 +298,7 @@ class GenreClassifier:
         self.max_seconds = max_seconds
         self.name = name
         self.model = model.eval().to(self.device, torch.bfloat16 if self.bf16 else torch.float32)
-        use_fastest_attention(self.model, self.device)
+        use_fastest_attention(self.model, self.device, bf16=self.bf16)
         self.feature_extractor = feature_extractor
         self.sampling_rate = int(feature_extractor.sampling_rate)
         self.window = seconds_to_samples(self.window_seconds, self.sampling_rate)

@@ -109,7 +109,7 @@ def build_trainer(
     if run.training.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=run.training.early_stopping_patience))
     if model is None and model_init is None:
-        model = build_model(run.model, data.labels, device=run.training.device)
+        model = build_model(run.model, data.labels, run.training)
     return trainer_class(
         model=model,
         model_init=model_init,
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
         return run_search(run, data, feature_extractor)
 
-    model = build_model(run.model, data.labels, device=training_args.device)
+    model = build_model(run.model, data.labels, training_args)
     # ast_dora without waveform augmentation: every split becomes the frozen layers' output, computed once.
     data, data_collator = apply_prefix_cache(run, data, model, feature_extractor, training_args)
     trainer = build_trainer(run, data, feature_extractor, model=model, data_collator=data_collator)

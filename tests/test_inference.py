@@ -118,18 +118,22 @@ def test_overlapping_windows_with_a_smaller_hop(model_dirs, tmp_path):
     assert len(back_to_back.analyse(song).window_starts) < len(starts)
 
 
-def test_vit_hybrid_uses_eager_attention_on_cpu_with_the_same_logits(model_dirs):
-    from ast_dora.models.factory import load_trained_model
+def test_vit_hybrid_takes_eager_attention_for_bf16_on_cpu_with_the_same_logits(model_dirs):
+    from ast_dora.models.factory import load_trained_model, use_fastest_attention
 
     model, feature_extractor = load_trained_model(str(model_dirs["vit_hybrid"]))
     model.eval().set_attn_implementation("sdpa")
+    use_fastest_attention(model, "cpu", bf16=False)  # fp32: SDPA stays
+    assert model.config._attn_implementation == "sdpa"
     x = torch.rand(3, 1, *model.config.image_size)
     with torch.no_grad():
         sdpa_logits = model(x).logits
-    classifier = GenreClassifier(model, feature_extractor, bf16=False, device="cpu")
+        use_fastest_attention(model, "cpu", bf16=True)
+        assert model.config._attn_implementation == "eager"
+        torch.testing.assert_close(model(x).logits, sdpa_logits, atol=1e-5, rtol=1e-5)
+    fresh, _ = load_trained_model(str(model_dirs["vit_hybrid"]))
+    classifier = GenreClassifier(fresh, feature_extractor, bf16=True, device="cpu")
     assert classifier.model.config._attn_implementation == "eager"
-    with torch.no_grad():
-        torch.testing.assert_close(classifier.model(x).logits, sdpa_logits, atol=1e-5, rtol=1e-5)
 
 
 def test_mean_and_majority_vote_can_disagree(vit, monkeypatch):

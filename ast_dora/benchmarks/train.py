@@ -234,7 +234,8 @@ def bench_vit_hybrid(args) -> dict:
     set_seed(0)
     config = GenreViTHybridConfig(**(TINY_VIT_HYBRID if args.size == "tiny" else {}), num_labels=len(GTZAN_GENRES))
     model = GenreViTHybridForAudioClassification(config)
-    use_fastest_attention(model, "cuda" if torch.cuda.is_available() else "cpu")  # as finetune/run.py does
+    # The kernel finetune/run.py would pick for this device and precision.
+    use_fastest_attention(model, "cuda" if torch.cuda.is_available() else "cpu", bf16=not args.no_bf16)
     dataset = _SyntheticWindows((config.num_channels, *config.image_size), config.num_labels,
                                 length=batch_size * (args.warmup + steps))
     if args.plain_loop:

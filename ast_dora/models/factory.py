@@ -132,26 +132,26 @@ def build_ast_dora(model_args, labels: list[str]) -> PeftModel:
     return model
 
 
-def build_model(model_args, labels: list[str], device: torch.device | str | None = None) -> torch.nn.Module:
-    """The model `model_args.model_type` names; with `device`, set up for it (`use_fastest_attention`)."""
+def build_model(model_args, labels: list[str], training_args=None) -> torch.nn.Module:
+    """The model `model_args.model_type` names; with `training_args`, set up for their device and precision."""
     if model_args.model_type == "vit_hybrid":
         model = build_vit_hybrid(model_args, labels)
     else:
         model = build_ast_dora(model_args, labels)
-    if device is not None:
-        use_fastest_attention(model, device)
+    if training_args is not None:
+        use_fastest_attention(model, training_args.device, bf16=training_args.bf16)
     return model
 
 
-def use_fastest_attention(model: torch.nn.Module, device: torch.device | str) -> None:
-    """Pick the attention kernel by device: eager for the ViT-hybrid on CPU, the model's default elsewhere.
+def use_fastest_attention(model: torch.nn.Module, device: torch.device | str, bf16: bool) -> None:
+    """Pick the attention kernel: eager for the ViT-hybrid in bf16 on CPU, the model's default (SDPA) elsewhere.
 
-    PyTorch's CPU SDPA (flash) kernel is tuned for long sequences; at the ViT-hybrid's 118 tokens the plain
-    matmul-softmax-matmul is faster (measured on this project's 2-core AMX CPU, default size, batch 32: 0.42 s
-    instead of 0.67 s per bf16 forward, 2.41 s instead of 2.53 s per bf16 training step). AST's 1214 tokens are
-    the other way round (5.1 s with SDPA, 12.7 s eager per 6 windows), so AST keeps SDPA. On GPU SDPA stays.
+    Measured on this project's 2-core AMX CPU, ViT-hybrid at its 118 tokens: in bf16, eager beats PyTorch's CPU
+    SDPA kernel (default size, batch 32: 0.42 s instead of 0.67 s per inference forward, 2.41 s instead of 2.53 s
+    per training step); in fp32 it does not (the tiny smoke model trains ~15% faster with SDPA). AST's 1214
+    tokens favour SDPA either way (5.1 s vs 12.7 s eager per 6 windows in bf16). On GPU SDPA stays.
     """
-    if torch.device(device).type == "cpu" and model_type_of(model) == "vit_hybrid":
+    if bf16 and torch.device(device).type == "cpu" and model_type_of(model) == "vit_hybrid":
         base = model.get_base_model() if isinstance(model, PeftModel) else model
         if base.config._attn_implementation != "eager":
             base.set_attn_implementation("eager")
