@@ -157,6 +157,11 @@ def test_smoke_stand_in_is_pretrained_on_other_tracks_and_rebuilt_only_when_its_
     assert len(json.loads((pretrained_dir / "config.json").read_text())["id2label"]) == 527
     assert (random_dir / "model.safetensors").read_bytes() == weights.read_bytes()
 
+    # The first version of the stand-in (random, no stand_in.json) is recognised and rebuilt.
+    (random_dir / tiny_ast.STAND_IN_FILE).unlink()
+    make_tiny_ast(random_dir, pretrain=True)
+    assert json.loads((random_dir / tiny_ast.STAND_IN_FILE).read_text())["pretrain"] is not None
+
     # A checkpoint this project did not write is never touched.
     foreign = tmp_path / "foreign"
     foreign.mkdir()
