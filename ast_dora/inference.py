@@ -311,7 +311,8 @@ class GenreClassifier:
     def from_pretrained(cls, path_or_id: str | os.PathLike, hub_kwargs: dict | None = None, **kwargs) -> GenreClassifier:
         """Load a model this project trained (local `output_dir` or Hub id; an adapter folder is merged).
 
-        A window length the run overrode (`window_seconds` in its `run_config.yaml`) is used unless given here. `hub_kwargs` (revision, token, cache_dir) go to `from_pretrained`; `kwargs` to `__init__`.
+        A window length the run overrode (`window_seconds` in its `run_config.yaml`) is used unless given here.
+        `hub_kwargs` (revision, token, cache_dir) go to `from_pretrained`; `kwargs` to `__init__`.
         """
         path_or_id = str(path_or_id)
         model, feature_extractor = load_trained_model(path_or_id, **(hub_kwargs or {}))
