@@ -88,8 +88,10 @@ def build_datasets(
         if data_args.synthetic:
             from .synthetic import ensure_synthetic_gtzan
 
+            # The tracks do not depend on the number of workers (each has its own seeded generator).
             ensure_synthetic_gtzan(data_args.data_dir, data_args.synthetic_tracks_per_genre,
-                                   data_args.synthetic_duration_seconds, data_args.synthetic_seed)
+                                   data_args.synthetic_duration_seconds, data_args.synthetic_seed,
+                                   num_workers=data_args.preprocessing_num_workers or 1)
         source: TrackSource = load_source(data_args)
     table = source.tracks.data
     track_ids = table.column("track_id").to_pylist()

@@ -920,7 +920,7 @@ def generate_synthetic_gtzan(
 
 
 def ensure_synthetic_gtzan(root: str | Path, tracks_per_genre: int, duration_seconds: float, seed: int = 0,
-                           sampling_rate: int = 22050) -> Path:
+                           sampling_rate: int = 22050, num_workers: int = 1) -> Path:
     """Generate the synthetic set into `root` unless a manifest there says it was made with these parameters.
 
     A folder holding other audio (no manifest) is never overwritten.
@@ -949,7 +949,7 @@ def ensure_synthetic_gtzan(root: str | Path, tracks_per_genre: int, duration_sec
             f"{root} exists and holds files but no {MANIFEST_NAME}: it is not a synthetic GTZAN made by this "
             "project, so it is left alone. Pass another data_dir for --synthetic, or drop --synthetic to train on it."
         )
-    generate_synthetic_gtzan(root, tracks_per_genre, duration_seconds, sampling_rate, seed)
+    generate_synthetic_gtzan(root, tracks_per_genre, duration_seconds, sampling_rate, seed, num_workers)
     return root
 
 
