@@ -151,8 +151,8 @@ def use_fastest_attention(model: torch.nn.Module, device: torch.device | str, bf
     per training step); in fp32 it does not (the tiny smoke model trains ~15% faster with SDPA). AST's 1214
     tokens favour SDPA either way (5.1 s vs 12.7 s eager per 6 windows in bf16). On GPU SDPA stays.
     """
-    if bf16 and torch.device(device).type == "cpu" and model_type_of(model) == "vit_hybrid":
-        base = model.get_base_model() if isinstance(model, PeftModel) else model
+    base = _base_model(model)
+    if bf16 and torch.device(device).type == "cpu" and isinstance(base.config, GenreViTHybridConfig):
         if base.config._attn_implementation != "eager":
             base.set_attn_implementation("eager")
 
@@ -232,9 +232,13 @@ def _find_file(path_or_id: str, filename: str, **hub_kwargs) -> str | None:
     )
 
 
+def _base_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model inside a PeftModel (or the model itself)."""
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
 def model_type_of(model: torch.nn.Module) -> str:
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
-    return "vit_hybrid" if isinstance(base.config, GenreViTHybridConfig) else "ast_dora"
+    return "vit_hybrid" if isinstance(_base_model(model).config, GenreViTHybridConfig) else "ast_dora"
 
 
 __all__ = [

@@ -64,10 +64,11 @@ def _is_first_version_stand_in(path: Path) -> bool:
         config = json.loads((path / "config.json").read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    shape = {key: config.get(key) for key in TINY_AST_CONFIG if key != "num_labels"}
+    shape = dict(TINY_AST_CONFIG)
+    num_labels = shape.pop("num_labels")  # stored as id2label
     files = {p.name for p in path.iterdir()}
-    return (shape == {k: v for k, v in TINY_AST_CONFIG.items() if k != "num_labels"}
-            and len(config.get("id2label", {})) == TINY_AST_CONFIG["num_labels"]
+    return ({key: config.get(key) for key in shape} == shape
+            and len(config.get("id2label", {})) == num_labels
             and files <= {"config.json", "model.safetensors", "preprocessor_config.json"})
 
 
