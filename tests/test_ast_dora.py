@@ -169,13 +169,28 @@ def test_smoke_stand_in_is_pretrained_on_other_tracks_and_rebuilt_only_when_its_
     assert make_tiny_ast(foreign, pretrain=True) == foreign and sorted(p.name for p in foreign.iterdir()) == ["config.json"]
 
 
+@pytest.mark.parametrize("path", ["folded", "lean", "zero_magnitude"])
 @pytest.mark.parametrize("bf16", [False, True])
-def test_fused_dora_forward_matches_peft(tiny_ast_dir, bf16):
-    """The lean DoRA forward (models/fused_dora.py) computes peft's function: same outputs and gradients."""
+def test_fused_dora_forward_matches_peft(tiny_ast_dir, bf16, path, monkeypatch):
+    """Both DoRA forwards of models/fused_dora.py compute peft's function: same outputs and gradients.
+
+    folded: the CPU path (weight folded, own backward); lean: the path used off CPU; zero_magnitude: a magnitude
+    of exactly 0 (where the folded backward's division cannot be used) falls back to the lean path on CPU.
+    """
     from peft.tuners.lora import Linear as LoraLinear
+
+    from ast_dora.models import fused_dora
 
     fused = build_ast_dora(model_args(tiny_ast_dir, dora_rank=4), LABELS)
     perturb_adapters(fused)
+    if path == "zero_magnitude":
+        with torch.no_grad():
+            next(p for n, p in fused.named_parameters() if "lora_magnitude_vector" in n)[5] = 0.0
+    folded_calls = []
+    can_fold = fused_dora._can_fold
+    monkeypatch.setattr(
+        fused_dora, "_can_fold", lambda x, m: folded_calls.append(can_fold(x, m)) or (path != "lean" and can_fold(x, m))
+    )
     reference = build_ast_dora(model_args(tiny_ast_dir, dora_rank=4), LABELS)
     reference.load_state_dict(fused.state_dict())
     for module in reference.modules():
@@ -203,3 +218,5 @@ def test_fused_dora_forward_matches_peft(tiny_ast_dir, bf16):
     for name in grads:
         scale = ref_grads[name].abs().max().clamp_min(1e-12)
         assert ((grads[name] - ref_grads[name]).abs().max() / scale) < (5e-2 if bf16 else 1e-4), name
+    # On CPU every DoRA linear folds, except the one with a zero magnitude.
+    assert len(folded_calls) == 4 and folded_calls.count(False) == (1 if path == "zero_magnitude" else 0)
