@@ -20,10 +20,12 @@ Tests that only need the shapes call `make_tiny_ast(path)`: random weights, writ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import os
+import random
 import time
 from pathlib import Path
 
@@ -88,6 +90,27 @@ def make_tiny_ast(path: str | os.PathLike, seed: int = 0, pretrain: bool = False
         if marker.is_file() and json.loads(marker.read_text()) == recipe:
             return path
         logger.info("Rebuilding the tiny AST stand-in in %s: it was made with another recipe.", path)
+    # The caller's random state is left as it was: a run that builds the stand-in first must initialise its
+    # adapters and head exactly like the same run with the stand-in already on disk.
+    with _isolated_random_state():
+        _write_stand_in(path, seed, pretrain)
+    marker.write_text(json.dumps(recipe, indent=2) + "\n")
+    return path
+
+
+@contextlib.contextmanager
+def _isolated_random_state():
+    """Python's, numpy's and torch's (CPU and CUDA) global random state restored on exit, whatever ran inside."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+def _write_stand_in(path: Path, seed: int, pretrain: bool) -> None:
     set_seed(seed)
     config = dict(TINY_AST_CONFIG)
     feature_extractor = ASTFeatureExtractor(num_mel_bins=config["num_mel_bins"], max_length=config["max_length"])
@@ -109,8 +132,6 @@ def make_tiny_ast(path: str | os.PathLike, seed: int = 0, pretrain: bool = False
         pretrain_on_synthetic_genres(model, feature_extractor)
     model.save_pretrained(path)
     feature_extractor.save_pretrained(path)
-    marker.write_text(json.dumps(recipe, indent=2) + "\n")
-    return path
 
 
 def pretrain_on_synthetic_genres(model: ASTForAudioClassification, feature_extractor: ASTFeatureExtractor) -> None:
