@@ -14,8 +14,13 @@ import torch
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
 
 
-def _matmul_tflops(n: int, dtype: torch.dtype, device: torch.device, seconds: float, repeats: int) -> float:
-    """Best of `repeats` timings of back-to-back `n x n @ n x n` matmuls, each timing about `seconds` long."""
+def _matmul_tflops(n: int, dtype: torch.dtype, device: torch.device, seconds: float, repeats: int) -> tuple[float, bool]:
+    """(best TFLOP/s of back-to-back `n x n @ n x n` matmuls, whether one call fitted the time budget).
+
+    Each of the `repeats` timings lasts about `seconds`. A call slower than that (bf16 on a CPU without native
+    bf16 is emulated, ~100x slower than fp32: one 2048-square product took minutes on a 2-core AVX2 EPYC) is
+    timed once, on its warm-up, and the caller tries no larger size.
+    """
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     out = torch.empty(n, n, device=device, dtype=dtype)
@@ -32,7 +37,11 @@ def _matmul_tflops(n: int, dtype: torch.dtype, device: torch.device, seconds: fl
         torch.matmul(a, b, out=out)
         calls += 1
         sync()
+        if time.perf_counter() - start > seconds:
+            break
     per_call = (time.perf_counter() - start) / calls
+    if per_call > seconds:
+        return flops / per_call / 1e12, False
     loop = max(1, int(seconds / per_call))
     best = 0.0
     for _ in range(repeats):
@@ -42,7 +51,7 @@ def _matmul_tflops(n: int, dtype: torch.dtype, device: torch.device, seconds: fl
             torch.matmul(a, b, out=out)
         sync()
         best = max(best, flops * loop / (time.perf_counter() - start))
-    return best / 1e12
+    return best / 1e12, True
 
 
 def measure_matmul_peak(
@@ -53,15 +62,22 @@ def measure_matmul_peak(
 
     The best over a few sizes (on CPU the fastest size depends on cache sizes and the AMX/AVX-512 kernels:
     1024, 2048 and 4096; on GPU 8192) and over several repeats, because other processes on a shared machine
-    only ever make a timing slower. The highest rate found is the most demanding denominator for MFU.
+    only ever make a timing slower. The highest rate found is the most demanding denominator for MFU. Sizes
+    go up from the smallest and stop at the first whose single call outlasts its share of `seconds`, so a
+    dtype the hardware only emulates costs seconds, not minutes.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    sizes = sizes or ((8192,) if device.type == "cuda" else (1024, 2048, 4096))
+    sizes = sorted(sizes or ((8192,) if device.type == "cuda" else (1024, 2048, 4096)))
+    peaks = {}
     with torch.inference_mode():
-        return {
-            name: max(_matmul_tflops(n, DTYPES[name], device, seconds / len(sizes), repeats) for n in sizes)
-            for name in dtypes
-        }
+        for name in dtypes:
+            peaks[name] = 0.0
+            for n in sizes:
+                tflops, fitted = _matmul_tflops(n, DTYPES[name], device, seconds / len(sizes), repeats)
+                peaks[name] = max(peaks[name], tflops)
+                if not fitted:
+                    break
+    return peaks
 
 
 if __name__ == "__main__":

@@ -1,0 +1,48 @@
+"""`python -m ast_dora.bench train` at tiny size, and the matmul-peak measurement it divides by."""
+
+import json
+import time
+
+import pytest
+import torch
+
+from ast_dora.bench import main
+from ast_dora.benchmarks import peak
+
+
+def test_peak_of_a_dtype_the_hardware_only_emulates_is_measured_on_one_call(monkeypatch):
+    # bf16 on a CPU without native bf16 took minutes per 2048-square matmul; the peak must not wait for that.
+    calls = []
+    real_matmul = torch.matmul
+
+    def slow_matmul(a, b, out=None):
+        calls.append(a.shape[0])
+        time.sleep(0.2)
+        return real_matmul(a[:2, :2], b[:2, :2])
+
+    monkeypatch.setattr(peak.torch, "matmul", slow_matmul)
+    peaks = peak.measure_matmul_peak(("fp32",), seconds=0.3)
+    assert calls == [1024]  # one call of the smallest size, no larger size tried
+    assert 0 < peaks["fp32"] < 2 * 1024**3 / 0.2 / 1e12 * 1.01
+
+
+def test_peak_of_a_fast_dtype_times_every_size():
+    peaks = peak.measure_matmul_peak(("fp32",), sizes=(64, 128), seconds=0.1, repeats=2)
+    assert peaks["fp32"] > 0
+
+
+@pytest.mark.parametrize("model_type", ["vit_hybrid", "ast_dora"])
+def test_train_benchmark_writes_the_issue_keys(model_type, tmp_path, capsys):
+    out = tmp_path / f"{model_type}.json"
+    argv = ["train", "--model_type", model_type, "--size", "tiny", "--no_song", "--no_bf16", "--peak_seconds", "0.2",
+            "--json", str(out)]
+    argv += ["--steps", "2", "--batch_size", "4"] if model_type == "vit_hybrid" else ["--samples", "8"]
+    main(argv)
+    written = json.loads(out.read_text())
+    for key in ("samples_per_s", "mfu", "peak_bf16_tflops", "peak_fp32_tflops"):
+        assert written[key] > 0, key
+    assert written["mfu_against"] == "fp32" and written["mfu"] < 1.5  # tiny models are far from any peak
+    if model_type == "ast_dora":
+        assert written["cache_speedup"] > 0
+        assert written["loss_max_rel_diff_cached_vs_uncached"] < 1e-3
+    assert "MFU" in capsys.readouterr().out
