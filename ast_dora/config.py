@@ -27,6 +27,7 @@ from transformers import HfArgumentParser, TrainingArguments
 from transformers.utils import is_torch_bf16_gpu_available
 
 from .data import DataArguments
+from .hardware import cpu_has_fast_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +170,12 @@ class GenreTrainingArguments(TrainingArguments):
             # Without it, processes started by `accelerate launch --multi_gpu` / torchrun on a machine with no GPU
             # would each train alone on all the data: the Trainer only sets up gloo DDP when told it runs on CPU.
             self.use_cpu = True
+        if self.use_cpu and (self.bf16 or self.bf16_full_eval) and not cpu_has_fast_bf16():
+            logger.warning(
+                "bf16 is on but this CPU has no native bf16 (no AMX or AVX512-BF16): every bf16 matmul is emulated, "
+                "tens of times slower than fp32. Pass `--bf16 false` (or set `bf16: false` in the config) to train "
+                "in fp32 on this machine."
+            )
         super().__post_init__()
 
     def get_warmup_steps(self, num_training_steps: int) -> int:

@@ -40,6 +40,7 @@ from .data.decode import AudioDecodeError, decode_audio
 from .data.features import extract_features
 from .data.windows import seconds_to_samples, window_starts
 from .evaluation import aggregate_tracks, softmax
+from .hardware import cpu_has_fast_bf16
 from .models.factory import default_window, load_trained_model, model_type_of, use_fastest_attention
 
 logger = logging.getLogger(__name__)
@@ -127,16 +128,6 @@ class SongAnalysis:
                 for start, end, row in zip(self.window_starts, self.window_ends, self.window_probabilities, strict=True)
             ]
         return result
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU computes bf16 matmuls natively (AMX tiles or AVX512-BF16); elsewhere bf16 is emulated and
-    slower than fp32."""
-    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-        check = getattr(torch.cpu, probe, None)
-        if check is not None and check():
-            return True
-    return False
 
 
 def _bf16_available(device: torch.device) -> bool:

@@ -91,3 +91,16 @@ def test_config_overrides_keep_types():
     assert args.parsed_config_overrides() == {"hidden_size": 64, "drop_path_rate": 0.1, "loss": "cross_entropy"}
     with pytest.raises(ConfigError, match="not of the form"):
         ModelArguments(config_overrides="hidden_size").parsed_config_overrides()
+
+
+@pytest.mark.parametrize("native_bf16", [False, True], ids=["emulated", "native"])
+def test_bf16_on_a_cpu_without_native_bf16_says_to_use_fp32(tmp_path, monkeypatch, caplog, native_bf16):
+    import logging
+
+    import ast_dora.config as config_module
+
+    monkeypatch.setattr(config_module, "cpu_has_fast_bf16", lambda: native_bf16)
+    with caplog.at_level(logging.WARNING, logger="ast_dora.config"):
+        args = config_module.GenreTrainingArguments(output_dir=str(tmp_path), bf16=True, use_cpu=True, report_to="none")
+    assert args.bf16  # a warning, not a silent change of precision
+    assert ("no native bf16" in caplog.text and "--bf16 false" in caplog.text) is (not native_bf16)
