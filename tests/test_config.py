@@ -104,3 +104,19 @@ def test_bf16_on_a_cpu_without_native_bf16_says_to_use_fp32(tmp_path, monkeypatc
         args = config_module.GenreTrainingArguments(output_dir=str(tmp_path), bf16=True, use_cpu=True, report_to="none")
     assert args.bf16  # a warning, not a silent change of precision
     assert ("no native bf16" in caplog.text and "--bf16 false" in caplog.text) is (not native_bf16)
+
+
+def test_run_py_reports_a_missing_data_folder_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    missing = tmp_path / "no_such_gtzan"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "finetune" / "run.py"), "--config", str(REPO / "configs" / "smoke_vit_hybrid.yaml"),
+         "--data_dir", str(missing), "--synthetic", "false", "--output_dir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 1
+    assert f"Data error: data_dir '{missing}' does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
