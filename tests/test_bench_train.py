@@ -26,9 +26,18 @@ def test_peak_of_a_dtype_the_hardware_only_emulates_is_measured_on_one_call(monk
     assert 0 < peaks["fp32"] < 2 * 1024**3 / 0.2 / 1e12 * 1.01
 
 
-def test_peak_of_a_fast_dtype_times_every_size():
-    peaks = peak.measure_matmul_peak(("fp32",), sizes=(64, 128), seconds=0.1, repeats=2)
+def test_peak_of_a_fast_dtype_times_every_size(monkeypatch):
+    sizes = []
+    real_matmul = torch.matmul
+
+    def counted_matmul(a, b, out=None):
+        sizes.append(a.shape[0])
+        return real_matmul(a, b, out=out)
+
+    monkeypatch.setattr(peak.torch, "matmul", counted_matmul)
+    peaks = peak.measure_matmul_peak(("fp32",), sizes=(128, 64), seconds=0.1, repeats=2)
     assert peaks["fp32"] > 0
+    assert sorted(set(sizes)) == [64, 128] and sizes[0] == 64  # smallest first, both timed
 
 
 @pytest.mark.parametrize("model_type", ["vit_hybrid", "ast_dora"])

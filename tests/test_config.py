@@ -1,10 +1,15 @@
 """Config files and command lines: parsing, overrides, and clear failures."""
 
+import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+import ast_dora.config as config_module
 from ast_dora.config import ConfigError, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,10 +100,6 @@ def test_config_overrides_keep_types():
 
 @pytest.mark.parametrize("native_bf16", [False, True], ids=["emulated", "native"])
 def test_bf16_on_a_cpu_without_native_bf16_says_to_use_fp32(tmp_path, monkeypatch, caplog, native_bf16):
-    import logging
-
-    import ast_dora.config as config_module
-
     monkeypatch.setattr(config_module, "cpu_has_fast_bf16", lambda: native_bf16)
     with caplog.at_level(logging.WARNING, logger="ast_dora.config"):
         args = config_module.GenreTrainingArguments(output_dir=str(tmp_path), bf16=True, use_cpu=True, report_to="none")
@@ -107,10 +108,6 @@ def test_bf16_on_a_cpu_without_native_bf16_says_to_use_fp32(tmp_path, monkeypatc
 
 
 def test_run_py_reports_a_missing_data_folder_in_one_line(tmp_path):
-    import os
-    import subprocess
-    import sys
-
     missing = tmp_path / "no_such_gtzan"
     result = subprocess.run(
         [sys.executable, str(REPO / "finetune" / "run.py"), "--config", str(REPO / "configs" / "smoke_vit_hybrid.yaml"),

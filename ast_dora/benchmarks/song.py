@@ -159,7 +159,8 @@ def wait_for_idle_cpus(timeout: float, idle: float = 0.9, quiet_seconds: int = 3
 
 def run(args) -> dict:
     from ..data import decode_audio
-    from ..inference import GenreClassifier, cpu_has_fast_bf16
+    from ..hardware import cpu_has_fast_bf16
+    from ..inference import GenreClassifier
 
     if args.threads:
         torch.set_num_threads(args.threads)
