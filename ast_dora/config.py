@@ -27,32 +27,39 @@ from transformers import HfArgumentParser, TrainingArguments
 from transformers.utils import is_torch_bf16_gpu_available
 
 from .data import DataArguments
+from .errors import ConfigError
 from .hardware import cpu_has_fast_bf16
+from .models import get_model_spec, model_types
 
 logger = logging.getLogger(__name__)
 
-MODEL_TYPES = ("vit_hybrid", "ast_dora")
-DEFAULT_AST_CHECKPOINT = "MIT/ast-finetuned-audioset-10-10-0.4593"
+# Config keys holding credentials (`token`, `hub_token`, ...): never written to run_config.yaml, a card or an upload.
+SECRET_KEY_PARTS = ("token", "password", "secret")
 # Fields that choose where the data comes from: one given on the command line replaces the config's source.
 SOURCE_FIELDS = ("dataset_name", "data_dir", "synthetic")
 
 
-class ConfigError(ValueError):
-    """A config file or command line that cannot describe a run."""
+def is_secret_key(key: str) -> bool:
+    return any(part in key.lower() for part in SECRET_KEY_PARTS)
+
+
+def public_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A config mapping without its credentials."""
+    return {key: value for key, value in config.items() if not is_secret_key(key)}
 
 
 @dataclass
 class ModelArguments:
-    """Which model to train and how it is built. `model_type` is the one switch between the two models."""
+    """Which model to train and how it is built. `model_type` is the one switch between the models."""
 
     model_type: str = field(
-        default="vit_hybrid", metadata={"help": f"Which model to train: one of {', '.join(MODEL_TYPES)}."}
+        default=model_types()[0], metadata={"help": f"Which model to train: one of {', '.join(model_types())}."}
     )
     model_name_or_path: str | None = field(
         default=None,
         metadata={
-            "help": "Checkpoint to start from (Hub id or local folder). ast_dora: the AudioSet AST "
-            f"(default {DEFAULT_AST_CHECKPOINT}). vit_hybrid: empty trains from scratch."
+            "help": "Checkpoint to start from (Hub id or local folder). Empty: the model's default checkpoint "
+            "(ast_dora: the AudioSet AST); a model without one (vit_hybrid) trains from scratch."
         },
     )
     config_overrides: str | None = field(
@@ -97,14 +104,14 @@ class ModelArguments:
     )
 
     def __post_init__(self):
-        if self.model_type not in MODEL_TYPES:
-            raise ConfigError(f"model_type={self.model_type!r} is not a model of this project; use one of {MODEL_TYPES}.")
-        if self.model_type == "ast_dora" and not self.model_name_or_path:
-            self.model_name_or_path = DEFAULT_AST_CHECKPOINT
-        if self.make_tiny_checkpoint and (self.model_type != "ast_dora" or self.model_name_or_path == DEFAULT_AST_CHECKPOINT):
+        spec = get_model_spec(self.model_type)  # an unknown model_type fails here, listing the registered ones
+        if not self.model_name_or_path and spec.default_checkpoint:
+            self.model_name_or_path = spec.default_checkpoint
+        if self.make_tiny_checkpoint and (spec.tiny_checkpoint is None or self.model_name_or_path == spec.default_checkpoint):
+            with_stand_in = [t for t in model_types() if get_model_spec(t).tiny_checkpoint is not None]
             raise ConfigError(
-                "make_tiny_checkpoint writes a stand-in AST for ast_dora smoke runs: set model_type: ast_dora and "
-                "model_name_or_path to a local folder (e.g. data/tiny_ast)."
+                f"make_tiny_checkpoint writes an offline stand-in checkpoint for smoke runs of {', '.join(with_stand_in)}: "
+                "set model_type to one of them and model_name_or_path to a local folder (e.g. data/tiny_ast)."
             )
         if self.loss is not None and self.loss not in ("focal", "cross_entropy"):
             raise ConfigError(f"loss={self.loss!r} is not supported; use 'focal' or 'cross_entropy'.")

@@ -11,12 +11,8 @@ from transformers import set_seed
 
 from ast_dora.config import ModelArguments
 from ast_dora.models.ast_mlp import ASTWithMLPHeadForAudioClassification
-from ast_dora.models.factory import (
-    build_ast_dora,
-    dora_target_modules,
-    load_trained_model,
-    save_trained_model,
-)
+from ast_dora.models.ast_mlp.dora import build_ast_dora, dora_target_modules
+from ast_dora.models.factory import load_trained_model, save_trained_model
 from ast_dora.models.tiny_ast import make_tiny_ast
 
 LABELS = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]

@@ -18,7 +18,7 @@ from transformers import set_seed
 
 from ast_dora.config import ModelArguments
 from ast_dora.data import DataArguments
-from ast_dora.models.factory import build_ast_dora
+from ast_dora.models.ast_mlp.dora import build_ast_dora
 from ast_dora.models.tiny_ast import make_tiny_ast
 from ast_dora.prefix_cache import (
     PREFIX_COLUMN,

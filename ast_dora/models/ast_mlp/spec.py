@@ -1,0 +1,52 @@
+"""What the project needs to know about AST-DoRA: its registry entry (`ast_dora.models.registry`)."""
+
+from __future__ import annotations
+
+from transformers import ASTConfig, ASTFeatureExtractor
+
+from ..registry import ModelSpec
+from .dora import build_ast_dora, build_feature_extractor, merge_dora, random_model, write_tiny_checkpoint
+from .modeling_ast_mlp import ASTWithMLPHeadForAudioClassification
+
+DEFAULT_CHECKPOINT = "MIT/ast-finetuned-audioset-10-10-0.4593"
+
+SPEC = ModelSpec(
+    name="ast_dora",
+    display_name="AST-DoRA",
+    hf_model_type=ASTConfig.model_type,
+    model_class=ASTWithMLPHeadForAudioClassification,
+    build_model=build_ast_dora,
+    build_feature_extractor=build_feature_extractor,
+    default_feature_extractor=ASTFeatureExtractor,  # the AudioSet checkpoints' settings are the class defaults
+    random_model=random_model,
+    # AST checkpoints take 1024 frames of 10 ms, i.e. 10.24 s, cut back to back.
+    window_seconds=10.24,
+    hop_seconds=10.24,
+    inference_batch_size=6,  # an AST window is 1214 tokens of 768: a small batch bounds the activations
+    bench_batch_size=8,  # configs/ast_dora.yaml: 2 windows x 8 accumulation steps, timed as 8 per step
+    search_fields={
+        "dora_rank": int,
+        "dora_alpha": float,
+        "dora_dropout": float,
+        "min_layer": int,
+        "classifier_hidden_size": int,
+        "classifier_dropout": float,
+    },
+    card_tags=("audio-spectrogram-transformer", "dora", "peft"),
+    card_description=(
+        "Audio Spectrogram Transformer with DoRA adapters on the FFN linears of its top layers and a small MLP "
+        "head, `ASTWithMLPHeadForAudioClassification` (remote code shipped in this repo)"
+    ),
+    card_summary={
+        "adapter": "the DoRA adapter and MLP head of an AST",
+        "model": "an AST with DoRA adapters merged into its weights and an MLP head",
+    },
+    aliases=("ast",),
+    upload_kinds=("adapter", "model"),
+    default_checkpoint=DEFAULT_CHECKPOINT,
+    tiny_checkpoint=write_tiny_checkpoint,
+    prefix_cache=True,
+    for_inference=merge_dora,
+)
+
+__all__ = ["DEFAULT_CHECKPOINT", "SPEC"]

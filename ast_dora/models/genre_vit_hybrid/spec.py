@@ -1,0 +1,67 @@
+"""What the project needs to know about the ViT-hybrid: its registry entry (`ast_dora.models.registry`)."""
+
+from __future__ import annotations
+
+from transformers import AutoFeatureExtractor
+
+from ..builders import hub_kwargs, label_kwargs
+from ..registry import ModelSpec
+from .configuration_genre_vit_hybrid import GenreViTHybridConfig
+from .feature_extraction_genre_vit_hybrid import GenreViTHybridFeatureExtractor
+from .modeling_genre_vit_hybrid import GenreViTHybridForAudioClassification
+
+# ModelArguments fields that go onto the config when set (empty keeps the published architecture's value).
+CONFIG_FIELDS = ("loss", "focal_gamma", "hidden_dropout_prob", "drop_path_rate")
+# A few-layer model for tests and `--tiny` benchmarks; the feature extractor, and so the input, stays the real one.
+TINY_CONFIG = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+
+
+def build_feature_extractor(model_args) -> GenreViTHybridFeatureExtractor:
+    if model_args.model_name_or_path:
+        return AutoFeatureExtractor.from_pretrained(model_args.model_name_or_path, **hub_kwargs(model_args))
+    return GenreViTHybridFeatureExtractor()
+
+
+def build_model(model_args, labels: list[str]) -> GenreViTHybridForAudioClassification:
+    fields = {name: getattr(model_args, name) for name in CONFIG_FIELDS if getattr(model_args, name) is not None}
+    overrides = {**model_args.parsed_config_overrides(), **fields, **label_kwargs(labels)}
+    if model_args.model_name_or_path:
+        return GenreViTHybridForAudioClassification.from_pretrained(
+            model_args.model_name_or_path, ignore_mismatched_sizes=True, **overrides, **hub_kwargs(model_args)
+        )
+    return GenreViTHybridForAudioClassification(GenreViTHybridConfig(**overrides))
+
+
+def random_model(model_args, size: str, labels: list[str]) -> GenreViTHybridForAudioClassification:
+    config = GenreViTHybridConfig(**(TINY_CONFIG if size == "tiny" else {}), **label_kwargs(labels))
+    return GenreViTHybridForAudioClassification(config)
+
+
+SPEC = ModelSpec(
+    name="vit_hybrid",
+    display_name="ViT-hybrid",
+    hf_model_type=GenreViTHybridConfig.model_type,
+    model_class=GenreViTHybridForAudioClassification,
+    build_model=build_model,
+    build_feature_extractor=build_feature_extractor,
+    default_feature_extractor=GenreViTHybridFeatureExtractor,
+    random_model=random_model,
+    # Published on 4-s windows with a 2-s hop.
+    window_seconds=4.0,
+    hop_seconds=2.0,
+    inference_batch_size=32,
+    bench_batch_size=64,  # configs/vit_hybrid.yaml
+    search_fields={"hidden_dropout_prob": float, "drop_path_rate": float, "focal_gamma": float, "loss": str},
+    card_tags=("vit", "from-scratch"),
+    card_description=(
+        "ViT-hybrid genre classifier trained from scratch on normalised log-mel images (conv patch projection, "
+        "pre-norm transformer blocks, SpecAugment, DropPath), `GenreViTHybridForAudioClassification` (remote "
+        "code shipped in this repo)"
+    ),
+    card_summary={"model": "a ViT-hybrid trained from scratch"},
+    upload_kinds=("model",),
+    # Its 118 tokens are too short for PyTorch's CPU SDPA kernel to pay off in bf16 (README, "Speed on CPU").
+    eager_attention_on_cpu_bf16=True,
+)
+
+__all__ = ["SPEC", "TINY_CONFIG"]
