@@ -10,7 +10,9 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import (
@@ -23,6 +25,30 @@ from sklearn.metrics import (
 from transformers import EvalPrediction
 
 logger = logging.getLogger(__name__)
+
+# Held-out split -> the prefix its metrics carry in all_results.json (the Trainer's `metric_key_prefix`).
+SPLIT_PREFIXES = {"validation": "eval", "test": "test"}
+
+
+@dataclass(frozen=True)
+class Metric:
+    display_name: str  # how the model card names it
+    hub_type: str  # model-index metric type on the Hub
+    hub_args: dict[str, Any] | None = None
+    needs_track_ids: bool = False
+
+
+# Every metric `make_compute_metrics` returns, all better when higher: the search maximises any of them and the
+# model card reports them.
+METRICS: dict[str, Metric] = {
+    "accuracy": Metric("Segment accuracy", "accuracy"),
+    "track_accuracy": Metric("Track accuracy (mean window probability)", "accuracy", needs_track_ids=True),
+    "track_accuracy_vote": Metric("Track accuracy (majority vote of windows)", "accuracy", needs_track_ids=True),
+    "f1_macro": Metric("Segment macro F1", "f1", {"average": "macro"}),
+    "precision_macro": Metric("Segment macro precision", "precision", {"average": "macro"}),
+    "recall_macro": Metric("Segment macro recall", "recall", {"average": "macro"}),
+    "roc_auc_macro": Metric("Segment macro ROC-AUC (one-vs-rest)", "roc_auc", {"average": "macro", "multi_class": "ovr"}),
+}
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

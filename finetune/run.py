@@ -9,9 +9,9 @@ Every config field can be overridden on the command line; see `--help` for the f
 
 import sys
 
+from ast_dora.cli import main
 from ast_dora.config import ConfigError
 from ast_dora.data.sources import DataSourceError
-from ast_dora.training import main
 
 if __name__ == "__main__":
     # Both carry a message written for the user (what was wrong, what to do): a traceback would only bury it.

@@ -28,9 +28,9 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from ast_dora import hpo
+from ast_dora import search as hpo
+from ast_dora.cli import main
 from ast_dora.config import ConfigError, parse_config
-from ast_dora.training import main
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_PY = REPO / "finetune" / "run.py"
@@ -54,14 +54,15 @@ def data_root(tmp_path_factory) -> Path:
     """Synthetic data and its cached features, built once; every config below points at them."""
     root = tmp_path_factory.mktemp("hpo_data")
     from ast_dora.data import build_datasets
-    from ast_dora.models.factory import build_feature_extractor, default_window
+    from ast_dora.models import get_model_spec
+    from ast_dora.models.factory import build_feature_extractor
 
     run = parse_config(["--config", write_config(root / "warm", root, search=None)])
     feature_extractor = build_feature_extractor(run.model)
     build_datasets(
         run.data,
         feature_extractor,
-        default_window=default_window("vit_hybrid"),
+        default_window=get_model_spec(run.model.model_type).default_windows,
         seed=0,
         output_dir=str(root / "warm" / "out"),
     )

@@ -104,7 +104,7 @@ def test_killed_run_resumes_and_matches_uninterrupted_run(synthetic_gtzan_folder
 
 
 def test_incomplete_checkpoint_is_skipped(tmp_path, caplog):
-    from ast_dora.training import last_complete_checkpoint
+    from ast_dora.trainer import last_complete_checkpoint
 
     for step, complete in ((2, True), (4, True), (6, False)):
         (tmp_path / f"checkpoint-{step}").mkdir()

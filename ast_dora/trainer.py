@@ -1,0 +1,113 @@
+"""The `Trainer` as the project uses it: the track-aware `GenreTrainer`, its construction from a run config,
+evaluation of the held-out splits, and the checkpoints a killed run resumes from."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+from transformers import EarlyStoppingCallback, Trainer
+from transformers.trainer import TRAINER_STATE_NAME
+
+from .config import RunConfig
+from .evaluation import SPLIT_PREFIXES, make_compute_metrics, write_reports
+from .models.factory import build_model
+
+logger = logging.getLogger(__name__)
+
+
+def track_ids_of(dataset) -> list[str] | None:
+    if dataset is None or "track_id" not in dataset.column_names:
+        return None
+    return list(dataset["track_id"])
+
+
+class GenreTrainer(Trainer):
+    """`Trainer` whose metrics know which track each window came from, so evaluation reports
+    track-level accuracy next to segment-level accuracy on whichever split it is given."""
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        self.compute_metrics = make_compute_metrics(track_ids_of(dataset))
+        return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix="test"):
+        self.compute_metrics = make_compute_metrics(track_ids_of(test_dataset))
+        return super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+
+
+def build_trainer(
+    run: RunConfig, data, feature_extractor, model=None, model_init=None, trainer_class=GenreTrainer,
+    data_collator=None,
+) -> GenreTrainer:
+    callbacks = []
+    if run.training.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=run.training.early_stopping_patience))
+    if model is None and model_init is None:
+        model = build_model(run.model, data.labels, run.training)
+    return trainer_class(
+        model=model,
+        model_init=model_init,
+        args=run.training,
+        train_dataset=data.datasets["train"],
+        eval_dataset=data.datasets["validation"],
+        processing_class=feature_extractor,
+        data_collator=data_collator,  # None: the Trainer pads with the feature extractor
+        compute_metrics=make_compute_metrics(track_ids_of(data.datasets["validation"])),
+        callbacks=callbacks,
+    )
+
+
+def evaluate_splits(trainer: GenreTrainer, data, output_dir: str, splits=tuple(SPLIT_PREFIXES)) -> dict[str, float]:
+    """Predict each of `splits` once: metrics into all_results.json, reports and confusion matrices."""
+    all_metrics = {}
+    for split in splits:
+        prefix = SPLIT_PREFIXES[split]
+        dataset = data.datasets.get(split)
+        if dataset is None or len(dataset) == 0:
+            continue
+        output = trainer.predict(dataset, metric_key_prefix=prefix)
+        trainer.log_metrics(prefix, output.metrics)
+        trainer.save_metrics(prefix, output.metrics)
+        all_metrics.update(output.metrics)
+        if trainer.is_world_process_zero():
+            write_reports(output.predictions, output.label_ids, track_ids_of(dataset), data.labels, output_dir, prefix)
+    return all_metrics
+
+
+def resolve_checkpoint(training_args) -> str | None:
+    """Resume a killed run from its last checkpoint when the same command is run again."""
+    if training_args.resume_from_checkpoint:
+        return training_args.resume_from_checkpoint
+    if training_args.overwrite_output_dir or not os.path.isdir(training_args.output_dir):
+        return None
+    last_checkpoint = last_complete_checkpoint(training_args.output_dir)
+    if last_checkpoint is not None:
+        logger.info("Resuming from %s (pass --overwrite_output_dir true to start afresh).", last_checkpoint)
+    return last_checkpoint
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest `checkpoint-N` holding `trainer_state.json`, which the Trainer writes last: a run killed while
+    saving leaves a newer, incomplete folder that cannot be resumed from."""
+    steps = sorted(
+        (int(match.group(1)) for name in os.listdir(output_dir) if (match := re.fullmatch(r"checkpoint-(\d+)", name))),
+        reverse=True,
+    )
+    for step in steps:
+        checkpoint = os.path.join(output_dir, f"checkpoint-{step}")
+        if os.path.isfile(os.path.join(checkpoint, TRAINER_STATE_NAME)):
+            return checkpoint
+        logger.warning("Skipping %s: incomplete (the run was stopped while saving it).", checkpoint)
+    return None
+
+
+__all__ = [
+    "GenreTrainer",
+    "build_trainer",
+    "evaluate_splits",
+    "last_complete_checkpoint",
+    "resolve_checkpoint",
+    "track_ids_of",
+]
