@@ -40,7 +40,6 @@ DEFAULT_MAX_FILE_SIZE = "50mb"
 TOP_CLASSES = 5
 EXAMPLE_GENRES = ("rock", "classical", "hiphop", "jazz")
 EXAMPLE_SECONDS = 12.0
-MODEL_KINDS = {"vit_hybrid": "ViT-hybrid", "ast_dora": "AST-DoRA"}
 
 
 def model_specs(cli_models: list[str] | None, environ=os.environ) -> list[str]:
@@ -69,7 +68,7 @@ def load_classifiers(specs: list[str], max_seconds: float | None, bf16: bool | N
 
 def model_choice_label(spec: str, classifier: GenreClassifier) -> str:
     name = Path(spec).name if os.path.isdir(spec) else spec
-    return f"{MODEL_KINDS.get(classifier.model_type, classifier.model_type)} · {name}"
+    return f"{classifier.spec.display_name} · {name}"
 
 
 def example_files(examples_dir: str | os.PathLike | None = None) -> list[str]:

@@ -30,7 +30,8 @@ from typing import Any
 import yaml
 from huggingface_hub import HfApi, SpaceCard, SpaceCardData
 
-from .model_card import CARD_KINDS, RunRecords, build_model_card, looks_like_hub_id, public_run_config
+from .config import public_config
+from .model_card import CARD_KINDS, RunRecords, build_model_card, looks_like_hub_id
 from .models.factory import ADAPTER_SUBFOLDER
 
 logger = logging.getLogger(__name__)
@@ -59,12 +60,14 @@ class HubError(ValueError):
 
 
 def upload_kind(records: RunRecords, merged: bool) -> str:
-    """'adapter' (AST-DoRA default) or 'model' (ViT-hybrid, or AST-DoRA with `merged`)."""
-    if records.model_type == "vit_hybrid":
-        if merged:
-            raise HubError("--merged / push_merged is for AST-DoRA runs; a ViT-hybrid run is always pushed whole.")
-        return "model"
-    return "model" if merged else "adapter"
+    """What to upload: the spec's default (AST-DoRA: 'adapter'), or with `merged` the whole 'model'."""
+    kinds = records.spec.upload_kinds
+    if not merged:
+        return kinds[0]
+    if kinds[0] == "model":
+        raise HubError(f"--merged / push_merged is for adapter runs; a {records.spec.display_name} run is always "
+                       "pushed whole.")
+    return "model"
 
 
 def _copy_matching(source: Path, folder: Path, patterns: tuple[str, ...]) -> list[str]:
@@ -154,7 +157,7 @@ def build_upload_folder(
     _copy_matching(output_dir, folder, RECORD_FILE_PATTERNS)
     if records.run_config:
         with open(folder / "run_config.yaml", "w") as f:
-            yaml.safe_dump(public_run_config(records.run_config), f, sort_keys=False)
+            yaml.safe_dump(public_config(records.run_config), f, sort_keys=False)
     build_model_card(records, repo_id=repo_id, kind=kind, license=license).save(folder / "README.md")
     return folder
 
@@ -241,7 +244,8 @@ def build_space_folder(
     shutil.copy2(repo_root / "app.py", folder / "app.py")
     (folder / "requirements.txt").write_text(space_requirements(repo_root))
     (folder / "packages.txt").write_text("\n".join(SPACE_APT_PACKAGES) + "\n")
-    shutil.copytree(Path(__file__).resolve().parent, folder / "ast_dora",
+    package = Path(__file__).resolve().parent
+    shutil.copytree(package, folder / package.name,
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     card_data = SpaceCardData(
         title=title,
@@ -303,30 +307,17 @@ def push_space(
 # ----------------------------------------------------------------------------------------------------------
 
 
-def predict_files(model, feature_extractor, paths: list[str], top_k: int = 3) -> list[dict[str, Any]]:
-    """Track-level genre of each audio file: mean window probability, as the model was evaluated."""
-    import torch
-
-    from .data import cut_windows, decode_audio
-    from .data.windows import seconds_to_samples
-    from .models.factory import default_window, model_type_of
-
-    window_seconds, hop_seconds = default_window(model_type_of(model))
-    sampling_rate = feature_extractor.sampling_rate
+def predict_files(classifier, paths: list[str], top_k: int = 3) -> list[dict[str, Any]]:
+    """Track-level genre of each audio file through the project's one song analysis (`GenreClassifier.analyse`):
+    the model's own windows, mean window probability, as the model was evaluated."""
     predictions = []
     for path in paths:
-        waveform = decode_audio(str(path), sampling_rate).waveform
-        windows, _ = cut_windows(waveform, seconds_to_samples(window_seconds, sampling_rate),
-                                 seconds_to_samples(hop_seconds, sampling_rate))
-        inputs = feature_extractor(list(windows), sampling_rate=sampling_rate, return_tensors="pt")
-        with torch.no_grad():
-            probabilities = model(**inputs).logits.float().softmax(-1).mean(0)
-        top = probabilities.topk(min(top_k, len(probabilities)))
+        analysis = classifier.analyse(str(path))
         predictions.append({
             "file": str(path),
-            "genre": model.config.id2label[int(top.indices[0])],
-            "probabilities": {model.config.id2label[int(i)]: round(float(p), 4) for p, i in zip(top.values, top.indices, strict=True)},
-            "windows": len(windows),
+            "genre": analysis.genre,
+            "probabilities": {label: round(p, 4) for label, p in analysis.top(top_k)},
+            "windows": len(analysis.window_starts),
         })
     return predictions
 
@@ -336,13 +327,13 @@ def evaluate_loaded_model(model, feature_extractor, config_args: list[str], eval
     pipeline's own metrics and reports (written to `eval_dir`, never to the config's output_dir)."""
     from .config import parse_config
     from .data import build_datasets
-    from .models.factory import default_window, model_type_of
-    from .training import GenreTrainer, evaluate_splits
+    from .models import spec_for_model
+    from .models.factory import model_windows
+    from .trainer import GenreTrainer, evaluate_splits
 
     run = parse_config([*config_args, "--output_dir", eval_dir])
     run.training.push_to_hub = False
-    model_type = model_type_of(model)
-    data = build_datasets(run.data, feature_extractor, default_window=default_window(model_type),
+    data = build_datasets(run.data, feature_extractor, default_window=model_windows(feature_extractor, spec_for_model(model)),
                           seed=run.training.seed, output_dir=eval_dir)
     model_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if model_labels != list(data.labels):
@@ -438,8 +429,14 @@ def main(argv: list[str] | None = None) -> int:
             labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
             print(json.dumps({"model": args.model, "model_type": model_type_of(model), "labels": labels,
                               "parameters": sum(p.numel() for p in model.parameters())}))
-            for prediction in predict_files(model, feature_extractor, args.audio, args.top_k):
-                print(json.dumps(prediction))
+            if args.audio:
+                from .inference import GenreClassifier
+
+                # The classifier casts the model it is given; evaluation afterwards needs the fp32 weights.
+                classifier = GenreClassifier(model, feature_extractor, bf16=False if args.evaluate else None,
+                                             name=args.model)
+                for prediction in predict_files(classifier, args.audio, args.top_k):
+                    print(json.dumps(prediction))
             if args.evaluate:
                 metrics = evaluate_loaded_model(model, feature_extractor, ["--config", args.config, *extra], args.eval_dir)
                 print(json.dumps(metrics, indent=2))

@@ -41,13 +41,11 @@ from .data.features import extract_features
 from .data.windows import seconds_to_samples, window_starts
 from .evaluation import aggregate_tracks, softmax
 from .hardware import cpu_has_fast_bf16
-from .models.factory import default_window, load_trained_model, model_type_of, use_fastest_attention
+from .models import spec_for_model
+from .models.factory import load_trained_model, model_windows, use_fastest_attention
 
 logger = logging.getLogger(__name__)
 
-# Windows per forward pass. Large enough to keep the matmuls efficient, small enough to bound activations
-# (an AST window is 1214 tokens of 768; a ViT-hybrid window 118 tokens of 512).
-DEFAULT_BATCH_SIZE = {"vit_hybrid": 32, "ast_dora": 6}
 MIN_SECONDS = 1.0
 # Peak amplitude below which a recording counts as silent (-80 dBFS): there is no genre to hear.
 SILENCE_PEAK = 1e-4
@@ -250,12 +248,13 @@ class GenreClassifier:
     Args:
         model: a loaded model (`load_trained_model`'s first value): ViT-hybrid or merged AST-DoRA.
         feature_extractor: its feature extractor.
-        window_seconds: the window length the model was trained on (default: the model type's, 4 s for the
-            ViT-hybrid, 10.24 s for AST).
+        window_seconds: the window length the model was trained on (default: the `window_seconds` saved in its
+            preprocessor_config.json, else the model type's default, 4 s for the ViT-hybrid, 10.24 s for AST).
         hop_seconds: the step between analysed windows; default `window_seconds`, windows back to back, so every
             second of the song is classified once. A smaller hop gives overlapping windows (a smoother timeline)
             for proportionally more work; training's hop is a data-augmentation setting and is not reused here.
-        batch_size: windows per forward pass (default 32 for the ViT-hybrid, 6 for AST).
+        batch_size: windows per forward pass (default: the model spec's `inference_batch_size`, 32 for the
+            ViT-hybrid, 6 for AST: large enough for efficient matmuls, small enough to bound activations).
         bf16: `None` (default) runs the model in bf16 (weights cast to bf16, forward under bf16 autocast) where the
             hardware has native bf16, `True` forces it, `False` keeps fp32. The classifier owns `model`: it is
             moved to `device` and cast in place.
@@ -277,10 +276,11 @@ class GenreClassifier:
         max_seconds: float | None = None,
         name: str | None = None,
     ):
-        self.model_type = model_type_of(model)
-        self.window_seconds = float(window_seconds or default_window(self.model_type)[0])
+        self.spec = spec_for_model(model)
+        self.model_type = self.spec.name
+        self.window_seconds = float(window_seconds or model_windows(feature_extractor, self.spec)[0])
         self.hop_seconds = float(hop_seconds or self.window_seconds)
-        self.batch_size = int(batch_size or DEFAULT_BATCH_SIZE[self.model_type])
+        self.batch_size = int(batch_size or self.spec.inference_batch_size)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -302,13 +302,11 @@ class GenreClassifier:
     def from_pretrained(cls, path_or_id: str | os.PathLike, hub_kwargs: dict | None = None, **kwargs) -> GenreClassifier:
         """Load a model this project trained (local `output_dir` or Hub id; an adapter folder is merged).
 
-        A window length the run overrode (`window_seconds` in its `run_config.yaml`) is used unless given here.
+        The windows come with the model (`window_seconds` in its preprocessor_config.json) unless given here.
         `hub_kwargs` (revision, token, cache_dir) go to `from_pretrained`; `kwargs` to `__init__`.
         """
         path_or_id = str(path_or_id)
         model, feature_extractor = load_trained_model(path_or_id, **(hub_kwargs or {}))
-        for key, value in _run_window_settings(path_or_id).items():
-            kwargs.setdefault(key, value)
         kwargs.setdefault("name", path_or_id)
         return cls(model, feature_extractor, **kwargs)
 
@@ -447,21 +445,6 @@ class GenreClassifier:
         )
 
     analyze = analyse
-
-
-def _run_window_settings(path_or_id: str) -> dict[str, float]:
-    """The `window_seconds` a training run overrode, from its `run_config.yaml` (local folders only)."""
-    run_config = Path(path_or_id) / "run_config.yaml"
-    if not run_config.is_file():
-        return {}
-    import yaml
-
-    try:
-        config = yaml.safe_load(run_config.read_text()) or {}
-    except yaml.YAMLError:
-        logger.warning("Ignoring unreadable %s; using the model type's default windows.", run_config)
-        return {}
-    return {key: float(config[key]) for key in ("window_seconds",) if config.get(key) is not None}
 
 
 def _format_duration(seconds: float) -> str:

@@ -21,23 +21,18 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .config import is_secret_key, public_config
+from .evaluation import METRICS, SPLIT_PREFIXES
+from .models import ModelSpec, spec_for_config
 from .models.factory import ADAPTER_SUBFOLDER
 
 # What the card's loading snippet pins: there is no commit to name before the card itself is committed, so the
 # reader replaces this with the commit they reviewed (`python -m ast_dora.hub push` prints it after uploading).
 REVISION_PLACEHOLDER = "COMMIT_SHA"
 CARD_KINDS = ("model", "adapter")  # a full transformers model (ViT-hybrid, merged AST-DoRA) or a DoRA adapter
-EVAL_PREFIXES = {"eval": "validation", "test": "test"}  # all_results.json prefix -> split name
-# (all_results key suffix, model-index metric type, display name, metric args)
-CARD_METRICS = (
-    ("accuracy", "accuracy", "Segment accuracy", None),
-    ("track_accuracy", "accuracy", "Track accuracy (mean window probability)", None),
-    ("track_accuracy_vote", "accuracy", "Track accuracy (majority vote of windows)", None),
-    ("f1_macro", "f1", "Segment macro F1", {"average": "macro"}),
-    ("precision_macro", "precision", "Segment macro precision", {"average": "macro"}),
-    ("recall_macro", "recall", "Segment macro recall", {"average": "macro"}),
-    ("roc_auc_macro", "roc_auc", "Segment macro ROC-AUC (one-vs-rest)", {"average": "macro", "multi_class": "ovr"}),
-)
+EVAL_PREFIXES = {prefix: split for split, prefix in SPLIT_PREFIXES.items()}  # all_results.json prefix -> split
+# (all_results key suffix, model-index metric type, display name, metric args), from evaluation.METRICS
+CARD_METRICS = tuple((name, metric.hub_type, metric.display_name, metric.hub_args) for name, metric in METRICS.items())
 SPLIT_PROTOCOL_TEXT = {
     "stratified": "a seeded 8:1:1 train/validation/test split of each genre's tracks (`split_seed` {split_seed})",
     "folds": "fold {fold} of a {num_folds}-fold split of the tracks, stratified per genre (test = fold {fold}, "
@@ -54,8 +49,6 @@ SPLIT_PROTOCOL_SHORT = {
     "kereliuk_stratified": "Kereliuk stratified split",
     "predefined": "predefined split",
 }
-# run_config.yaml keys that are credentials: never written into a card or an upload folder.
-SECRET_KEY_PARTS = ("token", "password", "secret")
 # Keys shown elsewhere in the card (data, model) or that do not change the trained model.
 NOT_HYPERPARAMETERS = {
     "config", "output_dir", "overwrite_output_dir", "logging_steps", "logging_dir", "report_to", "push_to_hub",
@@ -70,15 +63,6 @@ NOT_HYPERPARAMETERS = {
 
 class RunRecordsError(FileNotFoundError):
     """An output_dir without the records a model card is built from."""
-
-
-def is_secret_key(key: str) -> bool:
-    return any(part in key.lower() for part in SECRET_KEY_PARTS)
-
-
-def public_run_config(run_config: dict[str, Any]) -> dict[str, Any]:
-    """`run_config.yaml` without credentials (a `--hub_token` given on the command line lands in it)."""
-    return {key: value for key, value in run_config.items() if not is_secret_key(key)}
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -123,7 +107,7 @@ class RunRecords:
             output_dir=output_dir,
             all_results=all_results,
             model_config=model_config,
-            run_config=public_run_config(run_config),
+            run_config=public_config(run_config),
             data_summary=_read_json(output_dir / "data_summary.json") or {},
             trainer_state=_read_json(output_dir / "trainer_state.json") or {},
             preprocessor_config=_read_json(output_dir / "preprocessor_config.json") or {},
@@ -132,9 +116,21 @@ class RunRecords:
         )
 
     @property
+    def spec(self) -> ModelSpec:
+        """The registered model, from the saved config (what was trained, whatever the YAML said)."""
+        return spec_for_config(self.model_config)
+
+    @property
     def model_type(self) -> str:
-        """`vit_hybrid` or `ast_dora`, from the saved config (what was trained, whatever the YAML said)."""
-        return "vit_hybrid" if self.model_config.get("model_type") == "genre_vit_hybrid" else "ast_dora"
+        return self.spec.name
+
+    @property
+    def windows(self) -> tuple[float, float]:
+        """(window_seconds, hop_seconds) saved with the model; older runs: the data summary, then the defaults."""
+        for source in (self.preprocessor_config, self.data_summary):
+            if source.get("window_seconds"):
+                return float(source["window_seconds"]), float(source.get("hop_seconds") or source["window_seconds"])
+        return self.spec.default_windows
 
     @property
     def labels(self) -> list[str]:
@@ -143,8 +139,9 @@ class RunRecords:
 
     @property
     def base_model(self) -> str | None:
-        """The checkpoint AST-DoRA started from (the adapter's `base_model_name_or_path`); None for the ViT-hybrid."""
-        if self.model_type != "ast_dora":
+        """The checkpoint a fine-tuned model started from (the adapter's `base_model_name_or_path`); None for a
+        model trained from scratch."""
+        if self.spec.default_checkpoint is None:
             return None
         if self.adapter_config and self.adapter_config.get("base_model_name_or_path"):
             return self.adapter_config["base_model_name_or_path"]
@@ -327,15 +324,10 @@ def _training_log_table(records: RunRecords) -> str | None:
 def _model_details(records: RunRecords, kind: str) -> list[str]:
     config, results = records.model_config, records.all_results
     lines = []
-    if records.model_type == "vit_hybrid":
-        lines.append("- **Model:** ViT-hybrid genre classifier trained from scratch on normalised log-mel images "
-                     "(conv patch projection, pre-norm transformer blocks, SpecAugment, DropPath), "
-                     "`GenreViTHybridForAudioClassification` (remote code shipped in this repo)")
-    else:
-        lines.append("- **Model:** Audio Spectrogram Transformer with DoRA adapters on the FFN linears of its top "
-                     "layers and a small MLP head, `ASTWithMLPHeadForAudioClassification` (remote code shipped in "
-                     "this repo)")
+    lines.append(f"- **Model:** {records.spec.card_description}")
+    if records.base_model is not None:
         lines.append(f"- **Base checkpoint:** `{records.base_model}` (frozen)")
+    if records.adapter_config is not None:
         lines.append("- **This repo holds:** " + (
             "the DoRA adapter and the trained head only (`adapter_model.safetensors`); the base weights are "
             "read from the base checkpoint" if kind == "adapter" else
@@ -352,10 +344,10 @@ def _model_details(records: RunRecords, kind: str) -> list[str]:
                      f"{adapter.get('lora_dropout')}, target modules `{adapter.get('target_modules')}`, "
                      f"trained in full: {', '.join(adapter.get('modules_to_save') or [])}")
     sampling_rate = records.preprocessor_config.get("sampling_rate") or records.data_summary.get("sampling_rate")
-    summary = records.data_summary
-    lines.append(f"- **Input:** mono audio at {sampling_rate} Hz, cut into {summary.get('window_seconds', '?')}-s "
-                 f"windows with a {summary.get('hop_seconds', '?')}-s hop; a track's prediction is the mean of its "
-                 "windows' probabilities")
+    window, hop = records.windows
+    lines.append(f"- **Input:** mono audio at {sampling_rate} Hz, cut into {window:g}-s windows with a {hop:g}-s hop "
+                 "(saved in preprocessor_config.json as `window_seconds` / `hop_seconds`); a track's prediction is "
+                 "the mean of its windows' probabilities")
     lines.append(f"- **Labels ({len(records.labels)}):** {', '.join(records.labels)}")
     return lines
 
@@ -428,7 +420,7 @@ def build_model_card(records: RunRecords, repo_id: str, kind: str = "model", lic
     model_name = repo_id.split("/")[-1]
     base_model = records.base_model if looks_like_hub_id(records.base_model) else None
     tags = ["audio-classification", "music-genre-classification", "gtzan", "audio"]
-    tags += ["vit", "from-scratch"] if records.model_type == "vit_hybrid" else ["audio-spectrogram-transformer", "dora", "peft"]
+    tags += list(records.spec.card_tags)
     card_data = ModelCardData(
         license=license,
         library_name="peft" if kind == "adapter" else "transformers",
@@ -441,12 +433,8 @@ def build_model_card(records: RunRecords, repo_id: str, kind: str = "model", lic
         eval_results=eval_results(records) or None,
     )
 
-    kind_text = ("a ViT-hybrid trained from scratch" if records.model_type == "vit_hybrid"
-                 else "the DoRA adapter and MLP head of an AST" if kind == "adapter"
-                 else "an AST with DoRA adapters merged into its weights and an MLP head")
-    summary = records.data_summary
-    window = summary.get("window_seconds") or (4.0 if records.model_type == "vit_hybrid" else 10.24)
-    hop = summary.get("hop_seconds") or window
+    kind_text = records.spec.card_summary[kind]
+    window, hop = records.windows
     test_track = records.metric("test_track_accuracy")
     headline = f" Test track accuracy: **{_format(test_track)}**." if test_track is not None else ""
     base_text = f", fine-tuned from [`{records.base_model}`](https://huggingface.co/{records.base_model})" if base_model else ""
@@ -505,6 +493,5 @@ __all__ = [
     "dataset_description",
     "eval_results",
     "loading_snippet",
-    "public_run_config",
     "usage_snippet",
 ]

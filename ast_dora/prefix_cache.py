@@ -260,13 +260,13 @@ def collate_prefix_batch(rows: list[dict]) -> dict[str, torch.Tensor]:
 
 
 def apply_prefix_cache(run, data, model, feature_extractor, training_args):
-    """Training pipeline hook: for ast_dora with `prefix_cache` on and no waveform augmentation, replace every
-    split of `data` by its cached hidden states and let `model` take them.
+    """Training pipeline hook (for models whose spec has `prefix_cache`): with the `prefix_cache` field on and no
+    waveform augmentation, replace every split of `data` by its cached hidden states and let `model` take them.
 
     Returns `(data, data_collator)`: the (new) `GenreData`, and the collator the Trainer needs for it (None when
     the cache is not used). Rank 0 (per node) computes the cache first; the other processes then load it.
     """
-    if run.model.model_type != "ast_dora" or not run.model.prefix_cache:
+    if not run.model.prefix_cache:
         return data, None
     if run.data.augmentation_enabled:
         logger.warning(

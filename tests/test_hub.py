@@ -31,7 +31,8 @@ import ast_dora.training as training
 from ast_dora.config import ModelArguments
 from ast_dora.evaluation import make_compute_metrics, write_reports
 from ast_dora.model_card import CARD_METRICS, REVISION_PLACEHOLDER, RunRecordsError
-from ast_dora.models.factory import build_ast_dora, load_trained_model, save_trained_model
+from ast_dora.models.ast_mlp.dora import build_ast_dora
+from ast_dora.models.factory import load_trained_model, save_trained_model
 from ast_dora.models.tiny_ast import make_tiny_ast
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -521,3 +522,31 @@ def test_space_folder_requirements_come_from_the_repo(app_dir, tmp_path):
     assert (given / "requirements.txt").read_text() == "ast-dora-deps==1\n"
     with pytest.raises(hub.HubError, match="not Hub model ids"):
         hub.build_space_folder(tmp_path / "bad", [str(app_dir)], repo_root=app_dir)  # a local folder
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the windows travel with the model
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_a_run_saves_its_windows_and_inference_reads_them(vit_run, tmp_path):
+    """finetune/run.py writes window_seconds / hop_seconds into preprocessor_config.json; song analysis cuts the song
+    with the saved window, so editing it changes the number of windows."""
+    import shutil
+
+    import soundfile as sf
+
+    from ast_dora.inference import GenreClassifier
+
+    saved = json.loads((vit_run.output_dir / "preprocessor_config.json").read_text())
+    assert (saved["window_seconds"], saved["hop_seconds"]) == (4.0, 2.0)  # smoke_vit_hybrid.yaml's windows
+    song = tmp_path / "song.wav"
+    sf.write(song, (0.1 * np.random.default_rng(1).standard_normal(12 * 22050)).astype(np.float32), 22050)
+    assert len(GenreClassifier.from_pretrained(vit_run.output_dir, bf16=False).analyse(song).window_starts) == 3
+
+    edited = tmp_path / "edited"
+    shutil.copytree(vit_run.output_dir, edited, ignore=shutil.ignore_patterns("checkpoint-*"))
+    config_path = edited / "preprocessor_config.json"
+    config_path.write_text(json.dumps({**saved, "window_seconds": 2.0, "hop_seconds": 1.0}))
+    analysis = GenreClassifier.from_pretrained(edited, bf16=False).analyse(song)
+    assert analysis.window_seconds == 2.0 and len(analysis.window_starts) == 6

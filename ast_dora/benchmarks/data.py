@@ -25,12 +25,14 @@ import time
 
 import numpy as np
 
-MODELS = ("ast", "vit_hybrid")
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("--data_dir", required=True, help="GTZAN-layout folder to read (e.g. 1000 x 30-s clips).")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    from ast_dora.models import get_model_spec, model_types
+
+    names = [name for model_type in model_types() for name in (model_type, *get_model_spec(model_type).aliases)]
+    parser.add_argument("--models", nargs="+", default=list(model_types()), choices=names,
+                        help=f"Models whose features to time (default all: {', '.join(model_types())}).")
     parser.add_argument("--num_proc", type=int, default=os.cpu_count() or 1,
                         help="preprocessing_num_workers for the map (default: all CPU cores).")
     parser.add_argument("--max_tracks_per_genre", type=int, default=None, help="Benchmark on a subset.")
@@ -41,13 +43,10 @@ def add_arguments(parser) -> None:
 
 def feature_extractor_for(model: str):
     """(feature extractor, default (window_seconds, hop_seconds)) of a model; None when not importable."""
-    if model == "ast":
-        from transformers import ASTFeatureExtractor
+    from ast_dora.models import get_model_spec
 
-        return ASTFeatureExtractor(), (10.24, 10.24)
-    from ast_dora.models.genre_vit_hybrid import GenreViTHybridFeatureExtractor  # lazy: a sibling package
-
-    return GenreViTHybridFeatureExtractor(), (4.0, 2.0)
+    spec = get_model_spec(model, aliases=True)
+    return spec.default_feature_extractor(), spec.default_windows
 
 
 def _time_decode(paths, sampling_rate: int) -> tuple[float, float]:

@@ -30,17 +30,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..models import model_types
+from .flops import forward_flops
 from .peak import measure_matmul_peak
-
-MODEL_TYPES = ("vit_hybrid", "ast_dora")
-# A small ViT-hybrid for tests (the feature extractor, and so the input, stays the real one).
-TINY_VIT_HYBRID = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
 
 
 def add_arguments(parser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", default=None, metavar="DIR_OR_HUB_ID", help="A trained model (either kind).")
-    source.add_argument("--model_type", default=None, choices=MODEL_TYPES,
+    source.add_argument("--model_type", default=None, choices=model_types(),
                         help="A randomly initialised model of the real default size instead of a checkpoint.")
     parser.add_argument("--audio", default=None, help="Song to time (default: a generated 44.1-kHz stereo mp3).")
     parser.add_argument("--seconds", type=float, default=180.0, help="Length of the generated song (default 180).")
@@ -60,44 +58,21 @@ def random_genre_model(model_type: str, size: str = "default", labels=None, seed
     """(model in eval mode, feature extractor) with random weights, as `load_trained_model` would return them.
 
     `size="default"` is the real architecture (what latency depends on); `size="tiny"` a few-layer stand-in
-    for tests. AST-DoRA goes through the factory like a real run: an AudioSet-shaped AST saved with
-    `save_pretrained`, DoRA-wrapped by `build_ast_dora` (default rank / layers), then merged.
+    for tests. The model is built as a training run builds it (AST-DoRA: DoRA-wrapped with the default rank and
+    layers), then made the model inference runs (AST-DoRA: merged).
     """
-    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, set_seed
+    from transformers import set_seed
 
     from ..config import ModelArguments
     from ..data import GTZAN_GENRES
-    from ..models.factory import build_ast_dora, merge_dora
-    from ..models.genre_vit_hybrid import (
-        GenreViTHybridConfig,
-        GenreViTHybridFeatureExtractor,
-        GenreViTHybridForAudioClassification,
-    )
-    from ..models.tiny_ast import TINY_AST_CONFIG
+    from ..models import get_model_spec
 
     if size not in ("default", "tiny"):
         raise ValueError(f"size must be 'default' or 'tiny', got {size!r}")
-    labels = list(labels or GTZAN_GENRES)
+    spec = get_model_spec(model_type)
     set_seed(seed)
-    if model_type == "vit_hybrid":
-        overrides = TINY_VIT_HYBRID if size == "tiny" else {}
-        config = GenreViTHybridConfig(
-            **overrides, id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)}
-        )
-        return GenreViTHybridForAudioClassification(config).eval(), GenreViTHybridFeatureExtractor()
-    if model_type != "ast_dora":
-        raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
-    base_dir = tempfile.mkdtemp(prefix="random_ast_")
-    try:
-        base_config = ASTConfig(**TINY_AST_CONFIG) if size == "tiny" else ASTConfig(num_labels=527)
-        ASTForAudioClassification(base_config).save_pretrained(base_dir)
-        ASTFeatureExtractor().save_pretrained(base_dir)
-        tiny = dict(min_layer=2, classifier_hidden_size=16) if size == "tiny" else {}
-        model_args = ModelArguments(model_type="ast_dora", model_name_or_path=base_dir, **tiny)
-        model = merge_dora(build_ast_dora(model_args, labels))
-        return model.eval(), ASTFeatureExtractor()
-    finally:
-        shutil.rmtree(base_dir, ignore_errors=True)
+    model = spec.random_model(ModelArguments(model_type=model_type), size, list(labels or GTZAN_GENRES))
+    return spec.for_inference(model).eval(), spec.default_feature_extractor()
 
 
 def generated_song(path: str | Path, seconds: float = 180.0, sampling_rate: int = 44100, seed: int = 0) -> Path:
@@ -121,18 +96,6 @@ def generated_song(path: str | Path, seconds: float = 180.0, sampling_rate: int 
     path.parent.mkdir(parents=True, exist_ok=True)
     AudioEncoder(torch.from_numpy(stereo), sample_rate=sampling_rate).to_file(str(path))
     return path
-
-
-def forward_flops(model) -> float:
-    """Analytic forward FLOPs per window of a loaded genre model (ViT-hybrid, or merged AST with its MLP head)."""
-    from ..models.factory import model_type_of
-    from .train import ast_dora_flops, vit_hybrid_flops
-
-    config = model.config
-    if model_type_of(model) == "vit_hybrid":
-        return vit_hybrid_flops(config)["forward"]
-    hidden = getattr(config, "classifier_hidden_size", 200)
-    return ast_dora_flops(config, config.num_hidden_layers, hidden, config.num_labels)["forward_uncached"]
 
 
 def _cpu_idle_fraction(seconds: float) -> float:

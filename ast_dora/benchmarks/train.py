@@ -37,20 +37,16 @@ import time
 
 import torch
 
+from ..models import get_model_spec, model_types
+from .flops import ast_dora_flops, vit_hybrid_flops
 from .peak import measure_matmul_peak
-
-MODEL_TYPES = ("vit_hybrid", "ast_dora")
-# Batch sizes of configs/vit_hybrid.yaml (64) and, for AST-DoRA, 8 windows per step (its config's 2 x 8
-# accumulated, without the accumulation).
-DEFAULT_BATCH = {"vit_hybrid": 64, "ast_dora": 8}
-TINY_VIT_HYBRID = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model_type", choices=MODEL_TYPES, default="vit_hybrid")
+    parser.add_argument("--model_type", choices=model_types(), default=model_types()[0])
     parser.add_argument("--size", choices=("default", "tiny"), default="default",
                         help="default: the real architecture (25.4 M ViT-hybrid; AudioSet-sized AST). tiny: for tests.")
-    parser.add_argument("--batch_size", type=int, default=None, help="Per-step batch (vit_hybrid 64, ast_dora 8).")
+    parser.add_argument("--batch_size", type=int, default=None, help="Per-step batch (default: the model's, vit_hybrid 64, ast_dora 8).")
     parser.add_argument("--steps", type=int, default=None,
                         help="Timed steps (vit_hybrid default 8; ast_dora: one epoch of --samples windows).")
     parser.add_argument("--warmup", type=int, default=None, help="Untimed steps first (vit_hybrid 2, ast_dora 1).")
@@ -64,55 +60,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, = cores).")
     parser.add_argument("--no_song", action="store_true", help="Skip the 3-min song latency.")
     parser.add_argument("--peak_seconds", type=float, default=1.0, help="Seconds per matmul-peak timing.")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Analytic FLOPs (multiply-adds x 2, matmuls only; per sample)
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _layer_flops(tokens: int, hidden: int, intermediate: int) -> dict[str, float]:
-    return {
-        "attention_projections": 2 * tokens * hidden * 4 * hidden,  # q, k, v and output
-        "attention_scores_values": 2 * 2 * tokens * tokens * hidden,  # QK^T and PV
-        "ffn": 2 * 2 * tokens * hidden * intermediate,
-    }
-
-
-def vit_hybrid_flops(config) -> dict[str, float]:
-    """Forward and training FLOPs per sample of a `GenreViTHybridConfig` (every weight trains: 3x forward)."""
-    tokens = config.num_patches + 1
-    patch = 2 * config.num_patches * config.num_channels * config.patch_size**2 * config.hidden_size
-    layer = sum(_layer_flops(tokens, config.hidden_size, config.intermediate_size).values())
-    head = 2 * config.hidden_size * config.num_labels
-    forward = patch + config.num_hidden_layers * layer + head
-    return {"forward": forward, "train": 3 * forward, "tokens": tokens}
-
-
-def ast_dora_flops(config, min_layer: int, classifier_hidden_size: int, num_labels: int) -> dict[str, float]:
-    """AST-DoRA FLOPs per sample, through all layers ("uncached") and from the frozen-prefix cache ("cached")."""
-    freq = (config.num_mel_bins - config.patch_size) // config.frequency_stride + 1
-    time_ = (config.max_length - config.patch_size) // config.time_stride + 1
-    tokens = freq * time_ + 2
-    hidden, intermediate, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    patch = 2 * freq * time_ * config.patch_size**2 * hidden
-    layer = _layer_flops(tokens, hidden, intermediate)
-    head = 2 * (hidden * classifier_hidden_size + classifier_hidden_size * num_labels)
-    top = layers - min_layer
-    forward_full = patch + layers * sum(layer.values()) + head
-    forward_top = top * sum(layer.values()) + head
-    # Backward: the head's weights and inputs (2x); layers above min_layer pass input gradients through frozen
-    # projections and FFN (1x) and through the attention scores and values (2x); in layer min_layer itself
-    # only fc2's input gradient is needed (fc1's adapters need fc1's output gradient, not its input's).
-    above = layer["attention_projections"] + 2 * layer["attention_scores_values"] + layer["ffn"]
-    backward = 2 * head + (top - 1) * above + layer["ffn"] / 2
-    return {
-        "forward_uncached": forward_full,
-        "forward_cached": forward_top,
-        "train_uncached": forward_full + backward,
-        "train_cached": forward_top + backward,
-        "tokens": tokens,
-    }
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -222,18 +169,24 @@ def time_plain_loop(model, dataset, args, batch_size: int, steps: int) -> dict:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def bench_vit_hybrid(args) -> dict:
+def _model_arguments(args):
+    from ..config import ModelArguments
+
+    return ModelArguments(model_type=args.model_type, min_layer=args.min_layer)
+
+
+def bench_trainer(args, spec) -> dict:
+    """A model trained in full (every weight trains: 3x forward FLOPs)."""
     from transformers import set_seed
 
     from ..data import GTZAN_GENRES
     from ..models.factory import use_fastest_attention
-    from ..models.genre_vit_hybrid import GenreViTHybridConfig, GenreViTHybridForAudioClassification
 
-    batch_size = args.batch_size or DEFAULT_BATCH["vit_hybrid"]
+    batch_size = args.batch_size or spec.bench_batch_size
     steps = args.steps or 8
     set_seed(0)
-    config = GenreViTHybridConfig(**(TINY_VIT_HYBRID if args.size == "tiny" else {}), num_labels=len(GTZAN_GENRES))
-    model = GenreViTHybridForAudioClassification(config)
+    model = spec.random_model(_model_arguments(args), args.size, list(GTZAN_GENRES))
+    config = model.config
     # The kernel finetune/run.py would pick for this device and precision.
     use_fastest_attention(model, "cuda" if torch.cuda.is_available() else "cpu", bf16=not args.no_bf16)
     dataset = _SyntheticWindows((config.num_channels, *config.image_size), config.num_labels,
@@ -257,59 +210,44 @@ def bench_vit_hybrid(args) -> dict:
     }
 
 
-def _random_ast_checkpoint(path: str, size: str) -> None:
-    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, set_seed
-
-    from ..models.tiny_ast import TINY_AST_CONFIG
-
-    set_seed(0)
-    config = ASTConfig(**TINY_AST_CONFIG) if size == "tiny" else ASTConfig(num_labels=527)
-    ASTForAudioClassification(config).save_pretrained(path)
-    ASTFeatureExtractor().save_pretrained(path)
-
-
-def bench_ast_dora(args) -> dict:
+def bench_with_prefix_cache(args, spec) -> dict:
+    """A model with a frozen prefix: one epoch through the frozen layers, one from the frozen-prefix cache."""
     from datasets import Dataset
     from transformers import set_seed
 
-    from ..config import ModelArguments
     from ..data import GTZAN_GENRES
-    from ..models.factory import build_ast_dora
+    from ..models import base_model_of
     from ..prefix_cache import cache_prefix_hidden_states, collate_prefix_batch, enable_prefix_inputs
 
-    batch_size = args.batch_size or DEFAULT_BATCH["ast_dora"]
+    batch_size = args.batch_size or spec.bench_batch_size
     steps = args.steps or max(1, args.samples // batch_size)
     labels = list(GTZAN_GENRES)
-    workdir = tempfile.mkdtemp(prefix="bench_ast_")
-    try:
-        _random_ast_checkpoint(workdir, args.size)
-        min_layer = min(args.min_layer, 2) if args.size == "tiny" else args.min_layer
-        model_args = ModelArguments(model_type="ast_dora", model_name_or_path=workdir, min_layer=min_layer)
-        set_seed(0)
-        model = build_ast_dora(model_args, labels)
-        cached_model = copy.deepcopy(model)  # the same initial adapters and head for both runs
-        config = model.get_base_model().config
-        n = batch_size * (args.warmup + steps)
-        generator = torch.Generator().manual_seed(0)
-        windows = Dataset.from_dict({
-            "input_values": torch.randn(n, config.max_length, config.num_mel_bins, generator=generator).numpy(),
-            "labels": torch.randint(0, len(labels), (n,), generator=generator).tolist(),
-        }).with_format("torch")
+    set_seed(0)
+    model_args = _model_arguments(args)
+    model = spec.random_model(model_args, args.size, labels)
+    cached_model = copy.deepcopy(model)  # the same initial adapters and head for both runs
+    config = base_model_of(model).config
+    min_layer = min(args.min_layer, 2) if args.size == "tiny" else args.min_layer
+    classifier_hidden_size = config.classifier_hidden_size
+    n = batch_size * (args.warmup + steps)
+    generator = torch.Generator().manual_seed(0)
+    windows = Dataset.from_dict({
+        "input_values": torch.randn(n, config.max_length, config.num_mel_bins, generator=generator).numpy(),
+        "labels": torch.randint(0, len(labels), (n,), generator=generator).tolist(),
+    }).with_format("torch")
 
-        uncached = time_trainer(model, windows, args, batch_size, steps, log_losses=True)
-        enable_prefix_inputs(cached_model, min_layer)
-        cached_model.to("cuda" if torch.cuda.is_available() else "cpu")
-        start = time.perf_counter()
-        cached_windows, _ = cache_prefix_hidden_states(
-            cached_model, windows, min_layer, bf16=not args.no_bf16, batch_size=batch_size, use_cache=False
-        )
-        cache_build_s = time.perf_counter() - start
-        cached = time_trainer(cached_model, cached_windows, args, batch_size, steps,
-                              data_collator=collate_prefix_batch, log_losses=True)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    uncached = time_trainer(model, windows, args, batch_size, steps, log_losses=True)
+    enable_prefix_inputs(cached_model, min_layer)
+    cached_model.to("cuda" if torch.cuda.is_available() else "cpu")
+    start = time.perf_counter()
+    cached_windows, _ = cache_prefix_hidden_states(
+        cached_model, windows, min_layer, bf16=not args.no_bf16, batch_size=batch_size, use_cache=False
+    )
+    cache_build_s = time.perf_counter() - start
+    cached = time_trainer(cached_model, cached_windows, args, batch_size, steps,
+                          data_collator=collate_prefix_batch, log_losses=True)
 
-    flops = ast_dora_flops(config, min_layer, model_args.classifier_hidden_size, len(labels))
+    flops = ast_dora_flops(config, min_layer, classifier_hidden_size, len(labels))
     epoch_uncached = args.samples / uncached["samples_per_s"]
     epoch_cached = args.samples / cached["samples_per_s"]
     loss_diff = max(abs(a - b) / abs(a) for a, b in zip(uncached["losses"], cached["losses"], strict=True))
@@ -358,16 +296,17 @@ def _song_latency(model_type: str, threads: int | None, no_bf16: bool) -> dict:
 def run(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
+    spec = get_model_spec(args.model_type)
     if args.warmup is None:
-        args.warmup = 2 if args.model_type == "vit_hybrid" else 1
-    for name in ("ast_dora", "transformers", "datasets"):
+        args.warmup = 1 if spec.prefix_cache else 2
+    for name in (__package__.split(".")[0], "transformers", "datasets"):
         logging.getLogger(name).setLevel(logging.ERROR)  # keep the table readable
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     load_before = os.getloadavg()
     peak_before = measure_matmul_peak(("bf16", "fp32"), seconds=args.peak_seconds)
     start = time.perf_counter()
-    result = bench_vit_hybrid(args) if args.model_type == "vit_hybrid" else bench_ast_dora(args)
+    result = bench_with_prefix_cache(args, spec) if spec.prefix_cache else bench_trainer(args, spec)
     bench_seconds = time.perf_counter() - start
     # Measured again after the model timings: on a shared machine either can be the quieter moment, and the
     # higher peak is the stricter denominator.
@@ -419,7 +358,8 @@ def format_table(r: dict) -> str:
     ]
     head = f"  {'path':<22}{'samples/s':>10}{'GFLOP/sample':>14}{'TFLOP/s':>9}{'MFU':>7}"
     lines += [head, "  " + "-" * (len(head) - 2)]
-    if r["model_type"] == "vit_hybrid":
+    cached = "samples_per_s_uncached" in r
+    if not cached:
         rows = [("train", r["samples_per_s"], r["train_gflops_per_sample"], r["achieved_tflops"], r["mfu"])]
     else:
         rows = [
@@ -430,7 +370,7 @@ def format_table(r: dict) -> str:
         ]
     for name, sps, gflops, tflops, mfu in rows:
         lines.append(f"  {name:<22}{sps:>10.2f}{gflops:>14.1f}{tflops:>9.3f}{mfu:>7.1%}")
-    if r["model_type"] == "ast_dora":
+    if cached:
         lines.append(
             f"  epoch of {r['epoch_samples']} windows: {r['epoch_s_uncached']:.1f} s through layers 0-"
             f"{r['num_hidden_layers'] - 1}, {r['epoch_s_cached']:.1f} s from the cache (layers >= {r['min_layer']}) "
