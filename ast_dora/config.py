@@ -5,6 +5,14 @@ A config file is a flat mapping of `ModelArguments`, `DataArguments` and `GenreT
 turned into command-line arguments and parsed by `HfArgumentParser` together with the real command
 line, so a value in the file and the same value typed on the command line are checked the same way,
 and the command line wins.
+
+`base: OTHER.yaml` (a path relative to the file that names it, or absolute) makes a file an override of
+another one. The base is loaded first (it may have a base of its own; a cycle is an error naming the chain),
+then the file's own keys replace the base's, one field at a time. `search:` is one key like the others: a
+file's `search:` replaces its base's wholesale (no key-by-key merge, so a file shows its whole search
+space), a file without one keeps the base's, and `search: null` drops it. `null` resets any field to its
+default (the key is removed from the merged mapping). Unknown keys fail naming the file they are in.
+`RunConfig.raw` is the merged mapping, without `base:`, so a config written back is self-contained.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ MODEL_TYPES = ("vit_hybrid", "ast_dora")
 DEFAULT_AST_CHECKPOINT = "MIT/ast-finetuned-audioset-10-10-0.4593"
 # Fields that choose where the data comes from: one given on the command line replaces the config's source.
 SOURCE_FIELDS = ("dataset_name", "data_dir", "synthetic")
+# The key by which a config file names the file it overrides.
+BASE_KEY = "base"
 
 
 class ConfigError(ValueError):
@@ -202,9 +212,12 @@ def known_fields() -> set[str]:
     return {f.name for cls in ARGUMENT_CLASSES for f in dataclasses.fields(cls) if f.init}
 
 
-def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
+def load_yaml_config(path: str | os.PathLike, referenced_by: str | None = None) -> dict[str, Any]:
+    """One config file as a mapping, as written (its `base:` not followed; see `load_config`)."""
     path = Path(path)
     if not path.is_file():
+        if referenced_by is not None:
+            raise ConfigError(f"Config file {str(path)!r}, named as `base:` by {referenced_by!r}, does not exist.")
         raise ConfigError(f"Config file {str(path)!r} does not exist. Pass one of the files in configs/.")
     with open(path) as f:
         try:
@@ -214,6 +227,33 @@ def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ConfigError(f"Config file {str(path)!r} must be a mapping of field: value, got {type(config).__name__}.")
     return config
+
+
+def load_config(path: str | os.PathLike) -> dict[str, Any]:
+    """A config file with its `base:` chain merged in (see the module docstring): a flat mapping of fields, plus
+    `search` if any, without `base` and without null values. Each file's keys are checked in that file."""
+    return _load_with_bases(Path(path), chain=())
+
+
+def _load_with_bases(path: Path, chain: tuple[tuple[Path, str], ...]) -> dict[str, Any]:
+    # chain: (resolved path, path as named) of the files that led here, the first one first.
+    name, resolved = str(path), path.resolve()
+    if any(seen == resolved for seen, _ in chain):
+        cycle = " -> ".join(repr(shown) for _, shown in (*chain, (resolved, name)))
+        raise ConfigError(f"Config files name each other as `base:` in a cycle: {cycle}.")
+    config = load_yaml_config(path, referenced_by=chain[-1][1] if chain else None)
+    source = repr(name)
+    base = config.pop(BASE_KEY, None)
+    check_keys(config, source)
+    if config.get("search") is not None and not isinstance(config["search"], dict):
+        raise ConfigError(f"`search:` in {source} must be a mapping (n_trials, pruner, storage, space).")
+    merged: dict[str, Any] = {}
+    if base is not None:
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"`base:` in {source} must be the path of another config file, got {base!r}.")
+        merged = _load_with_bases(path.parent / base, (*chain, (resolved, name)))
+    merged.update(config)  # the file's own keys win, `search` included (wholesale)
+    return {key: value for key, value in merged.items() if value is not None}  # null: the field's default
 
 
 def check_keys(config: dict[str, Any], source: str) -> None:
@@ -226,7 +266,8 @@ def check_keys(config: dict[str, Any], source: str) -> None:
             hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             raise ConfigError(
                 f"Unknown config key {key!r} in {source}.{hint} Valid keys are the fields of ModelArguments, "
-                "DataArguments and TrainingArguments (see `python finetune/run.py --help`), plus `search:`."
+                "DataArguments and TrainingArguments (see `python finetune/run.py --help`), plus `base:` and "
+                "`search:` in a file."
             )
 
 
@@ -259,14 +300,11 @@ def parse_config(argv: list[str] | None = None) -> RunConfig:
     pre.add_argument("--storage", default=None)  # Optuna storage URL, overrides search.storage
     known, rest = pre.parse_known_args(argv)
 
-    config = load_yaml_config(known.config) if known.config else {}
+    config = load_config(known.config) if known.config else {}
     source = repr(known.config) if known.config else "the command line"
     search = config.pop("search", None)
-    if search is not None and not isinstance(search, dict):
-        raise ConfigError(f"`search:` in {source} must be a mapping (n_trials, pruner, storage, space).")
     if known.storage:
         search = {**(search or {}), "storage": known.storage}
-    check_keys(config, source)
     given_on_cli = cli_flags(rest)
     check_keys({k: None for k in given_on_cli if k not in ("help", "h")}, "the command line")
     if given_on_cli & set(SOURCE_FIELDS):

@@ -1,5 +1,6 @@
 """Config files and command lines: parsing, overrides, and clear failures."""
 
+import dataclasses
 import logging
 import os
 import subprocess
@@ -117,3 +118,103 @@ def test_run_py_reports_a_missing_data_folder_in_one_line(tmp_path):
     assert result.returncode == 1
     assert f"Data error: data_dir '{missing}' does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------------------
+# base: one config as overrides of another
+# ----------------------------------------------------------------------------------------------------------
+
+
+def write_yaml(path, mapping):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(mapping, sort_keys=False))
+    return str(path)
+
+
+def field_values(run):
+    return {f.name: getattr(args, f.name) for args in (run.model, run.data, run.training)
+            for f in dataclasses.fields(args)}
+
+
+def test_a_config_overrides_its_base_field_by_field(tmp_path):
+    write_yaml(tmp_path / "base.yaml", {"model_type": "vit_hybrid", "data_dir": str(tmp_path), "learning_rate": 0.1,
+                                        "weight_decay": 0.2, "overwrite_output_dir": True, "output_dir": "runs/a"})
+    child = write_yaml(tmp_path / "child.yaml", {"base": "base.yaml", "learning_rate": 0.3, "seed": 7,
+                                                  "overwrite_output_dir": None})
+    run = parse_config(["--config", child, "--weight_decay", "0.5"])
+    assert (run.training.learning_rate, run.training.weight_decay, run.training.seed) == (0.3, 0.5, 7)
+    assert run.training.output_dir == "runs/a"
+    assert run.training.overwrite_output_dir is False  # null: back to the field's default
+    assert run.raw == {"model_type": "vit_hybrid", "data_dir": str(tmp_path), "learning_rate": 0.3,
+                       "weight_decay": 0.5, "output_dir": "runs/a", "seed": 7}
+    assert run.config_path == child
+
+
+def test_bases_chain_and_resolve_relative_to_the_file_naming_them(tmp_path, monkeypatch):
+    root = write_yaml(tmp_path / "root.yaml", {"model_type": "vit_hybrid", "data_dir": str(tmp_path),
+                                               "learning_rate": 0.1, "seed": 1, "num_train_epochs": 2})
+    write_yaml(tmp_path / "configs" / "middle.yaml", {"base": root, "seed": 2, "num_train_epochs": 3})  # absolute
+    leaf = write_yaml(tmp_path / "configs" / "sub" / "leaf.yaml", {"base": "../middle.yaml", "num_train_epochs": 4})
+    monkeypatch.chdir(tmp_path / "configs" / "sub")  # relative to the file, not to where python runs
+    run = parse_config(["--config", "leaf.yaml"])
+    assert (run.training.learning_rate, run.training.seed, run.training.num_train_epochs) == (0.1, 2, 4)
+    monkeypatch.chdir(tmp_path)
+    assert parse_config(["--config", leaf]).training.num_train_epochs == 4
+
+
+def test_a_cycle_of_bases_fails_naming_the_chain(tmp_path):
+    write_yaml(tmp_path / "a.yaml", {"base": "b.yaml", "seed": 1})
+    write_yaml(tmp_path / "b.yaml", {"base": "a.yaml", "seed": 2})
+    a = str(tmp_path / "a.yaml")
+    with pytest.raises(ConfigError, match=r"cycle: '.*a\.yaml' -> '.*b\.yaml' -> '.*a\.yaml'"):
+        parse_config(["--config", a])
+    write_yaml(tmp_path / "self.yaml", {"base": "self.yaml"})
+    with pytest.raises(ConfigError, match="cycle"):
+        parse_config(["--config", str(tmp_path / "self.yaml")])
+
+
+def test_a_missing_base_fails_naming_the_file_that_names_it(tmp_path):
+    child = write_yaml(tmp_path / "child.yaml", {"base": "nowhere.yaml", "seed": 1})
+    with pytest.raises(ConfigError, match=r"nowhere\.yaml', named as `base:` by '.*child\.yaml', does not exist"):
+        parse_config(["--config", child])
+    with pytest.raises(ConfigError, match="must be the path of another config file"):
+        parse_config(["--config", write_yaml(tmp_path / "list.yaml", {"base": ["a.yaml", "b.yaml"]})])
+
+
+def test_an_unknown_key_fails_naming_the_file_it_is_in(tmp_path):
+    write_yaml(tmp_path / "base.yaml", {"model_type": "vit_hybrid", "data_dir": str(tmp_path)})
+    child = write_yaml(tmp_path / "child.yaml", {"base": "base.yaml", "learning_rat": 0.1})
+    with pytest.raises(ConfigError, match=r"Unknown config key 'learning_rat' in '.*child\.yaml'.*'learning_rate'"):
+        parse_config(["--config", child])
+    write_yaml(tmp_path / "bad_base.yaml", {"model_type": "vit_hybrid", "dora_rnk": 2})
+    child = write_yaml(tmp_path / "child2.yaml", {"base": "bad_base.yaml", "seed": 3})
+    with pytest.raises(ConfigError, match=r"Unknown config key 'dora_rnk' in '.*bad_base\.yaml'.*'dora_rank'"):
+        parse_config(["--config", child])
+    with pytest.raises(ConfigError, match="Unknown config key 'base' in the command line"):
+        parse_config(["--config", str(tmp_path / "base.yaml"), "--base", "other.yaml"])
+
+
+def test_search_of_a_child_replaces_its_bases_wholesale(tmp_path):
+    space = {"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}, "seed": [1, 2]}
+    write_yaml(tmp_path / "base.yaml", {"model_type": "vit_hybrid", "data_dir": str(tmp_path),
+                                        "search": {"n_trials": 5, "space": space}})
+    child = write_yaml(tmp_path / "child.yaml", {"base": "base.yaml", "search": {"space": {"seed": [3, 4]}}})
+    assert parse_config(["--config", child]).search == {"space": {"seed": [3, 4]}}
+    inherits = write_yaml(tmp_path / "inherits.yaml", {"base": "base.yaml", "seed": 9})
+    assert parse_config(["--config", inherits]).search == {"n_trials": 5, "space": space}
+    drops = write_yaml(tmp_path / "drops.yaml", {"base": "base.yaml", "search": None})
+    assert parse_config(["--config", drops]).search is None
+    with pytest.raises(ConfigError, match=r"`search:` in '.*bad\.yaml' must be a mapping"):
+        parse_config(["--config", write_yaml(tmp_path / "bad.yaml", {"base": "base.yaml", "search": 5})])
+
+
+def test_the_merged_config_is_self_contained(tmp_path):
+    """raw (written back as run_config.yaml / best_config.yaml) reruns the same run without its bases."""
+    child = REPO / "configs" / "hpo_smoke_vit_hybrid.yaml"
+    run = parse_config(["--config", str(child), "--learning_rate", "0.01"])
+    assert "base" not in run.raw
+    written = write_yaml(tmp_path / "elsewhere" / "run_config.yaml", {**run.raw, "search": run.search})
+    again = parse_config(["--config", written])
+    assert field_values(again) == field_values(run)
+    assert again.search == run.search
+
