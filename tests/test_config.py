@@ -1,6 +1,7 @@
 """Config files and command lines: parsing, overrides, and clear failures."""
 
 import dataclasses
+import json
 import logging
 import os
 import subprocess
@@ -15,6 +16,9 @@ from ast_dora.config import ConfigError, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+# parse_config(['--config', f]).raw and .search of each search config, dumped before they were rewritten as
+# `base:` + overrides: the rewritten files must describe the same runs.
+BEFORE_BASE = json.loads((Path(__file__).parent / "fixtures" / "hpo_configs_before_base.json").read_text())
 
 
 def write_config(tmp_path, **fields):
@@ -134,6 +138,24 @@ def write_yaml(path, mapping):
 def field_values(run):
     return {f.name: getattr(args, f.name) for args in (run.model, run.data, run.training)
             for f in dataclasses.fields(args)}
+
+
+@pytest.mark.parametrize("name", sorted(BEFORE_BASE))
+def test_search_configs_rewritten_on_a_base_describe_the_same_runs(tmp_path, name):
+    path = REPO / "configs" / name
+    own = yaml.safe_load(path.read_text())
+    assert "base" in own, "the search configs are overrides of their training config"
+    before = BEFORE_BASE[name]
+    run = parse_config(["--config", str(path)])
+    assert run.raw == before["raw"]
+    assert run.search == before["search"]
+    # The same field values as the self-contained file of before, parsed on this machine.
+    standalone = write_yaml(tmp_path / name, {**before["raw"], "search": before["search"]})
+    assert field_values(run) == field_values(parse_config(["--config", standalone]))
+    # Only what differs from the base is written in the file.
+    base = parse_config(["--config", str(path.parent / own["base"])]).raw
+    repeated = [key for key, value in own.items() if key not in ("base", "search") and base.get(key) == value]
+    assert not repeated, f"{name} repeats its base's values for {repeated}"
 
 
 def test_a_config_overrides_its_base_field_by_field(tmp_path):
