@@ -13,6 +13,10 @@ file's `search:` replaces its base's wholesale (no key-by-key merge, so a file s
 space), a file without one keeps the base's, and `search: null` drops it. `null` resets any field to its
 default (the key is removed from the merged mapping). Unknown keys fail naming the file they are in.
 `RunConfig.raw` is the merged mapping, without `base:`, so a config written back is self-contained.
+
+`do_train` / `do_eval` / `do_predict` choose the stages (train; evaluate on validation; predict on test), as
+in transformers' example scripts, with one difference: a config that gives none of them runs all three (see
+`RunConfig.stages`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
+from transformers.hf_argparser import string_to_bool
 from transformers.utils import is_torch_bf16_gpu_available
 
 from .data import DataArguments
@@ -45,6 +50,8 @@ DEFAULT_AST_CHECKPOINT = "MIT/ast-finetuned-audioset-10-10-0.4593"
 SOURCE_FIELDS = ("dataset_name", "data_dir", "synthetic")
 # The key by which a config file names the file it overrides.
 BASE_KEY = "base"
+# Pipeline stage -> the TrainingArguments field that asks for it.
+STAGE_FIELDS = {"train": "do_train", "eval": "do_eval", "predict": "do_predict"}
 
 
 class ConfigError(ValueError):
@@ -207,6 +214,27 @@ class RunConfig:
     config_path: str | None
     raw: dict[str, Any]  # the merged flat mapping, for writing ready-to-run configs back out
 
+    @property
+    def stages(self) -> frozenset[str]:
+        """The stages to run, a subset of `{"train", "eval", "predict"}`: train; evaluate on validation; predict
+        on test. If none of `do_train` / `do_eval` / `do_predict` is given (in the config, its bases or on the
+        command line; `null` counts as not given), all three; if any is given, exactly those given true.
+
+        Read from `raw` (what the user wrote), never from `training.do_*`: `TrainingArguments` sets `do_eval`
+        itself whenever `eval_strategy` is not "no". `eval_strategy` still decides evaluation *during* training
+        (for `load_best_model_at_end`, early stopping); the "eval" stage is the evaluation after it.
+        """
+        given = {stage: bool(self.raw[name]) for stage, name in STAGE_FIELDS.items() if self.raw.get(name) is not None}
+        if not given:
+            return frozenset(STAGE_FIELDS)
+        return frozenset(stage for stage, on in given.items() if on)
+
+    def runs_stage(self, stage: str) -> bool:
+        """Whether `stage` ("train", "eval" or "predict") is one of `stages`."""
+        if stage not in STAGE_FIELDS:
+            raise ValueError(f"Unknown stage {stage!r}; the stages are {tuple(STAGE_FIELDS)}.")
+        return stage in self.stages
+
 
 def known_fields() -> set[str]:
     return {f.name for cls in ARGUMENT_CLASSES for f in dataclasses.fields(cls) if f.init}
@@ -292,6 +320,41 @@ def cli_flags(argv: list[str]) -> set[str]:
     return {arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--")}
 
 
+def given_stage_values(argv: list[str]) -> dict[str, bool]:
+    """The `do_train` / `do_eval` / `do_predict` values typed in `argv`, as typed (`--do_eval` alone is true)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    for name in STAGE_FIELDS.values():
+        parser.add_argument(f"--{name}", type=string_to_bool, nargs="?", const=True, default=None)
+    known, _ = parser.parse_known_args(argv)
+    return {name: value for name, value in vars(known).items() if value is not None}
+
+
+def check_stages(run: RunConfig) -> None:
+    """Fail on a choice of stages that cannot make sense (see `RunConfig.stages`)."""
+    stages = run.stages
+    if not stages:
+        raise ConfigError(
+            "do_train, do_eval and do_predict are all false: nothing to run. Set the stages to run to true "
+            "(e.g. do_eval: true to evaluate a trained model_name_or_path), or give none of them to run all three."
+        )
+    if "train" in stages:
+        return
+    if run.search is not None:
+        raise ConfigError("A search trains its trials: drop do_train: false, or the `search:` section.")
+    model = run.model
+    if model.model_type == "vit_hybrid" and not model.model_name_or_path:
+        raise ConfigError(
+            "do_train false evaluates model_name_or_path, and vit_hybrid has none (it trains from scratch): set "
+            "model_name_or_path to a trained run's output_dir, or do_train: true."
+        )
+    if model.model_type == "ast_dora" and (model.model_name_or_path == DEFAULT_AST_CHECKPOINT or model.make_tiny_checkpoint):
+        raise ConfigError(
+            f"do_train false evaluates model_name_or_path, and {model.model_name_or_path!r} is an AST without a "
+            "trained genre head: set model_name_or_path to a trained run's output_dir (and make_tiny_checkpoint "
+            "false), or do_train: true."
+        )
+
+
 def parse_config(argv: list[str] | None = None) -> RunConfig:
     """Parse `--config FILE` plus overrides. Raises `ConfigError` naming any unknown key or bad value."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -324,4 +387,7 @@ def parse_config(argv: list[str] | None = None) -> RunConfig:
     for name in given_on_cli & known_fields():
         parsed = next(args for args in (model_args, data_args, training_args) if hasattr(args, name))
         raw[name] = getattr(parsed, name)
-    return RunConfig(model_args, data_args, training_args, search, known.config, raw)
+    raw.update(given_stage_values(rest))  # as typed: TrainingArguments turns do_eval on by itself
+    run = RunConfig(model_args, data_args, training_args, search, known.config, raw)
+    check_stages(run)
+    return run

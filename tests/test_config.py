@@ -240,3 +240,72 @@ def test_the_merged_config_is_self_contained(tmp_path):
     assert field_values(again) == field_values(run)
     assert again.search == run.search
 
+
+# ----------------------------------------------------------------------------------------------------------
+# do_train / do_eval / do_predict
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_a_config_that_names_no_stage_runs_all_three():
+    for path in CONFIGS:
+        run = parse_config(["--config", str(path)])
+        assert run.stages == {"train", "eval", "predict"}, path
+        assert all(run.runs_stage(stage) for stage in ("train", "eval", "predict"))
+
+
+def test_given_stages_run_exactly_those_set_true(tmp_path):
+    path = write_config(tmp_path, model_type="vit_hybrid", eval_strategy="epoch", do_train=True)
+    run = parse_config(["--config", path])
+    assert run.training.do_eval  # TrainingArguments turns it on for eval_strategy=epoch ...
+    assert run.stages == {"train"}  # ... but the user asked for training only
+    assert not run.runs_stage("eval") and not run.runs_stage("predict")
+    assert parse_config(["--config", path, "--do_predict"]).stages == {"train", "predict"}
+    assert parse_config(["--config", path, "--do_predict", "true", "--do_eval=true"]).stages == {"train", "eval", "predict"}
+    with pytest.raises(ValueError, match="Unknown stage 'test'"):
+        run.runs_stage("test")
+
+
+def test_stages_given_on_the_command_line_are_kept_as_typed(tmp_path):
+    path = write_config(tmp_path, model_type="vit_hybrid", eval_strategy="epoch")
+    run = parse_config(["--config", path, "--do_train", "true", "--do_eval", "false"])
+    assert run.training.do_eval  # set again by TrainingArguments
+    assert (run.raw["do_train"], run.raw["do_eval"]) == (True, False)  # what a rerun of run_config.yaml needs
+    assert run.stages == {"train"}
+
+
+def test_stages_come_through_bases_and_null_unsets_them(tmp_path):
+    write_yaml(tmp_path / "base.yaml", {"model_type": "vit_hybrid", "data_dir": str(tmp_path), "do_train": True})
+    child = write_yaml(tmp_path / "child.yaml", {"base": "base.yaml", "do_predict": True})
+    assert parse_config(["--config", child]).stages == {"train", "predict"}
+    unset = write_yaml(tmp_path / "unset.yaml", {"base": "base.yaml", "do_train": None})
+    assert parse_config(["--config", unset]).stages == {"train", "eval", "predict"}
+
+
+def test_no_stage_at_all_fails(tmp_path):
+    with pytest.raises(ConfigError, match="all false: nothing to run"):
+        parse_config(["--config", write_config(tmp_path, model_type="vit_hybrid"), "--do_train", "false"])
+
+
+def test_evaluating_without_training_needs_a_trained_model(tmp_path):
+    vit = write_config(tmp_path, model_type="vit_hybrid", do_eval=True, do_predict=True)
+    with pytest.raises(ConfigError, match="do_train false evaluates model_name_or_path.*set model_name_or_path to a "
+                                          "trained run's output_dir"):
+        parse_config(["--config", vit])
+    trained = str(tmp_path / "runs" / "vit")
+    assert parse_config(["--config", vit, "--model_name_or_path", trained]).stages == {"eval", "predict"}
+
+    ast = write_config(tmp_path, model_type="ast_dora", do_predict=True)
+    with pytest.raises(ConfigError, match="AST without a trained genre head"):
+        parse_config(["--config", ast])  # the AudioSet AST by default
+    smoke = REPO / "configs" / "smoke_ast_dora.yaml"
+    with pytest.raises(ConfigError, match="make_tiny_checkpoint"):
+        parse_config(["--config", str(smoke), "--do_eval", "true"])
+    run = parse_config(["--config", str(smoke), "--do_eval", "true", "--make_tiny_checkpoint", "false",
+                        "--model_name_or_path", str(tmp_path / "runs" / "ast")])
+    assert run.stages == {"eval"}
+
+
+def test_a_search_must_train(tmp_path):
+    with pytest.raises(ConfigError, match="A search trains its trials"):
+        parse_config(["--config", str(REPO / "configs" / "hpo_smoke_vit_hybrid.yaml"), "--do_train", "false",
+                      "--do_eval", "true", "--model_name_or_path", str(tmp_path)])
