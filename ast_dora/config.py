@@ -5,6 +5,18 @@ A config file is a flat mapping of `ModelArguments`, `DataArguments` and `GenreT
 turned into command-line arguments and parsed by `HfArgumentParser` together with the real command
 line, so a value in the file and the same value typed on the command line are checked the same way,
 and the command line wins.
+
+`base: OTHER.yaml` (a path relative to the file that names it, or absolute) makes a file an override of
+another one. The base is loaded first (it may have a base of its own; a cycle is an error naming the chain),
+then the file's own keys replace the base's, one field at a time. `search:` is one key like the others: a
+file's `search:` replaces its base's wholesale (no key-by-key merge, so a file shows its whole search
+space), a file without one keeps the base's, and `search: null` drops it. `null` resets any field to its
+default (the key is removed from the merged mapping). Unknown keys fail naming the file they are in.
+`RunConfig.raw` is the merged mapping, without `base:`, so a config written back is self-contained.
+
+`do_train` / `do_eval` / `do_predict` choose the stages (train; evaluate on validation; predict on test), as
+in transformers' example scripts, with one difference: a config that gives none of them runs all three (see
+`RunConfig.stages`).
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ from typing import Any
 import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
+from transformers.hf_argparser import string_to_bool
 from transformers.utils import is_torch_bf16_gpu_available
 
 from .data import DataArguments
@@ -37,6 +50,10 @@ logger = logging.getLogger(__name__)
 SECRET_KEY_PARTS = ("token", "password", "secret")
 # Fields that choose where the data comes from: one given on the command line replaces the config's source.
 SOURCE_FIELDS = ("dataset_name", "data_dir", "synthetic")
+# The key by which a config file names the file it overrides.
+BASE_KEY = "base"
+# Pipeline stage -> the TrainingArguments field that asks for it.
+STAGE_FIELDS = {"train": "do_train", "eval": "do_eval", "predict": "do_predict"}
 
 
 def is_secret_key(key: str) -> bool:
@@ -204,14 +221,38 @@ class RunConfig:
     config_path: str | None
     raw: dict[str, Any]  # the merged flat mapping, for writing ready-to-run configs back out
 
+    @property
+    def stages(self) -> frozenset[str]:
+        """The stages to run, a subset of `{"train", "eval", "predict"}`: train; evaluate on validation; predict
+        on test. If none of `do_train` / `do_eval` / `do_predict` is given (in the config, its bases or on the
+        command line; `null` counts as not given), all three; if any is given, exactly those given true.
+
+        Read from `raw` (what the user wrote), never from `training.do_*`: `TrainingArguments` sets `do_eval`
+        itself whenever `eval_strategy` is not "no". `eval_strategy` still decides evaluation *during* training
+        (for `load_best_model_at_end`, early stopping); the "eval" stage is the evaluation after it.
+        """
+        given = {stage: bool(self.raw[name]) for stage, name in STAGE_FIELDS.items() if self.raw.get(name) is not None}
+        if not given:
+            return frozenset(STAGE_FIELDS)
+        return frozenset(stage for stage, on in given.items() if on)
+
+    def runs_stage(self, stage: str) -> bool:
+        """Whether `stage` ("train", "eval" or "predict") is one of `stages`."""
+        if stage not in STAGE_FIELDS:
+            raise ValueError(f"Unknown stage {stage!r}; the stages are {tuple(STAGE_FIELDS)}.")
+        return stage in self.stages
+
 
 def known_fields() -> set[str]:
     return {f.name for cls in ARGUMENT_CLASSES for f in dataclasses.fields(cls) if f.init}
 
 
-def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
+def load_yaml_config(path: str | os.PathLike, referenced_by: str | None = None) -> dict[str, Any]:
+    """One config file as a mapping, as written (its `base:` not followed; see `load_config`)."""
     path = Path(path)
     if not path.is_file():
+        if referenced_by is not None:
+            raise ConfigError(f"Config file {str(path)!r}, named as `base:` by {referenced_by!r}, does not exist.")
         raise ConfigError(f"Config file {str(path)!r} does not exist. Pass one of the files in configs/.")
     with open(path) as f:
         try:
@@ -221,6 +262,33 @@ def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ConfigError(f"Config file {str(path)!r} must be a mapping of field: value, got {type(config).__name__}.")
     return config
+
+
+def load_config(path: str | os.PathLike) -> dict[str, Any]:
+    """A config file with its `base:` chain merged in (see the module docstring): a flat mapping of fields, plus
+    `search` if any, without `base` and without null values. Each file's keys are checked in that file."""
+    return _load_with_bases(Path(path), chain=())
+
+
+def _load_with_bases(path: Path, chain: tuple[tuple[Path, str], ...]) -> dict[str, Any]:
+    # chain: (resolved path, path as named) of the files that led here, the first one first.
+    name, resolved = str(path), path.resolve()
+    if any(seen == resolved for seen, _ in chain):
+        cycle = " -> ".join(repr(shown) for _, shown in (*chain, (resolved, name)))
+        raise ConfigError(f"Config files name each other as `base:` in a cycle: {cycle}.")
+    config = load_yaml_config(path, referenced_by=chain[-1][1] if chain else None)
+    source = repr(name)
+    base = config.pop(BASE_KEY, None)
+    check_keys(config, source)
+    if config.get("search") is not None and not isinstance(config["search"], dict):
+        raise ConfigError(f"`search:` in {source} must be a mapping (n_trials, pruner, storage, space).")
+    merged: dict[str, Any] = {}
+    if base is not None:
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"`base:` in {source} must be the path of another config file, got {base!r}.")
+        merged = _load_with_bases(path.parent / base, (*chain, (resolved, name)))
+    merged.update(config)  # the file's own keys win, `search` included (wholesale)
+    return {key: value for key, value in merged.items() if value is not None}  # null: the field's default
 
 
 def check_keys(config: dict[str, Any], source: str) -> None:
@@ -233,7 +301,8 @@ def check_keys(config: dict[str, Any], source: str) -> None:
             hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             raise ConfigError(
                 f"Unknown config key {key!r} in {source}.{hint} Valid keys are the fields of ModelArguments, "
-                "DataArguments and TrainingArguments (see `python finetune/run.py --help`), plus `search:`."
+                "DataArguments and TrainingArguments (see `python finetune/run.py --help`), plus `base:` and "
+                "`search:` in a file."
             )
 
 
@@ -258,6 +327,41 @@ def cli_flags(argv: list[str]) -> set[str]:
     return {arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--")}
 
 
+def given_stage_values(argv: list[str]) -> dict[str, bool]:
+    """The `do_train` / `do_eval` / `do_predict` values typed in `argv`, as typed (`--do_eval` alone is true)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    for name in STAGE_FIELDS.values():
+        parser.add_argument(f"--{name}", type=string_to_bool, nargs="?", const=True, default=None)
+    known, _ = parser.parse_known_args(argv)
+    return {name: value for name, value in vars(known).items() if value is not None}
+
+
+def check_stages(run: RunConfig) -> None:
+    """Fail on a choice of stages that cannot make sense (see `RunConfig.stages`)."""
+    stages = run.stages
+    if not stages:
+        raise ConfigError(
+            "do_train, do_eval and do_predict are all false: nothing to run. Set the stages to run to true "
+            "(e.g. do_eval: true to evaluate a trained model_name_or_path), or give none of them to run all three."
+        )
+    if "train" in stages:
+        return
+    if run.search is not None:
+        raise ConfigError("A search trains its trials: drop do_train: false, or the `search:` section.")
+    model = run.model
+    if model.model_type == "vit_hybrid" and not model.model_name_or_path:
+        raise ConfigError(
+            "do_train false evaluates model_name_or_path, and vit_hybrid has none (it trains from scratch): set "
+            "model_name_or_path to a trained run's output_dir, or do_train: true."
+        )
+    if model.model_type == "ast_dora" and (model.model_name_or_path == DEFAULT_AST_CHECKPOINT or model.make_tiny_checkpoint):
+        raise ConfigError(
+            f"do_train false evaluates model_name_or_path, and {model.model_name_or_path!r} is an AST without a "
+            "trained genre head: set model_name_or_path to a trained run's output_dir (and make_tiny_checkpoint "
+            "false), or do_train: true."
+        )
+
+
 def parse_config(argv: list[str] | None = None) -> RunConfig:
     """Parse `--config FILE` plus overrides. Raises `ConfigError` naming any unknown key or bad value."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -266,14 +370,11 @@ def parse_config(argv: list[str] | None = None) -> RunConfig:
     pre.add_argument("--storage", default=None)  # Optuna storage URL, overrides search.storage
     known, rest = pre.parse_known_args(argv)
 
-    config = load_yaml_config(known.config) if known.config else {}
+    config = load_config(known.config) if known.config else {}
     source = repr(known.config) if known.config else "the command line"
     search = config.pop("search", None)
-    if search is not None and not isinstance(search, dict):
-        raise ConfigError(f"`search:` in {source} must be a mapping (n_trials, pruner, storage, space).")
     if known.storage:
         search = {**(search or {}), "storage": known.storage}
-    check_keys(config, source)
     given_on_cli = cli_flags(rest)
     check_keys({k: None for k in given_on_cli if k not in ("help", "h")}, "the command line")
     if given_on_cli & set(SOURCE_FIELDS):
@@ -293,4 +394,7 @@ def parse_config(argv: list[str] | None = None) -> RunConfig:
     for name in given_on_cli & known_fields():
         parsed = next(args for args in (model_args, data_args, training_args) if hasattr(args, name))
         raw[name] = getattr(parsed, name)
-    return RunConfig(model_args, data_args, training_args, search, known.config, raw)
+    raw.update(given_stage_values(rest))  # as typed: TrainingArguments turns do_eval on by itself
+    run = RunConfig(model_args, data_args, training_args, search, known.config, raw)
+    check_stages(run)
+    return run

@@ -1,5 +1,7 @@
 """Config files and command lines: parsing, overrides, and clear failures."""
 
+import dataclasses
+import json
 import logging
 import os
 import subprocess
@@ -14,6 +16,9 @@ from ast_dora.config import ConfigError, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+# parse_config(['--config', f]).raw and .search of each search config, dumped before they were rewritten as
+# `base:` + overrides: the rewritten files must describe the same runs.
+BEFORE_BASE = json.loads((Path(__file__).parent / "fixtures" / "hpo_configs_before_base.json").read_text())
 
 
 def write_config(tmp_path, **fields):
@@ -117,3 +122,190 @@ def test_run_py_reports_a_missing_data_folder_in_one_line(tmp_path):
     assert result.returncode == 1
     assert f"Data error: data_dir '{missing}' does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------------------
+# base: one config as overrides of another
+# ----------------------------------------------------------------------------------------------------------
+
+
+def write_yaml(path, mapping):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(mapping, sort_keys=False))
+    return str(path)
+
+
+def field_values(run):
+    return {f.name: getattr(args, f.name) for args in (run.model, run.data, run.training)
+            for f in dataclasses.fields(args)}
+
+
+@pytest.mark.parametrize("name", sorted(BEFORE_BASE))
+def test_search_configs_rewritten_on_a_base_describe_the_same_runs(tmp_path, name):
+    path = REPO / "configs" / name
+    own = yaml.safe_load(path.read_text())
+    assert "base" in own, "the search configs are overrides of their training config"
+    before = BEFORE_BASE[name]
+    run = parse_config(["--config", str(path)])
+    assert run.raw == before["raw"]
+    assert run.search == before["search"]
+    # The same field values as the self-contained file of before, parsed on this machine.
+    standalone = write_yaml(tmp_path / name, {**before["raw"], "search": before["search"]})
+    assert field_values(run) == field_values(parse_config(["--config", standalone]))
+    # Only what differs from the base is written in the file.
+    base = parse_config(["--config", str(path.parent / own["base"])]).raw
+    repeated = [key for key, value in own.items() if key not in ("base", "search") and base.get(key) == value]
+    assert not repeated, f"{name} repeats its base's values for {repeated}"
+
+
+def test_a_config_overrides_its_base_field_by_field(tmp_path):
+    write_yaml(tmp_path / "base.yaml", {"model_type": "vit_hybrid", "data_dir": str(tmp_path), "learning_rate": 0.1,
+                                        "weight_decay": 0.2, "overwrite_output_dir": True, "output_dir": "runs/a"})
+    child = write_yaml(tmp_path / "child.yaml", {"base": "base.yaml", "learning_rate": 0.3, "seed": 7,
+                                                  "overwrite_output_dir": None})
+    run = parse_config(["--config", child, "--weight_decay", "0.5"])
+    assert (run.training.learning_rate, run.training.weight_decay, run.training.seed) == (0.3, 0.5, 7)
+    assert run.training.output_dir == "runs/a"
+    assert run.training.overwrite_output_dir is False  # null: back to the field's default
+    assert run.raw == {"model_type": "vit_hybrid", "data_dir": str(tmp_path), "learning_rate": 0.3,
+                       "weight_decay": 0.5, "output_dir": "runs/a", "seed": 7}
+    assert run.config_path == child
+
+
+def test_bases_chain_and_resolve_relative_to_the_file_naming_them(tmp_path, monkeypatch):
+    root = write_yaml(tmp_path / "root.yaml", {"model_type": "vit_hybrid", "data_dir": str(tmp_path),
+                                               "learning_rate": 0.1, "seed": 1, "num_train_epochs": 2})
+    write_yaml(tmp_path / "configs" / "middle.yaml", {"base": root, "seed": 2, "num_train_epochs": 3})  # absolute
+    leaf = write_yaml(tmp_path / "configs" / "sub" / "leaf.yaml", {"base": "../middle.yaml", "num_train_epochs": 4})
+    monkeypatch.chdir(tmp_path / "configs" / "sub")  # relative to the file, not to where python runs
+    run = parse_config(["--config", "leaf.yaml"])
+    assert (run.training.learning_rate, run.training.seed, run.training.num_train_epochs) == (0.1, 2, 4)
+    monkeypatch.chdir(tmp_path)
+    assert parse_config(["--config", leaf]).training.num_train_epochs == 4
+
+
+def test_a_cycle_of_bases_fails_naming_the_chain(tmp_path):
+    write_yaml(tmp_path / "a.yaml", {"base": "b.yaml", "seed": 1})
+    write_yaml(tmp_path / "b.yaml", {"base": "a.yaml", "seed": 2})
+    a = str(tmp_path / "a.yaml")
+    with pytest.raises(ConfigError, match=r"cycle: '.*a\.yaml' -> '.*b\.yaml' -> '.*a\.yaml'"):
+        parse_config(["--config", a])
+    write_yaml(tmp_path / "self.yaml", {"base": "self.yaml"})
+    with pytest.raises(ConfigError, match="cycle"):
+        parse_config(["--config", str(tmp_path / "self.yaml")])
+
+
+def test_a_missing_base_fails_naming_the_file_that_names_it(tmp_path):
+    child = write_yaml(tmp_path / "child.yaml", {"base": "nowhere.yaml", "seed": 1})
+    with pytest.raises(ConfigError, match=r"nowhere\.yaml', named as `base:` by '.*child\.yaml', does not exist"):
+        parse_config(["--config", child])
+    with pytest.raises(ConfigError, match="must be the path of another config file"):
+        parse_config(["--config", write_yaml(tmp_path / "list.yaml", {"base": ["a.yaml", "b.yaml"]})])
+
+
+def test_an_unknown_key_fails_naming_the_file_it_is_in(tmp_path):
+    write_yaml(tmp_path / "base.yaml", {"model_type": "vit_hybrid", "data_dir": str(tmp_path)})
+    child = write_yaml(tmp_path / "child.yaml", {"base": "base.yaml", "learning_rat": 0.1})
+    with pytest.raises(ConfigError, match=r"Unknown config key 'learning_rat' in '.*child\.yaml'.*'learning_rate'"):
+        parse_config(["--config", child])
+    write_yaml(tmp_path / "bad_base.yaml", {"model_type": "vit_hybrid", "dora_rnk": 2})
+    child = write_yaml(tmp_path / "child2.yaml", {"base": "bad_base.yaml", "seed": 3})
+    with pytest.raises(ConfigError, match=r"Unknown config key 'dora_rnk' in '.*bad_base\.yaml'.*'dora_rank'"):
+        parse_config(["--config", child])
+    with pytest.raises(ConfigError, match="Unknown config key 'base' in the command line"):
+        parse_config(["--config", str(tmp_path / "base.yaml"), "--base", "other.yaml"])
+
+
+def test_search_of_a_child_replaces_its_bases_wholesale(tmp_path):
+    space = {"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}, "seed": [1, 2]}
+    write_yaml(tmp_path / "base.yaml", {"model_type": "vit_hybrid", "data_dir": str(tmp_path),
+                                        "search": {"n_trials": 5, "space": space}})
+    child = write_yaml(tmp_path / "child.yaml", {"base": "base.yaml", "search": {"space": {"seed": [3, 4]}}})
+    assert parse_config(["--config", child]).search == {"space": {"seed": [3, 4]}}
+    inherits = write_yaml(tmp_path / "inherits.yaml", {"base": "base.yaml", "seed": 9})
+    assert parse_config(["--config", inherits]).search == {"n_trials": 5, "space": space}
+    drops = write_yaml(tmp_path / "drops.yaml", {"base": "base.yaml", "search": None})
+    assert parse_config(["--config", drops]).search is None
+    with pytest.raises(ConfigError, match=r"`search:` in '.*bad\.yaml' must be a mapping"):
+        parse_config(["--config", write_yaml(tmp_path / "bad.yaml", {"base": "base.yaml", "search": 5})])
+
+
+def test_the_merged_config_is_self_contained(tmp_path):
+    """raw (written back as run_config.yaml / best_config.yaml) reruns the same run without its bases."""
+    child = REPO / "configs" / "hpo_smoke_vit_hybrid.yaml"
+    run = parse_config(["--config", str(child), "--learning_rate", "0.01"])
+    assert "base" not in run.raw
+    written = write_yaml(tmp_path / "elsewhere" / "run_config.yaml", {**run.raw, "search": run.search})
+    again = parse_config(["--config", written])
+    assert field_values(again) == field_values(run)
+    assert again.search == run.search
+
+
+# ----------------------------------------------------------------------------------------------------------
+# do_train / do_eval / do_predict
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_a_config_that_names_no_stage_runs_all_three():
+    for path in CONFIGS:
+        run = parse_config(["--config", str(path)])
+        assert run.stages == {"train", "eval", "predict"}, path
+        assert all(run.runs_stage(stage) for stage in ("train", "eval", "predict"))
+
+
+def test_given_stages_run_exactly_those_set_true(tmp_path):
+    path = write_config(tmp_path, model_type="vit_hybrid", eval_strategy="epoch", do_train=True)
+    run = parse_config(["--config", path])
+    assert run.training.do_eval  # TrainingArguments turns it on for eval_strategy=epoch ...
+    assert run.stages == {"train"}  # ... but the user asked for training only
+    assert not run.runs_stage("eval") and not run.runs_stage("predict")
+    assert parse_config(["--config", path, "--do_predict"]).stages == {"train", "predict"}
+    assert parse_config(["--config", path, "--do_predict", "true", "--do_eval=true"]).stages == {"train", "eval", "predict"}
+    with pytest.raises(ValueError, match="Unknown stage 'test'"):
+        run.runs_stage("test")
+
+
+def test_stages_given_on_the_command_line_are_kept_as_typed(tmp_path):
+    path = write_config(tmp_path, model_type="vit_hybrid", eval_strategy="epoch")
+    run = parse_config(["--config", path, "--do_train", "true", "--do_eval", "false"])
+    assert run.training.do_eval  # set again by TrainingArguments
+    assert (run.raw["do_train"], run.raw["do_eval"]) == (True, False)  # what a rerun of run_config.yaml needs
+    assert run.stages == {"train"}
+
+
+def test_stages_come_through_bases_and_null_unsets_them(tmp_path):
+    write_yaml(tmp_path / "base.yaml", {"model_type": "vit_hybrid", "data_dir": str(tmp_path), "do_train": True})
+    child = write_yaml(tmp_path / "child.yaml", {"base": "base.yaml", "do_predict": True})
+    assert parse_config(["--config", child]).stages == {"train", "predict"}
+    unset = write_yaml(tmp_path / "unset.yaml", {"base": "base.yaml", "do_train": None})
+    assert parse_config(["--config", unset]).stages == {"train", "eval", "predict"}
+
+
+def test_no_stage_at_all_fails(tmp_path):
+    with pytest.raises(ConfigError, match="all false: nothing to run"):
+        parse_config(["--config", write_config(tmp_path, model_type="vit_hybrid"), "--do_train", "false"])
+
+
+def test_evaluating_without_training_needs_a_trained_model(tmp_path):
+    vit = write_config(tmp_path, model_type="vit_hybrid", do_eval=True, do_predict=True)
+    with pytest.raises(ConfigError, match="do_train false evaluates model_name_or_path.*set model_name_or_path to a "
+                                          "trained run's output_dir"):
+        parse_config(["--config", vit])
+    trained = str(tmp_path / "runs" / "vit")
+    assert parse_config(["--config", vit, "--model_name_or_path", trained]).stages == {"eval", "predict"}
+
+    ast = write_config(tmp_path, model_type="ast_dora", do_predict=True)
+    with pytest.raises(ConfigError, match="AST without a trained genre head"):
+        parse_config(["--config", ast])  # the AudioSet AST by default
+    smoke = REPO / "configs" / "smoke_ast_dora.yaml"
+    with pytest.raises(ConfigError, match="make_tiny_checkpoint"):
+        parse_config(["--config", str(smoke), "--do_eval", "true"])
+    run = parse_config(["--config", str(smoke), "--do_eval", "true", "--make_tiny_checkpoint", "false",
+                        "--model_name_or_path", str(tmp_path / "runs" / "ast")])
+    assert run.stages == {"eval"}
+
+
+def test_a_search_must_train(tmp_path):
+    with pytest.raises(ConfigError, match="A search trains its trials"):
+        parse_config(["--config", str(REPO / "configs" / "hpo_smoke_vit_hybrid.yaml"), "--do_train", "false",
+                      "--do_eval", "true", "--model_name_or_path", str(tmp_path)])
