@@ -349,15 +349,17 @@ def check_stages(run: RunConfig) -> None:
     if run.search is not None:
         raise ConfigError("A search trains its trials: drop do_train: false, or the `search:` section.")
     model = run.model
-    if model.model_type == "vit_hybrid" and not model.model_name_or_path:
+    spec = get_model_spec(model.model_type)
+    if not model.model_name_or_path:
         raise ConfigError(
-            "do_train false evaluates model_name_or_path, and vit_hybrid has none (it trains from scratch): set "
-            "model_name_or_path to a trained run's output_dir, or do_train: true."
+            f"do_train false evaluates model_name_or_path, and {model.model_type} has none (it trains from scratch): "
+            "set model_name_or_path to a trained run's output_dir, or do_train: true."
         )
-    if model.model_type == "ast_dora" and (model.model_name_or_path == DEFAULT_AST_CHECKPOINT or model.make_tiny_checkpoint):
+    if model.model_name_or_path == spec.default_checkpoint or model.make_tiny_checkpoint:
+        # The default checkpoint is a pretrained base: its genre head would be untrained.
         raise ConfigError(
-            f"do_train false evaluates model_name_or_path, and {model.model_name_or_path!r} is an AST without a "
-            "trained genre head: set model_name_or_path to a trained run's output_dir (and make_tiny_checkpoint "
+            f"do_train false evaluates model_name_or_path, and {model.model_name_or_path!r} is a base checkpoint "
+            "without a trained genre head: set model_name_or_path to a trained run's output_dir (and make_tiny_checkpoint "
             "false), or do_train: true."
         )
 

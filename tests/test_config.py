@@ -295,7 +295,7 @@ def test_evaluating_without_training_needs_a_trained_model(tmp_path):
     assert parse_config(["--config", vit, "--model_name_or_path", trained]).stages == {"eval", "predict"}
 
     ast = write_config(tmp_path, model_type="ast_dora", do_predict=True)
-    with pytest.raises(ConfigError, match="AST without a trained genre head"):
+    with pytest.raises(ConfigError, match="base checkpoint without a trained genre head"):
         parse_config(["--config", ast])  # the AudioSet AST by default
     smoke = REPO / "configs" / "smoke_ast_dora.yaml"
     with pytest.raises(ConfigError, match="make_tiny_checkpoint"):
