@@ -7,7 +7,7 @@ import torch
 
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU computes bf16 matmuls natively (AMX tiles or AVX512-BF16); elsewhere bf16 is emulated and
-    far slower than fp32 (measured on a 2-core AVX2 EPYC: 0.0007 vs 0.07 TFLOP/s for 1024-square matmuls)."""
+    far slower than fp32 (README, "Speed on CPU", has the figures; `python -m ast_dora.benchmarks.peak` measures them)."""
     for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
         check = getattr(torch.cpu, probe, None)
         if check is not None and check():

@@ -18,8 +18,8 @@ Windows are featurised and classified a fixed-size batch at a time, so besides t
 Speed on CPU: the model is a plain transformers model (AST-DoRA adapters are merged on load); it runs under
 `torch.inference_mode` and, where the CPU has native bf16 (AMX or AVX512-BF16; fp32 elsewhere, `bf16=False` to opt
 out), in bf16: the weights are cast once at load and the forward runs under bf16 autocast. Casting the weights
-beats autocast alone, which re-casts fp32 activations around every matmul (~20-40% of the model's time in
-profiles of both models on this project's AMX CPU). Features are always computed in fp32, as in training. The AST
+beats autocast alone, which re-casts fp32 activations around every matmul (a large share of the model's time in
+profiles of both models on a CPU with AMX). Features are always computed in fp32, as in training. The AST
 feature extractor (kaldi fbank, one window per call) is replaced by a batched torch version computing the same
 numbers (`ASTFbankFeatures`).
 """
@@ -147,9 +147,8 @@ _PREEMPHASIS = 0.97
 class ASTFbankFeatures:
     """`ASTFeatureExtractor(windows)["input_values"]` for a batch of equal-length windows in one pass.
 
-    `ASTFeatureExtractor` calls `torchaudio.compliance.kaldi.fbank` once per window (~30 ms each on a CPU core);
-    the same steps on all frames of the batch at once give the same numbers (to fp32 rounding) several times
-    faster. Checked against the extractor in tests/test_inference.py.
+    `ASTFeatureExtractor` calls `torchaudio.compliance.kaldi.fbank` once per window; the same steps on all frames
+    of the batch at once give the same numbers (to fp32 rounding), faster. Checked against the extractor in tests/test_inference.py.
     """
 
     def __init__(self, feature_extractor):

@@ -18,7 +18,7 @@ def _matmul_tflops(n: int, dtype: torch.dtype, device: torch.device, seconds: fl
     """(best TFLOP/s of back-to-back `n x n @ n x n` matmuls, whether one call fitted the time budget).
 
     Each of the `repeats` timings lasts about `seconds`. A call slower than that (bf16 on a CPU without native
-    bf16 is emulated, ~100x slower than fp32: one 2048-square product took minutes on a 2-core AVX2 EPYC) is
+    bf16 is emulated, orders of magnitude slower than fp32: a 2048-square product can take minutes) is
     timed once, on its warm-up, and the caller tries no larger size.
     """
     a = torch.randn(n, n, device=device).to(dtype)

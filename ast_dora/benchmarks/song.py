@@ -163,8 +163,8 @@ def run(args) -> dict:
 
     parameters = sum(p.numel() for p in classifier.model.parameters())
     median = {key: statistics.median(s[key] for s in splits) for key in splits[0]}
-    # The machine's matmul peak right after the timed runs: on a shared machine it swings (this project's
-    # 2-core CPU has measured 0.5 to 2.6 TFLOP/s in bf16), and the model stage can only be judged against it.
+    # The machine's matmul peak right after the timed runs: on a shared machine it swings by several times, and
+    # the model stage can only be judged against it.
     peak = measure_matmul_peak(("bf16", "fp32"), seconds=1.0)
     model_tflops = forward_flops(classifier.model) * len(analysis.window_starts) / median["model"] / 1e12
     results = {

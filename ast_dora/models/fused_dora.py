@@ -7,13 +7,13 @@ peft computes a DoRA linear as `base(x) + (m/n - 1) * (base(x) - bias) + (m/n) *
 
 - peft's form runs five full-size elementwise ops, promoted to fp32 under bf16 autocast (the magnitude is an
   fp32 parameter): on the AST's fc1/fc2 (8 windows x 1214 tokens x 3072) most of a training step from the
-  frozen-prefix cache, 5.3 s per step on this project's 2-core CPU (`python -m ast_dora.bench train
-  --model_type ast_dora`).
+  frozen-prefix cache (README, "Speed on CPU", has the step times of the three forms; `python -m ast_dora.bench
+  train --model_type ast_dora` measures them).
 - `_lean_forward` writes the first form: the rank-r product added inside the base GEMM (`addmm`), the per-row
-  scale applied once (~3.1 s per step).
+  scale applied once.
 - `_FoldedDoRALinear` (CPU) folds everything into the weight, a matrix 9712 / 768 times smaller than the
   activations here: one GEMM with the bias in its epilogue forward, one GEMM for the input gradient, and the
-  gradients of A, B and m from rank-r products and one reduction (~2.6 s per step). The rank-r matmuls that
+  gradients of A, B and m from rank-r products and one reduction. The rank-r matmuls that
   it avoids run at a tiny fraction of the CPU's matmul peak (oneDNN is not built for an inner size of 2).
   Its magnitude gradient uses `y - bias = (m / n) * (W + s B A) x`, i.e. divides by m: exact unless a
   magnitude is exactly 0, which the forward checks (free on CPU, a host sync on a GPU - where the lean

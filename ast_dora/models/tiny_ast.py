@@ -8,8 +8,8 @@ What DoRA adapts in the real method is a *pretrained* encoder: AudioSet's ontolo
 so the frozen AST already separates them and the adapters and head only refine. A random frozen encoder has
 nothing to refine (smoke accuracy stalled at 0.55-0.65 on one). So `make_tiny_ast(..., pretrain=True)` - what
 `make_tiny_checkpoint: true` runs - first trains the whole tiny AST for a few epochs on synthetic tracks drawn
-with another seed (`PRETRAIN_SEED`), i.e. other tracks than any smoke run trains or is evaluated on: about 50 s
-on 2 CPU cores, once; then the checkpoint is reused. Smoke accuracy of AST-DoRA on it shows that the pipeline transfers
+with another seed (`PRETRAIN_SEED`), i.e. other tracks than any smoke run trains or is evaluated on, once (README, "Smoke
+runs", says how long); then the checkpoint is reused. Smoke accuracy of AST-DoRA on it shows that the pipeline transfers
 what a pretrained encoder knows; it says nothing about what the method reaches on GTZAN.
 
 Tests that only need the shapes call `make_tiny_ast(path)`: random weights, written in a second.

@@ -286,7 +286,7 @@ class GenreViTHybridAttention(nn.Module):
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
-        # CPU bf16 kernels for these small batched matmuls and softmaxes are 3-5x slower than fp32 ones (the big
+        # CPU bf16 kernels for these small batched matmuls and softmaxes are slower than fp32 ones (the big
         # projections around them are where bf16 pays), so under CPU autocast the attention core runs in fp32.
         device_type = query.device.type
         fp32_core = device_type == "cpu" and torch.is_autocast_enabled(device_type)
