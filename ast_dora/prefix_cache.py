@@ -47,10 +47,12 @@ logger = logging.getLogger(__name__)
 PREFIX_COLUMN = "prefix_hidden_states"
 # Bump when what is stored for the same inputs changes: old cache files are then ignored.
 CACHE_VERSION = 1
-# Config fields that do not change what the frozen prefix computes (labels, the genre head).
+# Config fields that do not change what the frozen prefix computes (labels, the genre head), and `min_layer`,
+# which the fingerprint hashes on its own.
 _IRRELEVANT_CONFIG_FIELDS = {
     "id2label", "label2id", "num_labels", "classifier_hidden_size", "classifier_dropout", "architectures",
     "auto_map", "transformers_version", "_name_or_path", "_commit_hash", "problem_type", "dtype", "torch_dtype",
+    "min_layer",
 }
 
 
