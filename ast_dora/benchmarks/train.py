@@ -275,7 +275,7 @@ def bench_ast_dora(args) -> dict:
     from ..config import ModelArguments
     from ..data import GTZAN_GENRES
     from ..models.factory import build_ast_dora
-    from ..prefix_cache import cache_prefix_hidden_states, collate_prefix_batch, enable_prefix_inputs
+    from ..prefix_cache import cache_prefix_hidden_states, collate_prefix_batch
 
     batch_size = args.batch_size or DEFAULT_BATCH["ast_dora"]
     steps = args.steps or max(1, args.samples // batch_size)
@@ -297,7 +297,6 @@ def bench_ast_dora(args) -> dict:
         }).with_format("torch")
 
         uncached = time_trainer(model, windows, args, batch_size, steps, log_losses=True)
-        enable_prefix_inputs(cached_model, min_layer)
         cached_model.to("cuda" if torch.cuda.is_available() else "cpu")
         start = time.perf_counter()
         cached_windows, _ = cache_prefix_hidden_states(
