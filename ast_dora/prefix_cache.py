@@ -9,9 +9,10 @@ states entering layer `min_layer` - cannot change. This module
   Arrow file named by a fingerprint of the window dataset (which already covers the audio, the windows and
   the feature extractor), the feature extractor config, the base checkpoint (name, revision, commit, encoder
   config and a hash of the prefix weights), `min_layer` and the compute dtype;
-- teaches the PEFT model a second input, `prefix_hidden_states`, with which its forward runs only
-  `layers[min_layer:]` + final layernorm + pooling + head - the same modules, so saving, merging, exporting
-  and `input_values` inference are unchanged, and the Trainer, DDP and checkpoints see the usual PeftModel.
+- feeds them to the model's own second input: `ASTWithMLPHeadForAudioClassification.forward(prefix_hidden_states=...)`
+  runs only `layers[config.min_layer:]` + final layernorm + pooling + head, through the same code and modules as
+  `input_values`, so saving, merging, exporting and `input_values` inference are unchanged, and the Trainer, DDP
+  and checkpoints see the usual PeftModel.
 
 Dropout: the frozen prefix runs in eval mode in both paths - through the cache (computed under
 `inference_mode` in eval mode) and through the frozen layers (`keep_in_eval_mode`, applied by
@@ -40,17 +41,18 @@ from datasets import Dataset, DatasetDict
 from datasets.fingerprint import Hasher
 from torch import nn
 from transformers.masking_utils import create_bidirectional_mask
-from transformers.modeling_outputs import SequenceClassifierOutput
 
 logger = logging.getLogger(__name__)
 
 PREFIX_COLUMN = "prefix_hidden_states"
 # Bump when what is stored for the same inputs changes: old cache files are then ignored.
 CACHE_VERSION = 1
-# Config fields that do not change what the frozen prefix computes (labels, the genre head).
+# Config fields that do not change what the frozen prefix computes (labels, the genre head), and `min_layer`,
+# which the fingerprint hashes on its own.
 _IRRELEVANT_CONFIG_FIELDS = {
     "id2label", "label2id", "num_labels", "classifier_hidden_size", "classifier_dropout", "architectures",
     "auto_map", "transformers_version", "_name_or_path", "_commit_hash", "problem_type", "dtype", "torch_dtype",
+    "min_layer",
 }
 
 
@@ -91,53 +93,6 @@ def run_frozen_prefix(model: nn.Module, input_values: torch.Tensor, min_layer: i
     for layer in encoder.layers[:min_layer]:
         hidden_states = layer(hidden_states, attention_mask)
     return hidden_states
-
-
-def forward_from_prefix(
-    base: nn.Module, prefix_hidden_states: torch.Tensor, labels: torch.Tensor | None, min_layer: int
-) -> SequenceClassifierOutput:
-    """The rest of `ASTWithMLPHeadForAudioClassification.forward` from the hidden states entering `min_layer`.
-
-    Mirrors `ASTModel.forward` (layers, layernorm, mean of the CLS and distillation tokens) and the head's
-    forward and loss line by line; `tests/test_prefix_cache.py` checks that both paths agree.
-    """
-    encoder = base.audio_spectrogram_transformer
-    if not prefix_hidden_states.is_floating_point():
-        if prefix_hidden_states.dtype != torch.int16:
-            raise TypeError(
-                f"prefix_hidden_states must be float or the int16 bit pattern of bf16 (as cached), got "
-                f"{prefix_hidden_states.dtype}: read the cached column with `cache_prefix_hidden_states`' format."
-            )
-        prefix_hidden_states = prefix_hidden_states.view(torch.bfloat16)
-    # Without the cache the residual stream is fp32 (fp32 weights; autocast only lowers the matmuls).
-    hidden_states = prefix_hidden_states.to(encoder.layernorm.weight.dtype)
-    attention_mask = create_bidirectional_mask(config=encoder.config, inputs_embeds=hidden_states, attention_mask=None)
-    for layer in encoder.layers[min_layer:]:
-        hidden_states = layer(hidden_states, attention_mask)
-    sequence_output = encoder.layernorm(hidden_states)
-    pooled_output = (sequence_output[:, 0] + sequence_output[:, 1]) / 2
-    logits = base.classifier(pooled_output)
-    loss = None
-    if labels is not None:
-        loss = nn.functional.cross_entropy(logits.float(), labels)
-    return SequenceClassifierOutput(loss=loss, logits=logits)
-
-
-def _forward_with_prefix_input(
-    self, input_values=None, labels=None, attention_mask=None, prefix_hidden_states=None, **kwargs
-):
-    if prefix_hidden_states is None:
-        return type(self).forward(self, input_values, labels=labels, attention_mask=attention_mask, **kwargs)
-    return forward_from_prefix(self, prefix_hidden_states, labels, self._prefix_cache_min_layer)
-
-
-def enable_prefix_inputs(model: nn.Module, min_layer: int) -> None:
-    """Let `model(prefix_hidden_states=..., labels=...)` start at layer `min_layer`; `model(input_values=...)`
-    is unchanged. Set on the instance, through the normal `model(...)` call (so DDP and the Trainer's column
-    filtering see it), and nothing about how the model is saved changes."""
-    base = base_ast_model(model)
-    base._prefix_cache_min_layer = min_layer
-    base.forward = types.MethodType(_forward_with_prefix_input, base)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -261,7 +216,8 @@ def collate_prefix_batch(rows: list[dict]) -> dict[str, torch.Tensor]:
 
 def apply_prefix_cache(run, data, model, feature_extractor, training_args):
     """Training pipeline hook (for models whose spec has `prefix_cache`): with the `prefix_cache` field on and no
-    waveform augmentation, replace every split of `data` by its cached hidden states and let `model` take them.
+    waveform augmentation, replace every split of `data` by its cached hidden states (the model's
+    `prefix_hidden_states` input, entering layer `config.min_layer`).
 
     Returns `(data, data_collator)`: the (new) `GenreData`, and the collator the Trainer needs for it (None when
     the cache is not used). Rank 0 (per node) computes the cache first; the other processes then load it.
@@ -275,7 +231,13 @@ def apply_prefix_cache(run, data, model, feature_extractor, training_args):
         )
         return data, None
     min_layer = run.model.min_layer
-    enable_prefix_inputs(model, min_layer)
+    config = base_ast_model(model).config
+    if getattr(config, "min_layer", min_layer) != min_layer:
+        raise ValueError(
+            f"The model was built with min_layer={config.min_layer} but the run asks for min_layer={min_layer}: "
+            "build it from the same ModelArguments."
+        )
+    config.min_layer = min_layer  # where the model's forward takes `prefix_hidden_states` in
     model.to(training_args.device)  # where the Trainer would put it: the prefix runs there
     cached, hits = {}, {}
     with training_args.main_process_first(desc="frozen-prefix cache"):
@@ -298,8 +260,6 @@ __all__ = [
     "apply_prefix_cache",
     "cache_prefix_hidden_states",
     "collate_prefix_batch",
-    "enable_prefix_inputs",
-    "forward_from_prefix",
     "frozen_prefix_modules",
     "keep_in_eval_mode",
     "prefix_fingerprint",

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
-from transformers import set_seed
+from transformers import TrainingArguments, set_seed
 
 from ast_dora.config import ModelArguments
 from ast_dora.data import DataArguments
@@ -25,9 +25,9 @@ from ast_dora.prefix_cache import (
     apply_prefix_cache,
     cache_prefix_hidden_states,
     collate_prefix_batch,
-    enable_prefix_inputs,
     frozen_prefix_modules,
     prefix_fingerprint,
+    run_frozen_prefix,
 )
 
 LABELS = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
@@ -93,7 +93,7 @@ def test_training_from_cache_gives_the_same_losses(tiny_ast_dir, tmp_path, bf16)
     dataset = windows_dataset()
     through_layers = build(tiny_ast_dir)
     from_cache = build(tiny_ast_dir)
-    enable_prefix_inputs(from_cache, MIN_LAYER)
+    assert from_cache.get_base_model().config.min_layer == MIN_LAYER  # where its prefix_hidden_states enter
     cached, hit = cache_prefix_hidden_states(from_cache, dataset, MIN_LAYER, bf16=bf16, cache_dir=str(tmp_path))
     assert not hit
     assert cached.column_names == ["labels", "track_id", PREFIX_COLUMN]
@@ -111,21 +111,46 @@ def test_training_from_cache_gives_the_same_losses(tiny_ast_dir, tmp_path, bf16)
     assert got == pytest.approx(expected, rel=LOSS_RTOL_BF16 if bf16 else LOSS_RTOL)
 
 
-def test_frozen_prefix_stays_in_eval_mode_and_inputs_still_work(tiny_ast_dir):
+def test_frozen_prefix_stays_in_eval_mode_and_both_inputs_agree(tiny_ast_dir):
     model = build(tiny_ast_dir)
-    reference = build(tiny_ast_dir)
-    enable_prefix_inputs(model, MIN_LAYER)
     model.train()
     prefix = frozen_prefix_modules(model, MIN_LAYER)
     assert not any(m.training for module in prefix for m in module.modules())
     top_layers = model.get_base_model().audio_spectrogram_transformer.layers[MIN_LAYER:]
     assert all(layer.training for layer in top_layers)
-    # `input_values` still runs the whole model, exactly as without the cache.
+    # `input_values` runs the whole model; the (unrounded) hidden states entering MIN_LAYER run the same layers
+    # from there, through the PeftModel's forward.
     model.eval()
-    reference.eval()
     inputs = torch.randn(2, 1024, 128, generator=torch.Generator().manual_seed(5))
+    labels = torch.tensor([3, 7])
     with torch.no_grad():
-        torch.testing.assert_close(model(input_values=inputs).logits, reference(input_values=inputs).logits)
+        full = model(input_values=inputs, labels=labels)
+        from_prefix = model(prefix_hidden_states=run_frozen_prefix(model, inputs, MIN_LAYER), labels=labels)
+    torch.testing.assert_close(from_prefix.logits, full.logits, rtol=0, atol=0)
+    torch.testing.assert_close(from_prefix.loss, full.loss, rtol=0, atol=0)
+
+
+def test_prefix_input_errors(tiny_ast_dir):
+    model = build(tiny_ast_dir).eval()
+    base = model.get_base_model()
+    hidden = torch.zeros(1, 514, 64)
+    with pytest.raises(TypeError, match="int16 bit pattern of bf16"):
+        model(prefix_hidden_states=hidden.long())
+    with pytest.raises(ValueError, match="either input_values or prefix_hidden_states"):
+        model(input_values=torch.zeros(1, 1024, 128), prefix_hidden_states=hidden)
+    del base.config.min_layer
+    with pytest.raises(ValueError, match="config has no `min_layer`"):
+        model(prefix_hidden_states=hidden)
+    # The pipeline's hook sets it (and refuses a model built for another min_layer).
+    data = SimpleNamespace(datasets=DatasetDict({"train": windows_dataset(n=2)}), cache_hits={})
+    args = TrainingArguments(output_dir="unused", use_cpu=True, bf16=False, report_to="none")
+    run = SimpleNamespace(
+        model=ModelArguments(model_type="ast_dora", model_name_or_path=str(tiny_ast_dir), min_layer=MIN_LAYER),
+        data=DataArguments(synthetic=True, data_dir="unused", cache_features=False),
+    )
+    base.config.min_layer = MIN_LAYER + 1
+    with pytest.raises(ValueError, match="built with min_layer=3 but the run asks for min_layer=2"):
+        apply_prefix_cache(run, data, model, None, args)
 
 
 def test_cache_is_reused_and_fingerprinted(tiny_ast_dir, tmp_path):

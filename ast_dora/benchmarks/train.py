@@ -217,7 +217,7 @@ def bench_with_prefix_cache(args, spec) -> dict:
 
     from ..data import GTZAN_GENRES
     from ..models import base_model_of
-    from ..prefix_cache import cache_prefix_hidden_states, collate_prefix_batch, enable_prefix_inputs
+    from ..prefix_cache import cache_prefix_hidden_states, collate_prefix_batch
 
     batch_size = args.batch_size or spec.bench_batch_size
     steps = args.steps or max(1, args.samples // batch_size)
@@ -237,7 +237,6 @@ def bench_with_prefix_cache(args, spec) -> dict:
     }).with_format("torch")
 
     uncached = time_trainer(model, windows, args, batch_size, steps, log_losses=True)
-    enable_prefix_inputs(cached_model, min_layer)
     cached_model.to("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
     cached_windows, _ = cache_prefix_hidden_states(

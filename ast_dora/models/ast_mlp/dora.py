@@ -43,6 +43,7 @@ def build_ast_dora(model_args, labels: list[str]) -> PeftModel:
         **model_args.parsed_config_overrides(),
         "classifier_hidden_size": model_args.classifier_hidden_size,
         "classifier_dropout": model_args.classifier_dropout,
+        "min_layer": model_args.min_layer,  # where `prefix_hidden_states` enter the model's forward (prefix_cache.py)
         "id2label": dict(enumerate(labels)),
         "label2id": {label: i for i, label in enumerate(labels)},
     }

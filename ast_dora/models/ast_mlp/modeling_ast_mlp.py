@@ -3,16 +3,41 @@
 This file travels with saved models as remote code (`register_for_auto_class`), so it imports only torch
 and transformers: a process that never installed this project loads a merged AST-DoRA model with
 `AutoModelForAudioClassification.from_pretrained(path, trust_remote_code=True)`.
+
+The model has two inputs: `input_values` (spectrograms) run the whole encoder; `prefix_hidden_states` (the hidden
+states entering encoder layer `config.min_layer`, as `ast_dora/prefix_cache.py` caches them) run only the layers
+from there on. Both go through the same layers, final layernorm, pooling, head and loss (`_encode_from`,
+`genre_cross_entropy`).
 """
 
 import torch
 from torch import nn
 from transformers import ASTConfig
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogram_transformer import (
     ASTModel,
     ASTPreTrainedModel,
 )
+from transformers.utils.output_capturing import capture_outputs
+
+
+def genre_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None
+) -> torch.Tensor:
+    """Mean cross-entropy over the batch; with `num_items_in_batch`, the sum divided by it.
+
+    Under gradient accumulation the Trainer passes `num_items_in_batch` (the labels of all micro-batches of one
+    optimizer step) to a model whose forward takes `**kwargs`, and then does not divide the loss by the number of
+    micro-batches itself: summing here and dividing by the step's count gives the mean over the whole step.
+    Labels equal to -100 are skipped either way.
+    """
+    if num_items_in_batch is None:
+        return nn.functional.cross_entropy(logits.float(), labels)
+    total = nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
 
 
 class ASTGenreMLPHead(nn.Module):
@@ -44,23 +69,84 @@ class ASTWithMLPHeadForAudioClassification(ASTPreTrainedModel):
         self.classifier = ASTGenreMLPHead(config)
         self.post_init()
 
+    def _encode_from(
+        self, hidden_states: torch.Tensor, start_layer: int, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        """Encoder layers `start_layer:`, final layernorm and pooling (mean of the CLS and distillation tokens),
+        as `ASTModel.forward` computes them after its embeddings."""
+        encoder = self.audio_spectrogram_transformer
+        attention_mask = create_bidirectional_mask(
+            config=encoder.config, inputs_embeds=hidden_states, attention_mask=attention_mask
+        )
+        for layer in encoder.layers[start_layer:]:
+            hidden_states = layer(hidden_states, attention_mask, **kwargs)
+        sequence_output = encoder.layernorm(hidden_states)
+        pooled_output = (sequence_output[:, 0] + sequence_output[:, 1]) / 2
+        return BaseModelOutputWithPooling(last_hidden_state=sequence_output, pooler_output=pooled_output)
+
+    def _prefix_start_layer(self) -> int:
+        min_layer = getattr(self.config, "min_layer", None)
+        num_layers = self.config.num_hidden_layers
+        if min_layer is None:
+            raise ValueError(
+                "prefix_hidden_states are the hidden states entering encoder layer `config.min_layer`, and this "
+                "model's config has no `min_layer`: set `model.config.min_layer` (build_ast_dora and "
+                "apply_prefix_cache do), or pass `input_values`."
+            )
+        if not 0 <= min_layer <= num_layers:
+            raise ValueError(f"config.min_layer={min_layer} is not a layer of this {num_layers}-layer encoder.")
+        return min_layer
+
+    def _residual_stream(self, prefix_hidden_states: torch.Tensor) -> torch.Tensor:
+        """Cached hidden states (float, or the int16 bit pattern of bf16 as the cache stores them) in the
+        residual stream's dtype."""
+        if not prefix_hidden_states.is_floating_point():
+            if prefix_hidden_states.dtype != torch.int16:
+                raise TypeError(
+                    f"prefix_hidden_states must be float or the int16 bit pattern of bf16 (as cached), got "
+                    f"{prefix_hidden_states.dtype}: read the cached column with `cache_prefix_hidden_states`' format."
+                )
+            prefix_hidden_states = prefix_hidden_states.view(torch.bfloat16)
+        # Without the cache the residual stream is fp32 (fp32 weights; autocast only lowers the matmuls).
+        return prefix_hidden_states.to(self.audio_spectrogram_transformer.layernorm.weight.dtype)
+
+    # Records `hidden_states` / `attentions` of the layers that run, as `ASTModel.forward` does (from the cache:
+    # the cached states, then the outputs of layers >= min_layer).
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         input_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        prefix_hidden_states: torch.Tensor | None = None,
+        num_items_in_batch: torch.Tensor | int | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput:
-        outputs: BaseModelOutputWithPooling = self.audio_spectrogram_transformer(
-            input_values, attention_mask=attention_mask, **kwargs
-        )
+        r"""
+        input_values (`torch.Tensor` of shape `(batch_size, max_length, num_mel_bins)`):
+            Log-mel spectrograms from `ASTFeatureExtractor`: run the whole encoder.
+        prefix_hidden_states (`torch.Tensor` of shape `(batch_size, tokens, hidden_size)`):
+            Instead of `input_values`: the hidden states entering encoder layer `config.min_layer` (float, or the
+            int16 bit pattern of bf16 as the frozen-prefix cache stores them); only layers `>= min_layer`,
+            the final layernorm, pooling and the head run.
+        labels (`torch.LongTensor` of shape `(batch_size,)`):
+            Class ids for the cross-entropy loss.
+        num_items_in_batch (`int` or `torch.Tensor`):
+            Labels in the whole accumulated optimizer step (the Trainer passes it): the loss is then the sum over
+            this batch divided by it, so that micro-batches add up to the step's mean.
+        """
+        if (input_values is None) == (prefix_hidden_states is None):
+            raise ValueError("Pass either input_values or prefix_hidden_states.")
+        if prefix_hidden_states is not None:
+            start_layer = self._prefix_start_layer()
+            hidden_states = self._residual_stream(prefix_hidden_states)
+        else:
+            start_layer = 0
+            hidden_states = self.audio_spectrogram_transformer.embeddings(input_values)
+        outputs = self._encode_from(hidden_states, start_layer, attention_mask, **kwargs)
         logits = self.classifier(outputs.pooler_output)
-        loss = None
-        if labels is not None:
-            loss = nn.functional.cross_entropy(logits.float(), labels)
-        return SequenceClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
-        )
+        loss = None if labels is None else genre_cross_entropy(logits, labels, num_items_in_batch)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
-__all__ = ["ASTGenreMLPHead", "ASTWithMLPHeadForAudioClassification"]
+__all__ = ["ASTGenreMLPHead", "ASTWithMLPHeadForAudioClassification", "genre_cross_entropy"]
