@@ -21,11 +21,11 @@ from transformers import TrainingArguments, set_seed
 from ast_dora.config import ModelArguments
 from ast_dora.data import DataArguments
 from ast_dora.data.build import GenreData
-from ast_dora.models.factory import build_ast_dora
+from ast_dora.models.ast_mlp.dora import build_ast_dora
 from ast_dora.models.genre_vit_hybrid import GenreViTHybridConfig, GenreViTHybridForAudioClassification
 from ast_dora.models.tiny_ast import make_tiny_ast
 from ast_dora.prefix_cache import apply_prefix_cache
-from ast_dora.training import GenreTrainer
+from ast_dora.trainer import GenreTrainer
 
 LABELS = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
 WINDOWS = 8

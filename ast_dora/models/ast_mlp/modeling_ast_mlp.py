@@ -19,7 +19,13 @@ from transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogra
     ASTModel,
     ASTPreTrainedModel,
 )
-from transformers.utils.output_capturing import capture_outputs
+
+try:  # how ASTModel itself records `output_hidden_states` / `output_attentions` in recent transformers
+    from transformers.utils.output_capturing import capture_outputs
+except ImportError:  # older transformers 5: the forward still works, without those two optional outputs
+
+    def capture_outputs(**_):
+        return lambda forward: forward
 
 
 def genre_cross_entropy(
