@@ -251,3 +251,27 @@ def real_gtzan_dir(shared_dir) -> Path:
     if not path.is_dir():
         pytest.skip(f"real GTZAN sample not found at {path}")
     return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# tiny models and torch settings
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_ast_dir(tmp_path_factory):
+    """A random tiny AST checkpoint (`make_tiny_ast`, no pretraining), written once; read it, never write to it."""
+    from ast_dora.models.tiny_ast import make_tiny_ast
+
+    return make_tiny_ast(tmp_path_factory.mktemp("tiny_ast"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: on a shared 2-core machine a second OpenMP thread mostly waits for the first."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -20,11 +20,6 @@ LABELS = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "
 MERGE_ATOL = 1e-5
 
 
-@pytest.fixture(scope="module")
-def tiny_ast_dir(tmp_path_factory):
-    return make_tiny_ast(tmp_path_factory.mktemp("tiny_ast"))
-
-
 def model_args(path, **kwargs):
     defaults = dict(model_type="ast_dora", model_name_or_path=str(path), min_layer=2, classifier_hidden_size=16)
     return ModelArguments(**{**defaults, **kwargs})

@@ -23,7 +23,6 @@ from ast_dora.data import DataArguments
 from ast_dora.data.build import GenreData
 from ast_dora.models.ast_mlp.dora import build_ast_dora
 from ast_dora.models.genre_vit_hybrid import GenreViTHybridConfig, GenreViTHybridForAudioClassification
-from ast_dora.models.tiny_ast import make_tiny_ast
 from ast_dora.prefix_cache import apply_prefix_cache
 from ast_dora.trainer import GenreTrainer
 
@@ -35,18 +34,7 @@ RTOL = 1e-4
 ONE_BATCH, ACCUMULATED = (WINDOWS, 1), (2, 4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: on a shared 2-core machine a second OpenMP thread mostly waits for the first.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_ast_dir(tmp_path_factory):
-    return make_tiny_ast(tmp_path_factory.mktemp("tiny_ast"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def windows(shape, seed=1):

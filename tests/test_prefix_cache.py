@@ -19,7 +19,6 @@ from transformers import TrainingArguments, set_seed
 from ast_dora.config import ModelArguments
 from ast_dora.data import DataArguments
 from ast_dora.models.ast_mlp.dora import build_ast_dora
-from ast_dora.models.tiny_ast import make_tiny_ast
 from ast_dora.prefix_cache import (
     PREFIX_COLUMN,
     apply_prefix_cache,
@@ -38,18 +37,7 @@ LOSS_RTOL = 2e-3
 LOSS_RTOL_BF16 = 1e-2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: on a shared 2-core machine a second OpenMP thread mostly waits for the first.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_ast_dir(tmp_path_factory):
-    return make_tiny_ast(tmp_path_factory.mktemp("tiny_ast"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def build(tiny_ast_dir, seed=0, **kwargs):

@@ -3,25 +3,8 @@
 
 from .ast_mlp.spec import SPEC as AST_DORA
 from .genre_vit_hybrid.spec import SPEC as VIT_HYBRID
-from .registry import (
-    ModelSpec,
-    base_model_of,
-    get_model_spec,
-    model_types,
-    register_model,
-    spec_for_config,
-    spec_for_model,
-)
+from .registry import *  # noqa: F403 (the registry's API is the package's)
+from .registry import register_model
 
 register_model(VIT_HYBRID)  # the first registered is the default model_type
 register_model(AST_DORA)
-
-__all__ = [
-    "ModelSpec",
-    "base_model_of",
-    "get_model_spec",
-    "model_types",
-    "register_model",
-    "spec_for_config",
-    "spec_for_model",
-]

@@ -43,18 +43,12 @@ from optuna.trial import TrialState
 
 from ..config import ConfigError, RunConfig, parse_config
 from ..training import run_training
-from .outputs import BEST_CONFIG_NAME, BEST_MODEL_SUBFOLDER, best_config, write_search_outputs
-from .settings import (
-    OBJECTIVE_METRICS,
-    PRUNERS,
-    SAMPLERS,
-    TRAINING_SEARCH_FIELDS,
-    ParamSpec,
-    SearchSettings,
-    parse_param_spec,
-    parse_search_settings,
-)
-from .worker import FINISHED_STATES, SearchTrainer, SearchWorker, TrialSkipped, open_storage
+from .outputs import *  # noqa: F403 (the package's API: its modules' public names)
+from .outputs import write_search_outputs
+from .settings import *  # noqa: F403
+from .settings import parse_search_settings
+from .worker import *  # noqa: F403
+from .worker import FINISHED_STATES, SearchWorker
 
 logger = logging.getLogger(__name__)
 
@@ -114,26 +108,3 @@ def run_search(run: RunConfig, data, feature_extractor) -> dict[str, Any]:
         logger.info("Retraining with the best values and evaluating once on test: %s", paths["best_config"])
         metrics.update(run_training(parse_config(["--config", str(paths["best_config"])])))
     return metrics
-
-
-
-__all__ = [
-    "BEST_CONFIG_NAME",
-    "BEST_MODEL_SUBFOLDER",
-    "FINISHED_STATES",
-    "OBJECTIVE_METRICS",
-    "PRUNERS",
-    "SAMPLERS",
-    "TRAINING_SEARCH_FIELDS",
-    "ParamSpec",
-    "SearchSettings",
-    "SearchTrainer",
-    "SearchWorker",
-    "TrialSkipped",
-    "best_config",
-    "open_storage",
-    "parse_param_spec",
-    "parse_search_settings",
-    "run_search",
-    "write_search_outputs",
-]
