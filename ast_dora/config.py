@@ -180,7 +180,8 @@ class GenreTrainingArguments(TrainingArguments):
         default=None,
         metadata={
             "help": "Fraction of training steps spent warming up. transformers 5 folded it into a float "
-            "`warmup_steps`; kept because the AST + DoRA report (GitHub: sbajamy/Music-Genre-Classification-Using-Audio-Spectrogram-Transformer) and Optuna spaces speak of a ratio."
+            "`warmup_steps`; kept because the AST + DoRA report (sbajamy/Music-Genre-Classification-Using-"
+            "Audio-Spectrogram-Transformer on GitHub) and Optuna spaces speak of a ratio."
         },
     )
 

@@ -47,7 +47,8 @@ def genre_cross_entropy(
 
 
 class ASTGenreMLPHead(nn.Module):
-    """One hidden layer with GELU and dropout before each linear (the AST + DoRA report (GitHub: sbajamy/Music-Genre-Classification-Using-Audio-Spectrogram-Transformer)'s head)."""
+    """One hidden layer with GELU and dropout before each linear: the head of the AST + DoRA report (GitHub project
+    sbajamy/Music-Genre-Classification-Using-Audio-Spectrogram-Transformer)."""
 
     def __init__(self, config: ASTConfig):
         super().__init__()
