@@ -12,7 +12,7 @@ and uploads nothing, for review. The repo (or branch) then mirrors the folder: r
 are deleted in the same commit, so an adapter push over a merged push leaves no stale weights behind.
 
 `finetune/run.py --push_to_hub true --hub_model_id ID` calls `push_run` once, at the end of training: the
-`Trainer`'s own per-checkpoint pushing is switched off (see `ast_dora.training.main`).
+`Trainer`'s own per-checkpoint pushing is switched off (see `ast_dora.training.prepare`).
 """
 
 from __future__ import annotations
