@@ -229,3 +229,20 @@ def test_fused_dora_forward_matches_peft(tiny_ast_dir, bf16, path, monkeypatch):
         assert ((grads[name] - ref_grads[name]).abs().max() / scale) < (5e-2 if bf16 else 1e-4), name
     # On CPU every DoRA linear folds, except the one with a zero magnitude.
     assert len(folded_calls) == 4 and folded_calls.count(False) == (1 if path == "zero_magnitude" else 0)
+
+
+def test_model_windows_fall_back_per_field_on_the_specs_defaults():
+    """A fresh ViT-hybrid feature extractor has its own `window_seconds` (its input length) but no hop: training
+    must still use the spec's 2-s hop, not windows back to back."""
+    from transformers import ASTFeatureExtractor
+
+    from ast_dora.models import get_model_spec
+    from ast_dora.models.factory import model_windows, set_windows
+    from ast_dora.models.genre_vit_hybrid import GenreViTHybridFeatureExtractor
+
+    vit, ast = get_model_spec("vit_hybrid"), get_model_spec("ast_dora")
+    assert model_windows(GenreViTHybridFeatureExtractor(), vit) == (4.0, 2.0)
+    assert model_windows(ASTFeatureExtractor(), ast) == (10.24, 10.24)
+    saved = ASTFeatureExtractor()
+    set_windows(saved, 5.0, 2.5)
+    assert model_windows(saved, ast) == (5.0, 2.5)

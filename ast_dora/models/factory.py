@@ -59,11 +59,12 @@ def set_windows(feature_extractor, window_seconds: float, hop_seconds: float) ->
 def model_windows(feature_extractor, spec: ModelSpec) -> tuple[float, float]:
     """(window_seconds, hop_seconds) the model was trained on: saved with it, or for folders saved before the
     windows travelled with models, the spec's defaults."""
+    # Each is read on its own: the ViT-hybrid's feature extractor has a `window_seconds` of its own (its input
+    # length) but no hop, so a fresh one means the spec's default hop, not windows back to back.
+    default_window, default_hop = spec.default_windows
     window = getattr(feature_extractor, "window_seconds", None)
     hop = getattr(feature_extractor, "hop_seconds", None)
-    if window is None:
-        return spec.default_windows
-    return float(window), float(hop if hop is not None else window)
+    return float(window or default_window), float(hop or default_hop)
 
 
 def save_trained_model(model: torch.nn.Module, feature_extractor, output_dir: str | os.PathLike) -> None:
