@@ -479,8 +479,10 @@ def build_model_card(records: RunRecords, repo_id: str, kind: str = "model", lic
         "## How to use",
         "With `transformers`" + (" and `peft`" if kind == "adapter" else "") + " only (no need for this project), "
         "the `audio-classification` pipeline analyses the whole song: this repo's pipeline "
-        f"(`pipeline_genre_classification.py`) cuts it into the model's {window:g}-s windows (back to back; "
-        f"`hop_seconds={hop:g}` places them as the evaluation below did), classifies every window and returns the top "
+        f"(`pipeline_genre_classification.py`) cuts it into the model's {window:g}-s windows"
+        + (f" (back to back; `hop_seconds={hop:g}` places them every {hop:g} s, as the evaluation below did)"
+           if hop != window else "")
+        + ", classifies every window and returns the top "
         "genres of their mean probability, the track-level prediction (transformers' standard audio-classification "
         "pipeline would hear only the first window). Files, URLs, `{\"raw\": waveform, \"sampling_rate\": rate}` "
         "dicts and arrays are accepted; other rates are resampled and channels averaged.",

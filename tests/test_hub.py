@@ -24,7 +24,7 @@ import torch
 import yaml
 from huggingface_hub import HfApi, ModelCard, SpaceCard, metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
-from song_fixtures import generated_wav
+from song_fixtures import wav_song
 from transformers import ASTFeatureExtractor, EvalPrediction
 
 import ast_dora.hub as hub
@@ -265,7 +265,7 @@ def clean_process(vit_run, ast_run, tmp_path_factory):
     importing torch + transformers is most of the cost)."""
     workdir = tmp_path_factory.mktemp("clean_process")
     runs = {"vit": (vit_run, ()), "merged": (ast_run, ("--merged",)), "adapter": (ast_run, ())}
-    song = generated_wav(workdir / "song.wav", 12.0, sampling_rate=44100, channels=2)
+    song = wav_song(workdir)  # the real 30-s GTZAN track when ../shared is there, else 12 s of generated stereo
     cases, folders = [], {}
     for name, (run, flags) in runs.items():
         folders[name] = dry_run(run.output_dir, workdir / f"{name}_upload", f"me/gtzan-{name}", *flags)
