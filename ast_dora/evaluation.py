@@ -2,10 +2,15 @@
 
 A model sees windows ("segments") of a track; what users care about is the track. Track predictions are
 the mean of the track's window probabilities, and, as a second view, the majority vote of its windows.
+
+Every number comes from the project's `evaluate` metric (`ast_dora/genre_classification/genre_classification.py`,
+`evaluate.load(METRIC_PATH)`, a local folder: no network), so training's `compute_metrics`, the search objective,
+`hub load --evaluate`, the reports and the model cards cannot disagree with what anyone loading the metric gets.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -15,14 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    classification_report,
-    confusion_matrix,
-    precision_recall_fscore_support,
-    roc_auc_score,
-)
 from transformers import EvalPrediction
+
+from .genre_classification import METRIC_PATH
+from .genre_classification.song_windows import softmax
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +39,8 @@ class Metric:
     needs_track_ids: bool = False
 
 
-# Every metric `make_compute_metrics` returns, all better when higher: the search maximises any of them and the
-# model card reports them.
+# Every metric `make_compute_metrics` returns (the metric module's scalar results), all better when higher: the
+# search maximises any of them and the model card reports them.
 METRICS: dict[str, Metric] = {
     "accuracy": Metric("Segment accuracy", "accuracy"),
     "track_accuracy": Metric("Track accuracy (mean window probability)", "accuracy", needs_track_ids=True),
@@ -49,57 +50,35 @@ METRICS: dict[str, Metric] = {
     "recall_macro": Metric("Segment macro recall", "recall", {"average": "macro"}),
     "roc_auc_macro": Metric("Segment macro ROC-AUC (one-vs-rest)", "roc_auc", {"average": "macro", "multi_class": "ovr"}),
 }
+# What the metric's report keys are called at each level (`track_` prefixed at track level).
+REPORT_LEVELS = {"segment": "", "track": "track_"}
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    logits = logits.astype(np.float64)
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
+@functools.cache
+def genre_metric():
+    """The project's metric module, loaded once per process the way anyone loads it: `evaluate.load(path)`.
+
+    `keep_in_memory`: results are computed from the arrays given, without cache files on disk.
+    """
+    import evaluate
+
+    return evaluate.load(METRIC_PATH, keep_in_memory=True)
 
 
-def aggregate_tracks(
-    probabilities: np.ndarray, labels: np.ndarray, track_ids: Sequence[str]
-) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """Per track: mean window probability, majority-vote class (ties broken by mean probability), label."""
-    track_ids = np.asarray(track_ids)
-    unique, inverse = np.unique(track_ids, return_inverse=True)
-    num_classes = probabilities.shape[1]
-    sums = np.zeros((len(unique), num_classes))
-    np.add.at(sums, inverse, probabilities)
-    counts = np.bincount(inverse, minlength=len(unique))[:, None]
-    mean_probabilities = sums / counts
-    votes = np.zeros((len(unique), num_classes))
-    np.add.at(votes, (inverse, probabilities.argmax(axis=1)), 1)
-    vote = np.argmax(votes + 1e-6 * mean_probabilities, axis=1)
-    track_labels = np.zeros(len(unique), dtype=np.int64)
-    track_labels[inverse] = labels
-    return unique.tolist(), mean_probabilities, vote, track_labels
-
-
-def classification_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    predictions = probabilities.argmax(axis=1)
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        labels, predictions, average="macro", zero_division=0
+def compute_genre_metrics(
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    track_ids: Sequence[str] | None = None,
+    label_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """All results of the metric module: the `METRICS` scalars and the per-class reports (segment, and track
+    level when `track_ids` are given)."""
+    return genre_metric().compute(
+        predictions=np.asarray(probabilities, dtype=np.float64),
+        references=np.asarray(labels, dtype=np.int64),
+        track_ids=None if track_ids is None else [str(track) for track in track_ids],
+        label_names=None if label_names is None else list(label_names),
     )
-    return {
-        "accuracy": float(accuracy_score(labels, predictions)),
-        "f1_macro": float(f1),
-        "precision_macro": float(precision),
-        "recall_macro": float(recall),
-        "roc_auc_macro": roc_auc_macro(probabilities, labels),
-    }
-
-
-def roc_auc_macro(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """One-vs-rest macro ROC-AUC over the classes present in `labels` (NaN if fewer than two)."""
-    present = np.unique(labels)
-    if len(present) < 2:
-        return float("nan")
-    scores = []
-    for cls in present:
-        scores.append(roc_auc_score(labels == cls, probabilities[:, cls]))
-    return float(np.mean(scores))
 
 
 def make_compute_metrics(track_ids: Sequence[str] | None) -> Callable[[EvalPrediction], dict[str, float]]:
@@ -112,12 +91,9 @@ def make_compute_metrics(track_ids: Sequence[str] | None) -> Callable[[EvalPredi
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
         probabilities = softmax(np.asarray(logits))
         labels = np.asarray(prediction.label_ids)
-        metrics = classification_metrics(probabilities, labels)
-        if track_ids is not None and len(track_ids) == len(labels):
-            _, track_probabilities, vote, track_labels = aggregate_tracks(probabilities, labels, track_ids)
-            metrics["track_accuracy"] = float(accuracy_score(track_labels, track_probabilities.argmax(axis=1)))
-            metrics["track_accuracy_vote"] = float(accuracy_score(track_labels, vote))
-        return metrics
+        known_tracks = track_ids if track_ids is not None and len(track_ids) == len(labels) else None
+        results = compute_genre_metrics(probabilities, labels, known_tracks)
+        return {name: results[name] for name in METRICS if name in results}
 
     return compute_metrics
 
@@ -132,22 +108,16 @@ def write_reports(
 ) -> dict[str, str]:
     """Per-class reports (JSON + text) and confusion-matrix PNGs, at segment and track level."""
     output_dir = Path(output_dir)
-    probabilities = softmax(np.asarray(logits))
-    labels = np.asarray(labels)
-    levels = {"segment": (probabilities, labels)}
-    if track_ids is not None:
-        _, track_probabilities, _, track_labels = aggregate_tracks(probabilities, labels, track_ids)
-        levels["track"] = (track_probabilities, track_labels)
+    results = compute_genre_metrics(softmax(np.asarray(logits)), labels, track_ids, label_names)
     written = {}
-    for level, (probs, truth) in levels.items():
-        predictions = probs.argmax(axis=1)
-        kwargs = dict(labels=list(range(len(label_names))), target_names=label_names, zero_division=0)
-        report = classification_report(truth, predictions, output_dict=True, **kwargs)
+    for level, prefix in REPORT_LEVELS.items():
+        if f"{prefix}per_class" not in results:
+            continue
         stem = f"{split}_{level}"
-        (output_dir / f"classification_report_{stem}.json").write_text(json.dumps(report, indent=2))
-        (output_dir / f"classification_report_{stem}.txt").write_text(classification_report(truth, predictions, **kwargs))
-        matrix = confusion_matrix(truth, predictions, labels=list(range(len(label_names))))
+        (output_dir / f"classification_report_{stem}.json").write_text(json.dumps(results[f"{prefix}per_class"], indent=2))
+        (output_dir / f"classification_report_{stem}.txt").write_text(results[f"{prefix}per_class_text"])
         png = output_dir / f"confusion_matrix_{stem}.png"
+        matrix = np.asarray(results[f"{prefix}confusion_matrix"], dtype=np.int64)
         plot_confusion_matrix(matrix, label_names, png, title=f"{split} ({level} level)")
         written[level] = str(png)
     return written

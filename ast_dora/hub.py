@@ -112,6 +112,17 @@ def _check_loadable(folder: Path, kind: str, source: Path) -> None:
         )
     if not (folder / "preprocessor_config.json").is_file():
         raise HubError(f"No preprocessor_config.json in {source}: the feature extractor must travel with the model.")
+    pipelines = config.get("custom_pipelines") or {}
+    pipeline_code = {f"{entry['impl'].split('.')[0]}.py" for entry in pipelines.values()
+                     if isinstance(entry, dict) and isinstance(entry.get("impl"), str)}
+    if "audio-classification" not in pipelines or not all((folder / name).is_file() for name in pipeline_code):
+        raise HubError(
+            f"{source / 'config.json'} names no whole-song audio-classification pipeline (custom_pipelines) or its "
+            "code is missing, so `pipeline(\"audio-classification\", model=repo_id)` would hear only the first "
+            "window: the run was saved before the pipeline travelled with models. Re-save it with this version: "
+            "`model, feature_extractor = load_trained_model(OUTPUT_DIR); save_trained_model(model, feature_extractor, "
+            "OUTPUT_DIR)` (ast_dora.models.factory) writes it into OUTPUT_DIR (then push with --merged)."
+        )
 
 
 def build_upload_folder(

@@ -38,8 +38,9 @@ import torch
 
 from .data.decode import AudioDecodeError, decode_audio
 from .data.features import extract_features
-from .data.windows import seconds_to_samples, window_starts
-from .evaluation import aggregate_tracks, softmax
+from .data.windows import seconds_to_samples
+from .evaluation import softmax
+from .genre_classification.song_windows import aggregate_windows, place_windows, window_batches
 from .hardware import cpu_has_fast_bf16
 from .models import spec_for_model
 from .models.factory import load_trained_model, model_windows, use_fastest_attention
@@ -408,32 +409,25 @@ class GenreClassifier:
         self.check_waveform(waveform)
         decoded = time.perf_counter()
         duration = len(waveform) / self.sampling_rate
-        if len(waveform) < self.window:
-            # Zero-padded to one window, as the data layer does for training (`cut_windows`).
-            waveform = np.pad(waveform, (0, self.window - len(waveform)))
-        starts = window_starts(len(waveform), self.window, self.hop)
-        # Every window is a view into the waveform; a batch is copied out only when it is featurised.
-        all_windows = np.lib.stride_tricks.sliding_window_view(waveform, self.window)
+        # Windows, batches and the song's answer: `song_windows`, the code the pipeline shipped with the model runs.
+        waveform, starts = place_windows(waveform, self.window, self.hop)
         probabilities = np.empty((len(starts), len(self.labels)))
         feature_seconds = model_seconds = 0.0
         with self._autocast():
-            for first in range(0, len(starts), self.batch_size):
-                batch_starts = starts[first : first + self.batch_size]
+            for first, windows in window_batches(waveform, starts, self.window, self.batch_size):
                 tick = time.perf_counter()
-                input_values = self.features(np.ascontiguousarray(all_windows[batch_starts]))
+                input_values = self.features(windows)
                 tock = time.perf_counter()
-                probabilities[first : first + len(batch_starts)] = self._probabilities(input_values)
+                probabilities[first : first + len(windows)] = self._probabilities(input_values)
                 feature_seconds += tock - tick
                 model_seconds += time.perf_counter() - tock
                 if progress is not None:
-                    progress(first + len(batch_starts), len(starts))
-        _, mean_probabilities, vote, _ = aggregate_tracks(
-            probabilities, np.zeros(len(starts), dtype=np.int64), ["song"] * len(starts)
-        )
+                    progress(first + len(windows), len(starts))
+        mean_probabilities, vote = aggregate_windows(probabilities)
         return SongAnalysis(
             labels=list(self.labels),
-            probabilities=mean_probabilities[0],
-            vote=self.labels[int(vote[0])],
+            probabilities=mean_probabilities,
+            vote=self.labels[vote],
             window_probabilities=probabilities,
             window_starts=starts / self.sampling_rate,
             window_seconds=self.window_seconds,

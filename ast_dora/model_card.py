@@ -236,9 +236,14 @@ def _count(count: Any) -> str:
     return f"{int(count):,} ({count / 1e6:.1f} M)" if count >= 1e6 else f"{int(count):,}"
 
 
+def _revision_header(repo_id: str) -> str:
+    return (f'repo_id = "{repo_id}"\n'
+            f'revision = "{REVISION_PLACEHOLDER}"  # pin the commit you reviewed: this repo ships Python code\n')
+
+
 def loading_snippet(kind: str, repo_id: str) -> str:
     """The Python that loads the upload folder without this project: transformers (+ peft for an adapter)."""
-    header = f'repo_id = "{repo_id}"\nrevision = "{REVISION_PLACEHOLDER}"  # pin the commit you reviewed: this repo ships Python code\n'
+    header = _revision_header(repo_id)
     if kind == "adapter":
         return (
             "from peft import PeftConfig, PeftModel\n"
@@ -258,6 +263,33 @@ def loading_snippet(kind: str, repo_id: str) -> str:
         + header
         + "feature_extractor = AutoFeatureExtractor.from_pretrained(repo_id, revision=revision, trust_remote_code=True)\n"
         "model = AutoModelForAudioClassification.from_pretrained(repo_id, revision=revision, trust_remote_code=True).eval()\n"
+    )
+
+
+def pipeline_snippet(kind: str, repo_id: str, window_seconds: float) -> str:
+    """`pipeline("audio-classification")` with this repo's whole-song pipeline (pipeline_genre_classification.py).
+
+    A model repo names the pipeline in config.json (`custom_pipelines`), so `pipeline(repo_id)` builds it. An
+    adapter repo is first loaded with its loading snippet (`pipeline(repo_id)` would load the base checkpoint its
+    adapter_config.json names, without the adapter), then given to the pipeline class from the repo.
+    """
+    call = (f"# The whole song: cut into {window_seconds:g}-s windows, classified in batches; the top genres of the "
+            "mean window probability.\n"
+            'print(classifier("song.mp3", top_k=3))  # [{"label": ..., "score": ...}, ...]\n'
+            '# Per-window probabilities with start and end times: classifier("song.mp3", return_segments=True)["segments"]\n')
+    if kind == "adapter":
+        return (
+            loading_snippet(kind, repo_id)
+            + "\nfrom transformers import pipeline\n\n"
+            'pipeline_class = get_class_from_dynamic_module(config.custom_pipelines["audio-classification"]["impl"], repo_id, revision=revision)\n'
+            'classifier = pipeline("audio-classification", model=model, feature_extractor=feature_extractor, pipeline_class=pipeline_class)\n'
+            + call
+        )
+    return (
+        "from transformers import pipeline\n\n"
+        + _revision_header(repo_id)
+        + 'classifier = pipeline("audio-classification", model=repo_id, revision=revision, trust_remote_code=True)\n'
+        + call
     )
 
 
@@ -445,13 +477,28 @@ def build_model_card(records: RunRecords, repo_id: str, kind: str = "model", lic
         "## Model details",
         "\n".join(_model_details(records, kind)),
         "## How to use",
-        "With `transformers`" + (" and `peft`" if kind == "adapter" else "") + " only (no need for this project):",
-        f"```python\n{loading_snippet(kind, repo_id)}```",
-        "Loading runs this repo's `*.py` files on your machine, so read them and pin `revision` to the commit you "
+        "With `transformers`" + (" and `peft`" if kind == "adapter" else "") + " only (no need for this project), "
+        "the `audio-classification` pipeline analyses the whole song: this repo's pipeline "
+        f"(`pipeline_genre_classification.py`) cuts it into the model's {window:g}-s windows"
+        + (f" (back to back; `hop_seconds={hop:g}` places them every {hop:g} s, as the evaluation below did)"
+           if hop != window else "")
+        + ", classifies every window and returns the top "
+        "genres of their mean probability, the track-level prediction (transformers' standard audio-classification "
+        "pipeline would hear only the first window). Files, URLs, `{\"raw\": waveform, \"sampling_rate\": rate}` "
+        "dicts and arrays are accepted; other rates are resampled and channels averaged.",
+        f"```python\n{pipeline_snippet(kind, repo_id, window)}```",
+        ("This loads the adapter onto its base, then hands the model to this repo's pipeline class: "
+         "`pipeline(\"audio-classification\", model=repo_id)` alone would load the base checkpoint named in "
+         "adapter_config.json without the adapter. " if kind == "adapter" else "")
+        + "Loading runs this repo's `*.py` files on your machine, so read them and pin `revision` to the commit you "
         "read (the commit hash under *Files and versions*); a later commit cannot then change what you run."
         + (" The base is loaded with the fine-tuned config, so transformers reports its AudioSet head as unused and "
            "the MLP head as newly initialised: the adapter then supplies the trained head." if kind == "adapter" else ""),
-        "Track-level prediction, as evaluated below:",
+    ]
+    if kind != "adapter":
+        sections += ["The model and its feature extractor on their own:", f"```python\n{loading_snippet(kind, repo_id)}```"]
+    sections += [
+        "Track-level prediction by hand, without the pipeline, as evaluated below:",
         f"```python\n{usage_snippet(window, hop)}```",
         f"With this project installed: `python -m ast_dora.hub load {repo_id} --revision {REVISION_PLACEHOLDER} "
         "--audio song.wav` (adapter repos are put on their base automatically).",
@@ -460,7 +507,8 @@ def build_model_card(records: RunRecords, repo_id: str, kind: str = "model", lic
         "## Evaluation",
         "Segment metrics score each window on its own; track accuracy scores each clip by the mean of its windows' "
         "probabilities (and, as a second view, by majority vote). All figures are read from this run's "
-        "`all_results.json`.",
+        "`all_results.json`, computed by the project's `evaluate` metric (`ast_dora/genre_classification`, "
+        "`evaluate.load(path)`).",
         _metrics_table(records),
     ]
     per_class = _per_class_table(records)
@@ -493,5 +541,6 @@ __all__ = [
     "dataset_description",
     "eval_results",
     "loading_snippet",
+    "pipeline_snippet",
     "usage_snippet",
 ]

@@ -24,6 +24,7 @@ import torch
 import yaml
 from huggingface_hub import HfApi, ModelCard, SpaceCard, metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
+from song_fixtures import wav_song
 from transformers import ASTFeatureExtractor, EvalPrediction
 
 import ast_dora.hub as hub
@@ -235,10 +236,13 @@ import sys
 import numpy as np
 import torch
 
-loaded = {}
+loaded, pipeline_scores = {}, {}
 for case in json.loads(open("cases.json").read()):
     namespace = {}
-    exec(case["loading"], namespace)  # the card's loading snippet
+    exec(case["pipeline"], namespace)  # the card's first snippet: pipeline("audio-classification"), on case["song"]
+    pipeline_scores[case["name"]] = namespace["classifier"](case["song"], top_k=None)
+    if case["loading"] != case["pipeline"]:
+        exec(case["loading"], namespace)  # the card's loading snippet
     model, feature_extractor = namespace["model"], namespace["feature_extractor"]
     waveform = np.load(case["waveform"])
     inputs = feature_extractor([waveform], sampling_rate=feature_extractor.sampling_rate, return_tensors="pt")
@@ -250,6 +254,7 @@ for case in json.loads(open("cases.json").read()):
 imported = sorted(name for name in sys.modules if name == "ast_dora" or name.startswith("ast_dora."))
 assert not imported, f"the project got imported: {imported}"
 open("loaded.json", "w").write(json.dumps(loaded))
+open("pipeline_scores.json", "w").write(json.dumps(pipeline_scores))
 """
 
 
@@ -260,14 +265,19 @@ def clean_process(vit_run, ast_run, tmp_path_factory):
     importing torch + transformers is most of the cost)."""
     workdir = tmp_path_factory.mktemp("clean_process")
     runs = {"vit": (vit_run, ()), "merged": (ast_run, ("--merged",)), "adapter": (ast_run, ())}
+    song = wav_song(workdir)  # the real 30-s GTZAN track when ../shared is there, else 12 s of generated stereo
     cases, folders = [], {}
     for name, (run, flags) in runs.items():
         folders[name] = dry_run(run.output_dir, workdir / f"{name}_upload", f"me/gtzan-{name}", *flags)
-        loading, usage = python_blocks((folders[name] / "README.md").read_text())[:2]
-        assert f'repo_id = "me/gtzan-{name}"' in loading
-        loading = loading.replace(f'repo_id = "me/gtzan-{name}"', f"repo_id = {str(folders[name])!r}")
+        # pipeline first; then (model repos) the model and feature extractor on their own; then windows by hand
+        blocks = python_blocks((folders[name] / "README.md").read_text())
+        pipeline_block, loading, usage = blocks[0], blocks[-2], blocks[-1]
+        assert f'repo_id = "me/gtzan-{name}"' in pipeline_block and f'repo_id = "me/gtzan-{name}"' in loading
+        pipeline_block, loading = (block.replace(f'repo_id = "me/gtzan-{name}"', f"repo_id = {str(folders[name])!r}")
+                                   .replace('"song.mp3"', repr(str(song))) for block in (pipeline_block, loading))
         np.save(workdir / f"{name}_waveform.npy", run.waveform)
-        cases.append({"name": name, "loading": loading, "usage": usage, "waveform": f"{name}_waveform.npy"})
+        cases.append({"name": name, "pipeline": pipeline_block, "loading": loading, "usage": usage,
+                      "waveform": f"{name}_waveform.npy", "song": str(song)})
     (workdir / "cases.json").write_text(json.dumps(cases))
     (workdir / "load.py").write_text(CLEAN_PROCESS)
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
@@ -279,14 +289,17 @@ def clean_process(vit_run, ast_run, tmp_path_factory):
     assert len(printed_genres) == len(cases), result.stdout
     loaded = json.loads((workdir / "loaded.json").read_text())
     logits = {name: np.load(workdir / f"{name}_logits.npy") for name in runs}
-    return SimpleNamespace(folders=folders, loaded=loaded, logits=logits)
+    pipeline_scores = json.loads((workdir / "pipeline_scores.json").read_text())
+    return SimpleNamespace(folders=folders, loaded=loaded, logits=logits, pipeline_scores=pipeline_scores, song=song)
 
 
 def test_vit_hybrid_upload_folder_loads_in_a_clean_process(vit_run, clean_process):
     folder = clean_process.folders["vit"]
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "configuration_genre_vit_hybrid.py",
             "modeling_genre_vit_hybrid.py", "feature_extraction_genre_vit_hybrid.py"} <= files_in(folder)
-    loading = python_blocks((folder / "README.md").read_text())[0]
+    blocks = python_blocks((folder / "README.md").read_text())
+    assert 'pipeline("audio-classification", model=repo_id, revision=revision, trust_remote_code=True)' in blocks[0]
+    loading = blocks[1]
     assert "AutoModelForAudioClassification.from_pretrained(repo_id, revision=revision, trust_remote_code=True)" in loading
     assert "AutoFeatureExtractor.from_pretrained(repo_id, revision=revision, trust_remote_code=True)" in loading
     # the class came from the folder's remote code, not from an installed package
@@ -319,8 +332,27 @@ def test_adapter_upload_folder_loads_with_its_cards_snippet(ast_run, clean_proce
     loading = python_blocks((folder / "README.md").read_text())[0]
     assert "import ast_dora" not in loading and "from ast_dora" not in loading
     assert "PeftModel.from_pretrained(base, repo_id, revision=revision)" in loading
+    assert 'config.custom_pipelines["audio-classification"]["impl"]' in loading and "pipeline_class=pipeline_class" in loading
     assert clean_process.loaded["adapter"].endswith("modeling_ast_mlp.ASTWithMLPHeadForAudioClassification")
     np.testing.assert_allclose(clean_process.logits["adapter"], ast_run.logits, rtol=0, atol=LOGITS_ATOL)
+
+
+@pytest.mark.parametrize("name", ["vit", "merged", "adapter"])
+def test_upload_folders_pipeline_hears_the_whole_song(clean_process, name):
+    """The card's pipeline call, in the clean process: the project's song analysis of the same file (every window,
+    mean probability), for the trained ViT-hybrid, the merged AST-DoRA and the adapter (loaded as its card shows)."""
+    from ast_dora.inference import GenreClassifier
+
+    folder = clean_process.folders[name]
+    assert {"pipeline_genre_classification.py", "song_windows.py"} <= files_in(folder)
+    assert "custom_pipelines" in json.loads((folder / "config.json").read_text())
+    analysis = GenreClassifier.from_pretrained(folder, bf16=False).analyse(clean_process.song)
+    assert len(analysis.window_starts) > 1
+    scores = {entry["label"]: entry["score"] for entry in clean_process.pipeline_scores[name]}
+    np.testing.assert_allclose([scores[label] for label in analysis.labels], analysis.probabilities, rtol=0,
+                               atol=LOGITS_ATOL)
+    card = (folder / "README.md").read_text()
+    assert "analyses the whole song" in card
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -425,7 +457,7 @@ def test_push_command_fails_clearly(ast_run, vit_run, tmp_path, fake_hub):
     (occupied / "something.txt").write_text("x")
     with pytest.raises(hub.HubError, match="not empty"):
         hub.build_upload_folder(ast_run.output_dir, occupied, "me/x")
-    with pytest.raises(hub.HubError, match="--merged / push_merged is for AST-DoRA"):
+    with pytest.raises(hub.HubError, match="--merged / push_merged is for adapter runs"):
         hub.build_upload_folder(vit_run.output_dir, tmp_path / "a", "me/x", merged=True)
     with pytest.raises(RunRecordsError, match="finished training run"):
         hub.build_upload_folder(tmp_path / "not_a_run", tmp_path / "b", "me/x")

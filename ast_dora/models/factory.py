@@ -67,26 +67,54 @@ def model_windows(feature_extractor, spec: ModelSpec) -> tuple[float, float]:
     return float(window or default_window), float(hop or default_hop)
 
 
+def song_pipeline_config() -> dict:
+    """config.json's `custom_pipelines`: `pipeline("audio-classification", trust_remote_code=True)` then builds the
+    whole-song `GenreClassificationPipeline` from the code saved beside the weights instead of transformers'
+    `AudioClassificationPipeline` (which hears the first window only)."""
+    from ..genre_classification.pipeline_genre_classification import (
+        PIPELINE_TASK,
+        GenreClassificationPipeline,
+    )
+
+    module = GenreClassificationPipeline.__module__.rpartition(".")[2]
+    return {PIPELINE_TASK: {"impl": f"{module}.{GenreClassificationPipeline.__name__}",
+                            "pt": ["AutoModelForAudioClassification"], "type": "audio"}}
+
+
+def save_song_pipeline_code(folder: str | os.PathLike) -> None:
+    """Copy the pipeline's module and the modules it imports (`song_windows.py`) into `folder`."""
+    from ..genre_classification.pipeline_genre_classification import GenreClassificationPipeline
+
+    custom_object_save(GenreClassificationPipeline, folder)
+
+
 def save_trained_model(model: torch.nn.Module, feature_extractor, output_dir: str | os.PathLike) -> None:
     """Save what `load_trained_model` (and `from_pretrained`) reads back.
 
     A PEFT model writes the small adapter to `output_dir/adapter` and the merged model to `output_dir`, so
-    `output_dir` loads like any transformers model, adapter or not. The model is merged in place.
+    `output_dir` loads like any transformers model, adapter or not. The model is merged in place. Every folder
+    written also holds the whole-song `audio-classification` pipeline (`song_pipeline_config`) and the windows
+    (the spec's defaults when none were set), which that pipeline reads from preprocessor_config.json.
     """
     output_dir = Path(output_dir)
     is_adapter = isinstance(model, PeftModel)
+    if getattr(feature_extractor, "window_seconds", None) is None:
+        set_windows(feature_extractor, *spec_for_model(model).default_windows)
+    base_model_of(model).config.custom_pipelines = song_pipeline_config()
     if is_adapter:
         model.save_pretrained(output_dir / ADAPTER_SUBFOLDER)
         feature_extractor.save_pretrained(output_dir / ADAPTER_SUBFOLDER)
         model = model.merge_and_unload()
     model.save_pretrained(output_dir)
     feature_extractor.save_pretrained(output_dir)
+    save_song_pipeline_code(output_dir)
     if is_adapter:
         # The adapter folder keeps the fine-tuned config too (labels and head size are not in the base's), written
         # after the merged save so that it names the head's class and ships its code (`auto_map`): the adapter
         # folder then loads without this project installed.
         custom_object_save(model, output_dir / ADAPTER_SUBFOLDER, config=model.config)
         model.config.save_pretrained(output_dir / ADAPTER_SUBFOLDER)
+        save_song_pipeline_code(output_dir / ADAPTER_SUBFOLDER)
 
 
 def load_trained_model(path_or_id: str, **hub_kwargs) -> tuple[PreTrainedModel, SequenceFeatureExtractor]:
@@ -134,7 +162,9 @@ __all__ = [
     "load_trained_model",
     "model_type_of",
     "model_windows",
+    "save_song_pipeline_code",
     "save_trained_model",
     "set_windows",
+    "song_pipeline_config",
     "use_fastest_attention",
 ]
