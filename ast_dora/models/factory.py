@@ -98,8 +98,8 @@ def save_trained_model(model: torch.nn.Module, feature_extractor, output_dir: st
     """
     output_dir = Path(output_dir)
     is_adapter = isinstance(model, PeftModel)
-    if getattr(feature_extractor, "window_seconds", None) is None:
-        set_windows(feature_extractor, *spec_for_model(model).default_windows)
+    if any(getattr(feature_extractor, name, None) is None for name in WINDOW_FIELDS):
+        set_windows(feature_extractor, *model_windows(feature_extractor, spec_for_model(model)))
     base_model_of(model).config.custom_pipelines = song_pipeline_config()
     if is_adapter:
         model.save_pretrained(output_dir / ADAPTER_SUBFOLDER)
