@@ -256,6 +256,12 @@ def test_search_writes_its_outputs_and_the_best_config_trains(tmp_path, data_roo
     }
     config = write_config(tmp_path, data_root, search=search)
     output_dir = tmp_path / "out"
+    # output_dir/best as an earlier, smaller study's retraining left it: another best config, its checkpoint.
+    earlier_best = yaml.safe_load(Path(config).read_text())
+    earlier_best.pop("search")
+    earlier_best.update(output_dir=str(output_dir / "best"), learning_rate=0.5)
+    (output_dir / "best" / "checkpoint-1").mkdir(parents=True)
+    (output_dir / "best" / "run_config.yaml").write_text(yaml.safe_dump(earlier_best))
 
     metrics = main(["--config", config])
 
@@ -288,7 +294,8 @@ def test_search_writes_its_outputs_and_the_best_config_trains(tmp_path, data_roo
     assert best_run.training.per_device_train_batch_size == best.params["per_device_train_batch_size"]
     assert best_run.model.hidden_dropout_prob == pytest.approx(best.params["hidden_dropout_prob"])
     assert best_run.training.output_dir == str(output_dir / "best")
-    # retrain_best ran finetune/run.py's training on best_config.yaml: validation and test, once.
+    # retrain_best ran finetune/run.py's training on best_config.yaml (afresh: the checkpoint in output_dir/best
+    # is of another config, which a plain rerun would refuse to resume): validation and test, once.
     assert metrics["eval_track_accuracy"] == pytest.approx(best.value)
     assert "test_track_accuracy" in metrics
     assert (output_dir / "best" / "all_results.json").is_file() and (

@@ -54,7 +54,7 @@ from typing import Any
 from optuna.trial import TrialState
 
 from ..config import ConfigError, RunConfig, parse_config
-from ..training import run_training
+from ..training import check_resumable, run_training
 from .outputs import BEST_CONFIG_NAME, BEST_MODEL_SUBFOLDER, best_config, write_search_outputs
 from .settings import (
     OBJECTIVE_METRICS,
@@ -189,7 +189,14 @@ def finish_search(run: RunConfig, settings: SearchSettings, study, retrain: bool
     }
     if settings.retrain_best and retrain:
         logger.info("Retraining with the best values and evaluating once on test: %s", paths["best_config"])
-        metrics.update(run_training(parse_config(["--config", str(paths["best_config"])])))
+        best_run = parse_config(["--config", str(paths["best_config"])])
+        try:
+            check_resumable(best_run)
+        except ConfigError:
+            # output_dir/best holds the checkpoints of an earlier best config (the study has grown since).
+            logger.info("The best config changed since %s was trained: retraining it afresh.", best_run.training.output_dir)
+            best_run = parse_config(["--config", str(paths["best_config"]), "--overwrite_output_dir", "true"])
+        metrics.update(run_training(best_run))
     return metrics
 
 
