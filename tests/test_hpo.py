@@ -1,5 +1,7 @@
-"""The Optuna search (`ast_dora/hpo.py`): space validation, a whole search through `finetune/run.py`'s
-`main()`, a search killed mid-trial and resumed, and two workers sharing one study on a real PostgreSQL.
+"""The Optuna search (`ast_dora/search/`): space validation, a whole search through `finetune/run.py`'s
+`main()`, a search killed mid-trial and resumed, two workers sharing one study on a real PostgreSQL, and the
+faults: trials that fail (out of memory, a NaN loss), a worker killed on another machine (heartbeats), and
+several worker processes on one machine sharing a journal-file study.
 
 Everything trains a 1-layer ViT-hybrid on 4 synthetic 4-s tracks per genre for 1-2 epochs; the data and its
 features are made once per session, so that the worker subprocesses only load them. Each subprocess costs a
