@@ -29,3 +29,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 __all__ = ["main"]
+
+if __name__ == "__main__":
+    main()  # `python -m ast_dora.cli ...`: how a search starts its worker processes (ast_dora.search.processes)

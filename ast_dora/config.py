@@ -54,6 +54,25 @@ SOURCE_FIELDS = ("dataset_name", "data_dir", "synthetic")
 BASE_KEY = "base"
 # Pipeline stage -> the TrainingArguments field that asks for it.
 STAGE_FIELDS = {"train": "do_train", "eval": "do_eval", "predict": "do_predict"}
+# Fields that may differ between a run and the rerun that resumes its checkpoints: they change where things are
+# written, what is logged, how fast data is loaded, or what is uploaded, never the weights or metrics. Any other
+# difference refuses the resume (`ast_dora.training.check_resumable`). Credentials are never compared.
+RESUME_NEUTRAL_FIELDS = frozenset({
+    # where the run writes and whether it resumes
+    "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "save_total_limit", "save_on_each_node",
+    "enable_jit_checkpoint",
+    # logging and reporting
+    "logging_strategy", "logging_steps", "logging_first_step", "logging_nan_inf_filter", "log_level",
+    "log_level_replica", "log_on_each_node", "disable_tqdm", "report_to", "run_name", "project",
+    "trackio_space_id", "trackio_bucket_id", "trackio_static_space_id", "skip_memory_metrics",
+    # data loading speed and caches
+    "dataloader_num_workers", "dataloader_prefetch_factor", "dataloader_persistent_workers",
+    "dataloader_pin_memory", "dataloader_multiprocessing_context", "preprocessing_num_workers", "cache_features",
+    "features_cache_dir", "cache_dir", "torch_empty_cache_steps", "ddp_timeout",
+    # the Hub upload at the end
+    "push_to_hub", "push_merged", "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push",
+    "hub_revision",
+})
 
 
 def is_secret_key(key: str) -> bool:
@@ -221,6 +240,8 @@ class RunConfig:
     search: dict[str, Any] | None
     config_path: str | None
     raw: dict[str, Any]  # the merged flat mapping, for writing ready-to-run configs back out
+    # The command line it was parsed from: a search's worker processes run it again (`ast_dora.search.processes`).
+    argv: list[str] = field(default_factory=list)
 
     @property
     def stages(self) -> frozenset[str]:
@@ -371,13 +392,26 @@ def parse_config(argv: list[str] | None = None) -> RunConfig:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     pre.add_argument("--storage", default=None)  # Optuna storage URL, overrides search.storage
+    pre.add_argument("--workers", default=None)  # worker processes of a search on this machine, overrides search.workers
     known, rest = pre.parse_known_args(argv)
 
     config = load_config(known.config) if known.config else {}
     source = repr(known.config) if known.config else "the command line"
     search = config.pop("search", None)
+    if search is None and (known.storage or known.workers is not None):
+        flag = "--storage" if known.storage else "--workers"
+        raise ConfigError(
+            f"{flag} applies to an Optuna search, and {source} has no `search:` section: drop {flag}, or use a "
+            "search config (e.g. configs/hpo_smoke_vit_hybrid.yaml)."
+        )
     if known.storage:
         search = {**(search or {}), "storage": known.storage}
+    if known.workers is not None:
+        try:
+            workers = int(known.workers)
+        except ValueError:
+            raise ConfigError(f"--workers {known.workers!r} must be a whole number of worker processes.") from None
+        search = {**(search or {}), "workers": workers}
     given_on_cli = cli_flags(rest)
     check_keys({k: None for k in given_on_cli if k not in ("help", "h")}, "the command line")
     if given_on_cli & set(SOURCE_FIELDS):
@@ -398,6 +432,6 @@ def parse_config(argv: list[str] | None = None) -> RunConfig:
         parsed = next(args for args in (model_args, data_args, training_args) if hasattr(args, name))
         raw[name] = getattr(parsed, name)
     raw.update(given_stage_values(rest))  # as typed: TrainingArguments turns do_eval on by itself
-    run = RunConfig(model_args, data_args, training_args, search, known.config, raw)
+    run = RunConfig(model_args, data_args, training_args, search, known.config, raw, argv)
     check_stages(run)
     return run

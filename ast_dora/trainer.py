@@ -3,10 +3,13 @@ evaluation of the held-out splits, and the checkpoints a killed run resumes from
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
+import zipfile
 
+from safetensors import SafetensorError, safe_open
 from transformers import EarlyStoppingCallback, Trainer
 from transformers.trainer import TRAINER_STATE_NAME
 
@@ -77,7 +80,7 @@ def evaluate_splits(trainer: GenreTrainer, data, output_dir: str, splits=tuple(S
 
 
 def resolve_checkpoint(training_args) -> str | None:
-    """Resume a killed run from its last checkpoint when the same command is run again."""
+    """Resume a killed run from its last readable checkpoint when the same command is run again."""
     if training_args.resume_from_checkpoint:
         return training_args.resume_from_checkpoint
     if training_args.overwrite_output_dir or not os.path.isdir(training_args.output_dir):
@@ -85,29 +88,75 @@ def resolve_checkpoint(training_args) -> str | None:
     last_checkpoint = last_complete_checkpoint(training_args.output_dir)
     if last_checkpoint is not None:
         logger.info("Resuming from %s (pass --overwrite_output_dir true to start afresh).", last_checkpoint)
+    elif checkpoint_folders(training_args.output_dir):
+        logger.warning(
+            "No checkpoint in %s can be resumed from (see the warnings above): starting afresh; the run's new "
+            "checkpoints replace the unreadable ones.",
+            training_args.output_dir,
+        )
     return last_checkpoint
 
 
-def last_complete_checkpoint(output_dir: str) -> str | None:
-    """The newest `checkpoint-N` holding `trainer_state.json`, which the Trainer writes last: a run killed while
-    saving leaves a newer, incomplete folder that cannot be resumed from."""
+def checkpoint_folders(output_dir: str) -> list[str]:
+    """The `checkpoint-N` folders in `output_dir`, newest (highest N) first."""
     steps = sorted(
         (int(match.group(1)) for name in os.listdir(output_dir) if (match := re.fullmatch(r"checkpoint-(\d+)", name))),
         reverse=True,
     )
-    for step in steps:
-        checkpoint = os.path.join(output_dir, f"checkpoint-{step}")
-        if os.path.isfile(os.path.join(checkpoint, TRAINER_STATE_NAME)):
+    return [os.path.join(output_dir, f"checkpoint-{step}") for step in steps]
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest `checkpoint-N` that can be resumed from, warning about each newer one skipped: a run killed
+    while saving leaves a folder without `trainer_state.json` (the Trainer writes it last), and a full disk or
+    a copy cut short leaves files that are truncated."""
+    for checkpoint in checkpoint_folders(output_dir):
+        if not os.path.isfile(os.path.join(checkpoint, TRAINER_STATE_NAME)):
+            logger.warning("Skipping %s: incomplete (the run was stopped while saving it).", checkpoint)
+            continue
+        problem = unreadable_checkpoint_file(checkpoint)
+        if problem is None:
             return checkpoint
-        logger.warning("Skipping %s: incomplete (the run was stopped while saving it).", checkpoint)
+        logger.warning("Skipping %s: %s", checkpoint, problem)
+    return None
+
+
+def unreadable_checkpoint_file(checkpoint: str) -> str | None:
+    """What makes `checkpoint` unusable (a missing, truncated or unparsable file), or None when it looks whole.
+
+    Cheap and safe: JSON files are parsed, safetensors files have their header checked against the file's
+    length (what `safe_open` does), and the Trainer's `.pt` / `.pth` / `.bin` files are checked as the zip
+    archives `torch.save` writes, without unpickling anything (the central directory sits at the end of the
+    file, so a truncated one cannot be opened)."""
+    names = sorted(os.listdir(checkpoint))
+    if not any(name.endswith(".safetensors") for name in names):
+        return "it holds no model weights (*.safetensors)."
+    for name in names:
+        path = os.path.join(checkpoint, name)
+        if not os.path.isfile(path):
+            continue
+        try:
+            if name.endswith(".json"):
+                with open(path) as f:
+                    json.load(f)
+            elif name.endswith(".safetensors"):
+                with safe_open(path, framework="pt"):
+                    pass
+            elif name.endswith((".pt", ".pth", ".bin")):
+                with zipfile.ZipFile(path) as archive:
+                    archive.infolist()
+        except (OSError, ValueError, zipfile.BadZipFile, SafetensorError) as error:
+            return f"{name} cannot be read ({type(error).__name__}: {error})."
     return None
 
 
 __all__ = [
     "GenreTrainer",
     "build_trainer",
+    "checkpoint_folders",
     "evaluate_splits",
     "last_complete_checkpoint",
     "resolve_checkpoint",
     "track_ids_of",
+    "unreadable_checkpoint_file",
 ]

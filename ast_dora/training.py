@@ -7,6 +7,7 @@ Every registered model goes through every line of it; `model_type` only changes 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -18,7 +19,7 @@ import transformers
 import yaml
 from transformers import set_seed
 
-from .config import RunConfig, parse_config, public_config
+from .config import RESUME_NEUTRAL_FIELDS, ConfigError, RunConfig, is_secret_key, parse_config, public_config
 from .data import GenreData, build_datasets
 from .models import get_model_spec
 from .models.factory import (
@@ -30,9 +31,11 @@ from .models.factory import (
     set_windows,
 )
 from .prefix_cache import apply_prefix_cache
-from .trainer import build_trainer, evaluate_splits, resolve_checkpoint
+from .trainer import build_trainer, checkpoint_folders, evaluate_splits, resolve_checkpoint
 
 logger = logging.getLogger(__name__)
+
+RUN_CONFIG_NAME = "run_config.yaml"
 
 
 def setup_logging(training_args) -> None:
@@ -59,8 +62,54 @@ def write_run_config(run: RunConfig, output_dir: str) -> None:
     config = public_config(run.raw)
     if run.search:
         config["search"] = run.search
-    with open(Path(output_dir) / "run_config.yaml", "w") as f:
+    with open(Path(output_dir) / RUN_CONFIG_NAME, "w") as f:
         yaml.safe_dump(json.loads(json.dumps(config, default=str)), f, sort_keys=False)
+
+
+def check_resumable(run: RunConfig) -> None:
+    """Refuse to resume checkpoints in `output_dir` that a run with other settings wrote.
+
+    A rerun into an `output_dir` with checkpoints resumes the newest one (`resolve_checkpoint`); if the config
+    changed meanwhile in anything but `RESUME_NEUTRAL_FIELDS`, the result would be neither run. Effective values
+    are compared (the previous `run_config.yaml` parsed like the new config), so a default written out or left
+    out is no difference. An explicit `resume_from_checkpoint` is a deliberate choice and is not checked."""
+    training_args = run.training
+    output_dir = Path(training_args.output_dir)
+    previous_path = output_dir / RUN_CONFIG_NAME
+    if (
+        "train" not in run.stages
+        or training_args.overwrite_output_dir
+        or training_args.resume_from_checkpoint
+        or not output_dir.is_dir()
+        or not checkpoint_folders(str(output_dir))
+        or not previous_path.is_file()
+    ):
+        return
+    how = (
+        "pass --overwrite_output_dir true to start afresh, choose another output_dir, or restore the previous "
+        f"values; to continue these checkpoints with the new values on purpose, pass --resume_from_checkpoint "
+        f"{checkpoint_folders(str(output_dir))[0]}"
+    )
+    try:
+        previous = parse_config(["--config", str(previous_path)])
+    except ConfigError as error:
+        raise ConfigError(
+            f"{output_dir} holds checkpoints, and the config of the run that wrote them ({previous_path}) cannot be "
+            f"read to check that this run continues it ({error}): {how}."
+        ) from None
+    differences = []
+    for now, before in zip((run.model, run.data, run.training), (previous.model, previous.data, previous.training), strict=True):
+        for field in dataclasses.fields(type(now)):
+            name = field.name
+            if not field.init or name in RESUME_NEUTRAL_FIELDS or is_secret_key(name):
+                continue
+            if getattr(now, name) != getattr(before, name):
+                differences.append(f"{name} ({getattr(before, name)!r} there, {getattr(now, name)!r} now)")
+    if differences:
+        raise ConfigError(
+            f"{output_dir} holds checkpoints of a run whose {RUN_CONFIG_NAME} differs from this config in "
+            f"{', '.join(differences)}: resuming would mix the two. To proceed, {how}."
+        )
 
 
 @dataclass
@@ -77,6 +126,7 @@ def prepare(run: RunConfig) -> PreparedRun:
     training_args = run.training
     setup_logging(training_args)
     logger.info("model_type=%s, output_dir=%s", run.model.model_type, training_args.output_dir)
+    check_resumable(run)  # before the data, which may take minutes to prepare
     set_seed(training_args.seed)
     # With push_to_hub the Trainer creates the repo at init and pushes every checkpoint; instead the finished run is
     # pushed once, at the end, with its model card (ast_dora.hub.push_run), so the Trainer's own pushing is off.
@@ -151,4 +201,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return run_training(parse_config(argv))
 
 
-__all__ = ["PreparedRun", "main", "prepare", "run_training", "setup_logging", "train", "write_run_config"]
+__all__ = ["RUN_CONFIG_NAME", "PreparedRun", "check_resumable", "main", "prepare", "run_training", "setup_logging", "train", "write_run_config"]

@@ -1,5 +1,7 @@
-"""The Optuna search (`ast_dora/hpo.py`): space validation, a whole search through `finetune/run.py`'s
-`main()`, a search killed mid-trial and resumed, and two workers sharing one study on a real PostgreSQL.
+"""The Optuna search (`ast_dora/search/`): space validation, a whole search through `finetune/run.py`'s
+`main()`, a search killed mid-trial and resumed, two workers sharing one study on a real PostgreSQL, and the
+faults: trials that fail (out of memory, a NaN loss), a worker killed on another machine (heartbeats), and
+several worker processes on one machine sharing a journal-file study.
 
 Everything trains a 1-layer ViT-hybrid on 4 synthetic 4-s tracks per genre for 1-2 epochs; the data and its
 features are made once per session, so that the worker subprocesses only load them. Each subprocess costs a
@@ -9,6 +11,7 @@ start-up of torch and transformers, so where a test needs a second worker or a r
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import pwd
 import re
@@ -25,6 +28,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 import yaml
 from optuna.trial import TrialState
 
@@ -254,6 +258,12 @@ def test_search_writes_its_outputs_and_the_best_config_trains(tmp_path, data_roo
     }
     config = write_config(tmp_path, data_root, search=search)
     output_dir = tmp_path / "out"
+    # output_dir/best as an earlier, smaller study's retraining left it: another best config, its checkpoint.
+    earlier_best = yaml.safe_load(Path(config).read_text())
+    earlier_best.pop("search")
+    earlier_best.update(output_dir=str(output_dir / "best"), learning_rate=0.5)
+    (output_dir / "best" / "checkpoint-1").mkdir(parents=True)
+    (output_dir / "best" / "run_config.yaml").write_text(yaml.safe_dump(earlier_best))
 
     metrics = main(["--config", config])
 
@@ -286,7 +296,8 @@ def test_search_writes_its_outputs_and_the_best_config_trains(tmp_path, data_roo
     assert best_run.training.per_device_train_batch_size == best.params["per_device_train_batch_size"]
     assert best_run.model.hidden_dropout_prob == pytest.approx(best.params["hidden_dropout_prob"])
     assert best_run.training.output_dir == str(output_dir / "best")
-    # retrain_best ran finetune/run.py's training on best_config.yaml: validation and test, once.
+    # retrain_best ran finetune/run.py's training on best_config.yaml (afresh: the checkpoint in output_dir/best
+    # is of another config, which a plain rerun would refuse to resume): validation and test, once.
     assert metrics["eval_track_accuracy"] == pytest.approx(best.value)
     assert "test_track_accuracy" in metrics
     assert (output_dir / "best" / "all_results.json").is_file() and (
@@ -478,3 +489,199 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path, data_root, postgres
     assert pids == {other.pid, os.getpid()}, "both workers ran trials of the one study"
     for k in range(2):
         assert (tmp_path / f"worker{k}" / "out" / "best_config.yaml").is_file()
+
+
+# ------------------------------------------------------------------------------------------------------
+# faults: failing trials, a worker killed on another machine, several workers on this one
+# ------------------------------------------------------------------------------------------------------
+
+
+def read_trials_csv(output_dir: Path) -> dict[int, dict[str, str]]:
+    import csv
+
+    with open(output_dir / "trials.csv") as f:
+        return {int(row["number"]): row for row in csv.DictReader(f)}
+
+
+def test_failed_trials_do_not_stop_the_search(tmp_path, data_root, monkeypatch, caplog):
+    """A trial that runs out of memory (simulated: a batch of 8 raises CUDA's error) and one whose learning
+    rate makes the loss NaN both fail, with their reason recorded, and the search still finishes its n_trials."""
+    original_compute_loss = hpo.SearchTrainer.compute_loss
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        if model.training and len(inputs["labels"]) > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated: batch of 8)")
+        return original_compute_loss(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(hpo.SearchTrainer, "compute_loss", compute_loss)
+    search = {
+        **SEARCH,
+        "n_trials": 2,
+        "pruner": "none",
+        "space": {"learning_rate": [1.0e-3, 1.0e30], "per_device_train_batch_size": [4, 8]},
+    }
+    config = write_config(tmp_path, data_root, search=search, num_train_epochs=1)
+    output_dir = tmp_path / "out"
+    output_dir.mkdir()
+    # The trials' parameters, in this order: out of memory, NaN loss, then two that train.
+    study = optuna.create_study(
+        storage=f"sqlite:///{output_dir / 'study.db'}", study_name="out", direction="maximize"
+    )
+    for learning_rate, batch_size in ((1.0e-3, 8), (1.0e30, 4), (1.0e-3, 4), (1.0e-3, 4)):
+        study.enqueue_trial({"learning_rate": learning_rate, "per_device_train_batch_size": batch_size})
+
+    with caplog.at_level(logging.WARNING):
+        metrics = main(["--config", config])
+
+    trials = load_trials(f"sqlite:///{output_dir / 'study.db'}", "out")
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert metrics["trials_failed"] == 2 and metrics["trials_complete"] == 2
+    out_of_memory, diverged = trials[0], trials[1]
+    assert out_of_memory.user_attrs["fail_reason"].startswith("OutOfMemoryError: CUDA out of memory")
+    assert diverged.user_attrs["fail_reason"].startswith("NonFiniteLoss: the training loss became")
+    # At once: the NaN trial stopped inside its one epoch, before any evaluation.
+    assert not diverged.intermediate_values
+    assert re.search(r"by optimizer step [1-4] \(", diverged.user_attrs["fail_reason"]), diverged.user_attrs
+    rows = read_trials_csv(output_dir)
+    for trial in (out_of_memory, diverged):
+        assert rows[trial.number]["state"] == "FAIL"
+        assert rows[trial.number]["user_attrs_fail_reason"] == trial.user_attrs["fail_reason"]
+    assert rows[2]["user_attrs_fail_reason"] == "" and rows[2]["state"] == "COMPLETE"
+    assert f"Trial 0 failed ({out_of_memory.user_attrs['fail_reason']}); the search goes on." in caplog.text
+    assert not list(output_dir.glob("run-*")), "failed trials' checkpoints are removed too"
+
+
+def test_worker_killed_on_another_machine_is_noticed_by_heartbeat(tmp_path, data_root, postgres_url, monkeypatch):
+    """Worker A (a `finetune/run.py` subprocess) is SIGKILLed inside a trial; worker B (this process, told it
+    runs on another machine, so A's process id means nothing to it) finds the trial without heartbeats after
+    the grace period, marks it failed and runs its parameters again."""
+    n_trials = 3
+    search = {
+        **SEARCH,
+        "n_trials": n_trials,
+        "pruner": "none",
+        "sampler": "random",
+        "study_name": "heartbeat",
+        "heartbeat_interval": 1,
+        "grace_period": 4,
+    }
+    configs = [
+        write_config(tmp_path / f"worker{k}", data_root, search=search, num_train_epochs=2) for k in range(2)
+    ]
+    log = tmp_path / "killed.log"
+    killed = start_worker(configs[0], log, "--storage", postgres_url)
+    try:
+        deadline = time.time() + 120
+        dead = None
+        while dead is None:  # kill it once its first trial has sampled all of its parameters
+            assert killed.poll() is None, f"the worker ended before it was killed:\n{log.read_text()[-3000:]}"
+            assert time.time() < deadline, f"no trial started in time:\n{log.read_text()[-3000:]}"
+            if postgres_study_exists(postgres_url, "heartbeat"):
+                running = [t for t in load_trials(postgres_url, "heartbeat") if t.state == TrialState.RUNNING]
+                if running and set(running[0].params) == set(SEARCH["space"]):
+                    dead = running[0]
+            time.sleep(0.2)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(timeout=30)
+    finally:
+        killed.kill()
+        killed.wait()
+
+    monkeypatch.setattr("ast_dora.search.worker.socket.gethostname", lambda: "another-machine")
+    started = time.time()
+    main(["--config", configs[1], "--storage", postgres_url])
+
+    trials = {t.number: t for t in load_trials(postgres_url, "heartbeat")}
+    assert trials[dead.number].state == TrialState.FAIL, "the dead trial is marked failed"
+    finished = [t for t in trials.values() if t.state in FINISHED]
+    assert len(finished) == n_trials, [(t.number, t.state) for t in trials.values()]
+    retries = [t for t in trials.values() if t.user_attrs.get("retry_of") == dead.number]
+    assert len(retries) == 1 and retries[0].state in FINISHED, "its parameters ran again, once"
+    assert retries[0].params == dead.params
+    assert retries[0].user_attrs["worker"]["host"] == "another-machine"
+    assert retries[0].datetime_start.timestamp() >= started, "re-run by the surviving worker"
+    # None ran twice to completion: every finished trial has parameters of its own.
+    assert len({tuple(sorted(t.params.items())) for t in finished}) == n_trials
+    assert all(t.state != TrialState.RUNNING for t in trials.values())
+
+    rows = read_trials_csv(tmp_path / "worker1" / "out")
+    assert rows[dead.number]["state"] == "FAIL"
+    assert "stopped sending heartbeats" in rows[dead.number]["user_attrs_fail_reason"]
+    assert rows[dead.number]["retried_as"] == str(retries[0].number)
+    assert rows[retries[0].number]["user_attrs_retry_of"] == str(dead.number)
+
+
+def test_two_worker_processes_share_a_journal_study(tmp_path, data_root, caplog):
+    """`search.workers: 2` with no storage: two worker processes on Optuna's journal file in output_dir, each on
+    one of the two cores, 6 trials between them and none lost or run twice; the same command again finds that
+    study (complete, so it starts no workers) instead of starting another."""
+    n_trials = 6
+    search = {**SEARCH, "n_trials": n_trials, "pruner": "none", "workers": 2}
+    config = write_config(tmp_path, data_root, search=search, num_train_epochs=1)
+    output_dir = tmp_path / "out"
+
+    metrics = main(["--config", config])
+
+    journal = output_dir / "study.journal"
+    assert journal.is_file() and not (output_dir / "study.db").exists()
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    trials = load_trials(storage, "out")
+    finished = [t for t in trials if t.state in FINISHED]
+    assert len(finished) == n_trials and metrics["trials_complete"] + metrics["trials_pruned"] == n_trials
+    assert len({t.number for t in trials}) == len(trials), "trial numbers are unique"
+    assert all("skipped" in t.user_attrs for t in trials if t.state not in FINISHED), "no trial lost"
+    assert len({tuple(sorted(t.params.items())) for t in finished}) == n_trials, "no trial run twice"
+    pids = {t.user_attrs["worker"]["pid"] for t in finished}
+    assert len(pids) == 2 and os.getpid() not in pids, "two worker processes, not this one"
+    assert (output_dir / "best_config.yaml").is_file()
+    assert read_trials_csv(output_dir).keys() == {t.number for t in trials}
+
+    with caplog.at_level(logging.INFO):
+        main(["--config", config])
+
+    again = load_trials(storage, "out")
+    assert [(t.number, t.state, t.value) for t in again] == [(t.number, t.state, t.value) for t in trials]
+    assert "already holds its 6 finished trials: no workers to start" in caplog.text
+
+
+def test_worker_processes_get_a_gpu_each_round_robin_or_a_share_of_the_cores(monkeypatch):
+    from ast_dora.search import processes
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.setattr(processes.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(processes, "visible_gpus", lambda: ["3", "5"])
+    on_gpus = processes.worker_environments(3, use_cpu=False)
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in on_gpus] == ["3", "5", "3"]
+    assert [env["AST_DORA_SEARCH_WORKER"] for env in on_gpus] == ["0/3", "1/3", "2/3"]
+    assert {env["OMP_NUM_THREADS"] for env in on_gpus} == {"2"}  # 8 cores // 3 workers
+
+    monkeypatch.setattr(processes, "visible_gpus", lambda: [])
+    on_cpu = processes.worker_environments(2, use_cpu=True)
+    assert [env["OMP_NUM_THREADS"] for env in on_cpu] == ["4", "4"]
+    assert all(env.get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES") for env in on_cpu)
+
+
+def test_default_storage_of_several_workers_is_the_journal(tmp_path):
+    journal = (tmp_path / "out" / "study.journal").resolve()
+    assert settings_for(tmp_path, workers=2).storage == f"journal:///{journal}"
+    assert settings_for(tmp_path, workers=2).journal_file == journal
+    assert settings_for(tmp_path).storage.startswith("sqlite:///"), "one worker keeps the SQLite default"
+    with pytest.raises(ConfigError, match="must be a positive whole number"):
+        settings_for(tmp_path, workers=0)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "study.db").touch()
+    with pytest.raises(ConfigError, match="SQLite is not safe for 2 worker processes"):
+        settings_for(tmp_path, workers=2)
+    journal.touch()
+    assert settings_for(tmp_path).storage == f"journal:///{journal}", "one worker continues a journal study"
+
+
+def test_workers_on_the_command_line(tmp_path):
+    path = write_config(tmp_path, tmp_path)
+    assert parse_config(["--config", path, "--workers", "3"]).search["workers"] == 3
+    with pytest.raises(ConfigError, match="--workers 'two' must be a whole number"):
+        parse_config(["--config", path, "--workers", "two"])
+    training_only = write_config(tmp_path / "training", tmp_path, search=None)
+    with pytest.raises(ConfigError, match="--workers applies to an Optuna search"):
+        parse_config(["--config", training_only, "--workers", "2"])

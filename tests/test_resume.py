@@ -9,6 +9,7 @@ final weights and evaluation metrics are compared with a tolerance of float roun
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -104,11 +105,110 @@ def test_killed_run_resumes_and_matches_uninterrupted_run(synthetic_gtzan_folder
 
 
 def test_incomplete_checkpoint_is_skipped(tmp_path, caplog):
+    from safetensors.torch import save_file
+
     from ast_dora.trainer import last_complete_checkpoint
 
     for step, complete in ((2, True), (4, True), (6, False)):
         (tmp_path / f"checkpoint-{step}").mkdir()
+        save_file({"weight": torch.zeros(3)}, tmp_path / f"checkpoint-{step}" / "model.safetensors")
         if complete:
             (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     assert last_complete_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-4")
     assert "checkpoint-6: incomplete" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------------------
+# unreadable checkpoints and a changed config
+# ------------------------------------------------------------------------------------------------------
+
+# checkpoint-14 is broken; checkpoint-12 is the one to resume. Both are mid-epoch (epoch 3, batches 2 and 4), as in
+# the killed run above: a checkpoint at an epoch's last step is saved before that epoch's evaluation, whose data
+# loader draws from the global RNG, so a run resumed there draws other dropout masks than the uninterrupted one.
+RESUMED_FROM, BROKEN = 12, 14
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_unreadable_checkpoint_is_skipped_and_the_run_matches_an_uninterrupted_one(
+    synthetic_gtzan_folder, cache_dir, tmp_path
+):
+    """The state a run killed after writing checkpoint-14 would leave, with checkpoint-14's weights (in one copy)
+    or trainer state (in another) cut in half, as a full disk leaves them: the rerun skips it with a warning,
+    resumes from checkpoint-12 and ends exactly where the uninterrupted run ends. The second rerun also changes
+    logging_steps, which may differ on resume; a changed learning_rate may not."""
+    reference_dir = tmp_path / "uninterrupted"
+    keep_all = ["--save_total_limit", str(EPOCHS * STEPS_PER_EPOCH)]  # the last --save_total_limit wins
+    reference = subprocess.run(run_command(synthetic_gtzan_folder, cache_dir, reference_dir) + keep_all,
+                               env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stdout[-3000:] + reference.stderr[-3000:]
+
+    cases = {"weights": ("model.safetensors", []), "state": ("trainer_state.json", ["--logging_steps", "3"])}
+    reruns = {}
+    for case, (broken_file, extra) in cases.items():
+        output_dir = tmp_path / case
+        output_dir.mkdir()
+        shutil.copy(reference_dir / "run_config.yaml", output_dir)
+        for step in (RESUMED_FROM, BROKEN):
+            shutil.copytree(reference_dir / f"checkpoint-{step}", output_dir / f"checkpoint-{step}")
+        truncate(output_dir / f"checkpoint-{BROKEN}" / broken_file)
+        command = run_command(synthetic_gtzan_folder, cache_dir, output_dir) + keep_all + extra
+        reruns[case] = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True)
+    logs = {}
+    try:
+        for case, process in reruns.items():
+            logs[case], _ = process.communicate(timeout=300)
+            assert process.returncode == 0, logs[case][-3000:]
+    finally:
+        for process in reruns.values():
+            if process.poll() is None:
+                process.kill()
+
+    reference_metrics, reference_weights = final_state(reference_dir)
+    for case, (broken_file, _) in cases.items():
+        output_dir, log = tmp_path / case, logs[case]
+        assert f"Skipping {output_dir / f'checkpoint-{BROKEN}'}: {broken_file} cannot be read" in log, log[-3000:]
+        assert f"Resuming from {output_dir / f'checkpoint-{RESUMED_FROM}'}" in log, log[-3000:]
+        assert re.search(rf"Resuming training from checkpoint with epoch \d+ and global step {RESUMED_FROM}\b", log)
+        metrics, weights = final_state(output_dir)
+        assert metrics == pytest.approx(reference_metrics, rel=1e-6, abs=1e-6), case
+        for name, tensor in weights.items():
+            torch.testing.assert_close(tensor, reference_weights[name], rtol=1e-6, atol=1e-6, msg=name)
+
+    # A changed learning rate is refused before any data is prepared, naming the field and the ways out.
+    from ast_dora.cli import main
+    from ast_dora.config import ConfigError
+
+    command = run_command(synthetic_gtzan_folder, cache_dir, tmp_path / "weights")[2:] + ["--learning_rate", "0.0005"]
+    with pytest.raises(ConfigError) as refused:
+        main(command)
+    message = str(refused.value)
+    assert "learning_rate (0.002 there, 0.0005 now)" in message
+    assert "--overwrite_output_dir true" in message and "another output_dir" in message
+    assert "logging_steps" not in message
+
+
+def test_unreadable_checkpoints_everywhere_start_afresh(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from safetensors.torch import save_file
+
+    from ast_dora.trainer import resolve_checkpoint
+
+    for step in (2, 4):
+        checkpoint = tmp_path / f"checkpoint-{step}"
+        checkpoint.mkdir()
+        save_file({"weight": torch.zeros(1000)}, checkpoint / "model.safetensors")
+        (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        torch.save({"state": {}}, checkpoint / "optimizer.pt")
+    truncate(tmp_path / "checkpoint-4" / "optimizer.pt")
+    (tmp_path / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": 2, "log_hi')
+    args = SimpleNamespace(resume_from_checkpoint=None, overwrite_output_dir=False, output_dir=str(tmp_path))
+    assert resolve_checkpoint(args) is None
+    assert f"Skipping {tmp_path / 'checkpoint-4'}: optimizer.pt cannot be read" in caplog.text
+    assert f"Skipping {tmp_path / 'checkpoint-2'}: trainer_state.json cannot be read" in caplog.text
+    assert "can be resumed from (see the warnings above): starting afresh" in caplog.text

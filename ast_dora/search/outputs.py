@@ -15,7 +15,7 @@ import optuna
 import yaml
 
 from ..config import RunConfig
-from .settings import SearchSettings
+from .settings import FAIL_REASON, RETRY_OF, SearchSettings
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +44,34 @@ def best_config(run: RunConfig, best_trial: optuna.trial.FrozenTrial) -> dict[st
     return config
 
 
-def _describe_storage(url: str) -> str:
+def _describe_storage(settings: SearchSettings) -> str:
+    if settings.journal_file is not None:
+        return f"the journal file {settings.journal_file}"
     from sqlalchemy.engine import make_url
 
-    return make_url(url).render_as_string(hide_password=True)
+    return make_url(settings.storage).render_as_string(hide_password=True)
+
+
+def trials_table(study: optuna.Study):
+    """`study.trials_dataframe()` (user attributes included: `user_attrs_fail_reason`, `user_attrs_retry_of`)
+    plus `retried_as`: the trial that ran a dead trial's parameters again. A trial failed by the heartbeat check
+    has no `fail_reason` of its own (Optuna fails it, and a finished trial takes no attributes): it gets one here."""
+    import pandas as pd
+
+    table = study.trials_dataframe()
+    retry_column = f"user_attrs_{RETRY_OF}"
+    if retry_column not in table.columns:
+        return table
+    # Trial numbers stay whole numbers in a column with gaps (pandas' nullable integers, not floats with NaN).
+    table[retry_column] = table[retry_column].astype("Int64")
+    retried_as = {int(of): int(number) for number, of in zip(table["number"], table[retry_column], strict=True) if of is not pd.NA}
+    table["retried_as"] = pd.array([retried_as.get(int(number)) for number in table["number"]], dtype="Int64")
+    reason_column = f"user_attrs_{FAIL_REASON}"
+    if reason_column not in table.columns:
+        table[reason_column] = None
+    silent = table["retried_as"].notna() & table[reason_column].isna() & (table["state"] == "FAIL")
+    table.loc[silent, reason_column] = "its worker stopped sending heartbeats mid-trial (killed or cut off)"
+    return table
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
@@ -77,13 +101,13 @@ def write_search_outputs(study: optuna.Study, run: RunConfig, settings: SearchSe
     }
 
     header = (
-        f"# Best trial {best_trial.number} of Optuna study {settings.study_name!r} in {_describe_storage(settings.storage)}:\n"
+        f"# Best trial {best_trial.number} of Optuna study {settings.study_name!r} in {_describe_storage(settings)}:\n"
         f"# validation {settings.metric} = {best_trial.value:.4f}. Searched: {', '.join(best_trial.params)}.\n"
         f"# python finetune/run.py --config {paths['best_config']}\n"
     )
     body = yaml.safe_dump(best_config(run, best_trial), sort_keys=False)
     _atomic_write(paths["best_config"], lambda p: Path(p).write_text(header + body))
-    _atomic_write(paths["trials"], lambda p: study.trials_dataframe().to_csv(p, index=False))
+    _atomic_write(paths["trials"], lambda p: trials_table(study).to_csv(p, index=False))
 
     import matplotlib
 
@@ -118,8 +142,10 @@ def write_search_outputs(study: optuna.Study, run: RunConfig, settings: SearchSe
         plt.close(axes.figure)
     if settings.storage.startswith("sqlite:///"):
         paths["study"] = Path(settings.storage.removeprefix("sqlite:///"))
+    elif settings.journal_file is not None:
+        paths["study"] = settings.journal_file
     return paths
 
 
 
-__all__ = ["BEST_CONFIG_NAME", "BEST_MODEL_SUBFOLDER", "best_config", "write_search_outputs"]
+__all__ = ["BEST_CONFIG_NAME", "BEST_MODEL_SUBFOLDER", "best_config", "trials_table", "write_search_outputs"]

@@ -55,9 +55,19 @@ SEARCH_KEYS = (
     "retrain_best",
     "heartbeat_interval",
     "grace_period",
+    "workers",
 )
 SPEC_KEYS = ("type", "low", "high", "log", "step", "choices")
 STUDY_DB_NAME = "study.db"
+# Optuna's journal file, the default study of several worker processes on one machine: appends under a file
+# lock are safe between processes, where SQLite's locking fails under concurrent writers. `storage` names it as
+# `journal:///` + its path, like an SQLite URL (`journal:////abs/path/study.journal`).
+STUDY_JOURNAL_NAME = "study.journal"
+JOURNAL_URL_PREFIX = "journal:///"
+# Trial user attributes (columns user_attrs_* of trials.csv): why a trial failed, and which dead trial's
+# parameters a trial runs again.
+FAIL_REASON = "fail_reason"
+RETRY_OF = "retry_of"
 
 @dataclass(frozen=True)
 class ParamSpec:
@@ -102,6 +112,14 @@ class SearchSettings:
     retrain_best: bool = False
     heartbeat_interval: int = 20
     grace_period: int = 60
+    workers: int = 1  # worker processes this command starts on this machine
+
+    @property
+    def journal_file(self) -> Path | None:
+        """The journal file holding the study, or None when `storage` is a database URL."""
+        if self.storage.startswith(JOURNAL_URL_PREFIX):
+            return Path(self.storage.removeprefix(JOURNAL_URL_PREFIX))
+        return None
 
 
 def _unknown_key_message(key: str, valid, where: str) -> str:
@@ -284,8 +302,14 @@ def parse_search_settings(run: RunConfig, validation_has_track_ids: bool = True)
             f"search.metric={metric!r} needs track ids in the validation split; use 'accuracy'."
         )
 
+    workers = search.get("workers", 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(
+            f"search.workers={workers!r} must be a positive whole number: the worker processes to start on this "
+            "machine (one per GPU, or a share of the CPU cores each)."
+        )
     output_dir = Path(run.training.output_dir)
-    storage = search.get("storage") or f"sqlite:///{(output_dir / STUDY_DB_NAME).resolve()}"
+    storage = search.get("storage") or default_storage(output_dir, workers)
     if not isinstance(storage, str) or "://" not in storage:
         raise ConfigError(
             f"search.storage={storage!r} is not a database URL: use e.g. sqlite:///path/study.db or "
@@ -319,7 +343,25 @@ def parse_search_settings(run: RunConfig, validation_has_track_ids: bool = True)
         retrain_best=retrain_best,
         heartbeat_interval=heartbeat_interval,
         grace_period=grace_period,
+        workers=workers,
     )
+
+
+def default_storage(output_dir: Path, workers: int) -> str:
+    """The study in `output_dir` when no storage is given: the one already there, else SQLite for one worker
+    and the journal file for several."""
+    journal, database = (output_dir / STUDY_JOURNAL_NAME).resolve(), (output_dir / STUDY_DB_NAME).resolve()
+    if journal.is_file():
+        return f"{JOURNAL_URL_PREFIX}{journal}"
+    if database.is_file() and workers > 1:
+        raise ConfigError(
+            f"{output_dir} holds a single-worker study in {database}, and SQLite is not safe for {workers} worker "
+            "processes writing at once: continue it with search.workers: 1 (--workers 1), put it on a database "
+            "server with --storage URL, or start a new study in another output_dir."
+        )
+    if workers > 1:
+        return f"{JOURNAL_URL_PREFIX}{journal}"
+    return f"sqlite:///{database}"
 
 
 def _named_options(value: Any, what: str, registry: dict[str, Callable]) -> dict[str, Any]:
@@ -348,12 +390,18 @@ def _build_named(options: dict[str, Any], what: str, registry: dict[str, Callabl
 
 
 __all__ = [
+    "FAIL_REASON",
     "OBJECTIVE_METRICS",
+    "RETRY_OF",
     "PRUNERS",
     "SAMPLERS",
+    "JOURNAL_URL_PREFIX",
+    "STUDY_DB_NAME",
+    "STUDY_JOURNAL_NAME",
     "TRAINING_SEARCH_FIELDS",
     "ParamSpec",
     "SearchSettings",
+    "default_storage",
     "parse_param_spec",
     "parse_search_settings",
 ]

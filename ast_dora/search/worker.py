@@ -4,6 +4,7 @@ until the study holds `n_trials` finished ones."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import math
 import os
@@ -16,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+import torch
+from optuna.trial import FrozenTrial, TrialState
 
 from ..config import RunConfig
 from ..models.factory import build_model
 from ..trainer import GenreTrainer, build_trainer
-from .settings import PRUNERS, SAMPLERS, SearchSettings, _build_named
+from .processes import worker_index
+from .settings import FAIL_REASON, PRUNERS, RETRY_OF, SAMPLERS, SearchSettings, _build_named
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +32,12 @@ FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 # How often a worker whose remaining trials are all running elsewhere looks at the study again.
 WAIT_POLL_SECONDS = 2.0
 STORAGE_ATTEMPTS = 5
+# A trial whose worker died is run again this many times at most: parameters that kill their worker every time
+# (the kernel's out-of-memory killer sends SIGKILL) would otherwise be retried for ever.
+DEAD_TRIAL_RETRIES = 1
+# A worker whose trials fail this many times in a row (at least; or n_trials times, if more) stops: something
+# fails every trial (a config error, a full disk), and an endless loop of failing trials would hide it.
+MIN_FAILURES_IN_A_ROW = 3
 
 
 class _QuietStudyReuse(logging.Filter):
@@ -41,10 +50,46 @@ class TrialSkipped(Exception):
     """A trial created after the study's `n_trials` were already finished or running (a race between workers)."""
 
 
-def open_storage(settings: SearchSettings) -> optuna.storages.RDBStorage:
-    """The study's database, with heartbeats so that trials of a worker that died are marked failed."""
+class NonFiniteLoss(ArithmeticError):
+    """The training loss became NaN or infinite: the trial diverged, and training on would waste its time."""
+
+
+def retry_dead_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue the parameters of a trial whose worker died (a `heartbeat_stale_trial_callback`), as Optuna's
+    `RetryHeartbeatStaleTrialCallback` does, with the system attributes it reads (`failed_trial`,
+    `retry_history`); the queued trial's only user attribute is `retry_of`, the dead trial's number, so that
+    trials.csv shows the re-run instead of the dead trial's own attributes."""
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    if len(history) > DEAD_TRIAL_RETRIES:
+        logger.warning(
+            "Trial %d's worker died, as did those of trials %s with the same parameters: not run again.",
+            trial.number,
+            history[:-1],
+        )
+        return
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs={RETRY_OF: trial.number},
+            system_attrs={"failed_trial": history[0], "retry_history": history},
+        )
+    )
+    logger.warning("Trial %d's worker died mid-trial: its parameters %s are queued to run again.", trial.number, trial.params)
+
+
+def open_storage(settings: SearchSettings) -> optuna.storages.BaseStorage:
+    """The study's storage. A database gets heartbeats, so that another worker marks the trials of a worker that
+    died failed and runs their parameters again; the journal file (workers of one machine) needs none, since a
+    dead worker's process id tells (`SearchWorker.fail_dead_local_trials`)."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    if settings.journal_file is not None:
+        settings.journal_file.parent.mkdir(parents=True, exist_ok=True)
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(settings.journal_file)))
     if settings.storage.startswith("sqlite:///"):
         Path(settings.storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(STORAGE_ATTEMPTS):
@@ -55,6 +100,7 @@ def open_storage(settings: SearchSettings) -> optuna.storages.RDBStorage:
                     settings.storage,
                     heartbeat_interval=settings.heartbeat_interval,
                     grace_period=settings.grace_period,
+                    heartbeat_stale_trial_callback=retry_dead_trial,
                 )
         except SQLAlchemyError:
             # Workers started together on an empty database all create Optuna's tables; the losers fail
@@ -65,16 +111,67 @@ def open_storage(settings: SearchSettings) -> optuna.storages.RDBStorage:
 
 
 
+def open_study(storage: optuna.storages.BaseStorage, settings: SearchSettings) -> optuna.Study:
+    """The study, created on first use."""
+    study = optuna.create_study(storage=storage, study_name=settings.study_name, direction="maximize", load_if_exists=True)
+    # The metric's name becomes the value column of trials.csv and the legend of the plots.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([f"eval_{settings.metric}"])
+    return study
+
+
 class SearchTrainer(GenreTrainer):
-    """Reports the objective to the pruner by evaluation count (1, 2, ...) instead of optimizer step, so
+    """The Trainer of a search's trials.
+
+    Reports the objective to the pruner by evaluation count (1, 2, ...) instead of optimizer step, so
     trials with other batch sizes or gradient accumulation are compared evaluation for evaluation
-    (the Trainer's own step numbers would rarely coincide, and the median pruner compares equal steps)."""
+    (the Trainer's own step numbers would rarely coincide, and the median pruner compares equal steps).
+
+    Fails a trial whose training loss becomes NaN or infinite at the optimizer step it happens, and records
+    why any trial failed in its `fail_reason` user attribute (trials.csv shows it)."""
 
     evaluations_in_trial = 0
 
     def _report_to_hp_search(self, trial, step, metrics):
         self.evaluations_in_trial += 1
         super()._report_to_hp_search(trial, self.evaluations_in_trial, metrics)
+
+    def _maybe_log_save_evaluate(self, tr_loss, *args, **kwargs):
+        # Called after every optimizer step with the loss summed since the last log: one NaN or inf step loss
+        # makes the sum non-finite. On a GPU the check waits for the step to finish (one sync per step).
+        if not torch.isfinite(tr_loss).all():
+            raise NonFiniteLoss(
+                f"the training loss became {tr_loss.sum().item()} by optimizer step {self.state.global_step} "
+                f"(epoch {self.state.epoch:.2f}): the trial diverged."
+            )
+        super()._maybe_log_save_evaluate(tr_loss, *args, **kwargs)
+
+    def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
+        try:
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+        except (optuna.TrialPruned, TrialSkipped):
+            raise
+        except Exception as error:
+            record_failure(trial, error)
+            raise
+
+    def evaluate(self, *args, **kwargs):
+        # Reached outside `train` too: a trial without evaluations during training is scored afterwards.
+        try:
+            return super().evaluate(*args, **kwargs)
+        except optuna.TrialPruned:
+            raise
+        except Exception as error:
+            record_failure(getattr(self, "_trial", None), error)
+            raise
+
+
+def record_failure(trial, error: BaseException) -> None:
+    """Keep the first error of a failing trial in its `fail_reason` user attribute."""
+    if not isinstance(trial, optuna.Trial) or FAIL_REASON in trial.user_attrs:
+        return
+    trial.set_user_attr(FAIL_REASON, f"{type(error).__name__}: {error}"[:1000])
 
 
 class SearchWorker:
@@ -92,15 +189,14 @@ class SearchWorker:
         study_logger = logging.getLogger("optuna.study.study")
         if not any(isinstance(f, _QuietStudyReuse) for f in study_logger.filters):
             study_logger.addFilter(_QuietStudyReuse())
-        self.study = optuna.create_study(
-            storage=self.storage, study_name=settings.study_name, direction="maximize", load_if_exists=True
-        )
-        # The metric's name becomes the value column of trials.csv and the legend of the plots.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self.study.set_metric_names([self.metric_key])
+        self.study = open_study(self.storage, settings)
         self.pruner = _build_named(settings.pruner, "pruner", PRUNERS)
-        self.sampler = _build_named(settings.sampler, "sampler", SAMPLERS)
+        sampler = dict(settings.sampler)
+        if sampler.get("seed") is not None and worker_index():
+            # Workers started together with one seed would draw the same first trials.
+            sampler["seed"] += worker_index()
+        self.sampler = _build_named(sampler, "sampler", SAMPLERS)
+        self.failures_in_a_row = 0
         self.labels = data.labels
         self.current_trial: optuna.Trial | None = None
         self.best_in_trial = -math.inf
@@ -155,6 +251,10 @@ class SearchWorker:
                 "already finished or running in other workers."
             )
         trial.set_user_attr("worker", self.worker_id)
+        if RETRY_OF in trial.user_attrs:
+            logger.info(
+                "Trial %d runs the parameters of trial %d again (its worker died).", trial.number, trial.user_attrs[RETRY_OF]
+            )
         self.trials_run.append(trial.number)
         self.best_in_trial = -math.inf
         self.trainer.evaluations_in_trial = 0
@@ -163,8 +263,9 @@ class SearchWorker:
                 callback.early_stopping_patience_counter = 0  # otherwise carried over from the previous trial
 
     def fail_dead_local_trials(self) -> None:
-        """Mark RUNNING trials of killed processes on this machine as failed at once; trials of other
-        machines are failed by Optuna's heartbeat check once they are `grace_period` seconds silent."""
+        """Mark RUNNING trials of killed processes on this machine as failed at once, and queue their parameters
+        again; trials of other machines are failed by Optuna's heartbeat check once they are `grace_period`
+        seconds silent (database storages only), which queues them the same way."""
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             worker = trial.user_attrs.get("worker") or {}
             if worker.get("host") != self.worker_id["host"] or worker.get("pid") == os.getpid():
@@ -172,14 +273,19 @@ class SearchWorker:
             if _process_alive(worker.get("pid")):
                 continue
             try:
-                self.storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+                self.storage.set_trial_user_attr(
+                    trial._trial_id, FAIL_REASON, f"its worker (process {worker['pid']}) died mid-trial"
+                )
+                if not self.storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                    continue
             except optuna.exceptions.UpdateFinishedTrialError:
-                continue
+                continue  # another worker got there first
             logger.warning(
                 "Trial %d was left running by process %s, which is gone: marked failed.",
                 trial.number,
                 worker["pid"],
             )
+            retry_dead_trial(self.study, self.storage.get_trial(trial._trial_id))
             self.remove_trial_dir(trial.number)
 
     def counts(self) -> dict[TrialState, int]:
@@ -230,6 +336,8 @@ class SearchWorker:
             self.run_one_trial()
 
     def run_one_trial(self) -> None:
+        """One trial. An exception inside it (out of memory, a NaN loss, a combination the model refuses) fails
+        that trial only: Optuna logs it and the trial keeps it as `fail_reason`."""
         self.current_trial = None
         try:
             self.trainer.hyperparameter_search(
@@ -243,19 +351,43 @@ class SearchWorker:
                 load_if_exists=True,
                 pruner=self.pruner,
                 sampler=self.sampler,
-                catch=(TrialSkipped,),
+                catch=(Exception,),
             )
         except ValueError:
             # After its optimize call the integration reads `study.best_trial`, which raises while no trial of
-            # the study has completed yet (the first ones pruned or skipped); the trial itself is recorded.
+            # the study has completed yet (the first ones pruned, failed or skipped); the trial itself is recorded.
             if self.current_trial is None or self.counts()[TrialState.COMPLETE] > 0:
                 raise
             state = self.study._storage.get_trial(self.current_trial._trial_id).state
-            if state != TrialState.PRUNED and "skipped" not in self.current_trial.user_attrs:
+            if state not in (TrialState.PRUNED, TrialState.FAIL):
                 raise
         finally:
             if self.current_trial is not None and self.run.training.should_save:
                 self.remove_trial_dir(self.current_trial.number)
+        if self.current_trial is not None:
+            self.after_trial(self.study._storage.get_trial(self.current_trial._trial_id))
+
+    def after_trial(self, trial: FrozenTrial) -> None:
+        if trial.state != TrialState.FAIL or "skipped" in trial.user_attrs:
+            self.failures_in_a_row = 0
+            return
+        # The integration frees the model and optimizer only after a trial that returned; after an out-of-memory
+        # error the next trial needs that memory.
+        self.trainer.model_wrapped = self.trainer.model = self.trainer.optimizer = self.trainer.lr_scheduler = None
+        self.trainer.accelerator.free_memory()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.failures_in_a_row += 1
+        limit = max(MIN_FAILURES_IN_A_ROW, self.settings.n_trials)
+        reason = trial.user_attrs.get(FAIL_REASON, "see the log above")
+        logger.warning("Trial %d failed (%s); the search goes on.", trial.number, reason)
+        if self.failures_in_a_row >= limit:
+            raise RuntimeError(
+                f"{self.failures_in_a_row} trials in a row failed in this worker, the last ({trial.number}) with "
+                f"{reason}. Something fails every trial: fix the config or the search space (the errors are in "
+                "the log and in trials.csv's user_attrs_fail_reason), then rerun; finished trials are kept."
+            )
 
     def ran_last_trial(self) -> bool:
         finished = [
@@ -277,4 +409,16 @@ def _process_alive(pid: Any) -> bool:
 
 
 
-__all__ = ["FINISHED_STATES", "SearchTrainer", "SearchWorker", "TrialSkipped", "open_storage"]
+__all__ = [
+    "FAIL_REASON",
+    "FINISHED_STATES",
+    "RETRY_OF",
+    "NonFiniteLoss",
+    "SearchTrainer",
+    "SearchWorker",
+    "TrialSkipped",
+    "open_storage",
+    "open_study",
+    "record_failure",
+    "retry_dead_trial",
+]
