@@ -15,13 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    classification_report,
-    confusion_matrix,
-    precision_recall_fscore_support,
-    roc_auc_score,
-)
 from transformers import EvalPrediction
 
 logger = logging.getLogger(__name__)
@@ -77,7 +70,13 @@ def aggregate_tracks(
     return unique.tolist(), mean_probabilities, vote, track_labels
 
 
+# scikit-learn is imported where metrics are computed, not with this module: song analysis (`inference.py`, which
+# needs only `softmax` and `aggregate_tracks`) and the GPU check run where it may not be installed.
+
+
 def classification_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
     predictions = probabilities.argmax(axis=1)
     precision, recall, f1, _ = precision_recall_fscore_support(
         labels, predictions, average="macro", zero_division=0
@@ -93,6 +92,8 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dic
 
 def roc_auc_macro(probabilities: np.ndarray, labels: np.ndarray) -> float:
     """One-vs-rest macro ROC-AUC over the classes present in `labels` (NaN if fewer than two)."""
+    from sklearn.metrics import roc_auc_score
+
     present = np.unique(labels)
     if len(present) < 2:
         return float("nan")
@@ -109,6 +110,8 @@ def make_compute_metrics(track_ids: Sequence[str] | None) -> Callable[[EvalPredi
     """
 
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
+        from sklearn.metrics import accuracy_score
+
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
         probabilities = softmax(np.asarray(logits))
         labels = np.asarray(prediction.label_ids)
@@ -131,6 +134,8 @@ def write_reports(
     split: str,
 ) -> dict[str, str]:
     """Per-class reports (JSON + text) and confusion-matrix PNGs, at segment and track level."""
+    from sklearn.metrics import classification_report, confusion_matrix
+
     output_dir = Path(output_dir)
     probabilities = softmax(np.asarray(logits))
     labels = np.asarray(labels)
