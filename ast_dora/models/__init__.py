@@ -4,6 +4,7 @@
 from .ast_mlp.spec import SPEC as AST_DORA
 from .genre_vit_hybrid.spec import SPEC as VIT_HYBRID
 from .registry import (
+    GPUCheckSettings,
     ModelSpec,
     base_model_of,
     get_model_spec,
@@ -17,6 +18,7 @@ register_model(VIT_HYBRID)  # the first registered is the default model_type
 register_model(AST_DORA)
 
 __all__ = [
+    "GPUCheckSettings",
     "ModelSpec",
     "base_model_of",
     "get_model_spec",
