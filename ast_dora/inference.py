@@ -310,6 +310,11 @@ class GenreClassifier:
         kwargs.setdefault("name", path_or_id)
         return cls(model, feature_extractor, **kwargs)
 
+    @property
+    def features_implementation(self) -> str:
+        """What computes the features: `ASTFbankFeatures` (batched torch) or the feature extractor's own class."""
+        return type(self._fast_ast_features or self.feature_extractor).__name__
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({self.name or self.model_type!r}, model_type={self.model_type}, "

@@ -214,6 +214,18 @@ def collate_prefix_batch(rows: list[dict]) -> dict[str, torch.Tensor]:
     }
 
 
+def set_prefix_layer(model: nn.Module, min_layer: int) -> None:
+    """Record on the model's config where its forward takes `prefix_hidden_states` in; refuse a model whose adapters
+    were built for another `min_layer`."""
+    config = base_ast_model(model).config
+    if getattr(config, "min_layer", min_layer) != min_layer:
+        raise ValueError(
+            f"The model was built with min_layer={config.min_layer} but the run asks for min_layer={min_layer}: "
+            "build it from the same ModelArguments."
+        )
+    config.min_layer = min_layer
+
+
 def apply_prefix_cache(run, data, model, feature_extractor, training_args):
     """Training pipeline hook (for models whose spec has `prefix_cache`): with the `prefix_cache` field on and no
     waveform augmentation, replace every split of `data` by its cached hidden states (the model's
@@ -231,13 +243,7 @@ def apply_prefix_cache(run, data, model, feature_extractor, training_args):
         )
         return data, None
     min_layer = run.model.min_layer
-    config = base_ast_model(model).config
-    if getattr(config, "min_layer", min_layer) != min_layer:
-        raise ValueError(
-            f"The model was built with min_layer={config.min_layer} but the run asks for min_layer={min_layer}: "
-            "build it from the same ModelArguments."
-        )
-    config.min_layer = min_layer  # where the model's forward takes `prefix_hidden_states` in
+    set_prefix_layer(model, min_layer)
     model.to(training_args.device)  # where the Trainer would put it: the prefix runs there
     cached, hits = {}, {}
     with training_args.main_process_first(desc="frozen-prefix cache"):
@@ -264,4 +270,5 @@ __all__ = [
     "keep_in_eval_mode",
     "prefix_fingerprint",
     "run_frozen_prefix",
+    "set_prefix_layer",
 ]

@@ -98,6 +98,51 @@ def generated_song(path: str | Path, seconds: float = 180.0, sampling_rate: int 
     return path
 
 
+def song_waveform(seconds: float = 180.0, sampling_rate: int = 22050, seed: int = 0) -> np.ndarray:
+    """`seconds` of mono music-like audio as a float32 array, made with numpy alone (no synthesis library, no
+    codec): for timing `GenreClassifier.analyse(array, sampling_rate=...)` where FFmpeg or scipy are absent.
+    Chords that change every two seconds over a decaying noise beat; latency depends on length, not content."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(round(seconds * sampling_rate)), dtype=np.float64) / sampling_rate
+    chord = (t // 2.0).astype(np.int64)
+    roots = 110.0 * 2.0 ** (rng.integers(0, 12, chord.max() + 1) / 12.0)
+    audio = np.zeros_like(t)
+    for ratio, gain in ((1.0, 0.3), (1.25, 0.2), (1.5, 0.2), (2.0, 0.1)):
+        audio += gain * np.sin(2 * np.pi * roots[chord] * ratio * t)
+    audio += 0.2 * np.exp(-12.0 * np.mod(t, 0.5)) * rng.standard_normal(len(t))
+    return (0.5 * audio / np.abs(audio).max()).astype(np.float32)
+
+
+def time_song_analysis(classifier, audio, runs: int, warmup: int, sampling_rate: int | None = None,
+                       wait_idle: float = 0.0) -> dict:
+    """Median latency of `classifier.analyse(audio, sampling_rate)` over `runs` runs after `warmup` untimed ones,
+    with the decode / features / model split (medians), the CPU seconds per run and the analysis' window count."""
+    for _ in range(warmup):
+        classifier.analyse(audio, sampling_rate=sampling_rate)
+    waited = wait_for_idle_cpus(wait_idle) if wait_idle > 0 else 0.0
+    load_before = list(os.getloadavg())
+    latencies, cpu_times, splits = [], [], []
+    for _ in range(runs):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        analysis = classifier.analyse(audio, sampling_rate=sampling_rate)
+        latencies.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
+        splits.append(analysis.timings)
+    median = {key: statistics.median(s[key] for s in splits) for key in splits[0]}
+    return {
+        "latency_s": statistics.median(latencies),
+        "latencies_s": latencies,
+        "decode_s": median["decode"],
+        "features_s": median["features"],
+        "model_s": median["model"],
+        "cpu_s": statistics.median(cpu_times),
+        "windows": len(analysis.window_starts),
+        "song_seconds": analysis.duration,
+        "waited_for_idle_s": waited,
+        "load_average_before": load_before,
+    }
+
+
 def _cpu_idle_fraction(seconds: float) -> float:
     def read():
         fields = [int(v) for v in open("/proc/stat").readline().split()[1:]]
@@ -146,27 +191,16 @@ def run(args) -> dict:
         song = generated_song(Path(workdir) / "song.mp3", args.seconds)
     try:
         song_seconds = decode_audio(str(song), classifier.sampling_rate).duration
-        for _ in range(args.warmup):
-            classifier.analyse(song)
-        waited = wait_for_idle_cpus(args.wait_idle) if args.wait_idle > 0 else 0.0
-        load_before = list(os.getloadavg())
-        latencies, cpu_times, splits = [], [], []
-        for _ in range(args.runs):
-            start, cpu_start = time.perf_counter(), time.process_time()
-            analysis = classifier.analyse(song)
-            latencies.append(time.perf_counter() - start)
-            cpu_times.append(time.process_time() - cpu_start)
-            splits.append(analysis.timings)
+        timing = time_song_analysis(classifier, song, args.runs, args.warmup, wait_idle=args.wait_idle)
     finally:
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
 
     parameters = sum(p.numel() for p in classifier.model.parameters())
-    median = {key: statistics.median(s[key] for s in splits) for key in splits[0]}
     # The machine's matmul peak right after the timed runs: on a shared machine it swings by several times, and
     # the model stage can only be judged against it.
     peak = measure_matmul_peak(("bf16", "fp32"), seconds=1.0)
-    model_tflops = forward_flops(classifier.model) * len(analysis.window_starts) / median["model"] / 1e12
+    model_tflops = forward_flops(classifier.model) * timing["windows"] / timing["model_s"] / 1e12
     results = {
         "benchmark": "song",
         "model": model_name,
@@ -174,7 +208,7 @@ def run(args) -> dict:
         "parameters": parameters,
         "song": str(song) if args.audio else f"generated {args.seconds:g}-s 44.1-kHz stereo mp3",
         "song_seconds": song_seconds,
-        "windows": len(analysis.window_starts),
+        "windows": timing["windows"],
         "window_seconds": classifier.window_seconds,
         "hop_seconds": classifier.hop_seconds,
         "batch_size": classifier.batch_size,
@@ -183,23 +217,23 @@ def run(args) -> dict:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "load_average_before": load_before,
+        "load_average_before": timing["load_average_before"],
         "load_average": list(os.getloadavg()),
-        "waited_for_idle_s": waited,
+        "waited_for_idle_s": timing["waited_for_idle_s"],
         "machine": platform.platform(),
-        "latency_s": statistics.median(latencies),
-        "latencies_s": latencies,
-        "decode_s": median["decode"],
-        "features_s": median["features"],
-        "model_s": median["model"],
-        "x_realtime": song_seconds / statistics.median(latencies),
+        "latency_s": timing["latency_s"],
+        "latencies_s": timing["latencies_s"],
+        "decode_s": timing["decode_s"],
+        "features_s": timing["features_s"],
+        "model_s": timing["model_s"],
+        "x_realtime": song_seconds / timing["latency_s"],
         "peak_bf16_tflops": peak["bf16"],
         "peak_fp32_tflops": peak["fp32"],
         "model_tflops": model_tflops,
         "model_utilisation": model_tflops / (peak["bf16"] if classifier.bf16 else peak["fp32"]),
         # CPU seconds of all threads per run: on a shared machine the wall-clock latency grows with the other
         # processes' load; the CPU time much less so (on idle cores, latency ~ cpu_s / threads at best).
-        "cpu_s": statistics.median(cpu_times),
+        "cpu_s": timing["cpu_s"],
         "model_load_s": load_seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }

@@ -67,13 +67,22 @@ def add_arguments(parser) -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 
-class _SyntheticWindows(torch.utils.data.Dataset):
-    """`length` rows cycling over a small pool of random inputs (no data set, no per-step generation cost)."""
+class SyntheticWindows(torch.utils.data.Dataset):
+    """`length` rows cycling over a small pool of random inputs (no data set, no per-step generation cost).
 
-    def __init__(self, shape, num_labels: int, length: int, pool: int = 16, seed: int = 0):
+    `signal` > 0 makes the labels learnable: each input is its class's fixed random pattern (drawn from
+    `pattern_seed`) times `signal` plus unit noise (from `seed`), so a model that trains correctly drives its loss
+    down, on other samples of the same classes too (another `seed`, the same `pattern_seed`).
+    """
+
+    def __init__(self, shape, num_labels: int, length: int, pool: int = 16, seed: int = 0, signal: float = 0.0,
+                 pattern_seed: int = 0):
         generator = torch.Generator().manual_seed(seed)
         self.inputs = torch.randn(pool, *shape, generator=generator)
         self.labels = torch.randint(0, num_labels, (pool,), generator=generator)
+        if signal:
+            patterns = torch.randn(num_labels, *shape, generator=torch.Generator().manual_seed(pattern_seed))
+            self.inputs += signal * patterns[self.labels]
         self.length = length
 
     def __len__(self):
@@ -81,6 +90,28 @@ class _SyntheticWindows(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return {"input_values": self.inputs[i % len(self.inputs)], "labels": self.labels[i % len(self.labels)]}
+
+
+class CycledRows(torch.utils.data.Dataset):
+    """`length` rows cycling over the rows of `rows` (any indexable data set, e.g. a cached `datasets.Dataset`),
+    in the same order as `SyntheticWindows` cycles over its pool."""
+
+    def __init__(self, rows, length: int):
+        self.rows = rows
+        self.length = length
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, i):
+        return self.rows[i % len(self.rows)]
+
+    def __getitems__(self, indices):
+        # The DataLoader fetches a whole batch through this when it exists, as it does from a `datasets.Dataset`
+        # in training (one Arrow gather per batch instead of one read per row).
+        rows = [i % len(self.rows) for i in indices]
+        getitems = getattr(self.rows, "__getitems__", None)
+        return getitems(rows) if getitems is not None else [self.rows[i] for i in rows]
 
 
 def _training_args(args, output_dir: str, max_steps: int, batch_size: int, logging_steps: int | None = None):
@@ -106,42 +137,79 @@ def _training_args(args, output_dir: str, max_steps: int, batch_size: int, loggi
     )
 
 
-def _step_times_callback():
+def _step_times_callback(sync_at_steps=()):
     from transformers import TrainerCallback
 
     class StepTimes(TrainerCallback):
+        """Wall time at the end of each optimizer step (and of a checkpoint save). On CUDA the clock is read after
+        a device sync at `sync_at_steps` only: kernels run asynchronously, so the ends of the timed span must
+        wait for the GPU, while a sync every step would stall the queue the Trainer keeps full."""
+
         def __init__(self):
             self.times = []
+            self.save_times = []
 
         def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step in sync_at_steps and torch.cuda.is_available():
+                torch.cuda.synchronize()
             self.times.append(time.perf_counter())
+
+        def on_save(self, args, state, control, **kwargs):
+            self.save_times.append(time.perf_counter())
 
     return StepTimes()
 
 
-def time_trainer(model, dataset, args, batch_size: int, steps: int, data_collator=None, log_losses=False) -> dict:
-    """Train `warmup + steps` steps with the Trainer; throughput over the last `steps` (and step losses)."""
+def train_and_time(model, dataset, training_args, warmup: int, data_collator=None, eval_dataset=None) -> dict:
+    """Train `training_args.max_steps` steps with the `Trainer`; throughput over the steps after `warmup`.
+
+    Returns `samples_per_s`, `step_s`, `losses` (every logged step loss, in order), `log_steps` (their steps),
+    `peak_memory_mb` (CUDA allocator, None on CPU), `save_s` (the last checkpoint save, when the args save one)
+    and, with `eval_dataset`, `eval_loss_before` / `eval_loss` (before and after training: eval mode, so without
+    dropout noise) and `eval_samples_per_s` (the second of two passes after training: the first warms up).
+    """
     from transformers import PrinterCallback, Trainer
 
-    output_dir = tempfile.mkdtemp(prefix="bench_train_")
-    try:
-        callback = _step_times_callback()
-        trainer = Trainer(
-            model=model,
-            args=_training_args(args, output_dir, args.warmup + steps, batch_size, logging_steps=1 if log_losses else None),
-            train_dataset=dataset,
-            data_collator=data_collator,
-            callbacks=[callback],
-        )
-        trainer.remove_callback(PrinterCallback)  # the table says it all
-        trainer.train()
-    finally:
-        shutil.rmtree(output_dir, ignore_errors=True)
-    times = callback.times[args.warmup - 1 :] if args.warmup > 0 else callback.times
+    steps = training_args.max_steps
+    callback = _step_times_callback(sync_at_steps={max(warmup, 1), steps})
+    batch_size = training_args.per_device_train_batch_size
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    trainer = Trainer(model=model, args=training_args, train_dataset=dataset, data_collator=data_collator,
+                      callbacks=[callback])
+    trainer.remove_callback(PrinterCallback)  # the table says it all
+    loss_before = trainer.evaluate(eval_dataset)["eval_loss"] if eval_dataset is not None else None
+    trainer.train()
+    times = callback.times[warmup - 1 :] if warmup > 0 else callback.times
     seconds = times[-1] - times[0]
     timed_steps = len(times) - 1
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return {"samples_per_s": timed_steps * batch_size / seconds, "step_s": seconds / timed_steps, "losses": losses}
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    result = {
+        "samples_per_s": timed_steps * batch_size / seconds,
+        "step_s": seconds / timed_steps,
+        "losses": [entry["loss"] for entry in logged],
+        "log_steps": [entry["step"] for entry in logged],
+        "peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+    }
+    if callback.save_times:
+        result["save_s"] = callback.save_times[-1] - callback.times[-1]
+    if eval_dataset is not None:
+        for _ in range(2):
+            metrics = trainer.evaluate(eval_dataset)
+        result.update(eval_samples_per_s=metrics["eval_samples_per_second"], eval_loss=metrics["eval_loss"],
+                      eval_loss_before=loss_before)
+    return result
+
+
+def time_trainer(model, dataset, args, batch_size: int, steps: int, data_collator=None, log_losses=False) -> dict:
+    """Train `warmup + steps` steps with the Trainer; throughput over the last `steps` (and step losses)."""
+    output_dir = tempfile.mkdtemp(prefix="bench_train_")
+    try:
+        training_args = _training_args(args, output_dir, args.warmup + steps, batch_size,
+                                       logging_steps=1 if log_losses else None)
+        return train_and_time(model, dataset, training_args, args.warmup, data_collator=data_collator)
+    finally:
+        shutil.rmtree(output_dir, ignore_errors=True)
 
 
 def time_plain_loop(model, dataset, args, batch_size: int, steps: int) -> dict:
@@ -189,7 +257,7 @@ def bench_trainer(args, spec) -> dict:
     config = model.config
     # The kernel finetune/run.py would pick for this device and precision.
     use_fastest_attention(model, "cuda" if torch.cuda.is_available() else "cpu", bf16=not args.no_bf16)
-    dataset = _SyntheticWindows((config.num_channels, *config.image_size), config.num_labels,
+    dataset = SyntheticWindows((config.num_channels, *config.image_size), config.num_labels,
                                 length=batch_size * (args.warmup + steps))
     if args.plain_loop:
         timing = time_plain_loop(model, dataset, args, batch_size, steps)
@@ -210,6 +278,35 @@ def bench_trainer(args, spec) -> dict:
     }
 
 
+def prefix_min_layer(min_layer: int, size: str) -> int:
+    """The first adapted layer of a random prefix-cache model of `size` (the tiny stand-in adapts from layer 2)."""
+    return min(min_layer, 2) if size == "tiny" else min_layer
+
+
+def build_prefix_cache(model, windows, min_layer: int, bf16: bool, batch_size: int, cache_dir: str | None = None):
+    """Check `model` takes cached prefix inputs at `min_layer`, move it to the training device and cache `windows`' hidden states
+    entering `min_layer` (in `cache_dir`, as training writes them, or in memory without one).
+
+    Returns `(cached_windows, seconds)`: the cached rows (what `collate_prefix_batch` collates) and the build time.
+    """
+    from ..prefix_cache import cache_prefix_hidden_states, set_prefix_layer
+
+    set_prefix_layer(model, min_layer)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    start = time.perf_counter()
+    cached_windows, _ = cache_prefix_hidden_states(
+        model, windows, min_layer, bf16=bf16, batch_size=batch_size, cache_dir=cache_dir, use_cache=cache_dir is not None
+    )
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return cached_windows, time.perf_counter() - start
+
+
+def loss_max_rel_diff(losses, reference) -> float:
+    """The largest relative difference between two runs' step losses (same steps, same order)."""
+    return max(abs(a - b) / abs(b) for a, b in zip(losses, reference, strict=True))
+
+
 def bench_with_prefix_cache(args, spec) -> dict:
     """A model with a frozen prefix: one epoch through the frozen layers, one from the frozen-prefix cache."""
     from datasets import Dataset
@@ -217,7 +314,7 @@ def bench_with_prefix_cache(args, spec) -> dict:
 
     from ..data import GTZAN_GENRES
     from ..models import base_model_of
-    from ..prefix_cache import cache_prefix_hidden_states, collate_prefix_batch
+    from ..prefix_cache import collate_prefix_batch
 
     batch_size = args.batch_size or spec.bench_batch_size
     steps = args.steps or max(1, args.samples // batch_size)
@@ -227,7 +324,7 @@ def bench_with_prefix_cache(args, spec) -> dict:
     model = spec.random_model(model_args, args.size, labels)
     cached_model = copy.deepcopy(model)  # the same initial adapters and head for both runs
     config = base_model_of(model).config
-    min_layer = min(args.min_layer, 2) if args.size == "tiny" else args.min_layer
+    min_layer = prefix_min_layer(args.min_layer, args.size)
     classifier_hidden_size = config.classifier_hidden_size
     n = batch_size * (args.warmup + steps)
     generator = torch.Generator().manual_seed(0)
@@ -237,19 +334,15 @@ def bench_with_prefix_cache(args, spec) -> dict:
     }).with_format("torch")
 
     uncached = time_trainer(model, windows, args, batch_size, steps, log_losses=True)
-    cached_model.to("cuda" if torch.cuda.is_available() else "cpu")
-    start = time.perf_counter()
-    cached_windows, _ = cache_prefix_hidden_states(
-        cached_model, windows, min_layer, bf16=not args.no_bf16, batch_size=batch_size, use_cache=False
-    )
-    cache_build_s = time.perf_counter() - start
+    cached_windows, cache_build_s = build_prefix_cache(cached_model, windows, min_layer, bf16=not args.no_bf16,
+                                                       batch_size=batch_size)
     cached = time_trainer(cached_model, cached_windows, args, batch_size, steps,
                           data_collator=collate_prefix_batch, log_losses=True)
 
     flops = ast_dora_flops(config, min_layer, classifier_hidden_size, len(labels))
     epoch_uncached = args.samples / uncached["samples_per_s"]
     epoch_cached = args.samples / cached["samples_per_s"]
-    loss_diff = max(abs(a - b) / abs(a) for a, b in zip(uncached["losses"], cached["losses"], strict=True))
+    loss_diff = loss_max_rel_diff(uncached["losses"], cached["losses"])
     return {
         "parameters": sum(p.numel() for p in model.parameters()),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),

@@ -19,7 +19,6 @@ import math
 
 import numpy as np
 import torch
-import torchaudio.functional as F
 
 from .features import extract_features
 
@@ -44,6 +43,10 @@ class WaveformAugmenter:
         return any(v > 0 for k, v in self.config.items() if k.endswith("_prob"))
 
     def __call__(self, waveform: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        # Imported here, not at module level: the data package is imported by every command (configs, the GPU
+        # check), and only augmentation needs torchaudio.
+        import torchaudio.functional as F
+
         length = len(waveform)
         sr = self.sampling_rate
         x = torch.from_numpy(np.array(waveform, dtype=np.float32, copy=True))

@@ -18,6 +18,20 @@ _REGISTRY: dict[str, ModelSpec] = {}
 
 
 @dataclass(frozen=True)
+class GPUCheckSettings:
+    """How `python -m ast_dora.bench gpu` trains a model, which recipe it projects, and the targets it reports on
+    an H100 / H200 (targets are reported beside the steps, not part of passing)."""
+
+    # Per-step batches to time, in groups: of each group the first size that fits in GPU memory is timed.
+    batch_sizes: tuple[tuple[int, ...], ...]
+    # Train and validation tracks per epoch of the published recipe the wall-time projection is for (30-s clips).
+    recipe_tracks: tuple[int, int]
+    mfu_target: float | None = None  # training MFU at the largest batch timed (through all layers)
+    recipe_minutes_target: float | None = None  # projected wall time of the full recipe at the config's batch
+    song_latency_target_s: float | None = None  # analysis of a 3-min song
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One trainable model of the project.
 
@@ -47,6 +61,7 @@ class ModelSpec:
     tiny_checkpoint: Callable[[str], None] | None = None  # writes an offline stand-in checkpoint (smoke runs)
     prefix_cache: bool = False  # frozen layers whose output the frozen-prefix cache can compute once
     eager_attention_on_cpu_bf16: bool = False  # eager attention beats CPU SDPA in bf16 (short sequences)
+    gpu_check: GPUCheckSettings | None = None  # None: `bench gpu` leaves the model out
     # A training-time model -> the plain transformers model inference runs (e.g. adapters merged).
     for_inference: Callable[[Any], Any] = field(default=lambda model: model)
 
@@ -101,6 +116,7 @@ def spec_for_model(model: Any) -> ModelSpec:
 
 
 __all__ = [
+    "GPUCheckSettings",
     "ModelSpec",
     "base_model_of",
     "get_model_spec",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import ASTConfig, ASTFeatureExtractor
 
-from ..registry import ModelSpec
+from ..registry import GPUCheckSettings, ModelSpec
 from .dora import build_ast_dora, build_feature_extractor, merge_dora, random_model, write_tiny_checkpoint
 from .modeling_ast_mlp import ASTWithMLPHeadForAudioClassification
 
@@ -47,6 +47,13 @@ SPEC = ModelSpec(
     tiny_checkpoint=write_tiny_checkpoint,
     prefix_cache=True,
     for_inference=merge_dora,
+    gpu_check=GPUCheckSettings(
+        batch_sizes=((8,), (32,)),
+        # configs/ast_dora.yaml's fault-filtered split: 443 / 197 tracks, three 10.24-s windows per 30-s clip.
+        recipe_tracks=(443, 197),
+        mfu_target=0.35,
+        song_latency_target_s=0.5,
+    ),
 )
 
 __all__ = ["DEFAULT_CHECKPOINT", "SPEC"]
