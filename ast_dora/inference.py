@@ -273,6 +273,8 @@ class GenreClassifier:
             for proportionally more work; training's hop is a data-augmentation setting and is not reused here.
         batch_size: windows per forward pass (default: the model spec's `inference_batch_size`, 32 for the
             ViT-hybrid, 6 for AST: large enough for efficient matmuls, small enough to bound activations).
+        first_batch_size: windows in a song's first batch (default: the spec's `inference_first_batch_size`, 8
+            for the ViT-hybrid, 2 for AST, at most `batch_size`): the first streamed result comes that much sooner.
         bf16: (torch models) `None` (default) runs the model in bf16 (weights cast to bf16, forward under bf16
             autocast) where the hardware has native bf16, `True` forces it, `False` keeps fp32. The classifier owns
             `model`: it is moved to `device` and cast in place.
@@ -290,6 +292,7 @@ class GenreClassifier:
         batch_size: int | None = None,
         bf16: bool | None = None,
         device: str | torch.device | None = None,
+        first_batch_size: int | None = None,
         min_seconds: float = MIN_SECONDS,
         max_seconds: float | None = None,
         name: str | None = None,
@@ -314,6 +317,10 @@ class GenreClassifier:
         self.batch_size = int(batch_size or self.spec.inference_batch_size)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        first_batch_size = first_batch_size or self.spec.inference_first_batch_size or self.batch_size
+        if first_batch_size < 1:
+            raise ValueError(f"first_batch_size must be at least 1, got {first_batch_size}")
+        self.first_batch_size = min(int(first_batch_size), self.batch_size)
         self.min_seconds = float(min_seconds)
         self.max_seconds = max_seconds
         self.name = name
@@ -349,7 +356,7 @@ class GenreClassifier:
         return (
             f"{type(self).__name__}({self.name or self.model_type!r}, model_type={self.model_type}, "
             f"window={self.window_seconds}s/{self.hop_seconds}s @ {self.sampling_rate} Hz, "
-            f"batch_size={self.batch_size}, backend={self.runner.describe()})"
+            f"batch_size={self.first_batch_size} then {self.batch_size}, backend={self.runner.describe()})"
         )
 
     # ---- audio in ----
@@ -460,15 +467,17 @@ class GenreClassifier:
         all_windows = np.lib.stride_tricks.sliding_window_view(waveform, self.window)
         probabilities = np.empty((len(starts), len(self.labels)))
         feature_seconds = model_seconds = 0.0
-        for first in range(0, len(starts), self.batch_size):
-            batch_starts = starts[first : first + self.batch_size]
+        # A short first batch (the first result sooner), then full batches.
+        first_end = min(self.first_batch_size, len(starts))
+        edges = [0, *range(first_end, len(starts), self.batch_size), len(starts)]
+        for first, done in zip(edges[:-1], edges[1:]):
+            batch_starts = starts[first:done]
             tick = time.perf_counter()
             input_values = self.features(np.ascontiguousarray(all_windows[batch_starts]))
             tock = time.perf_counter()
-            probabilities[first : first + len(batch_starts)] = self._probabilities(input_values)
+            probabilities[first:done] = self._probabilities(input_values)
             feature_seconds += tock - tick
             model_seconds += time.perf_counter() - tock
-            done = first + len(batch_starts)
             # Rows [:done] are final: the partial analysis may keep views of them.
             yield self._song_analysis(
                 audio, probabilities[:done], starts[:done], len(starts), duration,

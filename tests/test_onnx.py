@@ -184,6 +184,22 @@ def test_analyse_iter_yields_every_batch_and_ends_with_analyse(exported, song):
     assert partials[-1].vote == whole.vote
 
 
+def test_the_first_batch_is_short_so_the_first_result_comes_sooner(exported, tmp_path):
+    song = generated_wav(tmp_path / "minute.wav", 60.0, channels=1)  # 6 AST windows of 10.24 s
+    classifier = GenreClassifier.from_pretrained(exported["ast_dora"], backend="onnx")
+    assert (classifier.first_batch_size, classifier.batch_size) == (2, 6)  # the AST spec's
+    assert [p.windows_done for p in classifier.analyse_iter(song)] == [2, 6]
+    one_size = GenreClassifier.from_pretrained(exported["ast_dora"], backend="onnx", first_batch_size=6)
+    assert [p.windows_done for p in one_size.analyse_iter(song)] == [6]
+    # A window's result does not depend on its batch (fp32; int8 quantizes activations per batch, so there it
+    # moves by rounding of the activation scale).
+    fp32 = dict(backend="onnx", onnx_precision="fp32")
+    np.testing.assert_allclose(
+        GenreClassifier.from_pretrained(exported["ast_dora"], first_batch_size=6, **fp32).analyse(song).window_probabilities,
+        GenreClassifier.from_pretrained(exported["ast_dora"], **fp32).analyse(song).window_probabilities,
+        atol=FP32_PROBABILITY_ATOL, rtol=0)
+
+
 def test_analyse_iter_refuses_bad_audio_before_the_first_result(exported, tmp_path):
     classifier = GenreClassifier.from_pretrained(exported["vit_hybrid"], backend="onnx")
     stream = classifier.analyse_iter(np.zeros(22050 * 3, np.float32), sampling_rate=22050)

@@ -54,6 +54,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--runs", type=int, default=5, help="Timed runs; the median is reported (default 5).")
     parser.add_argument("--warmup", type=int, default=1, help="Untimed runs first (default 1).")
     parser.add_argument("--batch_size", type=int, default=None, help="Windows per forward pass (model's default).")
+    parser.add_argument("--first_batch_size", type=int, default=None,
+                        help="Windows in the song's first batch (model's default: a short one, for first_result_s).")
     parser.add_argument("--hop_seconds", type=float, default=None,
                         help="Seconds between windows (default: the window length, as `predict` analyses songs).")
     parser.add_argument("--no_bf16", action="store_true", help="Keep fp32 even where the CPU has native bf16.")
@@ -152,7 +154,7 @@ def run(args) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    options = dict(batch_size=args.batch_size, bf16=False if args.no_bf16 else None, hop_seconds=args.hop_seconds)
+    options = dict(batch_size=args.batch_size, first_batch_size=args.first_batch_size, bf16=False if args.no_bf16 else None, hop_seconds=args.hop_seconds)
     if args.backend == "onnx":
         options.update(backend="onnx", onnx_precision=args.onnx_precision)
     workdir = tempfile.mkdtemp(prefix="bench_song_")
@@ -214,6 +216,7 @@ def run(args) -> dict:
         "window_seconds": classifier.window_seconds,
         "hop_seconds": classifier.hop_seconds,
         "batch_size": classifier.batch_size,
+        "first_batch_size": classifier.first_batch_size,
         "backend": classifier.backend,
         "precision": classifier.runner.precision,
         "backend_description": classifier.runner.describe(),
@@ -261,7 +264,7 @@ def format_table(r: dict) -> str:
     return "\n".join([
         f"song benchmark: {r['model']} ({r['parameters'] / 1e6:.1f} M parameters), {r['song']}",
         f"  backend {r['backend_description']}; {r['windows']} windows of {r['window_seconds']:g} s / "
-        f"{r['hop_seconds']:g} s hop, batch {r['batch_size']}, "
+        f"{r['hop_seconds']:g} s hop, batches of {r['first_batch_size']} then {r['batch_size']}, "
         f"bf16={r['bf16']} (native bf16: {r['cpu_native_bf16']}), {r['torch_threads']} threads on {r['cpu_count']} cores, "
         f"load average {r['load_average_before'][0]:.2f} before / {r['load_average'][0]:.2f} after the timed runs",
         f"  song {r['song_seconds']:.1f} s -> latency {r['latency_s']:.2f} s (median of {len(r['latencies_s'])}: "

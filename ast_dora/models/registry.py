@@ -47,6 +47,9 @@ class ModelSpec:
     tiny_checkpoint: Callable[[str], None] | None = None  # writes an offline stand-in checkpoint (smoke runs)
     prefix_cache: bool = False  # frozen layers whose output the frozen-prefix cache can compute once
     eager_attention_on_cpu_bf16: bool = False  # eager attention beats CPU SDPA in bf16 (short sequences)
+    # Windows in the first batch of a song analysis, so that a streamed first result comes sooner (None: a full
+    # `inference_batch_size` batch); the later batches are full.
+    inference_first_batch_size: int | None = None
     # A training-time model -> the plain transformers model inference runs (e.g. adapters merged).
     for_inference: Callable[[Any], Any] = field(default=lambda model: model)
 
