@@ -470,7 +470,7 @@ class GenreClassifier:
         # A short first batch (the first result sooner), then full batches.
         first_end = min(self.first_batch_size, len(starts))
         edges = [0, *range(first_end, len(starts), self.batch_size), len(starts)]
-        for first, done in zip(edges[:-1], edges[1:]):
+        for first, done in zip(edges[:-1], edges[1:], strict=True):
             batch_starts = starts[first:done]
             tick = time.perf_counter()
             input_values = self.features(np.ascontiguousarray(all_windows[batch_starts]))
