@@ -29,6 +29,8 @@ from .models.factory import find_model_file, use_fastest_attention
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx")
+# "auto": onnx for a model that has an ONNX export (`onnx/`), torch for one that has none.
+BACKEND_CHOICES = ("auto", *BACKENDS)
 # The Hub's layout for ONNX copies of a model (what transformers.js reads): a folder `onnx/` beside config.json.
 ONNX_SUBFOLDER = "onnx"
 ONNX_FP32_FILE = "model.onnx"
@@ -44,9 +46,22 @@ class BackendError(ValueError):
 
 
 def check_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise BackendError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}.")
+    if backend not in BACKEND_CHOICES:
+        raise BackendError(f"backend={backend!r} is not one of {', '.join(BACKEND_CHOICES)}.")
     return backend
+
+
+def resolve_backend(backend: str, path_or_id: str, **hub_kwargs) -> str:
+    """`backend`, with "auto" made "onnx" when the model has an ONNX export and "torch" when it has none."""
+    if check_backend(backend) != "auto":
+        return backend
+    try:
+        find_onnx_file(str(path_or_id), **hub_kwargs)
+    except BackendError:
+        logger.info("%s has no ONNX export: running it in PyTorch (`%s` makes it faster on CPUs)", path_or_id,
+                    _export_command(str(path_or_id)))
+        return "torch"
+    return "onnx"
 
 
 def bf16_available(device: torch.device) -> bool:
@@ -209,6 +224,7 @@ def load_onnx_runner(path_or_id: str, config, precision: str = "auto", threads: 
 
 __all__ = [
     "BACKENDS",
+    "BACKEND_CHOICES",
     "BackendError",
     "ONNX_FP32_FILE",
     "ONNX_INT8_FILE",
@@ -221,5 +237,6 @@ __all__ = [
     "find_onnx_file",
     "load_onnx_runner",
     "onnx_threads",
+    "resolve_backend",
     "weights_fingerprint",
 ]

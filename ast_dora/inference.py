@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .backends import BackendError, OnnxRunner, TorchRunner, check_backend, load_onnx_runner
+from .backends import BackendError, OnnxRunner, TorchRunner, load_onnx_runner, resolve_backend
 from .data.decode import AudioDecodeError, decode_audio
 from .data.features import extract_features
 from .data.windows import seconds_to_samples, window_starts
@@ -339,13 +339,13 @@ class GenreClassifier:
         `backend="torch"` runs the transformers model; `backend="onnx"` runs its ONNX export in ONNX Runtime
         (`onnx/model_quantized.onnx` when present, else `onnx/model.onnx`; `onnx_precision` "int8" / "fp32"
         picks one; `threads` sizes its thread pool, default PyTorch's thread count) without loading the PyTorch
-        weights. The windows come with the model (`window_seconds` in its preprocessor_config.json) unless given
+        weights; `backend="auto"` is onnx for a model with an ONNX export, torch for one without. The windows come with the model (`window_seconds` in its preprocessor_config.json) unless given
         here. `hub_kwargs` (revision, token, cache_dir) go to `from_pretrained`; `kwargs` to `__init__`.
         """
         path_or_id = str(path_or_id)
         hub_kwargs = hub_kwargs or {}
         kwargs.setdefault("name", path_or_id)
-        if check_backend(backend) == "onnx":
+        if resolve_backend(backend, path_or_id, **hub_kwargs) == "onnx":
             config, feature_extractor = load_trained_config(path_or_id, **hub_kwargs)
             runner = load_onnx_runner(path_or_id, config, precision=onnx_precision, threads=threads, **hub_kwargs)
             return cls(runner, feature_extractor, **kwargs)

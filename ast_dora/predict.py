@@ -20,7 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .backends import BACKENDS
+from .backends import BACKEND_CHOICES
 from .inference import GenreClassifier, InvalidAudioError, _format_duration
 
 logger = logging.getLogger(__name__)
@@ -49,9 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hop_seconds", type=float, default=None,
                         help="Seconds between window starts (default: the window length, back to back); a smaller "
                         "hop overlaps windows for a smoother timeline, at proportionally more work.")
-    parser.add_argument("--backend", choices=BACKENDS, default="torch",
-                        help="What runs the model: torch (default), or onnx: ONNX Runtime on the model's onnx/ export "
-                        "(int8 when present), written by `python -m ast_dora.export onnx MODEL_DIR --quantize int8`.")
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="torch",
+                        help="What runs the model: torch (default); onnx: ONNX Runtime on the model's onnx/ export "
+                        "(int8 when present), written by `python -m ast_dora.export onnx MODEL_DIR --quantize int8`; "
+                        "auto: onnx if the model has an export, else torch.")
     parser.add_argument("--no_bf16", action="store_true", help="Keep fp32 even where the hardware has native bf16.")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available; onnx: cpu).")
     parser.add_argument("--revision", default=None, help="Hub revision of --model.")

@@ -142,4 +142,4 @@ def test_backend_comes_from_the_flag_or_the_environment(monkeypatch, capsys):
     monkeypatch.setenv("GENRE_BACKEND", "tensorrt")
     with pytest.raises(SystemExit):
         app.parse_args([])
-    assert "GENRE_BACKEND='tensorrt' is not one of torch, onnx" in capsys.readouterr().err
+    assert "GENRE_BACKEND='tensorrt' is not one of auto, torch, onnx" in capsys.readouterr().err

@@ -112,8 +112,11 @@ def test_backend_onnx_prefers_int8_and_explains_a_missing_export(exported, tmp_p
     shutil.rmtree(plain / "onnx")
     with pytest.raises(BackendError, match=r"no onnx/model_quantized.onnx or onnx/model.onnx.*python -m ast_dora.export onnx"):
         GenreClassifier.from_pretrained(plain, backend="onnx")
-    with pytest.raises(BackendError, match="not one of torch, onnx"):
+    with pytest.raises(BackendError, match="not one of auto, torch, onnx"):
         GenreClassifier.from_pretrained(plain, backend="tensorrt")
+    # auto: onnx where there is an export, torch where there is none
+    assert GenreClassifier.from_pretrained(exported["ast_dora"], backend="auto").backend == "onnx"
+    assert GenreClassifier.from_pretrained(plain, backend="auto").backend == "torch"
     with pytest.raises(BackendError, match="runs on cpu, not cuda"):
         GenreClassifier.from_pretrained(exported["ast_dora"], backend="onnx", device="cuda")
 
