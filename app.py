@@ -9,8 +9,13 @@ optional second input), e.g. with `gradio_client`:
 
     Client("http://127.0.0.1:7860").predict(handle_file("song.mp3"), api_name="/predict")
 
-Settings (flag or environment variable): `--max_seconds` / `GENRE_MAX_SECONDS` (longest song accepted, default
-600), `--max_file_size` / `GENRE_MAX_FILE_SIZE` (upload limit, default 50mb), `--examples_dir` /
+Results stream: the genre, the summary and the timeline appear after the first batch of windows and are updated
+as the rest arrive (the summary counts the windows done); API clients get the complete result.
+
+Settings (flag or environment variable): `--backend` / `GENRE_BACKEND` (`torch`; `onnx` for ONNX Runtime on the
+model's `onnx/` export, int8 when there is one: `python -m ast_dora.export onnx OUTPUT_DIR --quantize int8`; default
+`auto`: onnx for models with an export, torch for the others, see README "ONNX Runtime backend"), `--max_seconds` / `GENRE_MAX_SECONDS` (longest song accepted,
+default 600), `--max_file_size` / `GENRE_MAX_FILE_SIZE` (upload limit, default 50mb), `--examples_dir` /
 `GENRE_EXAMPLES_DIR` (where example clips are generated), `--no_bf16` / `GENRE_BF16=0`.
 """
 
@@ -26,6 +31,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
+from ast_dora.backends import BACKEND_CHOICES
 from ast_dora.inference import GenreClassifier, InvalidAudioError
 from ast_dora.inference import _format_duration as format_duration
 from ast_dora.plots import plot_probability_timeline
@@ -40,6 +46,12 @@ DEFAULT_MAX_FILE_SIZE = "50mb"
 TOP_CLASSES = 5
 EXAMPLE_GENRES = ("rock", "classical", "hiphop", "jazz")
 EXAMPLE_SECONDS = 12.0
+# ONNX Runtime int8 where a model has an export: faster than PyTorch for both models on the CPUs measured, same
+# answers on the smoke test splits (README, "ONNX Runtime backend"); PyTorch for a model without an export.
+DEFAULT_BACKEND = "auto"
+# Partial results are sent after the first batch, then at most this often (each one redraws the timeline), and
+# always at the end.
+STREAM_INTERVAL_SECONDS = 0.5
 
 
 def model_specs(cli_models: list[str] | None, environ=os.environ) -> list[str]:
@@ -56,12 +68,16 @@ def model_specs(cli_models: list[str] | None, environ=os.environ) -> list[str]:
     return list(dict.fromkeys(specs))
 
 
-def load_classifiers(specs: list[str], max_seconds: float | None, bf16: bool | None = None) -> dict[str, GenreClassifier]:
-    """Load every model once at startup (each request then only runs it): spec -> classifier."""
+def load_classifiers(specs: list[str], max_seconds: float | None, bf16: bool | None = None,
+                     backend: str = DEFAULT_BACKEND, **options) -> dict[str, GenreClassifier]:
+    """Load every model once at startup (each request then only runs it): spec -> classifier. `options` go to
+    `GenreClassifier.from_pretrained` (e.g. batch_size)."""
     classifiers = {}
     for spec in specs:
         start = time.perf_counter()
-        classifiers[spec] = GenreClassifier.from_pretrained(spec, max_seconds=max_seconds, bf16=bf16)
+        # bf16 is the torch backend's setting; an ONNX runner ignores it.
+        classifiers[spec] = GenreClassifier.from_pretrained(spec, backend=backend, max_seconds=max_seconds,
+                                                            bf16=bf16, **options)
         logger.info("loaded %s in %.1f s: %r", spec, time.perf_counter() - start, classifiers[spec])
     return classifiers
 
@@ -92,34 +108,51 @@ def example_files(examples_dir: str | os.PathLike | None = None) -> list[str]:
     return files
 
 
-def make_analyse(classifiers: dict[str, GenreClassifier]):
+def summary_text(analysis, seconds: float, model_label: str) -> str:
+    """The line under the genre label: partial (windows done so far) while the song is analysed, then final."""
+    if not analysis.complete:
+        return (
+            f"**{analysis.genre}** ({analysis.confidence:.0%}) so far · {analysis.windows_done}/{analysis.windows_total} "
+            f"windows analysed in {seconds:.1f} s by {model_label} …"
+        )
+    return (
+        f"**{analysis.genre}** ({analysis.confidence:.0%}) · majority vote of {analysis.windows_total} "
+        f"windows: **{analysis.vote}** · {format_duration(analysis.duration)} of audio analysed in "
+        f"{seconds:.1f} s by {model_label}"
+    )
+
+
+def make_analyse(classifiers: dict[str, GenreClassifier], stream_interval: float = STREAM_INTERVAL_SECONDS):
     default_spec = next(iter(classifiers))
 
     def analyse(audio_path: str | None, model: str | None = None, progress=gr.Progress()):  # noqa: B008 (how Gradio injects progress)
-        """Classify a song: top genres, the genre probabilities over time, and the full analysis as JSON."""
+        """Classify a song: top genres, the genre probabilities over time, and the full analysis as JSON; partial
+        results after the first batch of windows, then updates until the whole song is done."""
         if not audio_path:
             raise gr.Error("No audio: upload a file or record with the microphone first.", title="No audio")
         spec = model or default_spec
         if spec not in classifiers:
             raise gr.Error(f"Unknown model {spec!r}; choose one of: {', '.join(classifiers)}.", title="Unknown model")
         classifier = classifiers[spec]
+        label = model_choice_label(spec, classifier)
         start = time.perf_counter()
+        last_sent = None
         try:
-            analysis = classifier.analyse(
-                audio_path, progress=lambda done, total: progress(done / total, desc=f"{done}/{total} windows")
-            )
+            for analysis in classifier.analyse_iter(audio_path):
+                progress(analysis.windows_done / analysis.windows_total,
+                         desc=f"{analysis.windows_done}/{analysis.windows_total} windows")
+                now = time.perf_counter()
+                if analysis.complete or last_sent is None or now - last_sent >= stream_interval:
+                    last_sent = now
+                    result = analysis.to_dict()
+                    result["file"] = Path(audio_path).name
+                    result["model"] = spec
+                    result["backend"] = classifier.runner.describe()
+                    result["windows_done"], result["windows_total"] = analysis.windows_done, analysis.windows_total
+                    yield (analysis.label_probabilities(), plot_probability_timeline(analysis), result,
+                           summary_text(analysis, now - start, label))
         except InvalidAudioError as error:
             raise gr.Error(str(error), title="Cannot analyse this audio", print_exception=False) from None
-        seconds = time.perf_counter() - start
-        result = analysis.to_dict()
-        result["file"] = Path(audio_path).name
-        result["model"] = spec
-        summary = (
-            f"**{analysis.genre}** ({analysis.confidence:.0%}) · majority vote of {len(analysis.window_starts)} "
-            f"windows: **{analysis.vote}** · {format_duration(analysis.duration)} of audio analysed in "
-            f"{seconds:.1f} s by {model_choice_label(spec, classifier)}"
-        )
-        return analysis.label_probabilities(), plot_probability_timeline(analysis), result, summary
 
     return analyse
 
@@ -177,14 +210,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Where the generated example clips are written (default: the temp dir).")
     parser.add_argument("--no_bf16", action="store_true", default=os.environ.get("GENRE_BF16", "1") == "0",
                         help="Keep fp32 even where the CPU has native bf16.")
-    return parser.parse_args(argv)
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default=os.environ.get("GENRE_BACKEND", DEFAULT_BACKEND),
+                        help="What runs the models: torch; onnx (ONNX Runtime on each model's onnx/ export, int8 "
+                        "when present); auto: onnx for the models that have an export, torch for the others. "
+                        f"Default: $GENRE_BACKEND or {DEFAULT_BACKEND}.")
+    args = parser.parse_args(argv)
+    if args.backend not in BACKEND_CHOICES:  # a default from $GENRE_BACKEND is not checked by `choices`
+        parser.error(f"GENRE_BACKEND={args.backend!r} is not one of {', '.join(BACKEND_CHOICES)}.")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     max_seconds = args.max_seconds if args.max_seconds > 0 else None
-    classifiers = load_classifiers(model_specs(args.model), max_seconds, bf16=False if args.no_bf16 else None)
+    classifiers = load_classifiers(model_specs(args.model), max_seconds, bf16=False if args.no_bf16 else None,
+                                   backend=args.backend)
     examples = example_files(args.examples_dir)
     demo = build_demo(classifiers, examples, max_seconds=max_seconds)
     launch(demo, server_name=args.host, port=args.port, max_file_size=args.max_file_size,

@@ -7,7 +7,8 @@
 `push` uploads one folder, built by `build_upload_folder` from a training run's `output_dir`: the model (the
 ViT-hybrid, or for AST-DoRA the adapter by default and the merged model with `--merged`), its feature extractor,
 the remote code that loads it without this project, a model card generated from the run's records, and those
-records (metrics, per-class reports, confusion matrices, splits). `--dry_run FOLDER` writes that same folder
+records (metrics, per-class reports, confusion matrices, splits), and the ONNX export (`onnx/`, written by
+`python -m ast_dora.export onnx OUTPUT_DIR`) when the run has one. `--dry_run FOLDER` writes that same folder
 and uploads nothing, for review. The repo (or branch) then mirrors the folder: remote files that are not in it
 are deleted in the same commit, so an adapter push over a merged push leaves no stale weights behind.
 
@@ -30,6 +31,7 @@ from typing import Any
 import yaml
 from huggingface_hub import HfApi, SpaceCard, SpaceCardData
 
+from .backends import ONNX_RECORD_FILE, ONNX_SUBFOLDER, BackendError, check_export_is_current
 from .config import public_config
 from .model_card import CARD_KINDS, RunRecords, build_model_card, looks_like_hub_id
 from .models.factory import ADAPTER_SUBFOLDER
@@ -83,7 +85,7 @@ def _copy_matching(source: Path, folder: Path, patterns: tuple[str, ...]) -> lis
 def _place(path: Path, destination: Path) -> None:
     # Weights are hard-linked where the file system allows (a merged AST is ~350 MB) and never written to;
     # everything else is copied, because some of it is rewritten in the upload folder (adapter_config.json).
-    if path.suffix == ".safetensors":
+    if path.suffix in (".safetensors", ".onnx"):
         try:
             destination.hardlink_to(path)
             return
@@ -123,6 +125,23 @@ def _check_loadable(folder: Path, kind: str, source: Path) -> None:
             "`model, feature_extractor = load_trained_model(OUTPUT_DIR); save_trained_model(model, feature_extractor, "
             "OUTPUT_DIR)` (ast_dora.models.factory) writes it into OUTPUT_DIR (then push with --merged)."
         )
+
+
+def _copy_onnx_export(output_dir: Path, folder: Path) -> None:
+    """`output_dir/onnx/` (the model exported merged, fp32 and int8) into the upload, if the run has one and it
+    was exported from the run's current weights."""
+    source = output_dir / ONNX_SUBFOLDER
+    onnx_files = sorted(source.glob("*.onnx")) if source.is_dir() else []
+    if not onnx_files:
+        return
+    try:
+        check_export_is_current(str(output_dir), str(onnx_files[0]))
+    except BackendError as error:
+        raise HubError(str(error)) from None
+    (folder / ONNX_SUBFOLDER).mkdir()
+    for path in [*onnx_files, source / ONNX_RECORD_FILE]:
+        if path.is_file():
+            _place(path, folder / ONNX_SUBFOLDER / path.name)
 
 
 def build_upload_folder(
@@ -166,6 +185,7 @@ def build_upload_folder(
             )
 
     _copy_matching(output_dir, folder, RECORD_FILE_PATTERNS)
+    _copy_onnx_export(output_dir, folder)
     if records.run_config:
         with open(folder / "run_config.yaml", "w") as f:
             yaml.safe_dump(public_config(records.run_config), f, sort_keys=False)

@@ -22,13 +22,21 @@ beats autocast alone, which re-casts fp32 activations around every matmul (a lar
 profiles of both models on a CPU with AMX). Features are always computed in fp32, as in training. The AST
 feature extractor (kaldi fbank, one window per call) is replaced by a batched torch version computing the same
 numbers (`ASTFbankFeatures`).
+
+Backends: `from_pretrained(..., backend="onnx")` runs the model in ONNX Runtime instead (the int8 export when
+there is one; `python -m ast_dora.export onnx OUTPUT_DIR --quantize int8` writes it); windows, features and
+aggregation stay the same (`ast_dora.backends`).
+
+Streaming: `analyse_iter` yields a partial `SongAnalysis` after each batch of windows (`windows_done` of
+`windows_total`), so a caller can show the genre and the timeline of the first windows while the rest run;
+`analyse` is its last value.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,14 +44,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from .backends import BackendError, OnnxRunner, TorchRunner, load_onnx_runner, resolve_backend
 from .data.decode import AudioDecodeError, decode_audio
 from .data.features import extract_features
 from .data.windows import seconds_to_samples
 from .evaluation import softmax
 from .genre_classification.song_windows import aggregate_windows, place_windows, window_batches
 from .hardware import cpu_has_fast_bf16
-from .models import spec_for_model
-from .models.factory import load_trained_model, model_windows, use_fastest_attention
+from .models import spec_for_config
+from .models.factory import load_trained_config, load_trained_model, model_windows
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +95,20 @@ class SongAnalysis:
     sampling_rate: int
     source: str | None = None  # the file, when there was one
     timings: dict[str, float] = field(default_factory=dict)  # seconds spent in decode / features / model
+    # Windows the song has in all; a partial analysis (`analyse_iter`) holds only the first `windows_done`.
+    windows_total: int | None = None
+
+    def __post_init__(self):
+        if self.windows_total is None:
+            self.windows_total = len(self.window_starts)
+
+    @property
+    def windows_done(self) -> int:
+        return len(self.window_starts)
+
+    @property
+    def complete(self) -> bool:
+        return self.windows_done == self.windows_total
 
     @property
     def genre(self) -> str:
@@ -127,12 +150,6 @@ class SongAnalysis:
                 for start, end, row in zip(self.window_starts, self.window_ends, self.window_probabilities, strict=True)
             ]
         return result
-
-
-def _bf16_available(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and cpu_has_fast_bf16()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -246,7 +263,8 @@ class GenreClassifier:
     """A trained genre model (either kind) with its feature extractor and window settings, ready for songs.
 
     Args:
-        model: a loaded model (`load_trained_model`'s first value): ViT-hybrid or merged AST-DoRA.
+        model: a loaded model (`load_trained_model`'s first value): ViT-hybrid or merged AST-DoRA; or a backend
+            runner (`ast_dora.backends.OnnxRunner`, what `from_pretrained(..., backend="onnx")` builds).
         feature_extractor: its feature extractor.
         window_seconds: the window length the model was trained on (default: the `window_seconds` saved in its
             preprocessor_config.json, else the model type's default, 4 s for the ViT-hybrid, 10.24 s for AST).
@@ -255,59 +273,83 @@ class GenreClassifier:
             for proportionally more work; training's hop is a data-augmentation setting and is not reused here.
         batch_size: windows per forward pass (default: the model spec's `inference_batch_size`, 32 for the
             ViT-hybrid, 6 for AST: large enough for efficient matmuls, small enough to bound activations).
-        bf16: `None` (default) runs the model in bf16 (weights cast to bf16, forward under bf16 autocast) where the
-            hardware has native bf16, `True` forces it, `False` keeps fp32. The classifier owns `model`: it is
-            moved to `device` and cast in place.
-        device: where the model runs (default: CUDA when available, else CPU).
+        first_batch_size: windows in a song's first batch (default: the spec's `inference_first_batch_size`, 8
+            for the ViT-hybrid, 2 for AST, at most `batch_size`): the first streamed result comes that much sooner.
+        bf16: (torch models) `None` (default) runs the model in bf16 (weights cast to bf16, forward under bf16
+            autocast) where the hardware has native bf16, `True` forces it, `False` keeps fp32. The classifier owns
+            `model`: it is moved to `device` and cast in place.
+        device: (torch models) where the model runs (default: CUDA when available, else CPU).
         min_seconds / max_seconds: shorter (longer) audio is refused with `TooShortAudioError`
             (`TooLongAudioError`); `max_seconds=None` accepts any length.
     """
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: torch.nn.Module | OnnxRunner,
         feature_extractor,
         window_seconds: float | None = None,
         hop_seconds: float | None = None,
         batch_size: int | None = None,
         bf16: bool | None = None,
         device: str | torch.device | None = None,
+        first_batch_size: int | None = None,
         min_seconds: float = MIN_SECONDS,
         max_seconds: float | None = None,
         name: str | None = None,
     ):
-        self.spec = spec_for_model(model)
+        # The model call is the backend's; everything else here is the same for every backend.
+        if isinstance(model, torch.nn.Module):
+            self.runner = TorchRunner(model, device, bf16)
+        else:
+            if device is not None and torch.device(device) != model.device:
+                raise BackendError(f"The {model.backend} backend runs on {model.device}, not {device}: leave device "
+                                   "unset, or use backend='torch'.")
+            self.runner = model
+        self.backend = self.runner.backend
+        self.model = self.runner.model  # the torch model (None for an exported one)
+        self.device = self.runner.device
+        self.bf16 = self.runner.bf16
+        self.config = self.runner.config
+        self.spec = spec_for_config(self.config)
         self.model_type = self.spec.name
         self.window_seconds = float(window_seconds or model_windows(feature_extractor, self.spec)[0])
         self.hop_seconds = float(hop_seconds or self.window_seconds)
         self.batch_size = int(batch_size or self.spec.inference_batch_size)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.bf16 = _bf16_available(self.device) if bf16 is None else bool(bf16)
+        first_batch_size = first_batch_size or self.spec.inference_first_batch_size or self.batch_size
+        if first_batch_size < 1:
+            raise ValueError(f"first_batch_size must be at least 1, got {first_batch_size}")
+        self.first_batch_size = min(int(first_batch_size), self.batch_size)
         self.min_seconds = float(min_seconds)
         self.max_seconds = max_seconds
         self.name = name
-        self.model = model.eval().to(self.device, torch.bfloat16 if self.bf16 else torch.float32)
-        use_fastest_attention(self.model, self.device, bf16=self.bf16)
         self.feature_extractor = feature_extractor
         self.sampling_rate = int(feature_extractor.sampling_rate)
         self.window = seconds_to_samples(self.window_seconds, self.sampling_rate)
         self.hop = seconds_to_samples(self.hop_seconds, self.sampling_rate)
-        config = self.model.config
-        self.labels = [config.id2label[i] for i in range(config.num_labels)]
+        self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
         self._fast_ast_features = ASTFbankFeatures(feature_extractor) if ASTFbankFeatures.supports(feature_extractor) else None
 
     @classmethod
-    def from_pretrained(cls, path_or_id: str | os.PathLike, hub_kwargs: dict | None = None, **kwargs) -> GenreClassifier:
+    def from_pretrained(cls, path_or_id: str | os.PathLike, hub_kwargs: dict | None = None, backend: str = "torch",
+                        onnx_precision: str = "auto", threads: int | None = None, **kwargs) -> GenreClassifier:
         """Load a model this project trained (local `output_dir` or Hub id; an adapter folder is merged).
 
-        The windows come with the model (`window_seconds` in its preprocessor_config.json) unless given here.
-        `hub_kwargs` (revision, token, cache_dir) go to `from_pretrained`; `kwargs` to `__init__`.
+        `backend="torch"` runs the transformers model; `backend="onnx"` runs its ONNX export in ONNX Runtime
+        (`onnx/model_quantized.onnx` when present, else `onnx/model.onnx`; `onnx_precision` "int8" / "fp32"
+        picks one; `threads` sizes its thread pool, default PyTorch's thread count) without loading the PyTorch
+        weights; `backend="auto"` is onnx for a model with an ONNX export, torch for one without. The windows come with the model (`window_seconds` in its preprocessor_config.json) unless given
+        here. `hub_kwargs` (revision, token, cache_dir) go to `from_pretrained`; `kwargs` to `__init__`.
         """
         path_or_id = str(path_or_id)
-        model, feature_extractor = load_trained_model(path_or_id, **(hub_kwargs or {}))
+        hub_kwargs = hub_kwargs or {}
         kwargs.setdefault("name", path_or_id)
+        if resolve_backend(backend, path_or_id, **hub_kwargs) == "onnx":
+            config, feature_extractor = load_trained_config(path_or_id, **hub_kwargs)
+            runner = load_onnx_runner(path_or_id, config, precision=onnx_precision, threads=threads, **hub_kwargs)
+            return cls(runner, feature_extractor, **kwargs)
+        model, feature_extractor = load_trained_model(path_or_id, **hub_kwargs)
         return cls(model, feature_extractor, **kwargs)
 
     @property
@@ -319,7 +361,7 @@ class GenreClassifier:
         return (
             f"{type(self).__name__}({self.name or self.model_type!r}, model_type={self.model_type}, "
             f"window={self.window_seconds}s/{self.hop_seconds}s @ {self.sampling_rate} Hz, "
-            f"batch_size={self.batch_size}, device={self.device}, bf16={self.bf16})"
+            f"batch_size={self.first_batch_size} then {self.batch_size}, backend={self.runner.describe()})"
         )
 
     # ---- audio in ----
@@ -369,26 +411,18 @@ class GenreClassifier:
     def features(self, windows: np.ndarray) -> torch.Tensor:
         """(batch, window samples) float32 -> the model's `input_values` for those windows (always fp32)."""
         # Features are computed exactly as in training, never under the model's bf16 autocast.
-        with torch.autocast(self.device.type, enabled=False):
+        with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
             if self._fast_ast_features is not None:
                 return self._fast_ast_features(torch.from_numpy(windows))
             return torch.from_numpy(extract_features(self.feature_extractor, windows, self.sampling_rate))
 
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
-
-    @torch.inference_mode()
     def predict_windows(self, windows: np.ndarray) -> np.ndarray:
         """(batch, window samples) -> window probabilities (batch, num_labels), float64."""
-        with self._autocast():
-            return self._probabilities(self.features(windows))
+        return self._probabilities(self.features(windows))
 
     def _probabilities(self, input_values: torch.Tensor) -> np.ndarray:
-        dtype = torch.bfloat16 if self.bf16 else torch.float32
-        logits = self.model(input_values=input_values.to(self.device, dtype)).logits
-        return softmax(logits.float().cpu().numpy())
+        return softmax(self.runner(input_values))
 
-    @torch.inference_mode()
     def analyse(
         self,
         audio: str | os.PathLike | bytes | np.ndarray | torch.Tensor,
@@ -407,6 +441,22 @@ class GenreClassifier:
             InvalidAudioError: not audio (`NotAudioError`), silent, too short or too long; the message is meant
                 for the user.
         """
+        # The last partial analysis of the stream is the whole one: the two can never differ.
+        for analysis in self.analyse_iter(audio, sampling_rate):
+            if progress is not None:
+                progress(analysis.windows_done, analysis.windows_total)
+        return analysis
+
+    def analyse_iter(
+        self,
+        audio: str | os.PathLike | bytes | np.ndarray | torch.Tensor,
+        sampling_rate: int | None = None,
+    ) -> Iterator[SongAnalysis]:
+        """Classify a song batch by batch: yields a `SongAnalysis` of the windows done so far after every batch
+        (`windows_done` of `windows_total`; genre, vote and timeline over those windows), the last one complete.
+
+        Same arguments and errors as `analyse`; the audio is decoded and checked before the first yield.
+        """
         import time
 
         start = time.perf_counter()
@@ -418,16 +468,24 @@ class GenreClassifier:
         waveform, starts = place_windows(waveform, self.window, self.hop)
         probabilities = np.empty((len(starts), len(self.labels)))
         feature_seconds = model_seconds = 0.0
-        with self._autocast():
-            for first, windows in window_batches(waveform, starts, self.window, self.batch_size):
-                tick = time.perf_counter()
-                input_values = self.features(windows)
-                tock = time.perf_counter()
-                probabilities[first : first + len(windows)] = self._probabilities(input_values)
-                feature_seconds += tock - tick
-                model_seconds += time.perf_counter() - tock
-                if progress is not None:
-                    progress(first + len(windows), len(starts))
+        # A short first batch (the first result sooner), then full batches.
+        batches = window_batches(waveform, starts, self.window, self.batch_size, first_batch_size=self.first_batch_size)
+        for first, windows in batches:
+            done = first + len(windows)
+            tick = time.perf_counter()
+            input_values = self.features(windows)
+            tock = time.perf_counter()
+            probabilities[first:done] = self._probabilities(input_values)
+            feature_seconds += tock - tick
+            model_seconds += time.perf_counter() - tock
+            # Rows [:done] are final: the partial analysis may keep views of them.
+            yield self._song_analysis(
+                audio, probabilities[:done], starts[:done], len(starts), duration,
+                {"decode": decoded - start, "features": feature_seconds, "model": model_seconds},
+            )
+
+    def _song_analysis(self, audio, probabilities: np.ndarray, starts: np.ndarray, windows_total: int,
+                       duration: float, timings: dict[str, float]) -> SongAnalysis:
         mean_probabilities, vote = aggregate_windows(probabilities)
         return SongAnalysis(
             labels=list(self.labels),
@@ -439,7 +497,8 @@ class GenreClassifier:
             duration=duration,
             sampling_rate=self.sampling_rate,
             source=str(audio) if isinstance(audio, (str, os.PathLike)) else None,
-            timings={"decode": decoded - start, "features": feature_seconds, "model": model_seconds},
+            timings=timings,
+            windows_total=windows_total,
         )
 
     analyze = analyse

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .backends import ONNX_SUBFOLDER
 from .config import is_secret_key, public_config
 from .evaluation import METRICS, SPLIT_PREFIXES
 from .models import ModelSpec, spec_for_config
@@ -442,6 +443,19 @@ LIMITATIONS = """\
 """
 
 
+def _onnx_section(records: RunRecords, repo_id: str) -> list[str]:
+    """A paragraph on the `onnx/` export, when the run has one (`hub push` uploads it)."""
+    files = sorted(path.name for path in (records.output_dir / ONNX_SUBFOLDER).glob("*.onnx"))
+    if not files:
+        return []
+    return [
+        "ONNX: " + ", ".join(f"`{ONNX_SUBFOLDER}/{name}`" for name in files) + " hold the whole model (adapters "
+        "merged) for ONNX Runtime (`model_quantized.onnx`: int8 MatMul/Gemm weights). Input `input_values` as the "
+        "feature extractor makes it, output `logits`. With this project: `python -m ast_dora.predict song.mp3 "
+        f"--model {repo_id} --backend onnx`."
+    ]
+
+
 def build_model_card(records: RunRecords, repo_id: str, kind: str = "model", license: str = "apache-2.0") -> ModelCard:
     """The card of one upload: `kind` is 'model' (full transformers model) or 'adapter' (DoRA adapter only)."""
     if kind not in CARD_KINDS:
@@ -502,6 +516,7 @@ def build_model_card(records: RunRecords, repo_id: str, kind: str = "model", lic
         f"```python\n{usage_snippet(window, hop)}```",
         f"With this project installed: `python -m ast_dora.hub load {repo_id} --revision {REVISION_PLACEHOLDER} "
         "--audio song.wav` (adapter repos are put on their base automatically).",
+        *_onnx_section(records, repo_id),
         "## Training data",
         "\n".join(_data_section(records, dataset)),
         "## Evaluation",

@@ -63,7 +63,9 @@ def plot_probability_timeline(analysis, top_k: int = 5, axis=None, title: str | 
     axis.set_ylim(0, 1)
     axis.set_xlabel(xlabel)
     axis.set_ylabel("probability")
-    axis.set_title(title or f"genre over time ({len(centres)} windows of {analysis.window_seconds:g} s)")
+    total = getattr(analysis, "windows_total", None) or len(centres)
+    windows = f"{len(centres)} windows" if total == len(centres) else f"first {len(centres)} of {total} windows"
+    axis.set_title(title or f"genre over time ({windows} of {analysis.window_seconds:g} s)")
     axis.grid(alpha=0.3)
     axis.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     figure.tight_layout()

@@ -3,6 +3,7 @@
     python -m ast_dora.predict song.mp3 other.flac --model runs/vit_hybrid
     python -m ast_dora.predict song.mp3 --model runs/ast_dora --json > song.json
     python -m ast_dora.predict song.mp3 --model runs/vit_hybrid --plot song.png
+    python -m ast_dora.predict song.mp3 --model runs/ast_dora --backend onnx   # after `python -m ast_dora.export onnx`
 
 Prints a table (genre, confidence, majority vote, top genres) or, with `--json`, a JSON list with one object
 per song: `file`, `genre`, `confidence`, `probabilities` (genre -> probability, mean over windows), `vote`
@@ -19,6 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .backends import BACKEND_CHOICES
 from .inference import GenreClassifier, InvalidAudioError, _format_duration
 
 logger = logging.getLogger(__name__)
@@ -47,8 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hop_seconds", type=float, default=None,
                         help="Seconds between window starts (default: the window length, back to back); a smaller "
                         "hop overlaps windows for a smoother timeline, at proportionally more work.")
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="torch",
+                        help="What runs the model: torch (default); onnx: ONNX Runtime on the model's onnx/ export "
+                        "(int8 when present), written by `python -m ast_dora.export onnx MODEL_DIR --quantize int8`; "
+                        "auto: onnx if the model has an export, else torch.")
     parser.add_argument("--no_bf16", action="store_true", help="Keep fp32 even where the hardware has native bf16.")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available; onnx: cpu).")
     parser.add_argument("--revision", default=None, help="Hub revision of --model.")
     parser.add_argument("--token", default=None, help="Hub token for a private --model.")
     parser.add_argument("--quiet", action="store_true", help="No progress bars.")
@@ -115,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         classifier = GenreClassifier.from_pretrained(
             args.model,
             hub_kwargs=hub_kwargs,
+            backend=args.backend,
             batch_size=args.batch_size,
             window_seconds=args.window_seconds,
             hop_seconds=args.hop_seconds,

@@ -28,6 +28,15 @@ def save_tiny_model(model_type: str, output_dir: Path) -> Path:
     return output_dir
 
 
+def export_tiny_onnx(model_dir: Path) -> Path:
+    """`model_dir/onnx/` (fp32 and int8) as `python -m ast_dora.export onnx model_dir --quantize int8` writes it."""
+    from ast_dora.export import export_onnx
+
+    if not (model_dir / "onnx" / "model_quantized.onnx").is_file():
+        export_onnx(model_dir, quantize="int8")
+    return model_dir
+
+
 def generated_wav(path: Path, seconds: float, sampling_rate: int = 44100, channels: int = 2, genre: str = "rock",
                   seed: int = 0) -> Path:
     from ast_dora.data import synthesize_track
@@ -92,11 +101,18 @@ def load_app_module():
 
 
 @contextlib.contextmanager
-def running_app(model_dirs: list[Path], work_dir: Path, max_seconds: float = 600.0, max_file_size: str = "50mb"):
-    """Serve the demo with `model_dirs` on 127.0.0.1 at a free port, the way `python app.py` does; yields its URL."""
+def running_app(model_dirs: list[Path], work_dir: Path, max_seconds: float = 600.0, max_file_size: str = "50mb",
+                backend: str = "torch", classifier_hook=None, **classifier_options):
+    """Serve the demo with `model_dirs` on 127.0.0.1 at a free port, the way `python app.py` does; yields its URL.
+
+    `backend` and `classifier_options` (e.g. batch_size) go to the classifiers; `classifier_hook(classifier)` may
+    adjust each one before serving."""
     app = load_app_module()
     specs = [str(d) for d in model_dirs]
-    classifiers = app.load_classifiers(specs, max_seconds=max_seconds)
+    classifiers = app.load_classifiers(specs, max_seconds=max_seconds, backend=backend, **classifier_options)
+    for classifier in classifiers.values():
+        if classifier_hook is not None:
+            classifier_hook(classifier)
     examples = app.example_files(work_dir / "examples")
     demo = app.build_demo(classifiers, examples, max_seconds=max_seconds)
     port = free_port()

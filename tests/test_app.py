@@ -1,11 +1,13 @@
 """The Gradio demo served on 127.0.0.1 inside the test process and queried through `gradio_client`, as an API
-client would: `/predict` with a wav and an mp3, the model choice, and the messages for bad input."""
+client would: `/predict` with a wav and an mp3, the model choice, and the messages for bad input; with both
+backends (torch, and onnx on the models' int8 ONNX exports); results that stream in batch by batch."""
 
 import httpx
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from song_fixtures import (
+    export_tiny_onnx,
     generated_wav,
     load_app_module,
     mp3_song,
@@ -22,11 +24,16 @@ MAX_SECONDS = 200.0  # the real 139-s mp3 fits; a 201-s song does not
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    root = tmp_path_factory.mktemp("app")
-    models = [save_tiny_model(kind, root / kind) for kind in ("vit_hybrid", "ast_dora")]
-    with running_app(models, root, max_seconds=MAX_SECONDS, max_file_size="5mb") as url:
-        yield url, [str(m) for m in models]
+def tiny_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("app_models")
+    return [export_tiny_onnx(save_tiny_model(kind, root / kind)) for kind in ("vit_hybrid", "ast_dora")]
+
+
+@pytest.fixture(scope="module", params=["torch", "onnx"])
+def served(request, tiny_models, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"app_{request.param}")
+    with running_app(tiny_models, root, max_seconds=MAX_SECONDS, max_file_size="5mb", backend=request.param) as url:
+        yield url, [str(m) for m in tiny_models], request.param
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +93,53 @@ def test_uploads_over_the_size_limit_are_refused(served, tmp_path):
     assert response.status_code == 413, response.text
 
 
+def test_the_chosen_backend_serves(client, served, tmp_path):
+    details = client.predict(handle_file(str(generated_wav(tmp_path / "song.wav", 5.0))), api_name="/predict")[2]
+    backend = served[2]
+    # onnx: the int8 file of the tiny model's export; torch: the transformers model
+    assert details["backend"].startswith("onnxruntime int8" if backend == "onnx" else "torch on cpu")
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_results_stream_in_batch_by_batch(tiny_models, tmp_path, backend):
+    """Two windows a batch: the client receives the genre of the first windows, then of the whole song, which is
+    the song's full analysis."""
+    song = generated_wav(tmp_path / "song.wav", 20.0)  # 5 windows of 4 s for the ViT-hybrid
+    with running_app(tiny_models, tmp_path, backend=backend, batch_size=2) as url:
+        job = Client(url, verbose=False).submit(handle_file(str(song)), api_name="/predict")
+        final = job.result()
+        outputs = job.outputs()
+    assert len(outputs) >= 2, "expected a partial result before the final one"
+    first_details, first_summary = outputs[0][2], outputs[0][3]
+    assert (first_details["windows_done"], first_details["windows_total"]) == (2, 5)
+    assert len(first_details["segments"]) == 2 and "2/5 windows" in first_summary
+    assert "majority vote" not in first_summary
+    done = [output[2]["windows_done"] for output in outputs]
+    assert done == sorted(done) and done[-1] == 5
+    assert "majority vote of 5 windows" in final[3]
+    app = load_app_module()
+    expected = app.GenreClassifier.from_pretrained(tiny_models[0], backend=backend, batch_size=2).analyse(song)
+    probabilities = final[2]["probabilities"]
+    assert probabilities == pytest.approx(expected.label_probabilities(), abs=1e-6)
+    first = expected.window_probabilities[:2].mean(axis=0)
+    assert list(first_details["probabilities"].values()) == pytest.approx(list(first), abs=1e-6)
+
+
 def test_models_come_from_flags_or_the_environment():
     app = load_app_module()
     assert app.model_specs(["a", "b", "a"], environ={"GENRE_MODELS": "x"}) == ["a", "b"]
     assert app.model_specs(None, environ={"GENRE_MODELS": " user/vit , runs/ast ,"}) == ["user/vit", "runs/ast"]
     with pytest.raises(SystemExit, match="GENRE_MODELS"):
         app.model_specs(None, environ={})
+
+
+def test_backend_comes_from_the_flag_or_the_environment(monkeypatch, capsys):
+    app = load_app_module()
+    assert app.parse_args([]).backend == app.DEFAULT_BACKEND
+    monkeypatch.setenv("GENRE_BACKEND", "onnx")
+    assert app.parse_args([]).backend == "onnx"
+    assert app.parse_args(["--backend", "torch"]).backend == "torch"
+    monkeypatch.setenv("GENRE_BACKEND", "tensorrt")
+    with pytest.raises(SystemExit):
+        app.parse_args([])
+    assert "GENRE_BACKEND='tensorrt' is not one of auto, torch, onnx" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import inspect
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -449,6 +450,31 @@ def test_push_run_sends_the_dry_run_folder_to_the_repo(ast_run, fake_hub, tmp_pa
     # a bare name got the user's namespace: the uploaded card names the full id
     assert 'repo_id = "someone/gtzan-ast-dora"' in upload["readme"]
     assert commit.oid == "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_upload_carries_the_onnx_export_which_runs_without_the_base(ast_run, tmp_path):
+    from ast_dora.export import export_onnx
+    from ast_dora.inference import GenreClassifier
+
+    output_dir = tmp_path / "run"
+    shutil.copytree(ast_run.output_dir, output_dir)
+    export_onnx(output_dir, quantize="int8")
+    folder = dry_run(output_dir, tmp_path / "upload", "me/gtzan-ast-dora")  # the adapter upload, by default
+    assert {"onnx/model.onnx", "onnx/model_quantized.onnx", "onnx/export.json"} <= files_in(folder)
+    assert "adapter_model.safetensors" in files_in(folder) and "model.safetensors" not in files_in(folder)
+    assert "--backend onnx" in (folder / "README.md").read_text()
+    # The export is the merged model: the adapter repo's ONNX files reproduce the trained logits on their own.
+    classifier = GenreClassifier.from_pretrained(folder, backend="onnx", onnx_precision="fp32")
+    inputs = classifier.feature_extractor([ast_run.waveform], sampling_rate=16000, return_tensors="pt")
+    np.testing.assert_allclose(classifier.runner(inputs["input_values"]), ast_run.logits, atol=LOGITS_ATOL)
+
+    # weights saved again after the export: pushing the old ONNX files is refused
+    model, feature_extractor = load_trained_model(str(output_dir))
+    with torch.no_grad():
+        model.classifier.fc2.bias.add_(1.0)
+    model.save_pretrained(output_dir)
+    with pytest.raises(hub.HubError, match="exported from other weights"):
+        hub.build_upload_folder(output_dir, tmp_path / "again", "me/gtzan-ast-dora")
 
 
 def test_push_command_fails_clearly(ast_run, vit_run, tmp_path, fake_hub):

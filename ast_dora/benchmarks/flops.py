@@ -60,7 +60,11 @@ def forward_flops(model) -> float:
     """Analytic forward FLOPs per window of a loaded genre model (ViT-hybrid, or merged AST with its MLP head)."""
     from ..models import base_model_of
 
-    config = base_model_of(model).config
+    return forward_flops_of_config(base_model_of(model).config)
+
+
+def forward_flops_of_config(config) -> float:
+    """`forward_flops` from the model's config alone (e.g. a model run from its ONNX export)."""
     if isinstance(config, GenreViTHybridConfig):
         return vit_hybrid_flops(config)["forward"]
     if isinstance(config, ASTConfig):
@@ -69,4 +73,4 @@ def forward_flops(model) -> float:
     raise TypeError(f"No FLOP formula for a model with a {type(config).__name__}.")
 
 
-__all__ = ["ast_dora_flops", "forward_flops", "vit_hybrid_flops"]
+__all__ = ["ast_dora_flops", "forward_flops", "forward_flops_of_config", "vit_hybrid_flops"]

@@ -10,6 +10,12 @@ checkpoint is needed: latency depends on the architecture, not on the weights. W
     python -m ast_dora.bench song --model_type vit_hybrid --json /tmp/song_vit.json
     python -m ast_dora.bench song --model_type ast_dora
     python -m ast_dora.bench song --model runs/vit_hybrid --audio my_song.flac
+    python -m ast_dora.bench song --model_type ast_dora --backend onnx --json /tmp/song_ast_onnx.json
+
+`--backend onnx` runs the model in ONNX Runtime on its `onnx/` export (int8 when present; `--onnx_precision`
+picks one); with `--model_type` the random model is exported (fp32 and int8) to a temporary folder first.
+`first_result_s` is the time from the call to the first batch's probabilities (what the demo shows first), the
+median over the timed runs like `latency_s`.
 
 On a machine shared with other jobs, run it with `OMP_WAIT_POLICY=PASSIVE` in the environment: PyTorch's
 OpenMP threads otherwise spin while waiting for each other, and with more runnable threads than cores a
@@ -30,8 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..backends import BACKENDS, ONNX_PRECISIONS
 from ..models import model_types
-from .flops import forward_flops
+from .flops import forward_flops_of_config
 from .peak import measure_matmul_peak
 
 
@@ -40,14 +47,22 @@ def add_arguments(parser) -> None:
     source.add_argument("--model", default=None, metavar="DIR_OR_HUB_ID", help="A trained model (either kind).")
     source.add_argument("--model_type", default=None, choices=model_types(),
                         help="A randomly initialised model of the real default size instead of a checkpoint.")
+    parser.add_argument("--size", choices=("default", "tiny"), default="default",
+                        help="With --model_type: default, the real architecture; tiny, a few-layer stand-in for tests.")
     parser.add_argument("--audio", default=None, help="Song to time (default: a generated 44.1-kHz stereo mp3).")
     parser.add_argument("--seconds", type=float, default=180.0, help="Length of the generated song (default 180).")
     parser.add_argument("--runs", type=int, default=5, help="Timed runs; the median is reported (default 5).")
     parser.add_argument("--warmup", type=int, default=1, help="Untimed runs first (default 1).")
     parser.add_argument("--batch_size", type=int, default=None, help="Windows per forward pass (model's default).")
+    parser.add_argument("--first_batch_size", type=int, default=None,
+                        help="Windows in the song's first batch (model's default: a short one, for first_result_s).")
     parser.add_argument("--hop_seconds", type=float, default=None,
                         help="Seconds between windows (default: the window length, as `predict` analyses songs).")
     parser.add_argument("--no_bf16", action="store_true", help="Keep fp32 even where the CPU has native bf16.")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="torch (default) or onnx (ONNX Runtime on the model's onnx/ export).")
+    parser.add_argument("--onnx_precision", choices=("auto", *ONNX_PRECISIONS), default="auto",
+                        help="With --backend onnx: the int8 or fp32 file (default auto: int8 when present).")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, = cores).")
     parser.add_argument("--wait_idle", type=float, default=0.0, metavar="SECONDS",
                         help="On a shared machine: after the warm-up, wait up to SECONDS for the CPUs to be idle "
@@ -116,15 +131,21 @@ def song_waveform(seconds: float = 180.0, sampling_rate: int = 22050, seed: int 
 def time_song_analysis(classifier, audio, runs: int, warmup: int, sampling_rate: int | None = None,
                        wait_idle: float = 0.0) -> dict:
     """Median latency of `classifier.analyse(audio, sampling_rate)` over `runs` runs after `warmup` untimed ones,
-    with the decode / features / model split (medians), the CPU seconds per run and the analysis' window count."""
+    the time to the first batch's result (`first_result_s`), the decode / features / model split (medians), the CPU
+    seconds per run and the analysis' window count."""
     for _ in range(warmup):
         classifier.analyse(audio, sampling_rate=sampling_rate)
     waited = wait_for_idle_cpus(wait_idle) if wait_idle > 0 else 0.0
     load_before = list(os.getloadavg())
-    latencies, cpu_times, splits = [], [], []
+    latencies, first_results, cpu_times, splits = [], [], [], []
     for _ in range(runs):
         start, cpu_start = time.perf_counter(), time.process_time()
-        analysis = classifier.analyse(audio, sampling_rate=sampling_rate)
+        # analyse() is this loop (it returns the stream's last value), so latency_s times what it does.
+        stream = classifier.analyse_iter(audio, sampling_rate=sampling_rate)
+        analysis = next(stream)
+        first_results.append(time.perf_counter() - start)
+        for analysis in stream:  # noqa: B007 (the last one is the whole song's analysis)
+            pass
         latencies.append(time.perf_counter() - start)
         cpu_times.append(time.process_time() - cpu_start)
         splits.append(analysis.timings)
@@ -132,6 +153,8 @@ def time_song_analysis(classifier, audio, runs: int, warmup: int, sampling_rate:
     return {
         "latency_s": statistics.median(latencies),
         "latencies_s": latencies,
+        "first_result_s": statistics.median(first_results),
+        "first_results_s": first_results,
         "decode_s": median["decode"],
         "features_s": median["features"],
         "model_s": median["model"],
@@ -165,6 +188,18 @@ def wait_for_idle_cpus(timeout: float, idle: float = 0.9, quiet_seconds: int = 3
     return time.perf_counter() - start
 
 
+def _export_random_model(model_type: str, size: str, folder: Path) -> Path:
+    """Save a random model like a training run would and export it (fp32 and int8) to ONNX."""
+    from ..export import export_onnx
+    from ..models.factory import save_trained_model
+
+    model, feature_extractor = random_genre_model(model_type, size)
+    save_trained_model(model, feature_extractor, folder)
+    del model
+    export_onnx(folder, quantize="int8")
+    return folder
+
+
 def run(args) -> dict:
     from ..data import decode_audio
     from ..hardware import cpu_has_fast_bf16
@@ -172,35 +207,41 @@ def run(args) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    options = dict(batch_size=args.batch_size, bf16=False if args.no_bf16 else None, hop_seconds=args.hop_seconds)
-    load_start = time.perf_counter()
-    if args.model:
-        classifier = GenreClassifier.from_pretrained(args.model, **options)
-        model_name = args.model
-    else:
-        model, feature_extractor = random_genre_model(args.model_type)
-        classifier = GenreClassifier(model, feature_extractor, **options)
-        model_name = f"random {args.model_type} (default size)"
-    load_seconds = time.perf_counter() - load_start
-
-    workdir = None
-    if args.audio:
-        song = Path(args.audio)
-    else:
-        workdir = tempfile.mkdtemp(prefix="bench_song_")
-        song = generated_song(Path(workdir) / "song.mp3", args.seconds)
+    options = dict(batch_size=args.batch_size, first_batch_size=args.first_batch_size, bf16=False if args.no_bf16 else None, hop_seconds=args.hop_seconds)
+    if args.backend == "onnx":
+        options.update(backend="onnx", onnx_precision=args.onnx_precision)
+    workdir = tempfile.mkdtemp(prefix="bench_song_")
     try:
+        export_seconds = None
+        load_start = time.perf_counter()
+        if args.model:
+            classifier = GenreClassifier.from_pretrained(args.model, **options)
+            model_name = args.model
+        elif args.backend == "onnx":
+            _export_random_model(args.model_type, args.size, Path(workdir) / "model")
+            export_seconds = time.perf_counter() - load_start
+            load_start = time.perf_counter()
+            classifier = GenreClassifier.from_pretrained(Path(workdir) / "model", **options)
+            model_name = f"random {args.model_type} ({args.size} size), exported to ONNX"
+        else:
+            model, feature_extractor = random_genre_model(args.model_type, args.size)
+            classifier = GenreClassifier(model, feature_extractor, **options)
+            model_name = f"random {args.model_type} ({args.size} size)"
+        load_seconds = time.perf_counter() - load_start
+
+        song = Path(args.audio) if args.audio else generated_song(Path(workdir) / "song.mp3", args.seconds)
         song_seconds = decode_audio(str(song), classifier.sampling_rate).duration
         timing = time_song_analysis(classifier, song, args.runs, args.warmup, wait_idle=args.wait_idle)
+        parameters = classifier.runner.parameters  # (an ONNX runner reads them from its file, in workdir)
     finally:
-        if workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
 
-    parameters = sum(p.numel() for p in classifier.model.parameters())
     # The machine's matmul peak right after the timed runs: on a shared machine it swings by several times, and
     # the model stage can only be judged against it.
     peak = measure_matmul_peak(("bf16", "fp32"), seconds=1.0)
-    model_tflops = forward_flops(classifier.model) * timing["windows"] / timing["model_s"] / 1e12
+    model_tflops = forward_flops_of_config(classifier.config) * timing["windows"] / timing["model_s"] / 1e12
+    # int8 has no measured peak here; its rate is put against the fp32 one (it can exceed 100%).
+    utilisation_of = "bf16" if classifier.bf16 else "fp32"
     results = {
         "benchmark": "song",
         "model": model_name,
@@ -212,6 +253,10 @@ def run(args) -> dict:
         "window_seconds": classifier.window_seconds,
         "hop_seconds": classifier.hop_seconds,
         "batch_size": classifier.batch_size,
+        "first_batch_size": classifier.first_batch_size,
+        "backend": classifier.backend,
+        "precision": classifier.runner.precision,
+        "backend_description": classifier.runner.describe(),
         "bf16": classifier.bf16,
         "cpu_native_bf16": cpu_has_fast_bf16(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -223,6 +268,8 @@ def run(args) -> dict:
         "machine": platform.platform(),
         "latency_s": timing["latency_s"],
         "latencies_s": timing["latencies_s"],
+        "first_result_s": timing["first_result_s"],
+        "first_results_s": timing["first_results_s"],
         "decode_s": timing["decode_s"],
         "features_s": timing["features_s"],
         "model_s": timing["model_s"],
@@ -230,28 +277,39 @@ def run(args) -> dict:
         "peak_bf16_tflops": peak["bf16"],
         "peak_fp32_tflops": peak["fp32"],
         "model_tflops": model_tflops,
-        "model_utilisation": model_tflops / (peak["bf16"] if classifier.bf16 else peak["fp32"]),
+        "model_utilisation": model_tflops / peak[utilisation_of],
+        "model_utilisation_of": utilisation_of,
         # CPU seconds of all threads per run: on a shared machine the wall-clock latency grows with the other
         # processes' load; the CPU time much less so (on idle cores, latency ~ cpu_s / threads at best).
         "cpu_s": timing["cpu_s"],
         "model_load_s": load_seconds,
+        "onnx_export_s": export_seconds,
+        "onnxruntime": _onnxruntime_version() if classifier.backend == "onnx" else None,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     print(format_table(results))
     return results
 
 
+def _onnxruntime_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
 def format_table(r: dict) -> str:
     return "\n".join([
         f"song benchmark: {r['model']} ({r['parameters'] / 1e6:.1f} M parameters), {r['song']}",
-        f"  {r['windows']} windows of {r['window_seconds']:g} s / {r['hop_seconds']:g} s hop, batch {r['batch_size']}, "
+        f"  backend {r['backend_description']}; {r['windows']} windows of {r['window_seconds']:g} s / "
+        f"{r['hop_seconds']:g} s hop, batches of {r['first_batch_size']} then {r['batch_size']}, "
         f"bf16={r['bf16']} (native bf16: {r['cpu_native_bf16']}), {r['torch_threads']} threads on {r['cpu_count']} cores, "
         f"load average {r['load_average_before'][0]:.2f} before / {r['load_average'][0]:.2f} after the timed runs",
         f"  song {r['song_seconds']:.1f} s -> latency {r['latency_s']:.2f} s (median of {len(r['latencies_s'])}: "
-        + ", ".join(f"{t:.2f}" for t in r["latencies_s"]) + f"), {r['x_realtime']:.0f}x real time",
+        + ", ".join(f"{t:.2f}" for t in r["latencies_s"]) + f"), {r['x_realtime']:.0f}x real time; first result "
+        f"after {r['first_result_s']:.2f} s",
         f"  decode {r['decode_s']:.2f} s + features {r['features_s']:.2f} s + model {r['model_s']:.2f} s; "
         f"{r['cpu_s']:.2f} CPU s; peak RSS {r['peak_rss_mb']:.0f} MB",
         f"  model stage {r['model_tflops']:.2f} TFLOP/s = {r['model_utilisation']:.0%} of this machine's measured "
-        f"{'bf16' if r['bf16'] else 'fp32'} matmul peak (bf16 {r['peak_bf16_tflops']:.2f}, fp32 "
+        f"{r['model_utilisation_of']} matmul peak (bf16 {r['peak_bf16_tflops']:.2f}, fp32 "
         f"{r['peak_fp32_tflops']:.2f} TFLOP/s)",
     ])

@@ -54,18 +54,21 @@ def place_windows(waveform: np.ndarray, window: int, hop: int) -> tuple[np.ndarr
 
 
 def window_batches(
-    waveform: np.ndarray, starts: np.ndarray, window: int, batch_size: int
+    waveform: np.ndarray, starts: np.ndarray, window: int, batch_size: int, first_batch_size: int | None = None
 ) -> Iterator[tuple[int, np.ndarray]]:
     """(index of the batch's first window, its windows as a contiguous (batch, window) float32 array), in order.
 
     Every window is a view into the waveform; only the batch being featurised is copied out, so memory beyond the
-    waveform stays that of one batch whatever the song's length.
+    waveform stays that of one batch whatever the song's length. `first_batch_size` makes the first batch shorter
+    (a streamed first result comes sooner); the others hold `batch_size` windows.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if batch_size < 1 or (first_batch_size is not None and first_batch_size < 1):
+        raise ValueError(f"batch sizes must be at least 1, got {batch_size} and first {first_batch_size}")
     views = np.lib.stride_tricks.sliding_window_view(waveform, window)
-    for first in range(0, len(starts), batch_size):
-        yield first, np.ascontiguousarray(views[starts[first : first + batch_size]])
+    first_end = min(first_batch_size or batch_size, len(starts))
+    edges = [0, *range(first_end, len(starts), batch_size), len(starts)] if len(starts) else [0]
+    for first, end in zip(edges[:-1], edges[1:], strict=True):
+        yield first, np.ascontiguousarray(views[starts[first:end]])
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -134,6 +134,20 @@ def load_trained_model(path_or_id: str, **hub_kwargs) -> tuple[PreTrainedModel, 
     return model.eval(), feature_extractor
 
 
+def load_trained_config(path_or_id: str, **hub_kwargs):
+    """(config, feature extractor) of a saved model without its weights: what a backend that runs an exported copy
+    of the model (ONNX) needs besides that copy."""
+    config = AutoConfig.from_pretrained(path_or_id, **hub_kwargs)
+    spec_for_config(config)  # fails clearly for a model this project did not train
+    return config, AutoFeatureExtractor.from_pretrained(path_or_id, **hub_kwargs)
+
+
+def find_model_file(path_or_id: str, filename: str, **hub_kwargs) -> str | None:
+    """Local path of `filename` (may contain a subfolder, e.g. "onnx/model.onnx") in a model folder or Hub repo
+    (downloaded into the Hub cache), or None when the model has no such file."""
+    return _find_file(path_or_id, filename, **hub_kwargs)
+
+
 def _find_file(path_or_id: str, filename: str, **hub_kwargs) -> str | None:
     if os.path.isdir(path_or_id):
         candidate = os.path.join(path_or_id, filename)
@@ -159,6 +173,8 @@ __all__ = [
     "build_feature_extractor",
     "build_model",
     "count_parameters",
+    "find_model_file",
+    "load_trained_config",
     "load_trained_model",
     "model_type_of",
     "model_windows",

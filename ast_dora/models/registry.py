@@ -62,6 +62,9 @@ class ModelSpec:
     prefix_cache: bool = False  # frozen layers whose output the frozen-prefix cache can compute once
     eager_attention_on_cpu_bf16: bool = False  # eager attention beats CPU SDPA in bf16 (short sequences)
     gpu_check: GPUCheckSettings | None = None  # None: `bench gpu` leaves the model out
+    # Windows in the first batch of a song analysis, so that a streamed first result comes sooner (None: a full
+    # `inference_batch_size` batch); the later batches are full.
+    inference_first_batch_size: int | None = None
     # A training-time model -> the plain transformers model inference runs (e.g. adapters merged).
     for_inference: Callable[[Any], Any] = field(default=lambda model: model)
 

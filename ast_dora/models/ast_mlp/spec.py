@@ -23,6 +23,7 @@ SPEC = ModelSpec(
     window_seconds=10.24,
     hop_seconds=10.24,
     inference_batch_size=6,  # an AST window is 1214 tokens of 768: a small batch bounds the activations
+    inference_first_batch_size=2,  # a first result after 2 windows (~1/3 of a 6-window batch's wait)
     bench_batch_size=8,  # configs/ast_dora.yaml: 2 windows x 8 accumulation steps, timed as 8 per step
     search_fields={
         "dora_rank": int,

@@ -57,6 +57,7 @@ SPEC = ModelSpec(
     window_seconds=4.0,
     hop_seconds=2.0,
     inference_batch_size=32,
+    inference_first_batch_size=8,  # the first 32 s of a song, a quarter of a full batch's wait
     bench_batch_size=64,  # configs/vit_hybrid.yaml
     search_fields={"hidden_dropout_prob": float, "drop_path_rate": float, "focal_gamma": float, "loss": str},
     card_tags=("vit", "from-scratch"),

@@ -1,0 +1,365 @@
+"""Export a trained model to ONNX, quantize it to int8, and measure what that changes.
+
+    python -m ast_dora.export onnx OUTPUT_DIR                              # OUTPUT_DIR/onnx/model.onnx (fp32)
+    python -m ast_dora.export onnx OUTPUT_DIR --quantize int8              # + onnx/model_quantized.onnx
+    python -m ast_dora.export onnx OUTPUT_DIR --quantize int8 --check configs/smoke_vit_hybrid.yaml
+
+OUTPUT_DIR is a model folder of this project (a training run's `output_dir`, either model kind; an AST-DoRA
+model is exported merged, as `load_trained_model` loads it). The export writes the Hub's ONNX layout (`onnx/`
+beside config.json, what transformers.js reads and what `hub push` uploads): `model.onnx` (fp32, opset 18, a
+dynamic batch axis; input `input_values` as the feature extractor makes it, output `logits`), with
+`--quantize int8` also `model_quantized.onnx` (`onnxruntime.quantization.quantize_dynamic`: MatMul and Gemm
+weights in int8, activations quantized at run time), and `export.json` (versions, the sha256 of the weights it
+came from, the checks). The backend (`GenreClassifier.from_pretrained(..., backend="onnx")`) refuses an export
+whose source weights have changed since.
+
+Every export runs each file on a few windows of generated music and prints how far it is from PyTorch fp32.
+`--check CONFIG` measures it properly: on the test split (`--split`) of the run config CONFIG (the config the
+model was trained with, so the same data, split seed and windows; data paths relative to the working
+directory), the top-1 agreement of each ONNX file with PyTorch fp32 over the windows, the largest difference of
+any window's probabilities, and window and track accuracies of both. The exit status is 1 if a file agrees on
+fewer than `--min_agreement` (default 0.99) of the windows.
+
+The exporter is `torch.onnx.export` (the TorchScript-based one, `dynamo=False`): Hugging Face `optimum`'s ONNX
+exporter only knows transformers' own architectures, not these remote-code models, and its releases pin
+transformers below 5 (see README, "ONNX Runtime backend").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .backends import (
+    ONNX_FP32_FILE,
+    ONNX_INPUT,
+    ONNX_INT8_FILE,
+    ONNX_OUTPUT,
+    ONNX_RECORD_FILE,
+    ONNX_SUBFOLDER,
+    OnnxRunner,
+    TorchRunner,
+    weights_fingerprint,
+)
+from .evaluation import aggregate_tracks, softmax
+from .models.factory import load_trained_model
+
+logger = logging.getLogger(__name__)
+
+OPSET = 18
+QUANTIZATIONS = ("int8",)
+# Operators whose weights dynamic quantization stores in int8: every linear layer and the patch projections'
+# matmuls; convolutions, normalisation and softmax stay fp32.
+QUANTIZED_OPERATORS = ("MatMul", "Gemm")
+CHECK_WINDOWS = 3  # windows of generated music each export is checked on (a batch size other than the example's)
+EXAMPLE_BATCH = 2
+DEFAULT_MIN_AGREEMENT = 0.99
+
+
+class ExportError(ValueError):
+    """An export or check that cannot be done as asked; the message says what to do."""
+
+
+class _LogitsOnly(torch.nn.Module):
+    """The model as ONNX sees it: `input_values` in, `logits` out (no loss, no ModelOutput)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+        return self.model(input_values=input_values).logits
+
+
+def generated_windows(sampling_rate: int, window: int, count: int, seed: int = 0) -> np.ndarray:
+    """`count` windows of generated music of different genres, (count, window) float32: realistic inputs for
+    comparing two runs of the same model without any data set."""
+    from .data import GTZAN_GENRES, synthesize_track
+
+    rng = np.random.default_rng(seed)
+    genres = [GTZAN_GENRES[(3 * i) % len(GTZAN_GENRES)] for i in range(count)]
+    return np.stack([synthesize_track(g, window / sampling_rate, sampling_rate, rng)[:window] for g in genres])
+
+
+def compare_logits(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
+    """How far `other` logits are from `reference` ones, window by window."""
+    p, q = softmax(reference), softmax(other)
+    return {
+        "windows": int(len(reference)),
+        "top1_agreement": float(np.mean(p.argmax(axis=1) == q.argmax(axis=1))),
+        "max_probability_difference": float(np.abs(p - q).max()),
+        "max_logit_difference": float(np.abs(reference.astype(np.float64) - other).max()),
+    }
+
+
+def export_fp32(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int = OPSET) -> None:
+    """`model` (fp32, eval) to an ONNX file with a dynamic batch axis, traced on `example` input_values."""
+    tmp = path.with_name(path.name + ".tmp")
+    with warnings.catch_warnings(), torch.no_grad():
+        # The tracer warns about Python-level shape checks (constant for a fixed window) and that it is the
+        # TorchScript exporter; neither is a problem here, and the export is checked on other batch sizes.
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        torch.onnx.export(
+            _LogitsOnly(model).eval(),
+            (example,),
+            str(tmp),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[ONNX_INPUT],
+            output_names=[ONNX_OUTPUT],
+            dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
+        )
+    tmp.replace(path)
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
+    """Dynamic int8 quantization: MatMul/Gemm weights stored as int8 (QInt8), activations quantized per run."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = int8_path.with_name(int8_path.name + ".tmp")
+    # quantize_dynamic logs a suggestion to run its pre-processing first; measured here it changed neither
+    # agreement nor speed, so it is skipped (and the message with it).
+    quantization_logger = logging.getLogger()
+    level = quantization_logger.level
+    quantization_logger.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(str(fp32_path), str(tmp), op_types_to_quantize=list(QUANTIZED_OPERATORS),
+                         weight_type=QuantType.QInt8)
+    finally:
+        quantization_logger.setLevel(level)
+    tmp.replace(int8_path)
+
+
+def export_onnx(model_dir: str | os.PathLike, quantize: str | None = None, opset: int = OPSET,
+                check_windows: int = CHECK_WINDOWS) -> dict:
+    """Write `model_dir/onnx/` (fp32, plus int8 with `quantize="int8"`) and `export.json`; returns that record.
+
+    Each file is run on `check_windows` windows of generated music against PyTorch fp32 (the record's
+    `files.<name>.check`).
+    """
+    from .inference import GenreClassifier
+
+    model_dir = Path(model_dir)
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ExportError(f"--quantize {quantize!r} is not one of {', '.join(QUANTIZATIONS)}.")
+    if not (model_dir / "config.json").is_file():
+        raise ExportError(f"{model_dir} has no config.json: give the output_dir of a training run (a saved model folder).")
+    start = time.perf_counter()
+    model, feature_extractor = load_trained_model(str(model_dir))
+    classifier = GenreClassifier(model, feature_extractor, bf16=False, device="cpu")
+    windows = generated_windows(classifier.sampling_rate, classifier.window, EXAMPLE_BATCH + check_windows)
+    example = classifier.features(windows[:EXAMPLE_BATCH])
+    check_inputs = classifier.features(windows[EXAMPLE_BATCH:])
+    reference = classifier.runner(check_inputs)
+
+    onnx_dir = model_dir / ONNX_SUBFOLDER
+    onnx_dir.mkdir(exist_ok=True)
+    fp32_path, int8_path = onnx_dir / ONNX_FP32_FILE, onnx_dir / ONNX_INT8_FILE
+    export_fp32(classifier.model, example, fp32_path, opset)
+    written = [fp32_path]
+    if quantize == "int8":
+        quantize_int8(fp32_path, int8_path)
+        written.append(int8_path)
+    elif int8_path.exists():
+        # Never leave a quantized file from another export beside this one: the backend would prefer it.
+        int8_path.unlink()
+        logger.info("removed %s (from an earlier export)", int8_path)
+
+    files = {}
+    for path in written:
+        runner = OnnxRunner(path, classifier.config)
+        files[path.name] = {
+            "precision": runner.precision,
+            "megabytes": round(path.stat().st_size / 1e6, 2),
+            "check": compare_logits(reference, runner(check_inputs)),
+        }
+    import onnx
+    import onnxruntime
+
+    record = {
+        "model_type": classifier.model_type,
+        "opset": opset,
+        "exporter": "torch.onnx.export (TorchScript, dynamo=False)",
+        "input": {"name": ONNX_INPUT, "shape": ["batch", *example.shape[1:]], "dtype": "float32"},
+        "output": {"name": ONNX_OUTPUT, "shape": ["batch", classifier.config.num_labels]},
+        "quantization": {"method": "onnxruntime.quantization.quantize_dynamic", "op_types": list(QUANTIZED_OPERATORS),
+                         "weight_type": "QInt8"} if quantize else None,
+        "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+        "source_weights": weights_fingerprint(model_dir),
+        "check": f"{check_windows} windows of generated music, against PyTorch fp32",
+        "files": files,
+        "export_s": round(time.perf_counter() - start, 2),
+    }
+    (onnx_dir / ONNX_RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+# --------------------------------------------------------------------------------------------------------------
+# accuracy on a data split
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _accuracies(probabilities: np.ndarray, labels: np.ndarray, track_ids: list[str]) -> dict[str, float]:
+    _, track_probabilities, vote, track_labels = aggregate_tracks(probabilities, labels, track_ids)
+    return {
+        "window_accuracy": float(np.mean(probabilities.argmax(axis=1) == labels)),
+        "track_accuracy": float(np.mean(track_probabilities.argmax(axis=1) == track_labels)),
+        "track_accuracy_vote": float(np.mean(vote == track_labels)),
+    }
+
+
+def check_on_split(model_dir: str | os.PathLike, config_path: str | os.PathLike, split: str = "test",
+                   precisions: tuple[str, ...] | None = None, batch_size: int = 16) -> dict:
+    """Each ONNX file of `model_dir` (as the onnx backend loads it) against PyTorch fp32 on `split` of the run
+    config's data: window top-1 agreement, largest probability difference, window/track accuracy of both."""
+    from .backends import ONNX_PRECISIONS, load_onnx_runner
+    from .config import parse_config
+    from .data import build_datasets
+    from .models import spec_for_config
+    from .models.factory import load_trained_config, model_windows
+
+    model_dir = Path(model_dir)
+    run = parse_config(["--config", str(config_path)])
+    config, feature_extractor = load_trained_config(str(model_dir))
+    spec = spec_for_config(config)
+    if run.model.model_type != spec.name:
+        raise ExportError(f"{config_path} trains a {run.model.model_type} model but {model_dir} holds a {spec.name}: "
+                          "give the config the model was trained with.")
+    data = build_datasets(run.data, feature_extractor, default_window=model_windows(feature_extractor, spec),
+                          seed=run.training.seed)
+    if split not in data.datasets:
+        raise ExportError(f"split {split!r} is not one of {', '.join(data.datasets)}.")
+    saved_splits = model_dir / "splits.json"
+    if saved_splits.is_file() and sorted(json.loads(saved_splits.read_text()).get(split, [])) != sorted(data.splits[split]):
+        logger.warning("The %s split of %s differs from the one in %s: is it the config the model was trained with?",
+                       split, config_path, saved_splits)
+    dataset = data.datasets[split]
+    labels = np.asarray(dataset["labels"])
+    track_ids = list(dataset["track_id"])
+
+    model, _ = load_trained_model(str(model_dir))
+    runners = {"torch fp32": TorchRunner(model, device="cpu", bf16=False)}
+    available = [p for p in ONNX_PRECISIONS if (model_dir / ONNX_SUBFOLDER / ONNX_PRECISIONS[p]).is_file()]
+    for precision in precisions or available:
+        runners[f"onnx {precision}"] = load_onnx_runner(str(model_dir), config, precision=precision)
+    logits = {name: [] for name in runners}
+    for first in range(0, len(dataset), batch_size):
+        input_values = dataset[first : first + batch_size]["input_values"].float()
+        for name, runner in runners.items():
+            logits[name].append(runner(input_values))
+    logits = {name: np.concatenate(parts) for name, parts in logits.items()}
+    reference = logits["torch fp32"]
+    result = {
+        "model": str(model_dir),
+        "config": str(config_path),
+        "split": split,
+        "windows": len(labels),
+        "tracks": len(set(track_ids)),
+        "torch fp32": _accuracies(softmax(reference), labels, track_ids),
+    }
+    for name in runners:
+        if name != "torch fp32":
+            result[name] = {
+                "file": Path(runners[name].path).name,
+                **compare_logits(reference, logits[name]),
+                **_accuracies(softmax(logits[name]), labels, track_ids),
+            }
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------------------------
+
+
+def format_export(record: dict, model_dir: Path) -> str:
+    lines = [f"exported {model_dir} ({record['model_type']}) to {model_dir / ONNX_SUBFOLDER}/ in {record['export_s']:.1f} s "
+             f"(opset {record['opset']}, input {record['input']['shape']})"]
+    for name, info in record["files"].items():
+        c = info["check"]
+        lines.append(
+            f"  {name} ({info['precision']}, {info['megabytes']:.1f} MB): on {c['windows']} windows of generated music vs "
+            f"PyTorch fp32, max |probability difference| {c['max_probability_difference']:.2e}, max |logit difference| "
+            f"{c['max_logit_difference']:.2e}, top-1 agreement {c['top1_agreement']:.0%}"
+        )
+    return "\n".join(lines)
+
+
+def format_check(result: dict) -> str:
+    def accuracies(r):
+        return (f"window accuracy {r['window_accuracy']:.4f}, track accuracy {r['track_accuracy']:.4f} "
+                f"(vote {r['track_accuracy_vote']:.4f})")
+
+    lines = [f"check on the {result['split']} split of {result['config']}: {result['windows']} windows of "
+             f"{result['tracks']} tracks", f"  torch fp32: {accuracies(result['torch fp32'])}"]
+    for name, r in result.items():
+        if name.startswith("onnx "):
+            lines.append(
+                f"  {name} ({r['file']}): top-1 agreement with torch fp32 {r['top1_agreement']:.2%} of windows, max "
+                f"|probability difference| {r['max_probability_difference']:.4f}; {accuracies(r)}"
+            )
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ast_dora.export", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    onnx_parser = sub.add_parser("onnx", help="ONNX (for ONNX Runtime): OUTPUT_DIR/onnx/model.onnx [+ model_quantized.onnx]")
+    onnx_parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="A saved model folder (a training run's output_dir).")
+    onnx_parser.add_argument("--quantize", choices=QUANTIZATIONS, default=None,
+                             help="Also write onnx/model_quantized.onnx (int8 MatMul/Gemm weights).")
+    onnx_parser.add_argument("--check", default=None, metavar="CONFIG",
+                             help="A run config (YAML): measure agreement and accuracies on its data's --split.")
+    onnx_parser.add_argument("--split", default="test", help="Split of --check's data (default test).")
+    onnx_parser.add_argument("--min_agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
+                             help="With --check: exit 1 if an ONNX file agrees with PyTorch fp32 on fewer windows "
+                             "than this fraction (default 0.99).")
+    onnx_parser.add_argument("--no_export", action="store_true",
+                             help="With --check: check the files already in OUTPUT_DIR/onnx instead of exporting.")
+    onnx_parser.add_argument("--json", default=None, metavar="OUT", help="Write the export record (and the check) here.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    model_dir = Path(args.output_dir)
+    result: dict = {}
+    try:
+        if not args.no_export:
+            result["export"] = export_onnx(model_dir, quantize=args.quantize)
+            print(format_export(result["export"], model_dir))
+        elif not args.check:
+            raise ExportError("--no_export only makes sense with --check CONFIG.")
+        if args.check:
+            result["check"] = check_on_split(model_dir, args.check, split=args.split)
+            print(format_check(result["check"]))
+    except (ExportError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if args.check:
+        low = {name: r["top1_agreement"] for name, r in result["check"].items()
+               if name.startswith("onnx ") and r["top1_agreement"] < args.min_agreement}
+        if low:
+            print(f"FAILED: top-1 agreement below {args.min_agreement:.2%}: "
+                  + ", ".join(f"{name} {value:.2%}" for name, value in low.items()), file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
