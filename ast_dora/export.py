@@ -50,7 +50,7 @@ from .backends import (
     TorchRunner,
     weights_fingerprint,
 )
-from .evaluation import aggregate_tracks, softmax
+from .evaluation import compute_genre_metrics, softmax
 from .models.factory import load_trained_model
 
 logger = logging.getLogger(__name__)
@@ -210,11 +210,12 @@ def export_onnx(model_dir: str | os.PathLike, quantize: str | None = None, opset
 
 
 def _accuracies(probabilities: np.ndarray, labels: np.ndarray, track_ids: list[str]) -> dict[str, float]:
-    _, track_probabilities, vote, track_labels = aggregate_tracks(probabilities, labels, track_ids)
+    """Window and track accuracies, from the project's metric module like every other figure of a run."""
+    metrics = compute_genre_metrics(probabilities, labels, track_ids)
     return {
-        "window_accuracy": float(np.mean(probabilities.argmax(axis=1) == labels)),
-        "track_accuracy": float(np.mean(track_probabilities.argmax(axis=1) == track_labels)),
-        "track_accuracy_vote": float(np.mean(vote == track_labels)),
+        "window_accuracy": float(metrics["accuracy"]),
+        "track_accuracy": float(metrics["track_accuracy"]),
+        "track_accuracy_vote": float(metrics["track_accuracy_vote"]),
     }
 
 
