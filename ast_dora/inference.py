@@ -49,7 +49,7 @@ from .data.decode import AudioDecodeError, decode_audio
 from .data.features import extract_features
 from .data.windows import seconds_to_samples
 from .evaluation import softmax
-from .genre_classification.song_windows import aggregate_windows, place_windows, window_batches
+from .genre_classification.song_windows import aggregate_windows, place_windows, to_mono_float, window_batches
 from .hardware import cpu_has_fast_bf16
 from .models import spec_for_config
 from .models.factory import load_trained_config, load_trained_model, model_windows
@@ -223,27 +223,12 @@ class ASTFbankFeatures:
 
 
 def _to_mono_float(audio: np.ndarray) -> np.ndarray:
-    """Any 1-D/2-D int or float array -> mono float32 in [-1, 1]; channels averaged as the data layer does."""
-    audio = np.asarray(audio)
-    if audio.ndim == 0 or audio.ndim > 2 or audio.size == 0:
-        raise InvalidAudioError(
-            f"Expected a waveform of shape (samples,), (samples, channels) or (channels, samples); "
-            f"got an array of shape {audio.shape}."
-        )
-    if np.issubdtype(audio.dtype, np.integer):
-        info = np.iinfo(audio.dtype)
-        # unsigned PCM (8-bit wav) is centred on the middle of its range
-        offset = (int(info.max) + 1) // 2 if info.min == 0 else 0
-        audio = (audio.astype(np.float32) - offset) / float(max(info.max - offset, 1))
-    audio = audio.astype(np.float32, copy=False)
-    if audio.ndim == 2:
-        # The shorter axis holds the channels: (samples, channels) from soundfile / Gradio, (channels, samples)
-        # from torchaudio / torchcodec.
-        channel_axis = 0 if audio.shape[0] < audio.shape[1] else 1
-        audio = audio.mean(axis=channel_axis, dtype=np.float32)
-    if not np.all(np.isfinite(audio)):
-        raise InvalidAudioError("The waveform contains NaN or infinite samples.")
-    return audio
+    """Any 1-D/2-D int or float array -> mono float32 in [-1, 1] (`song_windows.to_mono_float`, the code the
+    pipeline shipped with the model runs), its complaints as `InvalidAudioError`."""
+    try:
+        return to_mono_float(audio)
+    except ValueError as error:
+        raise InvalidAudioError(str(error)) from None
 
 
 def _resample(waveform: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:

@@ -33,7 +33,14 @@ from transformers.pipelines.audio_classification import ffmpeg_read
 from transformers.pipelines.base import ChunkPipeline
 from transformers.utils import is_torchaudio_available, is_torchcodec_available
 
-from .song_windows import aggregate_windows, place_windows, seconds_to_samples, softmax, window_batches
+from .song_windows import (
+    aggregate_windows,
+    place_windows,
+    seconds_to_samples,
+    softmax,
+    to_mono_float,
+    window_batches,
+)
 
 PIPELINE_TASK = "audio-classification"
 # Windows per forward pass when the caller gives no `batch_size`: large enough for efficient matmuls, small
@@ -41,30 +48,6 @@ PIPELINE_TASK = "audio-classification"
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_TOP_K = 5  # as transformers' AudioClassificationPipeline
 _NOT_GIVEN = object()  # `top_k=None` is a request (all genres), so "not given" needs its own value
-
-
-def _to_mono_float(audio: np.ndarray) -> np.ndarray:
-    """Any 1-D/2-D int or float array -> mono float32 in [-1, 1]; channels averaged."""
-    audio = np.asarray(audio)
-    if audio.ndim == 0 or audio.ndim > 2 or audio.size == 0:
-        raise ValueError(
-            f"Expected a waveform of shape (samples,), (samples, channels) or (channels, samples); got an array of "
-            f"shape {audio.shape}."
-        )
-    if np.issubdtype(audio.dtype, np.integer):
-        info = np.iinfo(audio.dtype)
-        # unsigned PCM (8-bit wav) is centred on the middle of its range
-        offset = (int(info.max) + 1) // 2 if info.min == 0 else 0
-        audio = (audio.astype(np.float32) - offset) / float(max(info.max - offset, 1))
-    audio = audio.astype(np.float32, copy=False)
-    if audio.ndim == 2:
-        # The shorter axis holds the channels: (samples, channels) from soundfile, (channels, samples) from
-        # torchaudio / torchcodec.
-        channel_axis = 0 if audio.shape[0] < audio.shape[1] else 1
-        audio = audio.mean(axis=channel_axis, dtype=np.float32)
-    if not np.all(np.isfinite(audio)):
-        raise ValueError("The waveform contains NaN or infinite samples.")
-    return audio
 
 
 def _resample(waveform: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
@@ -187,7 +170,7 @@ class GenreClassificationPipeline(ChunkPipeline):
             raise TypeError(
                 f"Expected a file path, the bytes of a file, a waveform array or a dict with one; got {type(inputs).__name__}."
             )
-        return _resample(_to_mono_float(inputs), source_rate, sampling_rate)
+        return _resample(to_mono_float(inputs), source_rate, sampling_rate)
 
     def _window_seconds(self, window_seconds):
         window_seconds = window_seconds or getattr(self.feature_extractor, "window_seconds", None)

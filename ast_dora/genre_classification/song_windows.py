@@ -108,7 +108,34 @@ def aggregate_windows(probabilities: np.ndarray) -> tuple[np.ndarray, int]:
     return mean[0], int(vote[0])
 
 
+def to_mono_float(audio: np.ndarray) -> np.ndarray:
+    """Any 1-D/2-D int or float array -> mono float32 in [-1, 1]; channels averaged as the data layer does.
+
+    Raises `ValueError` with a message for the user (`GenreClassifier` re-raises it as `InvalidAudioError`)."""
+    audio = np.asarray(audio)
+    if audio.ndim == 0 or audio.ndim > 2 or audio.size == 0:
+        raise ValueError(
+            f"Expected a waveform of shape (samples,), (samples, channels) or (channels, samples); got an array of "
+            f"shape {audio.shape}."
+        )
+    if np.issubdtype(audio.dtype, np.integer):
+        info = np.iinfo(audio.dtype)
+        # unsigned PCM (8-bit wav) is centred on the middle of its range
+        offset = (int(info.max) + 1) // 2 if info.min == 0 else 0
+        audio = (audio.astype(np.float32) - offset) / float(max(info.max - offset, 1))
+    audio = audio.astype(np.float32, copy=False)
+    if audio.ndim == 2:
+        # The shorter axis holds the channels: (samples, channels) from soundfile / Gradio, (channels, samples) from
+        # torchaudio / torchcodec.
+        channel_axis = 0 if audio.shape[0] < audio.shape[1] else 1
+        audio = audio.mean(axis=channel_axis, dtype=np.float32)
+    if not np.all(np.isfinite(audio)):
+        raise ValueError("The waveform contains NaN or infinite samples.")
+    return audio
+
+
 __all__ = [
+    "to_mono_float",
     "aggregate_tracks",
     "aggregate_windows",
     "place_windows",
