@@ -94,6 +94,12 @@ def _place(path: Path, destination: Path) -> None:
     shutil.copy2(path, destination)
 
 
+def _has_code(folder: Path, references) -> bool:
+    """Whether `folder` holds the module of every remote-code reference ("module.Class") of a config."""
+    files = {f"{ref.split('.')[0]}.py" for ref in references if isinstance(ref, str)}
+    return all((folder / name).is_file() for name in files)
+
+
 def _check_loadable(folder: Path, kind: str, source: Path) -> None:
     """Fail before uploading a folder that could not be loaded without this project."""
     weights = "adapter_model.safetensors" if kind == "adapter" else "*.safetensors"
@@ -103,8 +109,7 @@ def _check_loadable(folder: Path, kind: str, source: Path) -> None:
         raise HubError(f"No {weights} in {source}{found}: is this the output_dir of a finished training run?")
     config = json.loads((folder / "config.json").read_text())
     auto_map = config.get("auto_map", {})
-    code_files = {f"{ref.split('.')[0]}.py" for ref in auto_map.values() if isinstance(ref, str)}
-    if "AutoModelForAudioClassification" not in auto_map or not all((folder / name).is_file() for name in code_files):
+    if "AutoModelForAudioClassification" not in auto_map or not _has_code(folder, auto_map.values()):
         raise HubError(
             f"{source / 'config.json'} has no auto_map / model code, so the upload would not load with "
             "trust_remote_code=True: it was saved before the model classes were registered for the Auto classes. "
@@ -115,9 +120,8 @@ def _check_loadable(folder: Path, kind: str, source: Path) -> None:
     if not (folder / "preprocessor_config.json").is_file():
         raise HubError(f"No preprocessor_config.json in {source}: the feature extractor must travel with the model.")
     pipelines = config.get("custom_pipelines") or {}
-    pipeline_code = {f"{entry['impl'].split('.')[0]}.py" for entry in pipelines.values()
-                     if isinstance(entry, dict) and isinstance(entry.get("impl"), str)}
-    if "audio-classification" not in pipelines or not all((folder / name).is_file() for name in pipeline_code):
+    pipeline_refs = [entry.get("impl") for entry in pipelines.values() if isinstance(entry, dict)]
+    if "audio-classification" not in pipelines or not _has_code(folder, pipeline_refs):
         raise HubError(
             f"{source / 'config.json'} names no whole-song audio-classification pipeline (custom_pipelines) or its "
             "code is missing, so `pipeline(\"audio-classification\", model=repo_id)` would hear only the first "

@@ -247,6 +247,17 @@ def _first_fitting(group, attempt: Callable[[int], dict], ctx: Check, oom: list[
     return None
 
 
+def _fitting_batches(ctx: Check, spec, attempt: Callable[[int, bool], dict], oom: list[int], checks: dict):
+    """(group index, `attempt`'s result) for each of the spec's batch groups, at its first size that fits in device
+    memory (the first group's attempt is the one with the loss curve); a group where none fits is a failed check."""
+    for index, group in enumerate(ctx.batch_groups(spec)):
+        result = _first_fitting(group, lambda batch, first=index == 0: attempt(batch, first), ctx, oom)
+        if result is None:
+            checks[f"a batch of {' or '.join(map(str, group))} fits in memory"] = False
+            continue
+        yield index, result
+
+
 def step_full_training(ctx: Check, spec) -> dict:
     """A model whose every weight trains: the loss curve at the first batch, then the larger batches."""
     from ..models.factory import use_fastest_attention
@@ -278,11 +289,7 @@ def step_full_training(ctx: Check, spec) -> dict:
                       loss_function=getattr(base_model_of(model).config, "loss", None))
         return timing
 
-    for index, group in enumerate(ctx.batch_groups(spec)):
-        timing = _first_fitting(group, lambda batch, first=index == 0: attempt(batch, first), ctx, oom)
-        if timing is None:
-            checks[f"a batch of {' or '.join(map(str, group))} fits in memory"] = False
-            continue
+    for index, timing in _fitting_batches(ctx, spec, attempt, oom, checks):
         runs.append(timing)
         ctx.rates[spec.name]["train"].setdefault("full", {})[timing["batch"]] = timing["samples_per_s"]
         if index == 0:
@@ -375,11 +382,7 @@ def step_prefix_training(ctx: Check, spec) -> dict:
             ctx.free_memory()
         return timings
 
-    for index, group in enumerate(ctx.batch_groups(spec)):
-        timings = _first_fitting(group, lambda batch, first=index == 0: attempt(batch, first), ctx, oom)
-        if timings is None:
-            checks[f"a batch of {' or '.join(map(str, group))} fits in memory"] = False
-            continue
+    for index, timings in _fitting_batches(ctx, spec, attempt, oom, checks):
         uncached, cached = timings["through all layers"], timings["from cache"]
         difference = loss_max_rel_diff(cached["losses"], uncached["losses"])
         checks[f"batch {uncached['batch']}: cached and uncached step losses agree within {PREFIX_LOSS_RTOL:g} "
