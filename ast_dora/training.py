@@ -81,14 +81,16 @@ def check_resumable(run: RunConfig) -> None:
         or training_args.overwrite_output_dir
         or training_args.resume_from_checkpoint
         or not output_dir.is_dir()
-        or not checkpoint_folders(str(output_dir))
         or not previous_path.is_file()
     ):
+        return
+    checkpoints = checkpoint_folders(str(output_dir))
+    if not checkpoints:
         return
     how = (
         "pass --overwrite_output_dir true to start afresh, choose another output_dir, or restore the previous "
         f"values; to continue these checkpoints with the new values on purpose, pass --resume_from_checkpoint "
-        f"{checkpoint_folders(str(output_dir))[0]}"
+        f"{checkpoints[0]}"
     )
     try:
         previous = parse_config(["--config", str(previous_path)])
