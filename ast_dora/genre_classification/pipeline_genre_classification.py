@@ -14,17 +14,19 @@ preprocessor_config.json; back to back unless `hop_seconds` is given, the last w
 song, a song shorter than one window zero-padded), the windows are classified `batch_size` at a time, and the
 answer is the mean of the windows' probabilities (`song_windows.py`, the same code the project runs).
 
-Inputs: a file path (or URL, or the bytes of a file; decoded by FFmpeg through torchcodec when installed, as the
-project decodes, else through the `ffmpeg` command), a `{"raw" (or "array"): waveform, "sampling_rate": rate}`
+Inputs: a file path (or URL, or the bytes of a file; decoded by PyAV when installed, as the project decodes
+(`audio_decoding.py`), else by torchcodec, else by the `ffmpeg` command), a `{"raw" (or "array"): waveform, "sampling_rate": rate}`
 dict, or a waveform at the model's rate (`feature_extractor.sampling_rate`). Waveforms may be `(samples,)`,
 `(samples, channels)` or `(channels, samples)`, float in [-1, 1] or int PCM; channels are averaged and other
 rates resampled with torchaudio, as in the project's inference.
 
 Remote code: saved next to the weights of every model the project writes (config.json's `custom_pipelines`), so
-it imports only numpy, torch, transformers and `song_windows.py`.
+it imports only numpy, torch, transformers, `song_windows.py` and `audio_decoding.py` (PyAV itself only when
+installed).
 """
 
 import importlib
+import importlib.util
 import os
 
 import numpy as np
@@ -33,6 +35,7 @@ from transformers.pipelines.audio_classification import ffmpeg_read
 from transformers.pipelines.base import ChunkPipeline
 from transformers.utils import is_torchaudio_available, is_torchcodec_available
 
+from .audio_decoding import AudioDecodeError, decode_with_av
 from .song_windows import (
     aggregate_windows,
     place_windows,
@@ -65,15 +68,22 @@ def _resample(waveform: np.ndarray, source_rate: int, target_rate: int) -> np.nd
 def _decode(source, sampling_rate: int) -> np.ndarray:
     """A path or the bytes of an audio file -> mono float32 at `sampling_rate`.
 
-    torchcodec resamples inside FFmpeg and its channels are averaged, as the project decodes; without torchcodec
-    the `ffmpeg` command does both (its downmix of stereo is louder than the mean, so numbers differ slightly).
+    PyAV (FFmpeg's libraries inside its wheels) when installed, exactly as the project decodes
+    (`audio_decoding.py`); else torchcodec (the system's FFmpeg), which resamples with the same libswresample and
+    whose channels are averaged too; else the `ffmpeg` command (its downmix of stereo is louder than the mean, so
+    numbers differ slightly).
     """
+    name = "the data" if isinstance(source, bytes) else os.path.basename(str(source))
+    if importlib.util.find_spec("av") is not None:
+        try:
+            return decode_with_av(source, sampling_rate)[0]
+        except AudioDecodeError as error:
+            raise ValueError(f"Could not read {name} as audio ({error}).") from error
     if is_torchcodec_available():
         decoders = importlib.import_module("torchcodec.decoders")
         try:
             samples = decoders.AudioDecoder(source, sample_rate=int(sampling_rate)).get_all_samples().data
         except Exception as error:  # torchcodec raises RuntimeError / ValueError with FFmpeg's message
-            name = "the data" if isinstance(source, bytes) else os.path.basename(str(source))
             raise ValueError(f"Could not read {name} as audio ({type(error).__name__}: {error}).") from error
         if samples.ndim != 2 or samples.shape[-1] == 0:
             raise ValueError("The audio has no samples.")

@@ -1,0 +1,67 @@
+"""Audio files (a path, or a file's bytes) -> mono float32 at a target rate, through PyAV.
+
+PyAV (`pip install av`) carries FFmpeg's libraries inside its wheels (Linux, macOS, Windows), so decoding needs
+no system FFmpeg: wav, au, flac, mp3, ogg/vorbis, opus, m4a/aac, ... are all read the same way. Resampling is
+FFmpeg's libswresample (PyAV's `AudioResampler`), the resampler torchcodec uses too.
+
+Channels are averaged (as librosa's `to_mono`), not mixed by FFmpeg's downmix, which for stereo is
+(L + R) / sqrt(2): 3 dB louder than the mean and able to exceed full scale.
+
+This file travels with every saved model (the whole-song pipeline imports it) and needs only numpy and av.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+
+
+class AudioDecodeError(RuntimeError):
+    """A file that cannot be decoded (corrupt, empty, not audio)."""
+
+
+def _short_message(error: Exception) -> str:
+    text = (str(error).strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {text}"
+
+
+def decode_with_av(source: str | os.PathLike | bytes, sampling_rate: int) -> tuple[np.ndarray, int, int]:
+    """Decode `source` (a path or the bytes of a file) to mono float32 at `sampling_rate`.
+
+    Returns `(waveform, source_sampling_rate, source_channels)`. Raises `AudioDecodeError` with FFmpeg's
+    reason for anything it cannot read, and for a file without samples. `ImportError` when PyAV is absent.
+    """
+    import av  # here, not at the top: the pipeline falls back to other decoders without it
+
+    file = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else os.fspath(source)
+    chunks = []
+    try:
+        with av.open(file, mode="r", metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise AudioDecodeError("no audio stream")
+            stream = container.streams.audio[0]
+            source_rate = int(stream.codec_context.sample_rate or 0)
+            source_channels = int(stream.codec_context.channels or 0)
+            # planar float32 at the target rate, channels kept (averaged below); the first frame fixes the layout
+            resampler = av.AudioResampler(format="fltp", rate=int(sampling_rate))
+            for frame in container.decode(stream):
+                for resampled in resampler.resample(frame):
+                    chunks.append(resampled.to_ndarray())
+            for resampled in resampler.resample(None):  # what the resampler still holds
+                chunks.append(resampled.to_ndarray())
+    except AudioDecodeError:
+        raise
+    except (av.FFmpegError, OSError, ValueError, EOFError) as error:
+        raise AudioDecodeError(_short_message(error)) from error
+    chunks = [chunk for chunk in chunks if chunk.shape[-1]]
+    if not chunks:
+        raise AudioDecodeError("no audio samples")
+    channels = min(chunk.shape[0] for chunk in chunks)  # a layout change mid-stream keeps the common channels
+    data = np.concatenate([chunk[:channels] for chunk in chunks], axis=1)
+    waveform = data[0] if channels == 1 else data.mean(axis=0, dtype=np.float32)
+    waveform = np.ascontiguousarray(waveform, dtype=np.float32)
+    if not np.all(np.isfinite(waveform)):
+        raise AudioDecodeError("non-finite samples")
+    return waveform, source_rate, source_channels or channels
