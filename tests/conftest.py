@@ -59,6 +59,18 @@ def wav_bytes(audio: np.ndarray, sampling_rate: int) -> bytes:
     return buffer.getvalue()
 
 
+def audio_dataset(rows: dict, features: dict, audio_feature=None):
+    """`datasets.Dataset` of `rows` whose `audio` column ({"bytes", "path"} dicts) gets `audio_feature` (default
+    `datasets.Audio()`). Built as a plain struct, then cast, as the project does: encoding rows into an `Audio`
+    feature imports torchcodec (datasets' `Audio.encode_example`), which the project does not install."""
+    import datasets
+
+    from ast_dora.data.sources import AUDIO_STORAGE
+
+    plain = datasets.Features({**features, "audio": AUDIO_STORAGE})
+    return datasets.Dataset.from_dict(rows, features=plain).cast_column("audio", audio_feature or datasets.Audio())
+
+
 def make_gtzan_folder(
     root: Path,
     tracks_per_genre: int = 2,
@@ -206,10 +218,7 @@ def parquet_gtzan_dataset(tmp_path_factory) -> Path:
     import datasets
 
     root = tmp_path_factory.mktemp("parquet_gtzan")
-    features = datasets.Features(
-        {"audio": datasets.Audio(sampling_rate=22050), "genre": datasets.Value("string"),
-         "label": datasets.ClassLabel(names=list(GENRES))}
-    )
+    features = {"genre": datasets.Value("string"), "label": datasets.ClassLabel(names=list(GENRES))}
     layout = {"train": (0, 1), "validation": (2,), "test": (3,)}
     for split, indices in layout.items():
         rows = {"audio": [], "genre": [], "label": []}
@@ -220,7 +229,7 @@ def parquet_gtzan_dataset(tmp_path_factory) -> Path:
                 rows["genre"].append(genre)
                 rows["label"].append(g)
         (root / "data").mkdir(exist_ok=True)
-        datasets.Dataset.from_dict(rows, features=features).to_parquet(
+        audio_dataset(rows, features, datasets.Audio(sampling_rate=22050)).to_parquet(
             str(root / "data" / f"{split}-00000-of-00001.parquet")
         )
     return root
