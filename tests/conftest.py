@@ -8,6 +8,7 @@ function, also exposed as the `gtzan_folder_factory` fixture) to build a folder 
 from __future__ import annotations
 
 import io
+import os
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,29 @@ class MessyGTZAN:
     short: str  # 2 s, shorter than a 4-s window
     au_tracks: list[str]
     sampling_rates: dict[str, int] = field(default_factory=dict)  # track id -> file's rate
+
+
+# ----------------------------------------------------------------------------------------------------------
+# programs outside Python
+# ----------------------------------------------------------------------------------------------------------
+
+
+def running_in_ci(environ=os.environ) -> bool:
+    return environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require_installed(found: bool, name: str, install: str, environ=os.environ) -> None:
+    """For a test that needs something the README's install command does not bring (a browser, a database server)
+    or that may be absent (torchcodec, which only a comparison test uses). Absent: skip with one line naming it and
+    the command that installs it, so that `python -m pytest` passes on a machine with nothing but pip; except under
+    `CI=true`, where CI installs it and the test must run: fail then (a missing install step in CI must not turn
+    into a skip nobody reads)."""
+    if found:
+        return
+    message = f"{name} is not installed: {install}"
+    if running_in_ci(environ):
+        pytest.fail(f"{message} (CI=true: CI installs it, so this test must run)", pytrace=False)
+    pytest.skip(message)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_installed
 
 from ast_dora.data import decode_audio, encode_audio
 from ast_dora.errors import MissingComponentError
@@ -212,8 +213,8 @@ def ffmpeg_link_folder(folder: Path) -> list[Path]:
 def test_pyav_decodes_like_torchcodec(audio_files, tmp_path):
     import importlib.util
 
-    if importlib.util.find_spec("torchcodec") is None:
-        pytest.skip("torchcodec is not installed: nothing to compare PyAV's decoding with")
+    require_installed(importlib.util.find_spec("torchcodec") is not None, "torchcodec (the comparison's reference)",
+                      'pip install -e ".[dev]"')
     paths = [str(path) for path in audio_files.values()]
     process = run_python(COMPARE, *paths)  # torchcodec with the system's FFmpeg
     if process.returncode != 0 and TORCHCODEC_UNLOADABLE in process.stderr:
@@ -221,8 +222,9 @@ def test_pyav_decodes_like_torchcodec(audio_files, tmp_path):
         if folders:
             library_path = os.pathsep.join([*map(str, folders), os.environ.get("LD_LIBRARY_PATH", "")])
             process = run_python(COMPARE, *paths, env={"LD_LIBRARY_PATH": library_path})
-        if process.returncode != 0 and TORCHCODEC_UNLOADABLE in process.stderr:
-            pytest.skip("torchcodec is installed but loads no FFmpeg (neither the system's nor PyAV's)")
+        loads = not (process.returncode != 0 and TORCHCODEC_UNLOADABLE in process.stderr)
+        require_installed(loads, "an FFmpeg that torchcodec loads (neither the system's nor PyAV's)",
+                          "apt-get install ffmpeg")
     assert process.returncode == 0, process.stderr[-3000:]
     report = json.loads(process.stdout.strip().splitlines()[-1])
     assert len(report) == 2 * len(audio_files)
