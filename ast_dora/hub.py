@@ -1,7 +1,7 @@
 """Share trained models and the demo on the Hugging Face Hub.
 
     python -m ast_dora.hub push OUTPUT_DIR --repo_id ID [--merged] [--dry_run FOLDER]
-    python -m ast_dora.hub space --repo_id USER/SPACE --models ID[,ID...] [--dry_run FOLDER]
+    python -m ast_dora.hub space --repo_id USER/SPACE --models ID[,ID...] [--hardware cpu|zerogpu] [--dry_run FOLDER]
     python -m ast_dora.hub load ID_OR_DIR [--revision SHA] [--audio FILE ...] [--evaluate --config CONFIG ...]
 
 `push` uploads one folder, built by `build_upload_folder` from a training run's `output_dir`: the model (the
