@@ -17,6 +17,9 @@ model's `onnx/` export, int8 when there is one: `python -m ast_dora.export onnx 
 `auto`: onnx for models with an export, torch for the others, see README "ONNX Runtime backend"), `--max_seconds` / `GENRE_MAX_SECONDS` (longest song accepted,
 default 600), `--max_file_size` / `GENRE_MAX_FILE_SIZE` (upload limit, default 50mb), `--examples_dir` /
 `GENRE_EXAMPLES_DIR` (where example clips are generated), `--no_bf16` / `GENRE_BF16=0`.
+
+On a ZeroGPU Space (Hugging Face sets `SPACES_ZERO_GPU`) the torch models are placed on `cuda` at startup and each
+analysis runs inside `spaces.GPU`, which attaches a GPU for its duration; elsewhere `spaces` is never imported.
 """
 
 from __future__ import annotations
@@ -49,6 +52,13 @@ EXAMPLE_SECONDS = 12.0
 # ONNX Runtime int8 where a model has an export: faster than PyTorch for both models on the CPUs measured, same
 # answers on the smoke test splits (README, "ONNX Runtime backend"); PyTorch for a model without an export.
 DEFAULT_BACKEND = "auto"
+# Hugging Face sets this variable on ZeroGPU hardware, where a GPU is attached only while a function decorated with
+# `spaces.GPU` runs; the `spaces` package defers the models' move to `cuda` at startup until then.
+ZERO_GPU_VARIABLE = "SPACES_ZERO_GPU"
+# GPU seconds requested per analysis (ZeroGPU's default). A 10-minute song (the default --max_seconds) is decoded
+# and featurised in a few seconds and its windows take well under a second on the GPU; a request that outlasts its
+# duration is cut off, a longer duration queues behind shorter ones.
+ZERO_GPU_DURATION = 60
 # Partial results are sent after the first batch, then at most this often (each one redraws the timeline), and
 # always at the end.
 STREAM_INTERVAL_SECONDS = 0.5
@@ -68,10 +78,40 @@ def model_specs(cli_models: list[str] | None, environ=os.environ) -> list[str]:
     return list(dict.fromkeys(specs))
 
 
+def on_zero_gpu(environ=os.environ) -> bool:
+    return environ.get(ZERO_GPU_VARIABLE, "").strip().lower() not in ("", "0", "false")
+
+
+def zero_gpu_options(backend: str, bf16: bool | None, environ=os.environ) -> dict:
+    """How the models run: as asked, except on ZeroGPU, where `auto` means the torch backend (the GPU is the point;
+    ONNX Runtime here runs on the CPU) and torch models go to `cuda` in bf16 (every ZeroGPU GPU has it; `--no_bf16`
+    still keeps fp32). Asking CUDA about bf16 at startup is not an option there: no GPU is attached yet."""
+    if not on_zero_gpu(environ):
+        return {"backend": backend, "bf16": bf16}
+    backend = "torch" if backend == "auto" else backend
+    if backend != "torch":
+        return {"backend": backend, "bf16": bf16}
+    return {"backend": "torch", "device": "cuda", "bf16": True if bf16 is None else bf16}
+
+
+def gpu_function(function, environ=os.environ):
+    """`function` inside `spaces.GPU` on ZeroGPU (a GPU is attached while it runs), else `function` itself, and
+    `spaces` is not imported."""
+    if not on_zero_gpu(environ):
+        return function
+    import spaces
+
+    return spaces.GPU(duration=ZERO_GPU_DURATION)(function)
+
+
 def load_classifiers(specs: list[str], max_seconds: float | None, bf16: bool | None = None,
-                     backend: str = DEFAULT_BACKEND, **options) -> dict[str, GenreClassifier]:
+                     backend: str = DEFAULT_BACKEND, environ=os.environ, **options) -> dict[str, GenreClassifier]:
     """Load every model once at startup (each request then only runs it): spec -> classifier. `options` go to
-    `GenreClassifier.from_pretrained` (e.g. batch_size)."""
+    `GenreClassifier.from_pretrained` (e.g. batch_size); on ZeroGPU torch models are placed on `cuda`
+    (`zero_gpu_options`)."""
+    settings = zero_gpu_options(backend, bf16, environ)
+    backend, bf16 = settings.pop("backend"), settings.pop("bf16")
+    options = {**settings, **options}
     classifiers = {}
     for spec in specs:
         start = time.perf_counter()
@@ -158,8 +198,8 @@ def make_analyse(classifiers: dict[str, GenreClassifier], stream_interval: float
 
 
 def build_demo(classifiers: dict[str, GenreClassifier], examples: list[str] | None = None,
-               max_seconds: float | None = DEFAULT_MAX_SECONDS) -> gr.Blocks:
-    analyse = make_analyse(classifiers)
+               max_seconds: float | None = DEFAULT_MAX_SECONDS, environ=os.environ) -> gr.Blocks:
+    analyse = gpu_function(make_analyse(classifiers), environ)
     choices = [(model_choice_label(spec, c), spec) for spec, c in classifiers.items()]
     limit = f"up to {format_duration(max_seconds)}" if max_seconds else "any length"
     with gr.Blocks(title="Music genre classifier") as demo:

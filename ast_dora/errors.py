@@ -5,4 +5,9 @@ class ConfigError(ValueError):
     """A config file or command line that cannot describe a run."""
 
 
-__all__ = ["ConfigError"]
+class MissingComponentError(RuntimeError):
+    """A package, library or program the project needs and cannot find. The message is one line that names it
+    and the command that installs it; entry points print it instead of a traceback."""
+
+
+__all__ = ["ConfigError", "MissingComponentError"]

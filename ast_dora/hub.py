@@ -1,7 +1,7 @@
 """Share trained models and the demo on the Hugging Face Hub.
 
     python -m ast_dora.hub push OUTPUT_DIR --repo_id ID [--merged] [--dry_run FOLDER]
-    python -m ast_dora.hub space --repo_id USER/SPACE --models ID[,ID...] [--dry_run FOLDER]
+    python -m ast_dora.hub space --repo_id USER/SPACE --models ID[,ID...] [--hardware cpu|zerogpu] [--dry_run FOLDER]
     python -m ast_dora.hub load ID_OR_DIR [--revision SHA] [--audio FILE ...] [--evaluate --config CONFIG ...]
 
 `push` uploads one folder, built by `build_upload_folder` from a training run's `output_dir`: the model (the
@@ -47,9 +47,17 @@ RECORD_FILE_PATTERNS = (
     "confusion_matrix_*.png",
 )
 SPACE_MODELS_VARIABLE = "GENRE_MODELS"  # what app.py reads: comma-separated model ids (or local dirs)
-# gradio is installed by the Space from `sdk_version`; FFmpeg (for torchcodec's decoding) from packages.txt.
+# gradio is installed by the Space from `sdk_version`. Nothing comes from apt (no packages.txt): PyAV's wheels
+# carry the FFmpeg libraries that decoding needs.
 SPACE_SKIPPED_REQUIREMENTS = ("gradio",)
-SPACE_APT_PACKAGES = ("ffmpeg",)
+# `--hardware` -> (the Hub's hardware flavour, extra requirements). ZeroGPU attaches a GPU to each call of a
+# function decorated with `spaces.GPU` (app.py does so when Hugging Face sets SPACES_ZERO_GPU); its flavour keeps
+# the Hub's historical name.
+SPACE_HARDWARE = {"cpu": ("cpu-basic", ()), "zerogpu": ("zero-a10g", ("spaces",))}
+HARDWARE_NOTES = {
+    "cpu": "the free 2-core CPU (ONNX Runtime int8 for models with an `onnx/` export).",
+    "zerogpu": "ZeroGPU: each analysis runs on a GPU slice inside `spaces.GPU` (PyTorch, bf16).",
+}
 
 
 class HubError(ValueError):
@@ -256,16 +264,25 @@ def space_requirements(repo_root: Path) -> str:
     return "# Generated from pyproject.toml by `python -m ast_dora.hub space` (gradio comes from sdk_version).\n" + "\n".join(kept) + "\n"
 
 
+def check_hardware(hardware: str) -> str:
+    if hardware not in SPACE_HARDWARE:
+        raise HubError(f"hardware={hardware!r} is not one of {', '.join(SPACE_HARDWARE)}.")
+    return hardware
+
+
 def build_space_folder(
     folder: str | Path,
     model_ids: list[str],
     repo_root: str | Path = REPO_ROOT,
     title: str = "GTZAN music genre classifier",
     license: str = "apache-2.0",
+    hardware: str = "cpu",
 ) -> Path:
-    """Write exactly what `push_space` uploads: app.py, requirements.txt, packages.txt, README.md (Space
-    config header) and the `ast_dora` package app.py imports (so no remote code of the model repos runs)."""
+    """Write exactly what `push_space` uploads: app.py, requirements.txt, README.md (Space config header, with
+    the hardware it suggests) and the `ast_dora` package app.py imports (so no remote code of the model repos
+    runs). No packages.txt: nothing comes from apt. `hardware="zerogpu"` adds `spaces` to the requirements."""
     folder, repo_root = Path(folder), Path(repo_root)
+    flavor, extra_requirements = SPACE_HARDWARE[check_hardware(hardware)]
     if not model_ids:
         raise HubError("Give the models the Space serves: --models user/model-a,user/model-b")
     not_ids = [model_id for model_id in model_ids if not looks_like_hub_id(model_id)]
@@ -277,8 +294,11 @@ def build_space_folder(
         raise HubError(f"{folder} is not empty: give a new or empty folder (it receives exactly what would be uploaded).")
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy2(repo_root / "app.py", folder / "app.py")
-    (folder / "requirements.txt").write_text(space_requirements(repo_root))
-    (folder / "packages.txt").write_text("\n".join(SPACE_APT_PACKAGES) + "\n")
+    requirements = space_requirements(repo_root)
+    if extra_requirements:
+        requirements += f"# {hardware} (python -m ast_dora.hub space --hardware {hardware})\n"
+        requirements += "".join(f"{requirement}\n" for requirement in extra_requirements)
+    (folder / "requirements.txt").write_text(requirements)
     package = Path(__file__).resolve().parent
     shutil.copytree(package, folder / package.name,
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -296,6 +316,7 @@ def build_space_folder(
         colorTo="pink",
         pinned=False,
         short_description="Music genre of a song: AST + DoRA and ViT-hybrid models trained on GTZAN",
+        suggested_hardware=flavor,
     )
     models = "\n".join(f"- [{model_id}](https://huggingface.co/{model_id})" for model_id in model_ids)
     body = (
@@ -303,7 +324,8 @@ def build_space_folder(
         f"track's genre probabilities.\n\nModels (the `{SPACE_MODELS_VARIABLE}` variable of this Space, "
         f"comma-separated; change it under *Settings* or with `python -m ast_dora.hub space`):\n\n{models}\n\n"
         "Deployed with `python -m ast_dora.hub space` from the ast-dora project: `app.py`, the `ast_dora` package it "
-        "imports, `requirements.txt` and `packages.txt` (FFmpeg for audio decoding).\n"
+        "imports and `requirements.txt` (audio is decoded by PyAV, whose wheels carry FFmpeg's libraries: no system "
+        f"package). Hardware: {HARDWARE_NOTES[hardware]}\n"
     )
     SpaceCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}").save(folder / "README.md")
     return folder
@@ -317,12 +339,20 @@ def push_space(
     repo_root: str | Path = REPO_ROOT,
     title: str = "GTZAN music genre classifier",
     commit_message: str | None = None,
+    hardware: str = "cpu",
 ):
-    """Create or update the Gradio Space `space_id` serving `model_ids`; returns the `CommitInfo`."""
+    """Create or update the Gradio Space `space_id` serving `model_ids` on `hardware` (`cpu` or `zerogpu`);
+    returns the `CommitInfo`."""
     api = HfApi(token=token)
+    flavor = SPACE_HARDWARE[check_hardware(hardware)][0]
     with tempfile.TemporaryDirectory(prefix="ast_dora_space_") as tmp:
-        folder = build_space_folder(Path(tmp) / "space", model_ids, repo_root=repo_root, title=title)
-        repo_url = api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+        folder = build_space_folder(Path(tmp) / "space", model_ids, repo_root=repo_root, title=title,
+                                    hardware=hardware)
+        repo_url = api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True,
+                                   space_hardware=flavor)
+        # create_repo's hardware applies to a new Space only; an existing one is switched explicitly (ZeroGPU
+        # needs a PRO account or an Enterprise organisation: the Hub refuses the request otherwise).
+        api.request_space_hardware(repo_url.repo_id, flavor)
         # Set before the upload, so that the build the upload triggers already sees the models.
         api.add_space_variable(repo_url.repo_id, SPACE_MODELS_VARIABLE, ",".join(model_ids),
                                description="Comma-separated model ids the app serves")
@@ -331,7 +361,8 @@ def push_space(
             repo_type="space",
             folder_path=folder,
             commit_message=commit_message or f"Deploy app.py serving {', '.join(model_ids)}",
-            delete_patterns="ast_dora/*",  # modules removed from the package do not linger in the Space
+            # modules removed from the package do not linger in the Space, nor does an older deploy's packages.txt
+            delete_patterns=["ast_dora/*", "packages.txt"],
         )
     logger.info("Space %s updated (commit %s), serving %s.", repo_url.repo_id, getattr(commit, "oid", "?"), model_ids)
     return commit
@@ -414,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     space.add_argument("--app_dir", default=str(REPO_ROOT), help="Folder with app.py (default: the repo root).")
     space.add_argument("--private", action="store_true", default=None)
     space.add_argument("--token")
+    space.add_argument("--hardware", choices=tuple(SPACE_HARDWARE), default="cpu",
+                       help="cpu (default: the free 2-core CPU) or zerogpu (a GPU attached to each analysis; the "
+                       "Space's owner needs a PRO account or an Enterprise organisation).")
 
     load = commands.add_parser("load", allow_abbrev=False, help="Load a pushed (or local) model; predict files or evaluate it.",
                                description="Extra arguments after --evaluate --config CONFIG are config overrides "
@@ -448,11 +482,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"Pushed: {commit.commit_url}\nPin it when loading remote code: revision=\"{commit.oid}\"")
         elif args.command == "space":
             if args.dry_run:
-                folder = build_space_folder(args.dry_run, args.models, repo_root=args.app_dir, title=args.title)
+                folder = build_space_folder(args.dry_run, args.models, repo_root=args.app_dir, title=args.title,
+                                            hardware=args.hardware)
                 print(f"Wrote the Space folder to {folder} (nothing uploaded); the Space variable "
-                      f"{SPACE_MODELS_VARIABLE}={','.join(args.models)} would be set.")
+                      f"{SPACE_MODELS_VARIABLE}={','.join(args.models)} and the hardware "
+                      f"{SPACE_HARDWARE[args.hardware][0]} would be set.")
             else:
-                commit = push_space(args.repo_id, args.models, args.token, args.private, args.app_dir, args.title)
+                commit = push_space(args.repo_id, args.models, args.token, args.private, args.app_dir, args.title,
+                                    hardware=args.hardware)
                 print(f"Space updated: {commit.commit_url}")
         else:
             from .models.factory import load_trained_model, model_type_of

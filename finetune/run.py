@@ -12,12 +12,15 @@ import sys
 from ast_dora.cli import main
 from ast_dora.config import ConfigError
 from ast_dora.data.sources import DataSourceError
+from ast_dora.errors import MissingComponentError
 
 if __name__ == "__main__":
-    # Both carry a message written for the user (what was wrong, what to do): a traceback would only bury it.
+    # Each carries a message written for the user (what was wrong, what to do): a traceback would only bury it.
     try:
         main()
     except ConfigError as error:
         sys.exit(f"Config error: {error}")
     except DataSourceError as error:
         sys.exit(f"Data error: {error}")
+    except MissingComponentError as error:
+        sys.exit(f"Missing: {error}")

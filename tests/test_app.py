@@ -143,3 +143,77 @@ def test_backend_comes_from_the_flag_or_the_environment(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         app.parse_args([])
     assert "GENRE_BACKEND='tensorrt' is not one of auto, torch, onnx" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ZeroGPU
+# ----------------------------------------------------------------------------------------------------------
+
+
+def fake_spaces_module(calls: list):
+    """A stand-in for Hugging Face's `spaces` package: `spaces.GPU(duration=...)` wraps a (generator) function and
+    records each call, as the real one attaches a GPU for it."""
+    import functools
+    import types
+
+    def GPU(function=None, duration=None):  # noqa: N802 (the real package's name)
+        def decorate(inner):
+            @functools.wraps(inner)
+            def wrapper(*args, **kwargs):
+                calls.append({"function": inner.__name__, "duration": duration})
+                yield from inner(*args, **kwargs)
+
+            wrapper.zero_gpu = True
+            return wrapper
+
+        return decorate(function) if function is not None else decorate
+
+    return types.SimpleNamespace(GPU=GPU, __name__="spaces")
+
+
+def predict_function(demo):
+    [function] = [f for f in demo.fns.values() if f.api_name == "predict"]
+    return function.fn
+
+
+def test_on_zerogpu_the_analysis_runs_inside_spaces_gpu(tiny_models, tmp_path, monkeypatch):
+    import inspect
+    import sys
+
+    app = load_app_module()
+    calls = []
+    monkeypatch.setitem(sys.modules, "spaces", fake_spaces_module(calls))
+    classifiers = app.load_classifiers([str(tiny_models[0])], max_seconds=None, backend="torch", environ={})
+    demo = app.build_demo(classifiers, environ={"SPACES_ZERO_GPU": "true"})
+    handler = predict_function(demo)
+    assert getattr(handler, "zero_gpu", False), "the demo's /predict handler is not the spaces.GPU-wrapped analysis"
+    assert "progress" in inspect.signature(handler).parameters  # Gradio still sees (and injects) the progress bar
+    results = list(handler(str(wav_song(tmp_path)), None, progress=lambda *args, **kwargs: None))
+    assert calls == [{"function": "analyse", "duration": app.ZERO_GPU_DURATION}]
+    assert results and results[-1][2]["genre"] in results[-1][2]["probabilities"]
+
+
+def test_zerogpu_places_torch_models_on_cuda(monkeypatch):
+    app = load_app_module()
+    zero = {"SPACES_ZERO_GPU": "true"}
+    assert app.zero_gpu_options("auto", None, zero) == {"backend": "torch", "device": "cuda", "bf16": True}
+    assert app.zero_gpu_options("torch", False, zero) == {"backend": "torch", "device": "cuda", "bf16": False}
+    assert app.zero_gpu_options("onnx", None, zero) == {"backend": "onnx", "bf16": None}  # asked for: CPU
+    for environ in ({}, {"SPACES_ZERO_GPU": ""}, {"SPACES_ZERO_GPU": "false"}):
+        assert app.zero_gpu_options("auto", None, environ) == {"backend": "auto", "bf16": None}
+    loaded = []
+    monkeypatch.setattr(app.GenreClassifier, "from_pretrained",
+                        lambda spec, **kwargs: loaded.append((spec, kwargs)) or "classifier")
+    app.load_classifiers(["me/model"], max_seconds=600, batch_size=4, environ=zero)
+    assert loaded == [("me/model", {"backend": "torch", "bf16": True, "device": "cuda", "max_seconds": 600,
+                                    "batch_size": 4})]
+
+
+def test_without_zerogpu_no_spaces_import(tiny_models, monkeypatch):
+    import sys
+
+    app = load_app_module()
+    monkeypatch.setitem(sys.modules, "spaces", None)  # `import spaces` would fail
+    classifiers = app.load_classifiers([str(tiny_models[0])], max_seconds=None, backend="torch", environ={})
+    handler = predict_function(app.build_demo(classifiers, environ={}))
+    assert not hasattr(handler, "zero_gpu") and handler.__name__ == "analyse"

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import require_installed
 from song_fixtures import export_tiny_onnx, generated_wav, running_app, save_tiny_model, wav_song
 
 from ast_dora.inference import GenreClassifier
@@ -24,8 +25,6 @@ CHROMIUM_ARGS = [
 
 @contextlib.contextmanager
 def browser_page(tmp_path):
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium package (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     user_data = tempfile.mkdtemp(prefix="chromium_profile_", dir=tmp_path)
@@ -52,6 +51,13 @@ def upload_and_classify(page, url, song):
     download = page.locator('#song-input a[data-testid="download-link"]')
     expect(download).to_have_attribute("href", re.compile(re.escape(song.name) + "$"))
     page.get_by_role("button", name="Classify").click()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def chromium():
+    """Before any model or server is set up: the browser these tests drive."""
+    require_installed(Path(CHROMIUM).is_file(), f"Chromium ({CHROMIUM}, Debian's chromium package)",
+                             "apt-get install chromium")
 
 
 @pytest.fixture(scope="module")

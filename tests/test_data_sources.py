@@ -4,7 +4,7 @@ import shutil
 
 import datasets
 import pytest
-from conftest import GENRES, make_gtzan_folder, tone, wav_bytes, write_audio
+from conftest import GENRES, audio_dataset, make_gtzan_folder, tone, wav_bytes, write_audio
 
 from ast_dora.data import GTZAN_GENRES, DataArguments, DataSourceError, load_source, scan_gtzan_folder
 from ast_dora.data.sources import load_dataset_source
@@ -94,8 +94,7 @@ def test_parquet_without_file_names_gets_genre_index_ids(tmp_path):
     for genre in ("rock", "blues", "rock"):
         rows["audio"].append({"bytes": wav_bytes(tone(0.3, 8000), 8000), "path": None})
         rows["genre"].append(genre)
-    features = datasets.Features({"audio": datasets.Audio(), "genre": datasets.Value("string")})
-    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "train.parquet"))
+    audio_dataset(rows, {"genre": datasets.Value("string")}).to_parquet(str(tmp_path / "train.parquet"))
     source = load_source(DataArguments(dataset_name=str(tmp_path / "train.parquet")))
     assert source.tracks["track_id"] == ["rock.00000", "blues.00000", "rock.00001"]
     assert not source.ids_from_names
@@ -104,9 +103,8 @@ def test_parquet_without_file_names_gets_genre_index_ids(tmp_path):
 def test_file_column_names_tracks(tmp_path):
     rows = {"file": ["/cache/genres/jazz/jazz.00042.wav"], "audio": [{"bytes": wav_bytes(tone(0.3, 8000), 8000),
                                                                       "path": None}], "genre": ["jazz"]}
-    features = datasets.Features({"file": datasets.Value("string"), "audio": datasets.Audio(),
-                                  "genre": datasets.Value("string")})
-    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "d.parquet"))
+    features = {"file": datasets.Value("string"), "genre": datasets.Value("string")}
+    audio_dataset(rows, features).to_parquet(str(tmp_path / "d.parquet"))
     assert load_source(DataArguments(dataset_name=str(tmp_path / "d.parquet"))).tracks["track_id"] == ["jazz.00042"]
 
 
@@ -119,3 +117,19 @@ def test_bad_columns_and_script_dataset(parquet_gtzan_dataset):
     args.dataset_name = "marsyas/gtzan"  # bypassing __post_init__: the loader refuses it too, before any download
     with pytest.raises(DataSourceError, match="confit/gtzan-parquet"):
         load_dataset_source(args)
+
+
+def test_audiofolder_without_torchcodec_names_what_to_install(tmp_path, monkeypatch):
+    """datasets' audiofolder loader encodes audio through torchcodec, which the project no longer installs: one
+    line naming it and the way around it (the same folder as data_dir), not datasets' generation traceback."""
+    import sys
+
+    from ast_dora.errors import MissingComponentError
+
+    folder = make_gtzan_folder(tmp_path / "audiofolder", tracks_per_genre=1, seconds=0.5, genres=("rock", "jazz"))
+    monkeypatch.setitem(sys.modules, "torchcodec", None)
+    monkeypatch.setattr(datasets.config, "TORCHCODEC_AVAILABLE", False)  # as datasets finds it where it is absent
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(MissingComponentError, match=r"torchcodec.*data_dir="):
+        load_source(DataArguments(dataset_name=str(folder)))
+    assert len(load_source(DataArguments(data_dir=str(folder))).tracks) == 2

@@ -30,6 +30,7 @@ import optuna
 import pytest
 import torch
 import yaml
+from conftest import require_installed
 from optuna.trial import TrialState
 
 from ast_dora import search as hpo
@@ -380,10 +381,7 @@ def postgres_url():
     PostgreSQL refuses to run as root, so under root (as in CI) it runs as the `postgres` user the package
     creates, in a folder of /tmp that user owns."""
     bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
-    if not bins:
-        pytest.fail(
-            "PostgreSQL is not installed: `apt-get install postgresql` (Debian's package; .ci/run installs it)."
-        )
+    require_installed(bool(bins), "PostgreSQL (Debian's postgresql package)", "apt-get install postgresql")
     bin_dir = Path(bins[-1]).parent
     as_user: list[str] = []
     root = Path(tempfile.mkdtemp(prefix="hpo_pg_"))

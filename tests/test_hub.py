@@ -25,7 +25,7 @@ import torch
 import yaml
 from huggingface_hub import HfApi, ModelCard, SpaceCard, metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
-from song_fixtures import wav_song
+from song_fixtures import save_tiny_model, wav_song
 from transformers import ASTFeatureExtractor, EvalPrediction
 
 import ast_dora.hub as hub
@@ -75,6 +75,9 @@ class RecordingHubApi:
 
     def add_space_variable(self, *args, **kwargs):
         self._record("add_space_variable", *args, **kwargs)
+
+    def request_space_hardware(self, *args, **kwargs):
+        self._record("request_space_hardware", *args, **kwargs)
 
     def upload_folder(self, *args, **kwargs):
         arguments = self._record("upload_folder", *args, **kwargs)
@@ -559,13 +562,35 @@ def test_space_command_sends_app_requirements_and_readme_header(app_dir, fake_hu
     [upload] = fake_hub.called("upload_folder")
     assert upload["repo_id"] == "me/gtzan-genres" and upload["repo_type"] == "space"
     files = set(upload["files"])
-    assert {"app.py", "requirements.txt", "packages.txt", "README.md", "ast_dora/__init__.py", "ast_dora/hub.py"} <= files
+    assert {"app.py", "requirements.txt", "README.md", "ast_dora/__init__.py", "ast_dora/hub.py"} <= files
+    assert "packages.txt" not in files, "nothing comes from apt: PyAV's wheels carry FFmpeg"
+    assert "packages.txt" in upload["delete_patterns"]  # an earlier deploy's packages.txt goes too
     assert not any("__pycache__" in name for name in files)
 
     header = SpaceCard(upload["readme"]).data
     assert header.sdk == "gradio" and header.app_file == "app.py"
     assert header.models == ["me/gtzan-ast-dora", "me/gtzan-vit"]
     assert header.sdk_version == importlib.metadata.version("gradio")
+    # the free CPU unless told otherwise
+    assert create["space_hardware"] == "cpu-basic" and header.suggested_hardware == "cpu-basic"
+    [hardware] = fake_hub.called("request_space_hardware")
+    assert (hardware["repo_id"], hardware["hardware"]) == ("me/gtzan-genres", "cpu-basic")
+
+
+def test_space_for_zerogpu_asks_for_it_and_installs_spaces(app_dir, fake_hub, tmp_path):
+    assert hub.main(["space", "--repo_id", "me/gtzan-genres", "--models", "me/gtzan-vit", "--app_dir", str(app_dir),
+                     "--hardware", "zerogpu"]) == 0
+    [create], [hardware], [upload] = (fake_hub.called(m) for m in ("create_repo", "request_space_hardware",
+                                                                   "upload_folder"))
+    assert create["space_hardware"] == hardware["hardware"] == "zero-a10g"
+    assert SpaceCard(upload["readme"]).data.suggested_hardware == "zero-a10g" and "ZeroGPU" in upload["readme"]
+    folder = hub.build_space_folder(tmp_path / "zero", ["me/a"], repo_root=app_dir, hardware="zerogpu")
+    requirements = [line.strip() for line in (folder / "requirements.txt").read_text().splitlines()]
+    assert "spaces" in requirements and "av>=18" in requirements and not any("torchcodec" in r for r in requirements)
+    cpu = hub.build_space_folder(tmp_path / "cpu", ["me/a"], repo_root=app_dir)
+    assert "spaces" not in (cpu / "requirements.txt").read_text().split()
+    with pytest.raises(SystemExit):
+        hub.main(["space", "--repo_id", "me/x", "--models", "me/a", "--hardware", "tpu"])
 
 
 def test_space_folder_requirements_come_from_the_repo(app_dir, tmp_path):
@@ -580,6 +605,47 @@ def test_space_folder_requirements_come_from_the_repo(app_dir, tmp_path):
     assert (given / "requirements.txt").read_text() == "ast-dora-deps==1\n"
     with pytest.raises(hub.HubError, match="not Hub model ids"):
         hub.build_space_folder(tmp_path / "bad", [str(app_dir)], repo_root=app_dir)  # a local folder
+
+
+# What the Space runs, in its own folder: app.py with the copied `ast_dora` package (not this checkout, not the
+# installed one), torchcodec unimportable, no `ffmpeg` program on PATH. It analyses an mp3 through the demo's handler
+# and reports which package it used and every FFmpeg library mapped into the process.
+SPACE_APP = """
+import importlib.util, json, sys
+sys.modules["torchcodec"] = None
+spec = importlib.util.spec_from_file_location("space_app", "app.py")
+app = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(app)
+import ast_dora
+classifiers = app.load_classifiers([sys.argv[1]], max_seconds=600, backend="torch")
+*_, (label, plot, result, summary) = app.make_analyse(classifiers)(sys.argv[2], progress=lambda *a, **k: None)
+maps = [line.split()[-1] for line in open("/proc/self/maps") if line.split()]
+print(json.dumps({"package": ast_dora.__file__, "genre": result["genre"], "windows": result["windows_total"],
+                  "duration": result["duration"], "ffmpeg": sorted({path for path in maps if "libavcodec" in path})}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/maps")
+def test_space_folder_app_decodes_mp3_without_system_ffmpeg(tmp_path):
+    import av
+
+    from ast_dora.benchmarks.song import generated_song
+
+    folder = hub.build_space_folder(tmp_path / "space", ["me/gtzan-vit"])
+    assert not (folder / "packages.txt").exists()
+    model = save_tiny_model("vit_hybrid", tmp_path / "model")
+    song = generated_song(tmp_path / "song.mp3", seconds=20.0)  # written by PyAV (lame), 44.1-kHz stereo
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(folder), "PATH": str(empty_bin), "HF_HUB_OFFLINE": "1"}
+    process = subprocess.run([sys.executable, "-c", SPACE_APP, str(model), str(song)], cwd=folder, env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert process.returncode == 0, process.stderr[-3000:]
+    report = json.loads(process.stdout.strip().splitlines()[-1])
+    assert Path(report["package"]).resolve().is_relative_to(folder.resolve()), report["package"]
+    assert report["windows"] == 5 and abs(report["duration"] - 20.0) < 0.1 and report["genre"]
+    wheel = Path(av.__file__).resolve().parent.parent
+    assert report["ffmpeg"] and all(Path(lib).resolve().is_relative_to(wheel) for lib in report["ffmpeg"]), report
 
 
 # ----------------------------------------------------------------------------------------------------------

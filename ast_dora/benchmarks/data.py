@@ -3,7 +3,7 @@
 For each model (AST: `ASTFeatureExtractor()`, 10.24 s / 10.24 s windows at 16 kHz; ViT-hybrid:
 `GenreViTHybridFeatureExtractor()`, 4 s / 2 s at 22.05 kHz) it times
 
-- decode only: torchcodec decode + resample of a sample of the files, in this process,
+- decode only: PyAV decode + resample of a sample of the files, in this process,
 - first pass: `build_datasets` with an empty feature cache (decode, resample, window, featurise, write Arrow),
 - cached pass: the same call again (the features load from the cache),
 - cached read: reading every window's `input_values` as torch tensors in batches of 64,

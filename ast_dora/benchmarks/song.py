@@ -91,11 +91,9 @@ def random_genre_model(model_type: str, size: str = "default", labels=None, seed
 
 
 def generated_song(path: str | Path, seconds: float = 180.0, sampling_rate: int = 44100, seed: int = 0) -> Path:
-    """`seconds` of synthetic music (a few genres one after another), stereo, encoded by FFmpeg to `path`'s
-    format (the extension: .mp3, .wav, .flac, ...)."""
-    from torchcodec.encoders import AudioEncoder
-
-    from ..data import GTZAN_GENRES, synthesize_track
+    """`seconds` of synthetic music (a few genres one after another), stereo, encoded by FFmpeg (PyAV) to `path`'s
+    format (the extension: .mp3, .wav, .flac, .m4a, ...)."""
+    from ..data import GTZAN_GENRES, encode_audio, synthesize_track
 
     rng = np.random.default_rng(seed)
     section = 30.0
@@ -107,10 +105,7 @@ def generated_song(path: str | Path, seconds: float = 180.0, sampling_rate: int 
         left -= section
     mono = np.concatenate(parts)[: int(round(seconds * sampling_rate))]
     stereo = np.stack([mono, np.roll(mono, 441) * 0.9]).astype(np.float32)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    AudioEncoder(torch.from_numpy(stereo), sample_rate=sampling_rate).to_file(str(path))
-    return path
+    return encode_audio(path, stereo, sampling_rate)
 
 
 def song_waveform(seconds: float = 180.0, sampling_rate: int = 22050, seed: int = 0) -> np.ndarray:

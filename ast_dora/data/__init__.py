@@ -11,7 +11,7 @@
 from .arguments import SPLIT_PROTOCOLS, DataArguments
 from .augment import AugmentedFeatureTransform, WaveformAugmenter
 from .build import GenreData, build_datasets, column_values, window_counts
-from .decode import AudioDecodeError, DecodedAudio, decode_audio
+from .decode import AudioDecodeError, DecodedAudio, decode_audio, encode_audio
 from .gtzan import GTZAN_GENRES
 from .sources import DataSourceError, TrackSource, load_source, scan_gtzan_folder
 from .splits import make_splits
@@ -45,6 +45,7 @@ __all__ = [
     "column_values",
     "cut_windows",
     "decode_audio",
+    "encode_audio",
     "ensure_synthetic_gtzan",
     "generate_synthetic_gtzan",
     "load_source",

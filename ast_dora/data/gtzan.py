@@ -19,7 +19,7 @@ GTZAN_GENRES: tuple[str, ...] = (
     "rock",
 )
 
-# Audio containers accepted in a local folder (all decoded by FFmpeg through torchcodec).
+# Audio containers accepted in a local folder (all decoded by FFmpeg, through PyAV).
 AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".au", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aiff", ".aif")
 
 _TRACK_ID = re.compile(r"^(?P<genre>[a-z]+)\.(?P<index>\d{5})$")

@@ -25,8 +25,12 @@ import pyarrow.compute as pc
 from datasets import Audio, Dataset, concatenate_datasets
 from datasets.fingerprint import Hasher
 
+from ..errors import MissingComponentError
 from .arguments import SCRIPT_DATASETS, DataArguments, script_dataset_message
 from .gtzan import AUDIO_EXTENSIONS, GTZAN_GENRES, parse_track_id, track_id_from_name
+
+# What an `Audio(decode=False)` column holds, as a plain struct.
+AUDIO_STORAGE = {"bytes": datasets.Value("binary"), "path": datasets.Value("string")}
 
 logger = logging.getLogger(__name__)
 
@@ -150,13 +154,15 @@ def load_folder_source(root: str | Path) -> TrackSource:
         },
         features=datasets.Features(
             {
-                "audio": Audio(decode=False),
+                # Written as the plain struct, then cast: encoding rows into an `Audio` feature imports torchcodec
+                # (datasets' `Audio.encode_example`), a cast does not.
+                "audio": AUDIO_STORAGE,
                 "labels": datasets.Value("int64"),
                 "track_id": datasets.Value("string"),
                 "source_split": datasets.Value("string"),
             }
         ),
-    )
+    ).cast_column("audio", Audio(decode=False))
     fingerprint = Hasher.hash(["folder", stats])
     counts = {g: 0 for g in GTZAN_GENRES}
     for _, label, _ in entries:
@@ -186,6 +192,12 @@ def _load(args: DataArguments) -> datasets.DatasetDict:
     except DataSourceError:
         raise
     except Exception as error:
+        if _needs_torchcodec(error):
+            raise MissingComponentError(
+                f"dataset_name={name!r}: datasets' audiofolder loader encodes audio through torchcodec, which is "
+                "not installed or finds no FFmpeg (pip install torchcodec, plus FFmpeg: apt-get install ffmpeg); "
+                "a folder in GTZAN's layout (genre subfolders) loads as data_dir=FOLDER without either."
+            ) from None
         text = str(error)
         if "scripts are no longer supported" in text or ".py" in text and "script" in text.lower():
             raise DataSourceError(script_dataset_message(name)) from error
@@ -193,6 +205,15 @@ def _load(args: DataArguments) -> datasets.DatasetDict:
     if isinstance(loaded, Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
     return loaded
+
+
+def _needs_torchcodec(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) is datasets asking for torchcodec, or torchcodec finding no FFmpeg."""
+    while error is not None:
+        if "torchcodec" in str(error).lower():
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _label_names(split_sets: dict[str, Dataset], column: str) -> tuple[list[str], str]:

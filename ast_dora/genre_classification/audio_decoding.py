@@ -17,6 +17,9 @@ import os
 
 import numpy as np
 
+# Seconds of decoded audio handed to the resampler at once (see decode_with_av).
+RESAMPLE_SECONDS = 20.0
+
 
 class AudioDecodeError(RuntimeError):
     """A file that cannot be decoded (corrupt, empty, not audio)."""
@@ -25,6 +28,14 @@ class AudioDecodeError(RuntimeError):
 def _short_message(error: Exception) -> str:
     text = (str(error).strip().splitlines() or [""])[0]
     return f"{type(error).__name__}: {text}"
+
+
+def _resample_chunk(av, resampler, arrays: list, like) -> list[np.ndarray]:
+    """Decoded frames of the format, layout and rate of frame `like` (their ndarrays, concatenated along samples)
+    -> resampled float32 chunks."""
+    frame = av.AudioFrame.from_ndarray(np.concatenate(arrays, axis=1), format=like.format.name, layout=like.layout)
+    frame.sample_rate = like.sample_rate
+    return [resampled.to_ndarray() for resampled in resampler.resample(frame)]
 
 
 def decode_with_av(source: str | os.PathLike | bytes, sampling_rate: int) -> tuple[np.ndarray, int, int]:
@@ -44,13 +55,29 @@ def decode_with_av(source: str | os.PathLike | bytes, sampling_rate: int) -> tup
             stream = container.streams.audio[0]
             source_rate = int(stream.codec_context.sample_rate or 0)
             source_channels = int(stream.codec_context.channels or 0)
-            # planar float32 at the target rate, channels kept (averaged below); the first frame fixes the layout
-            resampler = av.AudioResampler(format="fltp", rate=int(sampling_rate))
+            # Decoded frames are resampled RESAMPLE_SECONDS at a time: one resampler call per frame (an mp3 frame
+            # holds 26 ms) costs more in Python than the decoding; whole chunks keep memory bounded for long songs.
+            # The resampler carries its state from chunk to chunk, so the result equals one pass over the song.
+            resampler, signature, like, pending, pending_samples = None, None, None, [], 0
             for frame in container.decode(stream):
-                for resampled in resampler.resample(frame):
-                    chunks.append(resampled.to_ndarray())
-            for resampled in resampler.resample(None):  # what the resampler still holds
-                chunks.append(resampled.to_ndarray())
+                frame_signature = (frame.format.name, frame.layout.name, frame.sample_rate)
+                if frame_signature != signature:  # a new stream layout mid-file (rare): finish the old one first
+                    if pending:
+                        chunks += _resample_chunk(av, resampler, pending, like)
+                    if resampler is not None:
+                        chunks += [resampled.to_ndarray() for resampled in resampler.resample(None)]
+                    # planar float32 at the target rate, channels kept (averaged below)
+                    resampler = av.AudioResampler(format="fltp", rate=int(sampling_rate))
+                    signature, like, pending, pending_samples = frame_signature, frame, [], 0
+                pending.append(frame.to_ndarray())
+                pending_samples += frame.samples
+                if pending_samples >= RESAMPLE_SECONDS * frame.sample_rate:
+                    chunks += _resample_chunk(av, resampler, pending, like)
+                    pending, pending_samples = [], 0
+            if pending:
+                chunks += _resample_chunk(av, resampler, pending, like)
+            if resampler is not None:
+                chunks += [resampled.to_ndarray() for resampled in resampler.resample(None)]  # what it still holds
     except AudioDecodeError:
         raise
     except (av.FFmpegError, OSError, ValueError, EOFError) as error:

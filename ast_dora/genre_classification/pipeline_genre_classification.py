@@ -28,6 +28,7 @@ installed).
 import importlib
 import importlib.util
 import os
+import shutil
 
 import numpy as np
 import torch
@@ -79,8 +80,13 @@ def _decode(source, sampling_rate: int) -> np.ndarray:
             return decode_with_av(source, sampling_rate)[0]
         except AudioDecodeError as error:
             raise ValueError(f"Could not read {name} as audio ({error}).") from error
+    decoders = None
     if is_torchcodec_available():
-        decoders = importlib.import_module("torchcodec.decoders")
+        try:
+            decoders = importlib.import_module("torchcodec.decoders")
+        except (ImportError, OSError, RuntimeError):  # installed, but the system's FFmpeg libraries are missing
+            decoders = None
+    if decoders is not None:
         try:
             samples = decoders.AudioDecoder(source, sample_rate=int(sampling_rate)).get_all_samples().data
         except Exception as error:  # torchcodec raises RuntimeError / ValueError with FFmpeg's message
@@ -88,6 +94,8 @@ def _decode(source, sampling_rate: int) -> np.ndarray:
         if samples.ndim != 2 or samples.shape[-1] == 0:
             raise ValueError("The audio has no samples.")
         return (samples[0] if samples.shape[0] == 1 else samples.mean(dim=0)).numpy().astype(np.float32, copy=False)
+    if shutil.which("ffmpeg") is None:
+        raise ValueError(f"Cannot decode {name}: no audio decoder is installed. Install PyAV: pip install av")
     if not isinstance(source, bytes):
         with open(source, "rb") as file:
             source = file.read()
