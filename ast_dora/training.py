@@ -99,6 +99,17 @@ def check_resumable(run: RunConfig) -> None:
             f"{output_dir} holds checkpoints, and the config of the run that wrote them ({previous_path}) cannot be "
             f"read to check that this run continues it ({error}): {how}."
         ) from None
+    differences = config_differences(run, previous)
+    if differences:
+        raise ConfigError(
+            f"{output_dir} holds checkpoints of a run whose {RUN_CONFIG_NAME} differs from this config in "
+            f"{', '.join(differences)}: resuming would mix the two. To proceed, {how}."
+        )
+
+
+def config_differences(run: RunConfig, previous: RunConfig) -> list[str]:
+    """`name (value there, value now)` for each field, outside `RESUME_NEUTRAL_FIELDS` and credentials, in which
+    `run` differs from `previous` (effective values: a default written out or left out is no difference)."""
     differences = []
     for now, before in zip((run.model, run.data, run.training), (previous.model, previous.data, previous.training), strict=True):
         for field in dataclasses.fields(type(now)):
@@ -107,11 +118,7 @@ def check_resumable(run: RunConfig) -> None:
                 continue
             if getattr(now, name) != getattr(before, name):
                 differences.append(f"{name} ({getattr(before, name)!r} there, {getattr(now, name)!r} now)")
-    if differences:
-        raise ConfigError(
-            f"{output_dir} holds checkpoints of a run whose {RUN_CONFIG_NAME} differs from this config in "
-            f"{', '.join(differences)}: resuming would mix the two. To proceed, {how}."
-        )
+    return differences
 
 
 @dataclass
@@ -203,4 +210,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return run_training(parse_config(argv))
 
 
-__all__ = ["RUN_CONFIG_NAME", "PreparedRun", "check_resumable", "main", "prepare", "run_training", "setup_logging", "train", "write_run_config"]
+__all__ = ["RUN_CONFIG_NAME", "PreparedRun", "check_resumable", "config_differences", "main", "prepare", "run_training", "setup_logging", "train", "write_run_config"]

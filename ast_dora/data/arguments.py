@@ -88,6 +88,14 @@ class DataArguments:
     )
     num_folds: int = field(default=10, metadata={"help": "Number of folds for split=folds (>= 3)."})
     fold: int = field(default=0, metadata={"help": "Test fold for split=folds (0 .. num_folds-1)."})
+    cross_validate: bool = field(
+        default=False,
+        metadata={
+            "help": "split=folds: run every fold in turn (fold k under output_dir/fold_k/, `fold` ignored) and write "
+            "output_dir/cv_results.json (per-fold metrics, mean, sample sd) and cv_results.md. A rerun skips the "
+            "folds already done and resumes the interrupted one from its last checkpoint."
+        },
+    )
     split_seed: int = field(default=42, metadata={"help": "Seed of the stratified and k-fold shuffles."})
     split_lists_dir: str | None = field(
         default=None,
@@ -161,6 +169,11 @@ class DataArguments:
             raise ValueError("split='predefined' uses dataset_name's own splits; a local data_dir has none. "
                              f"Use one of {SPLIT_PROTOCOLS[:4]}.")
         _check_int(self, "num_folds", low=3)
+        if self.cross_validate and self.split != "folds":
+            raise ValueError(
+                f"cross_validate=True runs every fold of split=folds, but split={self.split!r}: pass --split folds "
+                "(with --num_folds K), or drop --cross_validate."
+            )
         _check_int(self, "fold", low=0, high=self.num_folds - 1)
         _check_int(self, "synthetic_tracks_per_genre", low=1)
         _check_positive(self, "synthetic_duration_seconds")

@@ -36,6 +36,11 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validatio
                  "val": "validation", "dev": "validation", "test": "test", "testing": "test", "eval": "test"}
 
 
+# The audio column of local sources: a plain struct, not `datasets.Audio` (whose encoding imports torchcodec, which
+# needs a system FFmpeg; decoding is PyAV's, see `decode.py`).
+AUDIO_STRUCT = {"bytes": datasets.Value("binary"), "path": datasets.Value("string")}
+
+
 class DataSourceError(ValueError):
     """A source that cannot be read as GTZAN-style genre data."""
 
@@ -150,7 +155,7 @@ def load_folder_source(root: str | Path) -> TrackSource:
         },
         features=datasets.Features(
             {
-                "audio": Audio(decode=False),
+                "audio": AUDIO_STRUCT,
                 "labels": datasets.Value("int64"),
                 "track_id": datasets.Value("string"),
                 "source_split": datasets.Value("string"),
