@@ -162,7 +162,7 @@ def train(run: RunConfig, prepared: PreparedRun) -> dict[str, float]:
     """Train (`do_train`), evaluate on validation (`do_eval`) and test (`do_predict`), save and push."""
     training_args, feature_extractor = run.training, prepared.feature_extractor
     stages = run.stages  # do_train / do_eval / do_predict; all three when none is given
-    model = build_model(run.model, prepared.data.labels, training_args)
+    model = build_model(run.model, prepared.data.labels, training_args, class_weights=prepared.data.class_weights)
     data, data_collator = prepared.data, None
     if get_model_spec(run.model.model_type).prefix_cache:
         # Without waveform augmentation every split becomes the frozen layers' output, computed once.
