@@ -146,6 +146,8 @@ def run_cross_validation(run: RunConfig) -> dict[str, Any]:
             logger.info("Cross-validation: fold %d/%d is done (%s); reading its results back", k + 1, num_folds, folder)
         else:
             logger.info("Cross-validation: fold %d/%d -> %s", k + 1, num_folds, folder)
+            if main_process:  # a fold trained afresh (overwrite_output_dir) is not done until it has finished again
+                (folder / DONE_MARKER).unlink(missing_ok=True)
             train(current, prepare(current))
             if main_process:
                 _write(folder / DONE_MARKER, json.dumps({"fold": k, "num_folds": num_folds}) + "\n")
