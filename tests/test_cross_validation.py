@@ -124,3 +124,17 @@ def test_killed_cross_validation_continues_and_matches_an_uninterrupted_one(tmp_
     # Every track is in exactly one fold's test split.
     tested = [t for k in range(NUM_FOLDS) for t in json.loads((killed_dir / f"fold_{k}" / "splits.json").read_text())["test"]]
     assert sorted(tested) == sorted({*tested}) and len(tested) == 9
+
+
+def test_a_finished_fold_of_other_settings_is_refused_not_mixed_in(tmp_path):
+    from ast_dora.cross_validation import fold_dir, fold_run, run_cross_validation
+    from ast_dora.training import write_run_config
+
+    argv = ["--config", str(REPO_ROOT / "configs" / "smoke_vit_hybrid.yaml"), "--data_dir", str(tmp_path / "none"),
+            "--split", "folds", "--num_folds", "3", "--cross_validate", "true", "--output_dir", str(tmp_path / "cv"),
+            "--overwrite_output_dir", "false"]
+    before = fold_run(parse_config([*argv, "--learning_rate", "0.1"]), 0)
+    write_run_config(before, before.training.output_dir)
+    (fold_dir(tmp_path / "cv", 0) / DONE_MARKER).write_text("{}")
+    with pytest.raises(ConfigError, match=r"fold_0 is a finished fold .* differs from this config in learning_rate"):
+        run_cross_validation(parse_config(argv))
