@@ -2,6 +2,7 @@
 
     python finetune/run.py --config configs/smoke_vit_hybrid.yaml           # training (ast_dora.training)
     python finetune/run.py --config configs/hpo_smoke_vit_hybrid.yaml       # a `search:` section: ast_dora.search
+    python finetune/run.py --config ... --split folds --cross_validate true  # every fold: ast_dora.cross_validation
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ logger = logging.getLogger(__name__)
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     run = parse_config(argv)
+    if run.data.cross_validate:
+        from .cross_validation import run_cross_validation
+
+        return run_cross_validation(run)
     if not run.search:
         return train(run, prepare(run))
     from .search import parse_search_settings, run_search

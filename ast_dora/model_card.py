@@ -23,6 +23,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .backends import ONNX_SUBFOLDER
 from .config import is_secret_key, public_config
+from .data.gtzan import GTZAN_GENRES
 from .evaluation import METRICS, SPLIT_PREFIXES
 from .models import ModelSpec, spec_for_config
 from .models.factory import ADAPTER_SUBFOLDER
@@ -139,6 +140,11 @@ class RunRecords:
         return [id2label[key] for key in sorted(id2label, key=int)]
 
     @property
+    def gtzan_labels(self) -> bool:
+        """Whether the run's labels are GTZAN's ten genres (else the data is the user's own)."""
+        return self.labels == list(GTZAN_GENRES)
+
+    @property
     def base_model(self) -> str | None:
         """The checkpoint a fine-tuned model started from (the adapter's `base_model_name_or_path`); None for a
         model trained from scratch."""
@@ -182,6 +188,11 @@ def dataset_description(records: RunRecords) -> dict[str, Any]:
     dataset_name = config.get("dataset_name")
     if config.get("synthetic"):
         hub_id, type_id, name = None, "synthetic-gtzan", "Synthetic GTZAN-shaped music (ast_dora.data.synthetic)"
+    elif not records.gtzan_labels:
+        # The user's own labels: a local folder or manifest, or a Hub dataset that is not GTZAN.
+        hub_id = dataset_name if looks_like_hub_id(dataset_name) else None
+        type_id = hub_id or "local"
+        name = f"{hub_id or 'own data'} ({len(records.labels)} labels: {', '.join(records.labels)})"
     elif looks_like_hub_id(dataset_name):
         hub_id, type_id, name = dataset_name, dataset_name, f"GTZAN ({dataset_name})"
     else:
@@ -413,6 +424,14 @@ def _data_section(records: RunRecords, dataset: dict[str, Any]) -> list[str]:
     if tracks:
         lines.append("- **Tracks / windows:** " + ", ".join(
             f"{split} {tracks.get(split, 0)} / {windows.get(split, 0)}" for split in ("train", "validation", "test")))
+    per_label = summary.get("class_counts", {}).get("tracks", {})
+    if per_label.get("train"):
+        lines.append("- **Tracks per label (train / validation / test):** " + ", ".join(
+            f"{label} {' / '.join(str(per_label.get(split, {}).get(label, 0)) for split in ('train', 'validation', 'test'))}"
+            for label in per_label["train"]))
+    if summary.get("class_weights"):
+        lines.append("- **Class weighting (`balanced`, inverse frequency of the training windows):** " + ", ".join(
+            f"{label} {weight:.3g}" for label, weight in summary["class_weights"].items()))
     if records.run_config.get("max_tracks_per_genre"):
         lines.append(f"- **Capped** at {records.run_config['max_tracks_per_genre']} tracks per genre (a quick run)")
     if summary.get("skipped_unreadable"):
@@ -443,6 +462,18 @@ LIMITATIONS = """\
 """
 
 
+OWN_DATA_LIMITATIONS = """\
+- **Intended use:** classifying music into the labels above, the ones of the data it was trained on. It is not
+  a general music tagger: everything outside these labels is forced into one of them.
+- **Small and unbalanced data:** the figures above come from the held-out tracks of that data; with few tracks
+  per label they move by several points from one split to the next (a cross-validation, `--cross_validate true`,
+  gives their spread). `class_weighting` (see the hyperparameters) says whether rare labels were weighted up.
+- **Segment vs. track:** per-window predictions are noisier than the track-level figures; aggregate windows
+  as in the snippet above.
+- **Licence of the data:** check that your use of a model trained on these recordings is allowed where you are.
+"""
+
+
 def _onnx_section(records: RunRecords, repo_id: str) -> list[str]:
     """A paragraph on the `onnx/` export, when the run has one (`hub push` uploads it)."""
     files = sorted(path.name for path in (records.output_dir / ONNX_SUBFOLDER).glob("*.onnx"))
@@ -465,7 +496,7 @@ def build_model_card(records: RunRecords, repo_id: str, kind: str = "model", lic
     dataset = dataset_description(records)
     model_name = repo_id.split("/")[-1]
     base_model = records.base_model if looks_like_hub_id(records.base_model) else None
-    tags = ["audio-classification", "music-genre-classification", "gtzan", "audio"]
+    tags = ["audio-classification", "music-genre-classification", *(["gtzan"] if records.gtzan_labels else []), "audio"]
     tags += list(records.spec.card_tags)
     card_data = ModelCardData(
         license=license,
@@ -539,7 +570,7 @@ def build_model_card(records: RunRecords, repo_id: str, kind: str = "model", lic
     log_table = _training_log_table(records)
     if log_table is not None:
         sections += ["### Validation during training", log_table]
-    sections += ["## Intended use and limitations", LIMITATIONS.strip()]
+    sections += ["## Intended use and limitations", (LIMITATIONS if records.gtzan_labels else OWN_DATA_LIMITATIONS).strip()]
     versions = [f"transformers {records.model_config.get('transformers_version', '?')}"]
     if records.adapter_config and kind == "adapter":
         versions.append(f"peft {records.adapter_config.get('peft_version', '?')}")

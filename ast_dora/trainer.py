@@ -48,7 +48,7 @@ def build_trainer(
     if run.training.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=run.training.early_stopping_patience))
     if model is None and model_init is None:
-        model = build_model(run.model, data.labels, run.training)
+        model = build_model(run.model, data.labels, run.training, class_weights=data.class_weights)
     return trainer_class(
         model=model,
         model_init=model_init,

@@ -99,6 +99,17 @@ def check_resumable(run: RunConfig) -> None:
             f"{output_dir} holds checkpoints, and the config of the run that wrote them ({previous_path}) cannot be "
             f"read to check that this run continues it ({error}): {how}."
         ) from None
+    differences = config_differences(run, previous)
+    if differences:
+        raise ConfigError(
+            f"{output_dir} holds checkpoints of a run whose {RUN_CONFIG_NAME} differs from this config in "
+            f"{', '.join(differences)}: resuming would mix the two. To proceed, {how}."
+        )
+
+
+def config_differences(run: RunConfig, previous: RunConfig) -> list[str]:
+    """`name (value there, value now)` for each field, outside `RESUME_NEUTRAL_FIELDS` and credentials, in which
+    `run` differs from `previous` (effective values: a default written out or left out is no difference)."""
     differences = []
     for now, before in zip((run.model, run.data, run.training), (previous.model, previous.data, previous.training), strict=True):
         for field in dataclasses.fields(type(now)):
@@ -107,11 +118,7 @@ def check_resumable(run: RunConfig) -> None:
                 continue
             if getattr(now, name) != getattr(before, name):
                 differences.append(f"{name} ({getattr(before, name)!r} there, {getattr(now, name)!r} now)")
-    if differences:
-        raise ConfigError(
-            f"{output_dir} holds checkpoints of a run whose {RUN_CONFIG_NAME} differs from this config in "
-            f"{', '.join(differences)}: resuming would mix the two. To proceed, {how}."
-        )
+    return differences
 
 
 @dataclass
@@ -155,7 +162,7 @@ def train(run: RunConfig, prepared: PreparedRun) -> dict[str, float]:
     """Train (`do_train`), evaluate on validation (`do_eval`) and test (`do_predict`), save and push."""
     training_args, feature_extractor = run.training, prepared.feature_extractor
     stages = run.stages  # do_train / do_eval / do_predict; all three when none is given
-    model = build_model(run.model, prepared.data.labels, training_args)
+    model = build_model(run.model, prepared.data.labels, training_args, class_weights=prepared.data.class_weights)
     data, data_collator = prepared.data, None
     if get_model_spec(run.model.model_type).prefix_cache:
         # Without waveform augmentation every split becomes the frozen layers' output, computed once.
@@ -203,4 +210,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return run_training(parse_config(argv))
 
 
-__all__ = ["RUN_CONFIG_NAME", "PreparedRun", "check_resumable", "main", "prepare", "run_training", "setup_logging", "train", "write_run_config"]
+__all__ = ["RUN_CONFIG_NAME", "PreparedRun", "check_resumable", "config_differences", "main", "prepare", "run_training", "setup_logging", "train", "write_run_config"]

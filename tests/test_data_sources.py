@@ -6,7 +6,7 @@ import datasets
 import pytest
 from conftest import GENRES, audio_dataset, make_gtzan_folder, tone, wav_bytes, write_audio
 
-from ast_dora.data import GTZAN_GENRES, DataArguments, DataSourceError, load_source, scan_gtzan_folder
+from ast_dora.data import GTZAN_GENRES, DataArguments, DataSourceError, load_source, scan_label_folder
 from ast_dora.data.sources import load_dataset_source
 
 
@@ -37,40 +37,40 @@ def test_folder_mixed_extensions_and_fingerprint(tmp_path):
     assert load_source(DataArguments(data_dir=str(tmp_path))).fingerprint != first.fingerprint
 
 
-def test_unexpected_genre_folder_fails_clearly(tmp_path):
+def test_folder_with_a_non_gtzan_label_gets_sorted_label_names(tmp_path):
     make_gtzan_folder(tmp_path, tracks_per_genre=1, seconds=0.5, genres=("blues", "rock"))
     make_gtzan_folder(tmp_path, tracks_per_genre=1, seconds=0.5, genres=("polka",))
-    with pytest.raises(DataSourceError) as error:
-        scan_gtzan_folder(tmp_path)
-    message = str(error.value)
-    assert "polka/" in message and "Unexpected genre folder" in message and "'blues'" in message
+    entries, labels = scan_label_folder(tmp_path)
+    assert labels == ["blues", "polka", "rock"]  # not GTZAN's ten once one label is not a GTZAN genre
+    assert [(tid, labels[label]) for _, label, tid in entries] == [
+        ("blues.00000", "blues"), ("polka/polka.00000", "polka"), ("rock.00000", "rock")]
 
 
 def test_no_audio_fails_clearly(tmp_path):
     (tmp_path / "blues").mkdir()
     (tmp_path / "blues" / "readme.txt").write_text("empty")
-    with pytest.raises(DataSourceError, match=r"No audio files .* Expected <genre>/<genre>.NNNNN.wav"):
-        scan_gtzan_folder(tmp_path)
-    with pytest.raises(DataSourceError, match=r"No GTZAN layout .* found \['a.wav'\]"):
+    with pytest.raises(DataSourceError, match=r"No audio files .* found \['blues/'\]\. Expected <root>/<label>/"):
+        scan_label_folder(tmp_path)
+    with pytest.raises(DataSourceError, match=r"lie directly in .* \(e.g. a.wav\), without a label folder"):
         empty = tmp_path / "flat"
         write_audio(empty / "a.wav", tone(0.2, 8000), 8000)
-        scan_gtzan_folder(empty)
+        scan_label_folder(empty)
     with pytest.raises(DataSourceError, match="does not exist"):
-        scan_gtzan_folder(tmp_path / "missing")
+        scan_label_folder(tmp_path / "missing")
 
 
 def test_loose_files_and_duplicates(tmp_path):
     make_gtzan_folder(tmp_path, tracks_per_genre=1, seconds=0.3, genres=("blues",))
     write_audio(tmp_path / "stray.wav", tone(0.2, 8000), 8000)
     with pytest.raises(DataSourceError, match="lie directly in"):
-        scan_gtzan_folder(tmp_path)
+        scan_label_folder(tmp_path)
     (tmp_path / "stray.wav").unlink()
     write_audio(tmp_path / "rock" / "blues.00000.wav", tone(0.2, 8000), 8000)
-    with pytest.raises(DataSourceError, match="appears in two genre folders"):
-        scan_gtzan_folder(tmp_path)
+    with pytest.raises(DataSourceError, match="appears under two labels"):
+        scan_label_folder(tmp_path)
     shutil.rmtree(tmp_path / "rock")
     write_audio(tmp_path / "blues" / "blues.00000.au", tone(0.2, 8000), 8000)  # same track twice: wav wins
-    entries = scan_gtzan_folder(tmp_path)
+    entries, _ = scan_label_folder(tmp_path)
     assert [(p.name, tid) for p, _, tid in entries] == [("blues.00000.wav", "blues.00000")]
 
 

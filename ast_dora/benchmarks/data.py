@@ -68,12 +68,12 @@ def _time_read(dataset) -> float:
 
 
 def run(args) -> dict:
-    from ast_dora.data import DataArguments, build_datasets, scan_gtzan_folder
+    from ast_dora.data import DataArguments, build_datasets, scan_label_folder
 
     package_logger = logging.getLogger("ast_dora")
     previous_level = package_logger.level
     package_logger.setLevel(logging.WARNING)  # keep the per-run summaries out of the table
-    entries = scan_gtzan_folder(args.data_dir)
+    entries, _ = scan_label_folder(args.data_dir)
     cache_root = args.cache_dir or tempfile.mkdtemp(prefix="ast_dora_bench_")
     results = {
         "benchmark": "data",

@@ -4,7 +4,7 @@
     data = build_datasets(data_args, feature_extractor, default_window=(4.0, 2.0), seed=42, output_dir="runs/x")
     data.datasets  # DatasetDict train / validation / test; rows are windows:
                    # input_values, labels, track_id, window_start
-    data.labels    # GTZAN's ten genres, alphabetical
+    data.labels    # the class names: GTZAN's ten genres, or the data's own labels sorted by name
     data.splits    # track ids per split (also written to output_dir/splits.json)
 """
 
@@ -13,7 +13,7 @@ from .augment import AugmentedFeatureTransform, WaveformAugmenter
 from .build import GenreData, build_datasets, column_values, window_counts
 from .decode import AudioDecodeError, DecodedAudio, decode_audio, encode_audio
 from .gtzan import GTZAN_GENRES
-from .sources import DataSourceError, TrackSource, load_source, scan_gtzan_folder
+from .sources import DataSourceError, TrackSource, load_source, scan_label_folder
 from .splits import make_splits
 from .windows import cut_windows, window_starts
 
@@ -50,7 +50,7 @@ __all__ = [
     "generate_synthetic_gtzan",
     "load_source",
     "make_splits",
-    "scan_gtzan_folder",
+    "scan_label_folder",
     "synthesize_track",
     "window_counts",
     "window_starts",

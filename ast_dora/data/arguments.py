@@ -10,10 +10,13 @@ import math
 from dataclasses import dataclass, field, fields
 
 SPLIT_PROTOCOLS = ("stratified", "folds", "fault_filtered", "kereliuk_stratified", "predefined")
+CLASS_WEIGHTINGS = ("none", "balanced")
 DEFAULT_SYNTHETIC_DIR = "data/synthetic_gtzan"
 # Loading-script datasets that `datasets` >= 4 refuses, and the parquet mirror to use instead.
 SCRIPT_DATASETS = {"marsyas/gtzan": "confit/gtzan-parquet"}
 GTZAN_PARQUET_MIRROR = "confit/gtzan-parquet"
+# A data_dir ending in one of these is a manifest file (path,label[,split]) rather than a folder.
+MANIFEST_SUFFIXES = (".csv", ".jsonl")
 
 # name -> (default range, lower bound, upper bound, help)
 _AUGMENT_RANGES = {
@@ -57,8 +60,10 @@ class DataArguments:
     data_dir: str | None = field(
         default=None,
         metadata={
-            "help": "Local GTZAN-layout folder <root>/<genre>/<genre>.NNNNN.wav|.au (also <root>/genres/ and "
-            f"Kaggle's <root>/Data/genres_original/). With --synthetic the default is {DEFAULT_SYNTHETIC_DIR}."
+            "help": "Local data: a folder <root>/<label>/.../<file> (any label names, files at any depth below their "
+            "label folder; GTZAN's <root>/<genre>/<genre>.NNNNN.wav|.au, also under genres/ or Kaggle's "
+            "Data/genres_original/), or a manifest file .csv / .jsonl with path,label[,split] (paths relative to "
+            f"the manifest). With --synthetic the default is {DEFAULT_SYNTHETIC_DIR}."
         },
     )
     synthetic: bool = field(
@@ -83,11 +88,19 @@ class DataArguments:
             "help": "Split protocol: 'stratified' (seeded 8:1:1 per genre), 'folds' (k-fold over tracks, "
             "stratified per genre; `fold` is the test fold, the next one validation), 'fault_filtered' "
             "(Kereliuk & Sturm's 443/197/290 lists), 'kereliuk_stratified' (their 500/250/250 lists) or "
-            "'predefined' (dataset_name's own train/validation/test splits)."
+            "'predefined' (dataset_name's own train/validation/test splits, or a manifest's split column)."
         },
     )
     num_folds: int = field(default=10, metadata={"help": "Number of folds for split=folds (>= 3)."})
     fold: int = field(default=0, metadata={"help": "Test fold for split=folds (0 .. num_folds-1)."})
+    cross_validate: bool = field(
+        default=False,
+        metadata={
+            "help": "split=folds: run every fold in turn (fold k under output_dir/fold_k/, `fold` ignored) and write "
+            "output_dir/cv_results.json (per-fold metrics, mean, sample sd) and cv_results.md. A rerun skips the "
+            "folds already done and resumes the interrupted one from its last checkpoint."
+        },
+    )
     split_seed: int = field(default=42, metadata={"help": "Seed of the stratified and k-fold shuffles."})
     split_lists_dir: str | None = field(
         default=None,
@@ -96,6 +109,14 @@ class DataArguments:
     max_tracks_per_genre: int | None = field(
         default=None,
         metadata={"help": "Quick runs: keep at most this many tracks per genre (spread over the splits)."},
+    )
+    class_weighting: str = field(
+        default="none",
+        metadata={
+            "help": "'none', or 'balanced': every model's loss weights each window by the inverse frequency of its "
+            "class among the training split's windows, n_train / (n_classes * n_class) (mean weight 1); the counts "
+            "and weights go to data_summary.json."
+        },
     )
     # --- windows ---
     window_seconds: float | None = field(
@@ -157,10 +178,17 @@ class DataArguments:
             raise ValueError(script_dataset_message(self.dataset_name))
         if self.split not in SPLIT_PROTOCOLS:
             raise ValueError(f"split={self.split!r} is not a split protocol; allowed values: {SPLIT_PROTOCOLS}.")
-        if self.split == "predefined" and not self.dataset_name:
-            raise ValueError("split='predefined' uses dataset_name's own splits; a local data_dir has none. "
-                             f"Use one of {SPLIT_PROTOCOLS[:4]}.")
+        if self.split == "predefined" and not self.dataset_name and not is_manifest_path(self.data_dir):
+            raise ValueError("split='predefined' uses the source's own splits (dataset_name's, or a manifest's split "
+                             f"column); a local folder has none. Use one of {SPLIT_PROTOCOLS[:4]}.")
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            raise ValueError(f"class_weighting={self.class_weighting!r} is not allowed; allowed values: {CLASS_WEIGHTINGS}.")
         _check_int(self, "num_folds", low=3)
+        if self.cross_validate and self.split != "folds":
+            raise ValueError(
+                f"cross_validate=True runs every fold of split=folds, but split={self.split!r}: pass --split folds "
+                "(with --num_folds K), or drop --cross_validate."
+            )
         _check_int(self, "fold", low=0, high=self.num_folds - 1)
         _check_int(self, "synthetic_tracks_per_genre", low=1)
         _check_positive(self, "synthetic_duration_seconds")
@@ -195,6 +223,11 @@ class DataArguments:
     def augmentation_config(self) -> dict:
         """The augmentation fields as a plain dict (what `WaveformAugmenter` takes)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name.startswith("augment_") and f.name != "augment_seed"}
+
+
+def is_manifest_path(data_dir) -> bool:
+    """Whether `data_dir` names a manifest file (`.csv` / `.jsonl`) rather than a folder."""
+    return bool(data_dir) and str(data_dir).lower().endswith(MANIFEST_SUFFIXES)
 
 
 def script_dataset_message(name: str) -> str:

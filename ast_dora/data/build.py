@@ -39,6 +39,8 @@ class GenreData:
     hop_seconds: float
     summary: dict = field(default_factory=dict)  # decoded / skipped / padded / ... counts (data_summary.json)
     cache_hits: dict[str, bool] = field(default_factory=dict)  # "features" / "waveforms" -> loaded from cache
+    # One loss weight per label (`class_weighting`), or None: what every model's loss reads from config.class_weights.
+    class_weights: list[float] | None = None
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -97,7 +99,7 @@ def build_datasets(
     track_ids = table.column("track_id").to_pylist()
     track_labels = table.column("labels").to_pylist()
     source_splits = table.column("source_split").to_pylist()
-    splits = make_splits(data_args, track_ids, track_labels, source_splits, source.ids_from_names)
+    splits = make_splits(data_args, track_ids, track_labels, source_splits, source.ids_from_names, source.labels)
 
     labels_feature = datasets.ClassLabel(names=list(source.labels))
     augmenting = data_args.augmentation_enabled
@@ -146,10 +148,18 @@ def build_datasets(
         )
     dataset_dict = DatasetDict({name: out[name] for name in SPLIT_NAMES})
 
+    label_of = dict(zip(track_ids, track_labels, strict=True))
     summary.update(
         source=source.description,
         split=data_args.split,
+        labels=list(source.labels),
         tracks={name: len(ids) for name, ids in splits.items()},
+        # per split and label: what class weighting (`class_weighting`) and a reader of an unbalanced library need
+        class_counts={
+            "tracks": {name: _per_label([label_of[t] for t in ids], source.labels) for name, ids in splits.items()},
+            "windows": {name: _per_label(column_values(ds, "labels"), source.labels)
+                        for name, ds in dataset_dict.items()},
+        },
         windows={name: len(ds) for name, ds in dataset_dict.items()},
         sampling_rate=sampling_rate,
         window_seconds=window_seconds,
@@ -157,6 +167,11 @@ def build_datasets(
         augmentation=augmenting,
         cache_hits={k: r.cache_hit for k, r in results.items()},
     )
+    class_weights = None
+    if data_args.class_weighting == "balanced":
+        class_weights = balanced_class_weights(summary["class_counts"]["windows"]["train"], source.labels)
+        summary["class_weights"] = dict(zip(source.labels, class_weights, strict=True))
+    summary["class_weighting"] = data_args.class_weighting
     # Each unreadable file was warned about by name when it was decoded; on a cache hit nothing was decoded,
     # so the summary carries the one warning instead.
     _log_summary(summary, warn_skipped=any(r.cache_hit for r in results.values()))
@@ -172,7 +187,27 @@ def build_datasets(
         hop_seconds=hop_seconds,
         summary=summary,
         cache_hits={k: r.cache_hit for k, r in results.items()},
+        class_weights=class_weights,
     )
+
+
+def balanced_class_weights(train_counts: dict[str, int], label_names: list[str]) -> list[float]:
+    """Inverse class frequency, `n / (k * n_c)` for the k classes present among the n training windows (sklearn's
+    "balanced": the weights average 1 over the training windows). A class absent from the training split gets 0
+    (nothing of it is trained on; it would only weigh in the validation loss), with a warning."""
+    present = {name: n for name, n in train_counts.items() if n > 0}
+    total = sum(present.values())
+    absent = [name for name in label_names if not train_counts.get(name)]
+    if absent:
+        logger.warning("class_weighting: no training windows of %s; weight 0", absent)
+    return [total / (len(present) * present[name]) if name in present else 0.0 for name in label_names]
+
+
+def _per_label(label_ids, label_names: list[str]) -> dict[str, int]:
+    counts = {name: 0 for name in label_names}
+    for label in label_ids:
+        counts[label_names[int(label)]] += 1
+    return counts
 
 
 def _merge_summaries(parts: list[dict]) -> dict:

@@ -2,23 +2,29 @@
 
 Every source becomes a `TrackSource` whose `tracks` dataset has the columns
 
-- `audio`: `Audio(decode=False)` struct `{"bytes", "path"}` (a local path, or the embedded bytes of a parquet row),
+- `audio`: struct `{"bytes", "path"}` (a local path, or the embedded bytes of a parquet row),
 - `labels`: int64 class id into `TrackSource.labels`,
-- `track_id`: GTZAN file stem such as `blues.00000`,
-- `source_split`: the split the source put the track in (`train` for a folder),
+- `track_id`: GTZAN's file stem such as `blues.00000` for GTZAN-named files, else the file's path relative to the
+  folder (or manifest) without extension, such as `rock/live/x`,
+- `source_split`: the split the source put the track in (`train` for a folder or a manifest without `split`),
 
 plus a `fingerprint` that changes whenever the source's content does (it keys the feature cache).
 
 Sources: a Hub parquet dataset or local parquet file/folder or `audiofolder` folder (`dataset_name`), a local
-folder in GTZAN's layout (`data_dir`, also Kaggle's `Data/genres_original/`), and the synthetic generator
-(which writes such a folder).
+folder `<root>/<label>/.../<file>` with any label names (`data_dir`; GTZAN's layout, also under `genres/` or
+Kaggle's `Data/genres_original/`, is one case of it), a manifest file `.csv` / `.jsonl` with `path,label[,split]`
+(`data_dir` naming the file), and the synthetic generator (which writes a GTZAN-layout folder). Labels are sorted
+by name, except that data whose labels are all GTZAN genres gets GTZAN's ten, in GTZAN's order.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
+import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import datasets
 import pyarrow.compute as pc
@@ -26,10 +32,11 @@ from datasets import Audio, Dataset, concatenate_datasets
 from datasets.fingerprint import Hasher
 
 from ..errors import MissingComponentError
-from .arguments import SCRIPT_DATASETS, DataArguments, script_dataset_message
+from .arguments import SCRIPT_DATASETS, DataArguments, is_manifest_path, script_dataset_message
 from .gtzan import AUDIO_EXTENSIONS, GTZAN_GENRES, parse_track_id, track_id_from_name
 
-# What an `Audio(decode=False)` column holds, as a plain struct.
+# What an `Audio(decode=False)` column holds, as a plain struct: local sources are written with it, then cast
+# (datasets' `Audio.encode_example` imports torchcodec, which needs a system FFmpeg; decoding is PyAV's).
 AUDIO_STORAGE = {"bytes": datasets.Value("binary"), "path": datasets.Value("string")}
 
 logger = logging.getLogger(__name__)
@@ -54,68 +61,61 @@ class TrackSource:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# local folder in GTZAN's layout
+# local folder <root>/<label>/.../<file> (GTZAN's layout is one case of it) and manifest files
 # ----------------------------------------------------------------------------------------------------------
 
 
+def _is_audio(path: Path) -> bool:
+    return path.suffix.lower() in AUDIO_EXTENSIONS
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith((".", "_"))
+
+
 def _audio_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-                  and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if p.is_file() and _is_audio(p) and not p.name.startswith("."))
+
+
+def track_id_for(relative_path: str) -> str:
+    """The track id of a file at `relative_path` (relative to the folder root or the manifest's folder).
+
+    A file named in GTZAN's way (`<genre>.NNNNN.<ext>`, genre one of GTZAN's) keeps GTZAN's id, the stem
+    `blues.00012`, wherever it lies (the split lists and published splits use those); any other file's id is its
+    relative path without extension, `rock/live/x` for `rock/live/x.wav`.
+    """
+    path = PurePosixPath(relative_path.replace("\\", "/"))
+    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+    parsed = parse_track_id(stem)
+    if parsed is not None and parsed[0] in GTZAN_GENRES:
+        return stem
+    return str(path.with_name(stem))
+
+
+def label_names_for(found: set[str] | list[str]) -> list[str]:
+    """The label list of data with labels `found`: GTZAN's ten genres (ids unchanged) when every label is one of
+    them, else the labels sorted by name."""
+    if set(found) <= set(GTZAN_GENRES):
+        return list(GTZAN_GENRES)
+    return sorted(found)
 
 
 def find_layout_root(root: Path) -> Path:
-    """The folder whose sub-folders are the genres: `root`, `root/genres`, `root/Data/genres_original`, ..."""
+    """The folder whose sub-folders are the labels: GTZAN's `root/genres` or Kaggle's `root/Data/genres_original`
+    when they hold genre folders, else `root` itself."""
     if not root.is_dir():
-        raise DataSourceError(f"data_dir {str(root)!r} does not exist or is not a folder.")
+        raise DataSourceError(f"data_dir {str(root)!r} does not exist or is not a folder (or a .csv / .jsonl manifest).")
     for sub in LAYOUT_SUBDIRS:
         candidate = root / sub if sub else root
         if candidate.is_dir() and any((candidate / g).is_dir() for g in GTZAN_GENRES):
             return candidate
-    found = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())[:12]
-    raise DataSourceError(
-        f"No GTZAN layout under {str(root)!r}: expected genre folders <root>/<genre>/<genre>.NNNNN.wav (or under "
-        f"genres/ or Kaggle's Data/genres_original/) with genres {list(GTZAN_GENRES)}; found {found or 'nothing'}."
-    )
+    return root
 
 
-def scan_gtzan_folder(root: str | Path) -> list[tuple[Path, int, str]]:
-    """`(path, label id, track id)` of every audio file in a GTZAN-layout folder, sorted by track id.
-
-    Fails on a sub-folder with audio whose name is not a GTZAN genre, on audio lying beside the genre
-    folders, on duplicate track ids and on a layout without any audio, each time saying what was found.
-    """
-    root = Path(root)
-    layout_root = find_layout_root(root)
-    entries: list[tuple[Path, int, str]] = []
-    unexpected = {}
-    for folder in sorted(p for p in layout_root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
-        files = _audio_files(folder)
-        if folder.name not in GTZAN_GENRES:
-            if files:
-                unexpected[folder.name] = len(files)
-            continue
-        label = GTZAN_GENRES.index(folder.name)
-        entries.extend((path, label, track_id_from_name(path.name)) for path in files)
-    loose = _audio_files(layout_root)
-    if unexpected:
-        raise DataSourceError(
-            f"Unexpected genre folder(s) in {str(layout_root)!r}: "
-            + ", ".join(f"{name}/ ({n} audio files)" for name, n in unexpected.items())
-            + f". Expected only GTZAN's genres {list(GTZAN_GENRES)}; move or remove the others."
-        )
-    if loose:
-        raise DataSourceError(
-            f"{len(loose)} audio file(s) lie directly in {str(layout_root)!r} (e.g. {loose[0].name}); expected "
-            "every file inside its genre folder, <root>/<genre>/<genre>.NNNNN.wav."
-        )
-    if not entries:
-        present = sorted(p.name for p in layout_root.iterdir())[:12]
-        raise DataSourceError(
-            f"No audio files ({', '.join(AUDIO_EXTENSIONS)}) in the genre folders of {str(layout_root)!r}; found "
-            f"{present}. Expected <genre>/<genre>.NNNNN.wav or .au files."
-        )
-    # One file per track id: a track present both as .wav and .au (say) keeps the first extension listed.
-    by_id: dict[str, tuple[Path, int, str]] = {}
+def _dedupe(entries: list[tuple[Path, str, str]]) -> dict[str, tuple[Path, str, str]]:
+    """One file per track id: a track present both as .wav and .au (say) keeps the first extension listed; the
+    same id under two labels fails."""
+    by_id: dict[str, tuple[Path, str, str]] = {}
     rank = {ext: i for i, ext in enumerate(AUDIO_EXTENSIONS)}
     for entry in entries:
         previous = by_id.get(entry[2])
@@ -124,37 +124,89 @@ def scan_gtzan_folder(root: str | Path) -> list[tuple[Path, int, str]]:
             continue
         if previous[1] != entry[1]:
             raise DataSourceError(
-                f"Track id {entry[2]!r} appears in two genre folders: {previous[0]} and {entry[0]}; file stems must "
-                "be unique."
+                f"Track id {entry[2]!r} appears under two labels: {previous[0]} ({previous[1]}) and {entry[0]} "
+                f"({entry[1]}); rename one of the files (GTZAN-style names <genre>.NNNNN must be unique)."
             )
         keep = min(previous, entry, key=lambda e: rank.get(e[0].suffix.lower(), 99))
         logger.warning("Track %s exists twice (%s, %s); using %s", entry[2], previous[0].name, entry[0].name,
                        keep[0].name)
         by_id[entry[2]] = keep
+    return by_id
+
+
+def scan_label_folder(root: str | Path) -> tuple[list[tuple[Path, int, str]], list[str]]:
+    """`([(path, label id, track id), ...] sorted by track id, label names)` of a folder `<root>/<label>/.../<file>`.
+
+    Every audio file at any depth below a label folder is a track of that label (ids: `track_id_for`); labels are
+    the folder names, sorted (GTZAN's ten when they are all GTZAN genres). Nothing is left out silently: audio in
+    hidden folders (`.x`, `__MACOSX`) is skipped with a warning, other files are counted in the log; audio lying
+    beside the label folders and a folder without any audio fail, saying what was found.
+    """
+    root = Path(root)
+    layout_root = find_layout_root(root)
+    entries: list[tuple[Path, str, str]] = []
+    skipped_hidden: list[str] = []
+    other_files: dict[str, int] = {}
+    for folder in sorted(p for p in layout_root.iterdir() if p.is_dir()):
+        for directory, subdirs, files in os.walk(folder):
+            directory = Path(directory)
+            hidden = _hidden(folder.name) or any(_hidden(part) for part in directory.relative_to(folder).parts)
+            for name in sorted(files):
+                path = directory / name
+                if not _is_audio(path):
+                    other_files[path.suffix.lower() or name] = other_files.get(path.suffix.lower() or name, 0) + 1
+                elif hidden or name.startswith("."):
+                    skipped_hidden.append(path.relative_to(layout_root).as_posix())
+                else:
+                    entries.append((path, folder.name, track_id_for(path.relative_to(layout_root).as_posix())))
+            subdirs.sort()
+    loose = _audio_files(layout_root)
+    if loose:
+        raise DataSourceError(
+            f"{len(loose)} audio file(s) lie directly in {str(layout_root)!r} (e.g. {loose[0].name}), without a label "
+            "folder; expected every file below the folder of its label, <root>/<label>/.../<file>."
+        )
+    if not entries:
+        present = sorted(p.name + ("/" if p.is_dir() else "") for p in layout_root.iterdir())[:12]
+        raise DataSourceError(
+            f"No audio files ({', '.join(AUDIO_EXTENSIONS)}) in the label folders of {str(layout_root)!r}; found "
+            f"{present or 'nothing'}. Expected <root>/<label>/.../<file> (e.g. GTZAN's <genre>/<genre>.NNNNN.wav), "
+            "or pass a .csv / .jsonl manifest."
+        )
+    if skipped_hidden:
+        logger.warning("Skipped %d audio file(s) in hidden folders or with hidden names (starting with '.' or '_'): "
+                       "%s", len(skipped_hidden), skipped_hidden[:5])
+    if other_files:
+        logger.info("Ignored %d file(s) that are not audio (%s) in %s", sum(other_files.values()),
+                    ", ".join(f"{ext} {n}" for ext, n in sorted(other_files.items())), layout_root)
+    by_id = _dedupe(entries)
     mislabeled = [tid for tid, (_, label, _) in by_id.items()
-                  if (parsed := parse_track_id(tid)) and parsed[0] in GTZAN_GENRES and parsed[0] != GTZAN_GENRES[label]]
+                  if (parsed := parse_track_id(tid)) and parsed[0] in GTZAN_GENRES and label in GTZAN_GENRES
+                  and parsed[0] != label]
     if mislabeled:
         logger.warning("%d file(s) are named after another genre than their folder (the folder wins): %s",
                        len(mislabeled), mislabeled[:5])
-    return [by_id[tid] for tid in sorted(by_id)]
+    labels = label_names_for({label for _, label, _ in by_id.values()})
+    index = {name: i for i, name in enumerate(labels)}
+    return [(path, index[label], tid) for tid, (path, label, _) in sorted(by_id.items())], labels
 
 
-def load_folder_source(root: str | Path) -> TrackSource:
-    entries = scan_gtzan_folder(root)
+def _track_source(kind: str, where: str, rows: list[tuple[Path, int, str, str]], labels: list[str]) -> TrackSource:
+    """A `TrackSource` of local files `(path, label id, track id, source split)`."""
     stats = []
-    for path, label, tid in entries:
+    for path, label, tid, split in rows:
         st = path.stat()
-        stats.append((str(path.resolve()), st.st_size, st.st_mtime_ns, label, tid))
+        stats.append((str(path.resolve()), st.st_size, st.st_mtime_ns, label, tid, split))
     tracks = Dataset.from_dict(
         {
             "audio": [{"bytes": None, "path": s[0]} for s in stats],
             "labels": [s[3] for s in stats],
             "track_id": [s[4] for s in stats],
-            "source_split": ["train"] * len(stats),
+            "source_split": [s[5] for s in stats],
         },
         features=datasets.Features(
             {
-                # Written as the plain struct, then cast: encoding rows into an `Audio` feature imports torchcodec
+                # a plain struct, cast below: encoding rows into an `Audio` feature imports torchcodec
                 # (datasets' `Audio.encode_example`), a cast does not.
                 "audio": AUDIO_STORAGE,
                 "labels": datasets.Value("int64"),
@@ -163,13 +215,115 @@ def load_folder_source(root: str | Path) -> TrackSource:
             }
         ),
     ).cast_column("audio", Audio(decode=False))
-    fingerprint = Hasher.hash(["folder", stats])
-    counts = {g: 0 for g in GTZAN_GENRES}
-    for _, label, _ in entries:
-        counts[GTZAN_GENRES[label]] += 1
-    description = f"folder {root} ({len(entries)} tracks: " + ", ".join(f"{g} {n}" for g, n in counts.items()) + ")"
+    fingerprint = Hasher.hash([kind, stats, labels])
+    counts = {name: 0 for name in labels}
+    for _, label, _, _ in rows:
+        counts[labels[label]] += 1
+    description = f"{kind} {where} ({len(rows)} tracks: " + ", ".join(f"{g} {n}" for g, n in counts.items()) + ")"
     logger.info("Data source: %s", description)
-    return TrackSource(tracks, list(GTZAN_GENRES), fingerprint, description, ids_from_names=True)
+    return TrackSource(tracks, list(labels), fingerprint, description, ids_from_names=True)
+
+
+def load_folder_source(root: str | Path) -> TrackSource:
+    entries, labels = scan_label_folder(root)
+    return _track_source("folder", str(root), [(path, label, tid, "train") for path, label, tid in entries], labels)
+
+
+MANIFEST_COLUMNS = ("path", "label", "split")
+
+
+def read_manifest(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a manifest as `{"path", "label"[, "split"]}` strings, with the line each came from in `"line"`.
+
+    CSV: a header naming `path,label[,split]` (other columns are ignored). JSON Lines: one object per line with
+    those keys. Fails naming the file and line of anything missing or malformed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataSourceError(f"Manifest {str(path)!r} does not exist.")
+    rows: list[dict[str, str]] = []
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = [name.strip() for name in reader.fieldnames or []]
+            missing = [c for c in MANIFEST_COLUMNS[:2] if c not in header]
+            if missing:
+                raise DataSourceError(
+                    f"Manifest {str(path)!r} has no {' / '.join(missing)} column (header: {header}); expected a header "
+                    "line `path,label` or `path,label,split`."
+                )
+            for number, row in enumerate(reader, start=2):
+                row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
+                rows.append({**{c: row[c] for c in MANIFEST_COLUMNS if c in row}, "line": str(number)})
+    else:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataSourceError(f"Manifest {str(path)!r} line {number} is not JSON ({error}).") from None
+            if not isinstance(row, dict):
+                raise DataSourceError(f"Manifest {str(path)!r} line {number} is not a JSON object with path and label.")
+            rows.append({**{c: str(row[c]).strip() for c in MANIFEST_COLUMNS if row.get(c) is not None},
+                         "line": str(number)})
+    if not rows:
+        raise DataSourceError(f"Manifest {str(path)!r} lists no files.")
+    for row in rows:
+        empty = [c for c in MANIFEST_COLUMNS[:2] if not row.get(c)]
+        if empty:
+            raise DataSourceError(f"Manifest {str(path)!r} line {row['line']}: no {' / '.join(empty)}; every row needs "
+                                  "a path (relative to the manifest) and a label.")
+    return rows
+
+
+def load_manifest_source(manifest: str | Path, need_splits: bool = False) -> TrackSource:
+    """The tracks a manifest lists; paths are relative to the manifest's folder (or absolute). With a `split`
+    column (train / validation / test, or their usual aliases) the tracks carry it (`split=predefined`)."""
+    manifest = Path(manifest)
+    rows = read_manifest(manifest)
+    base = manifest.parent
+    with_split = [row for row in rows if row.get("split")]
+    if with_split and len(with_split) != len(rows):
+        row = next(row for row in rows if not row.get("split"))
+        raise DataSourceError(f"Manifest {str(manifest)!r} line {row['line']} has no split while other rows have one: "
+                              "give every row a split (train / validation / test), or none.")
+    if need_splits and not with_split:
+        raise DataSourceError(
+            f"split=predefined uses the manifest's own split column, and {str(manifest)!r} has none: add a column "
+            "`split` (train / validation / test), or use --split stratified or --split folds."
+        )
+    entries, missing, splits = [], [], []
+    for row in rows:
+        relative = row["path"].replace("\\", "/")
+        path = Path(relative) if Path(relative).is_absolute() else base / relative
+        if not path.is_file():
+            missing.append(f"line {row['line']}: {row['path']}")
+            continue
+        split = row.get("split", "train")
+        canonical = SPLIT_ALIASES.get(split.lower())
+        if canonical is None:
+            raise DataSourceError(f"Manifest {str(manifest)!r} line {row['line']}: split {split!r} is not one of "
+                                  f"train / validation / test (or one of {sorted(SPLIT_ALIASES)}).")
+        entries.append((path, row["label"], track_id_for(relative.lstrip("/"))))
+        splits.append(canonical)
+    if missing:
+        raise DataSourceError(
+            f"{len(missing)} of the {len(rows)} files listed in manifest {str(manifest)!r} do not exist (paths are "
+            f"relative to {str(base)!r}): {missing[:5]}. Fix or remove those rows."
+        )
+    split_of = {entry[2]: split for entry, split in zip(entries, splits, strict=True)}
+    seen_paths: dict[Path, str] = {}
+    for path, _, tid in entries:
+        resolved = path.resolve()
+        if resolved in seen_paths:
+            raise DataSourceError(f"Manifest {str(manifest)!r} lists {path} twice; list each file once.")
+        seen_paths[resolved] = tid
+    by_id = _dedupe(entries)
+    labels = label_names_for({label for _, label, _ in by_id.values()})
+    index = {name: i for i, name in enumerate(labels)}
+    rows_out = [(path, index[label], tid, split_of[tid]) for tid, (path, label, _) in sorted(by_id.items())]
+    return _track_source("manifest", str(manifest), rows_out, labels)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -313,4 +467,6 @@ def load_source(args: DataArguments) -> TrackSource:
     """The `TrackSource` of `args` (the synthetic folder must already exist; see `ensure_synthetic_gtzan`)."""
     if args.dataset_name:
         return load_dataset_source(args)
+    if is_manifest_path(args.data_dir):
+        return load_manifest_source(args.data_dir, need_splits=args.split == "predefined")
     return load_folder_source(args.data_dir)

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from .arguments import DataArguments
-from .gtzan import resolve_split_lists_dir, track_id_from_name
+from .gtzan import GTZAN_GENRES, resolve_split_lists_dir, track_id_from_name
+from .sources import DataSourceError
 
 logger = logging.getLogger(__name__)
 
@@ -183,9 +184,23 @@ def check_disjoint(splits: dict[str, list[str]]) -> None:
             seen[tid] = name
 
 
+def check_list_protocol(protocol: str, label_names: list[str] | None) -> None:
+    """The list-based protocols name GTZAN tracks: refuse data with other labels, saying what to use instead."""
+    if protocol in LIST_FILES and label_names is not None and list(label_names) != list(GTZAN_GENRES):
+        shown = list(label_names)[:8] + (["..."] if len(label_names) > 8 else [])
+        raise DataSourceError(
+            f"split={protocol!r} uses Kereliuk, Sturm & Larsen's lists of GTZAN tracks, and this data's labels "
+            f"{shown} are not GTZAN's genres: use --split stratified (seeded 8:1:1 per label) or --split folds "
+            "(k-fold over tracks, with --num_folds K and --fold K or --cross_validate true)."
+        )
+
+
 def make_splits(args: DataArguments, track_ids: list[str], labels: list[int], source_splits: list[str] | None = None,
-                ids_from_names: bool = True) -> dict[str, list[str]]:
-    """`{"train": [...], "validation": [...], "test": [...]}` sorted track ids for `args.split`."""
+                ids_from_names: bool = True, label_names: list[str] | None = None) -> dict[str, list[str]]:
+    """`{"train": [...], "validation": [...], "test": [...]}` sorted track ids for `args.split`.
+
+    `label_names` (the source's labels) lets the list-based protocols refuse data that is not GTZAN's."""
+    check_list_protocol(args.split, label_names)
     if args.split == "stratified":
         splits = stratified_split(track_ids, labels, args.split_seed)
     elif args.split == "folds":

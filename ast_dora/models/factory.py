@@ -27,9 +27,15 @@ def build_feature_extractor(model_args) -> SequenceFeatureExtractor:
     return spec.build_feature_extractor(model_args)
 
 
-def build_model(model_args, labels: list[str], training_args=None) -> torch.nn.Module:
-    """The model `model_args.model_type` names; with `training_args`, set up for their device and precision."""
+def build_model(model_args, labels: list[str], training_args=None, class_weights: list[float] | None = None) -> torch.nn.Module:
+    """The model `model_args.model_type` names; with `training_args`, set up for their device and precision.
+
+    `class_weights` (one per label, or None) goes to `config.class_weights`, which every registered model's loss
+    reads (docs/architecture.md, "Contracts between the pieces")."""
     model = get_model_spec(model_args.model_type).build_model(model_args, labels)
+    if class_weights is not None and len(class_weights) != len(labels):
+        raise ValueError(f"class_weights has {len(class_weights)} values for {len(labels)} labels.")
+    base_model_of(model).config.class_weights = None if class_weights is None else [float(w) for w in class_weights]
     if training_args is not None:
         use_fastest_attention(model, training_args.device, bf16=training_args.bf16)
     return model

@@ -198,6 +198,7 @@ class SearchWorker:
         self.sampler = _build_named(sampler, "sampler", SAMPLERS)
         self.failures_in_a_row = 0
         self.labels = data.labels
+        self.class_weights = data.class_weights
         self.current_trial: optuna.Trial | None = None
         self.best_in_trial = -math.inf
         self.trials_run: list[int] = []
@@ -215,7 +216,7 @@ class SearchWorker:
             {name: spec.suggest(trial) for name, spec in self.settings.model_space.items()} if trial else {}
         )
         model_args = dataclasses.replace(self.run.model, **sampled)
-        return build_model(model_args, self.labels, self.run.training)
+        return build_model(model_args, self.labels, self.run.training, class_weights=self.class_weights)
 
     def hp_space(self, trial: optuna.Trial) -> dict[str, Any]:
         return {name: spec.suggest(trial) for name, spec in self.settings.training_space.items()}

@@ -29,18 +29,30 @@ except ImportError:  # older transformers 5: the forward still works, without th
 
 
 def genre_cross_entropy(
-    logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    class_weights: list[float] | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy over the batch; with `num_items_in_batch`, the sum divided by it.
 
     Under gradient accumulation the Trainer passes `num_items_in_batch` (the labels of all micro-batches of one
     optimizer step) to a model whose forward takes `**kwargs`, and then does not divide the loss by the number of
     micro-batches itself: summing here and dividing by the step's count gives the mean over the whole step.
-    Labels equal to -100 are skipped either way.
+    Labels equal to -100 are skipped either way. `class_weights` (`config.class_weights`: one float per label)
+    multiplies each sample's term by its class's weight; the divisor stays the count of samples.
     """
-    if num_items_in_batch is None:
-        return nn.functional.cross_entropy(logits.float(), labels)
-    total = nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+    if class_weights is None:
+        if num_items_in_batch is None:
+            return nn.functional.cross_entropy(logits.float(), labels)
+        total = nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+    else:
+        valid = labels != -100
+        losses = nn.functional.cross_entropy(logits.float(), labels, reduction="none")
+        weight = torch.tensor(class_weights, dtype=losses.dtype, device=losses.device)
+        total = torch.where(valid, losses * weight[labels.clamp_min(0)], torch.zeros_like(losses)).sum()
+        if num_items_in_batch is None:
+            return total / valid.sum().clamp_min(1)
     if torch.is_tensor(num_items_in_batch):
         num_items_in_batch = num_items_in_batch.to(total.device)
     return total / num_items_in_batch
@@ -152,7 +164,11 @@ class ASTWithMLPHeadForAudioClassification(ASTPreTrainedModel):
             hidden_states = self.audio_spectrogram_transformer.embeddings(input_values)
         outputs = self._encode_from(hidden_states, start_layer, attention_mask, **kwargs)
         logits = self.classifier(outputs.pooler_output)
-        loss = None if labels is None else genre_cross_entropy(logits, labels, num_items_in_batch)
+        loss = (
+            None
+            if labels is None
+            else genre_cross_entropy(logits, labels, num_items_in_batch, getattr(self.config, "class_weights", None))
+        )
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 

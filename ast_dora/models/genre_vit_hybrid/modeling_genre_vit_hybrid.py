@@ -127,24 +127,41 @@ def _random_band_mask(
     return ((position >= start) & (position < start + width)).any(dim=1)
 
 
+def class_weight_of(config, labels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
+    """`config.class_weights` (None, or one float per label) as a tensor on `labels`' device."""
+    weights = getattr(config, "class_weights", None)
+    if weights is None:
+        return None
+    return torch.tensor(weights, dtype=dtype, device=labels.device)
+
+
+def _weighted_sum(losses: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor | None):
+    if weight is not None:
+        losses = losses * weight[labels.clamp_min(0)]
+    return torch.where(valid, losses, torch.zeros_like(losses)).sum()
+
+
 def focal_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
     gamma: float = 2.5,
     num_items_in_batch: torch.Tensor | int | None = None,
     ignore_index: int = -100,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Focal loss (Lin et al. 2017): mean over samples of -(1 - p_t)^gamma * log p_t; gamma = 0 is cross-entropy.
 
     Computed from `log_softmax` in fp32, with `1 - p_t` as `-expm1(log p_t)` so confident samples keep precision.
     Labels equal to `ignore_index` are skipped. With `num_items_in_batch` (the Trainer passes it under gradient
     accumulation) the sum is divided by it instead of by this batch's count, like transformers' own losses.
+    `weight` (one per class, `config.class_weights`) multiplies each sample's loss by its class's weight; the
+    divisor stays the count of samples.
     """
     log_probs = F.log_softmax(logits.float(), dim=-1)
     valid = labels != ignore_index
     log_pt = log_probs.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
     losses = -((-torch.expm1(log_pt)).pow(gamma) * log_pt)
-    total = torch.where(valid, losses, torch.zeros_like(losses)).sum()
+    total = _weighted_sum(losses, labels, valid, weight)
     if num_items_in_batch is None:
         return total / valid.sum().clamp_min(1)
     if torch.is_tensor(num_items_in_batch):
@@ -157,10 +174,21 @@ def cross_entropy_loss(
     labels: torch.Tensor,
     num_items_in_batch: torch.Tensor | int | None = None,
     ignore_index: int = -100,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    if num_items_in_batch is None:
+    """Mean cross-entropy; `weight` multiplies each sample's loss by its class's weight, the divisor stays the
+    count of samples (or `num_items_in_batch`), unlike `F.cross_entropy(weight=...)`, which divides by the sum of
+    the weights."""
+    if weight is not None:
+        valid = labels != ignore_index
+        losses = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="none")
+        total = _weighted_sum(losses, labels, valid, weight)
+        if num_items_in_batch is None:
+            return total / valid.sum().clamp_min(1)
+    elif num_items_in_batch is None:
         return F.cross_entropy(logits.float(), labels, ignore_index=ignore_index)
-    total = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="sum")
+    else:
+        total = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="sum")
     if torch.is_tensor(num_items_in_batch):
         num_items_in_batch = num_items_in_batch.to(total.device)
     return total / num_items_in_batch
@@ -446,7 +474,7 @@ class GenreViTHybridForAudioClassification(GenreViTHybridPreTrainedModel):
             Normalised log-mel images from [`GenreViTHybridFeatureExtractor`].
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Class ids in `[0, num_labels)` (`-100` is ignored). The loss is `config.loss`: focal (`focal_gamma`)
-            or cross-entropy.
+            or cross-entropy, each sample's term multiplied by `config.class_weights[label]` when set.
         """
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         outputs: BaseModelOutputWithPooling = self.genre_vit_hybrid(input_values, **kwargs)
@@ -455,12 +483,13 @@ class GenreViTHybridForAudioClassification(GenreViTHybridPreTrainedModel):
         loss = None
         if labels is not None:
             labels = labels.to(logits.device)
+            weight = class_weight_of(self.config, labels)
             if self.config.loss == "focal":
                 loss = focal_loss(
-                    logits, labels, self.config.focal_gamma, num_items_in_batch=num_items_in_batch
+                    logits, labels, self.config.focal_gamma, num_items_in_batch=num_items_in_batch, weight=weight
                 )
             else:
-                loss = cross_entropy_loss(logits, labels, num_items_in_batch=num_items_in_batch)
+                loss = cross_entropy_loss(logits, labels, num_items_in_batch=num_items_in_batch, weight=weight)
 
         return SequenceClassifierOutput(
             loss=loss,
@@ -477,6 +506,7 @@ __all__ = [
     "GenreViTHybridModel",
     "GenreViTHybridPreTrainedModel",
     "Mlp",
+    "class_weight_of",
     "cross_entropy_loss",
     "focal_loss",
 ]
