@@ -5,8 +5,30 @@ from __future__ import annotations
 from transformers import ASTConfig, ASTFeatureExtractor
 
 from ..registry import GPUCheckSettings, ModelSpec
-from .dora import build_ast_dora, build_feature_extractor, merge_dora, random_model, write_tiny_checkpoint
-from .modeling_ast_mlp import ASTWithMLPHeadForAudioClassification
+
+# The builders import torch and peft: here only when called, so that the registry imports neither.
+
+
+def _model_class():
+    from .modeling_ast_mlp import ASTWithMLPHeadForAudioClassification
+
+    return ASTWithMLPHeadForAudioClassification
+
+
+def _dora(name: str):
+    def call(*args, **kwargs):
+        from . import dora
+
+        return getattr(dora, name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
+build_ast_dora, build_feature_extractor, merge_dora, random_model, write_tiny_checkpoint = (
+    _dora(name) for name in ("build_ast_dora", "build_feature_extractor", "merge_dora", "random_model",
+                             "write_tiny_checkpoint")
+)
 
 DEFAULT_CHECKPOINT = "MIT/ast-finetuned-audioset-10-10-0.4593"
 
@@ -14,7 +36,7 @@ SPEC = ModelSpec(
     name="ast_dora",
     display_name="AST-DoRA",
     hf_model_type=ASTConfig.model_type,
-    model_class=ASTWithMLPHeadForAudioClassification,
+    load_model_class=_model_class,
     build_model=build_ast_dora,
     build_feature_extractor=build_feature_extractor,
     default_feature_extractor=ASTFeatureExtractor,  # the AudioSet checkpoints' settings are the class defaults
