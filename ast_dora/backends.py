@@ -386,7 +386,7 @@ def load_export_runner(backend: str, path_or_id: str, config, precision: str = "
             return _LOADERS[name](path_or_id, config, precision=file_precision, threads=threads, **hub_kwargs)
         except Exception as error:  # noqa: BLE001 (a runtime that fails on this CPU: any error, try the next)
             logger.warning("backend auto: the %s %s export of %s did not load here (%s: %s); trying the next",
-                           name, file_precision, path_or_id, type(error).__name__, str(error).splitlines()[0][:200])
+                           name, file_precision, path_or_id, type(error).__name__, " ".join(str(error).split())[:300])
     return None
 
 

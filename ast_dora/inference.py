@@ -215,9 +215,11 @@ class ASTFbankFeatures:
 
     @staticmethod
     def supports(feature_extractor) -> bool:
+        """An `ASTFeatureExtractor`, or its saved settings where transformers' class needs torch."""
         from transformers import ASTFeatureExtractor
 
-        return type(feature_extractor) is ASTFeatureExtractor
+        name = ASTFeatureExtractor.__name__
+        return type(feature_extractor).__name__ == name or getattr(feature_extractor, "feature_extractor_type", None) == name
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
         """(batch, samples) float32 -> (batch, max_length, num_mel_bins) float32."""

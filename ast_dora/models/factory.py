@@ -148,8 +148,13 @@ def load_trained_config(path_or_id: str, **hub_kwargs):
     """(config, feature extractor) of a saved model without its weights: what a backend that runs an exported copy
     of the model (ONNX) needs besides that copy."""
     config = AutoConfig.from_pretrained(path_or_id, **hub_kwargs)
-    spec_for_config(config)  # fails clearly for a model this project did not train
-    return config, AutoFeatureExtractor.from_pretrained(path_or_id, **hub_kwargs)
+    spec = spec_for_config(config)  # fails clearly for a model this project did not train
+    try:
+        return config, AutoFeatureExtractor.from_pretrained(path_or_id, **hub_kwargs)
+    except ImportError:  # a feature extractor class that needs torch, in a process without it
+        if spec.torch_free_feature_extractor is None:
+            raise
+        return config, spec.torch_free_feature_extractor(path_or_id, **hub_kwargs)
 
 
 def find_model_file(path_or_id: str, filename: str, **hub_kwargs) -> str | None:

@@ -72,6 +72,10 @@ class ModelSpec:
     # Node-name patterns (regular expressions of the exported graph) NNCF's int8 quantization leaves in fp32
     # (`python -m ast_dora.export openvino --quantize int8`).
     int8_ignored_patterns: tuple[str, ...] = ()
+    # (path_or_id, **hub_kwargs) -> the saved feature extractor's settings where its class cannot be built
+    # without torch (transformers' `ASTFeatureExtractor`): song analysis computes the features itself in numpy
+    # (`ast_dora.inference.ASTFbankFeatures`). None: the class loads without torch.
+    torch_free_feature_extractor: Callable[..., Any] | None = None
 
     @property
     def model_class(self) -> type:

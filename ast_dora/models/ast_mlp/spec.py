@@ -25,6 +25,24 @@ def _dora(name: str):
     return call
 
 
+def feature_settings(path_or_id: str, **hub_kwargs):
+    """The saved `ASTFeatureExtractor`'s settings (preprocessor_config.json) as attributes, for a process without
+    torch, where transformers' class cannot be built; `feature_extractor_type` names the class they belong to."""
+    import json
+    from types import SimpleNamespace
+
+    from ..factory import find_model_file
+
+    path = find_model_file(path_or_id, "preprocessor_config.json", **hub_kwargs)
+    if path is None:
+        raise FileNotFoundError(f"{path_or_id} has no preprocessor_config.json: save the model with its feature extractor.")
+    with open(path) as f:
+        settings = json.load(f)
+    if settings.get("feature_extractor_type") != ASTFeatureExtractor.__name__:
+        raise ValueError(f"{path} describes a {settings.get('feature_extractor_type')}, not an ASTFeatureExtractor.")
+    return SimpleNamespace(**settings)
+
+
 build_ast_dora, build_feature_extractor, merge_dora, random_model, write_tiny_checkpoint = (
     _dora(name) for name in ("build_ast_dora", "build_feature_extractor", "merge_dora", "random_model",
                              "write_tiny_checkpoint")
@@ -37,6 +55,7 @@ SPEC = ModelSpec(
     display_name="AST-DoRA",
     hf_model_type=ASTConfig.model_type,
     load_model_class=_model_class,
+    torch_free_feature_extractor=feature_settings,
     build_model=build_ast_dora,
     build_feature_extractor=build_feature_extractor,
     default_feature_extractor=ASTFeatureExtractor,  # the AudioSet checkpoints' settings are the class defaults
