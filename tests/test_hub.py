@@ -55,6 +55,7 @@ class RecordingHubApi:
     Each call is bound to the real `HfApi` method's signature, so a wrong keyword fails here as it would there."""
 
     calls: list[tuple[str, dict]] = []
+    repo_files: dict[str, list[str]] = {}  # what `list_repo_files` answers, per repo
 
     def __init__(self, token=None, **kwargs):
         self.token = token
@@ -76,6 +77,10 @@ class RecordingHubApi:
     def add_space_variable(self, *args, **kwargs):
         self._record("add_space_variable", *args, **kwargs)
 
+    def list_repo_files(self, *args, **kwargs):
+        arguments = self._record("list_repo_files", *args, **kwargs)
+        return list(RecordingHubApi.repo_files.get(arguments["repo_id"], ["config.json", "model.safetensors"]))
+
     def upload_folder(self, *args, **kwargs):
         arguments = self._record("upload_folder", *args, **kwargs)
         folder = Path(arguments["folder_path"])
@@ -96,6 +101,7 @@ def fail_if_trainer_reaches_the_hub(*args, **kwargs):
 @pytest.fixture
 def fake_hub(monkeypatch):
     RecordingHubApi.calls = []
+    RecordingHubApi.repo_files = {}
     monkeypatch.setattr(hub, "HfApi", RecordingHubApi)
     return RecordingHubApi
 
@@ -580,6 +586,25 @@ def test_space_folder_requirements_come_from_the_repo(app_dir, tmp_path):
     assert (given / "requirements.txt").read_text() == "ast-dora-deps==1\n"
     with pytest.raises(hub.HubError, match="not Hub model ids"):
         hub.build_space_folder(tmp_path / "bad", [str(app_dir)], repo_root=app_dir)  # a local folder
+
+
+def test_space_requirements_leave_torch_out_when_every_model_has_an_export(tmp_path, fake_hub, capsys):
+    fake_hub.repo_files = {"me/vit": ["config.json", "openvino/openvino_model_int8.xml", "openvino/openvino_model_int8.bin"],
+                           "me/ast": ["config.json", "onnx/model_quantized.onnx"], "me/plain": ["config.json"]}
+    assert hub.main(["space", "--repo_id", "me/s", "--models", "me/vit,me/ast", "--dry_run", str(tmp_path / "free")]) == 0
+    assert "Torch-free" in capsys.readouterr().out  # it says so
+    free = (tmp_path / "free" / "requirements.txt").read_text()
+    today = (REPO_ROOT / "requirements.txt").read_text()
+    names = {hub._requirement_name(line) for line in free.splitlines() if line.strip() and not line.startswith("#")}
+    assert names.isdisjoint({"torch", "torchaudio", "torchcodec", "peft", "accelerate", "datasets"})
+    assert {"transformers", "onnxruntime", "openvino", "numpy", "av", "huggingface_hub"} <= names
+    assert "torch==" in today and "peft" in today
+    # one model without an export: today's requirements, torch included
+    assert hub.main(["space", "--repo_id", "me/s", "--models", "me/vit,me/plain", "--dry_run", str(tmp_path / "t")]) == 0
+    assert (tmp_path / "t" / "requirements.txt").read_text() == today
+    assert hub.main(["space", "--repo_id", "me/s", "--models", "me/plain", "--torch_free", "yes",
+                     "--dry_run", str(tmp_path / "forced")]) == 0
+    assert (tmp_path / "forced" / "requirements.txt").read_text() == free
 
 
 # ----------------------------------------------------------------------------------------------------------
