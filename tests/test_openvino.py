@@ -220,3 +220,46 @@ def test_song_analysis_on_onnx_and_openvino_imports_no_torch(exported, song, tmp
             # numpy features + the fp32 export, against torch's model on the same song in this process
             np.testing.assert_allclose(report["results"][f"{kind} {backend}"],
                                        reference[kind].window_probabilities, atol=1e-4, rtol=0)
+
+
+APP_SCRIPT = """
+import json, sys, time
+blocked = {blocked!r}
+for name in blocked:
+    sys.modules[name] = None
+sys.path.insert(0, {tests!r})
+from song_fixtures import load_app_module, free_port
+app = load_app_module()
+classifiers = app.load_classifiers({models!r}, max_seconds=600.0, backend={backend!r})
+demo = app.build_demo(classifiers, [], max_seconds=600.0)
+port = free_port()
+app.launch(demo, server_name="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
+from gradio_client import Client, handle_file
+result = Client(f"http://127.0.0.1:{{port}}/", verbose=False).predict(handle_file({song!r}), api_name="/predict")
+answered = time.time()
+demo.close()
+loaded = [name for name in ("torch", "torchaudio", "peft", "accelerate", "datasets") if sys.modules.get(name) is not None]
+print(json.dumps({{"answered": answered, "loaded": loaded, "backends": [c.backend for c in classifiers.values()],
+                   "label": result[0]}}))
+"""
+
+
+def serve_and_ask(models: list[Path], song: Path, backend: str, blocked: tuple[str, ...]) -> dict:
+    """Start app.py's demo in a fresh process (`blocked` packages made unimportable), send one gradio_client
+    request; returns what the process reports, with `first_answer_s` from process start to the answer."""
+    import time
+
+    script = APP_SCRIPT.format(blocked=blocked, tests=str(Path(__file__).parent), models=[str(m) for m in models],
+                               backend=backend, song=str(song))
+    start = time.time()
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    report["first_answer_s"] = report["answered"] - start
+    return report
+
+
+def test_the_app_answers_without_torch(exported, song):
+    report = serve_and_ask([exported["vit_hybrid"], exported["ast_dora"]], song, "auto", NOT_INSTALLED)
+    assert report["loaded"] == [] and report["backends"] == ["openvino", "openvino"]
+    assert report["label"]["label"]  # the genre the app shows
