@@ -56,6 +56,9 @@ SPEC = ModelSpec(
     hf_model_type=ASTConfig.model_type,
     load_model_class=_model_class,
     torch_free_feature_extractor=feature_settings,
+    # int8 (NNCF) leaves the patch projection (the raw spectrogram in) and the classifier head (the logits out) in
+    # fp32: the two layers whose rounding every window's answer feels most, a few percent of the compute.
+    int8_ignored_patterns=(r".*patch_embeddings.*", r".*classifier.*", r"logits"),
     build_model=build_ast_dora,
     build_feature_extractor=build_feature_extractor,
     default_feature_extractor=ASTFeatureExtractor,  # the AudioSet checkpoints' settings are the class defaults

@@ -55,6 +55,9 @@ SPEC = ModelSpec(
     display_name="ViT-hybrid",
     hf_model_type=GenreViTHybridConfig.model_type,
     load_model_class=model_class,
+    # int8 (NNCF) leaves the patch projection (the raw spectrogram in) and the classifier head (the logits out) in
+    # fp32: the two layers whose rounding every window's answer feels most, a few percent of the compute.
+    int8_ignored_patterns=(r".*patch_embeddings.*", r".*classifier.*", r"logits"),
     build_model=build_model,
     build_feature_extractor=build_feature_extractor,
     default_feature_extractor=GenreViTHybridFeatureExtractor,
