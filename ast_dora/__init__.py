@@ -3,7 +3,12 @@
 Importing the package registers the ViT-hybrid with transformers' Auto classes.
 """
 
-from .models.genre_vit_hybrid import TORCH_INSTALLED, GenreViTHybridConfig, GenreViTHybridFeatureExtractor, register_auto_classes
+from .models.genre_vit_hybrid import (
+    TORCH_INSTALLED,
+    GenreViTHybridConfig,
+    GenreViTHybridFeatureExtractor,
+    register_auto_classes,
+)
 
 if TORCH_INSTALLED:  # without torch (song analysis on an exported model): config and feature extractor only
     from .models.genre_vit_hybrid import GenreViTHybridForAudioClassification, GenreViTHybridModel

@@ -50,17 +50,17 @@ import numpy as np
 import torch
 
 from .backends import (
-    OPENVINO_FP32_FILE,
-    OPENVINO_INT8_FILE,
-    OPENVINO_SUBFOLDER,
-    OpenVinoRunner,
     ONNX_FP32_FILE,
     ONNX_INPUT,
     ONNX_INT8_FILE,
     ONNX_OUTPUT,
     ONNX_RECORD_FILE,
     ONNX_SUBFOLDER,
+    OPENVINO_FP32_FILE,
+    OPENVINO_INT8_FILE,
+    OPENVINO_SUBFOLDER,
     OnnxRunner,
+    OpenVinoRunner,
     TorchRunner,
     weights_fingerprint,
 )
@@ -382,7 +382,7 @@ def check_on_split(model_dir: str | os.PathLike, config_path: str | os.PathLike,
     """Each exported file of `model_dir` (ONNX and OpenVINO, as their backends load them) against PyTorch fp32
     on `split` of the run config's data: window top-1 agreement, largest probability difference, window/track
     accuracy of both."""
-    from .backends import _PRECISIONS, _SUBFOLDERS, _LOADERS
+    from .backends import _LOADERS, _PRECISIONS, _SUBFOLDERS
 
     model_dir = Path(model_dir)
     dataset, config = _split_windows(model_dir, config_path, split)

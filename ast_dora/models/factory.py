@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from transformers import AutoConfig, AutoFeatureExtractor, SequenceFeatureExtractor

@@ -26,7 +26,9 @@ def _config_fields(model_args) -> dict:
 
 
 def model_class():
-    from .modeling_genre_vit_hybrid import GenreViTHybridForAudioClassification  # torch: only when a model is built
+    from .modeling_genre_vit_hybrid import (
+        GenreViTHybridForAudioClassification,  # torch: only when a model is built
+    )
 
     return GenreViTHybridForAudioClassification
 
