@@ -13,8 +13,10 @@ Results stream: the genre, the summary and the timeline appear after the first b
 as the rest arrive (the summary counts the windows done); API clients get the complete result.
 
 Settings (flag or environment variable): `--backend` / `GENRE_BACKEND` (`torch`; `onnx` for ONNX Runtime on the
-model's `onnx/` export, int8 when there is one: `python -m ast_dora.export onnx OUTPUT_DIR --quantize int8`; default
-`auto`: onnx for models with an export, torch for the others, see README "ONNX Runtime backend"), `--max_seconds` / `GENRE_MAX_SECONDS` (longest song accepted,
+model's `onnx/` export, int8 when there is one: `python -m ast_dora.export onnx OUTPUT_DIR --quantize int8`;
+`openvino` for OpenVINO on its `openvino/` export: `python -m ast_dora.export openvino OUTPUT_DIR --quantize int8`;
+default `auto`: the fastest export each model has, openvino int8 then onnx int8, torch for one without, see README
+"OpenVINO backend"; with exported models only, the app runs without torch installed), `--max_seconds` / `GENRE_MAX_SECONDS` (longest song accepted,
 default 600), `--max_file_size` / `GENRE_MAX_FILE_SIZE` (upload limit, default 50mb), `--examples_dir` /
 `GENRE_EXAMPLES_DIR` (where example clips are generated), `--no_bf16` / `GENRE_BF16=0`.
 
@@ -49,8 +51,8 @@ DEFAULT_MAX_FILE_SIZE = "50mb"
 TOP_CLASSES = 5
 EXAMPLE_GENRES = ("rock", "classical", "hiphop", "jazz")
 EXAMPLE_SECONDS = 12.0
-# ONNX Runtime int8 where a model has an export: faster than PyTorch for both models on the CPUs measured, same
-# answers on the smoke test splits (README, "ONNX Runtime backend"); PyTorch for a model without an export.
+# The fastest export a model has (OpenVINO int8, then ONNX Runtime int8; README, "OpenVINO backend"), falling back
+# to the next when one does not load on this CPU; PyTorch for a model without an export.
 DEFAULT_BACKEND = "auto"
 # Hugging Face sets this variable on ZeroGPU hardware, where a GPU is attached only while a function decorated with
 # `spaces.GPU` runs; the `spaces` package defers the models' move to `cuda` at startup until then.
@@ -252,7 +254,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Keep fp32 even where the CPU has native bf16.")
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default=os.environ.get("GENRE_BACKEND", DEFAULT_BACKEND),
                         help="What runs the models: torch; onnx (ONNX Runtime on each model's onnx/ export, int8 "
-                        "when present); auto: onnx for the models that have an export, torch for the others. "
+                        "when present); openvino (OpenVINO on its openvino/ export, int8 when present); auto: the "
+                        "fastest export each model has (openvino int8, onnx int8, ...), torch for the others. "
                         f"Default: $GENRE_BACKEND or {DEFAULT_BACKEND}.")
     args = parser.parse_args(argv)
     if args.backend not in BACKEND_CHOICES:  # a default from $GENRE_BACKEND is not checked by `choices`

@@ -4,12 +4,14 @@ Importing the package registers the ViT-hybrid with transformers' Auto classes.
 """
 
 from .models.genre_vit_hybrid import (
+    TORCH_INSTALLED,
     GenreViTHybridConfig,
     GenreViTHybridFeatureExtractor,
-    GenreViTHybridForAudioClassification,
-    GenreViTHybridModel,
     register_auto_classes,
 )
+
+if TORCH_INSTALLED:  # without torch (song analysis on an exported model): config and feature extractor only
+    from .models.genre_vit_hybrid import GenreViTHybridForAudioClassification, GenreViTHybridModel
 
 register_auto_classes()
 

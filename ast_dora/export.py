@@ -1,8 +1,10 @@
-"""Export a trained model to ONNX, quantize it to int8, and measure what that changes.
+"""Export a trained model to ONNX or OpenVINO, quantize it to int8, and measure what that changes.
 
     python -m ast_dora.export onnx OUTPUT_DIR                              # OUTPUT_DIR/onnx/model.onnx (fp32)
     python -m ast_dora.export onnx OUTPUT_DIR --quantize int8              # + onnx/model_quantized.onnx
     python -m ast_dora.export onnx OUTPUT_DIR --quantize int8 --check configs/smoke_vit_hybrid.yaml
+    python -m ast_dora.export openvino OUTPUT_DIR --quantize int8 --calibration configs/smoke_vit_hybrid.yaml
+                                                 # OUTPUT_DIR/openvino/openvino_model.xml/.bin (+ _int8.xml/.bin)
 
 OUTPUT_DIR is a model folder of this project (a training run's `output_dir`, either model kind; an AST-DoRA
 model is exported merged, as `load_trained_model` loads it). The export writes the Hub's ONNX layout (`onnx/`
@@ -19,6 +21,14 @@ model was trained with, so the same data, split seed and windows; data paths rel
 directory), the top-1 agreement of each ONNX file with PyTorch fp32 over the windows, the largest difference of
 any window's probabilities, and window and track accuracies of both. The exit status is 1 if a file agrees on
 fewer than `--min_agreement` (default 0.99) of the windows.
+
+`openvino` converts the same fp32 ONNX graph (made in a temporary folder; `onnx/` is left as it is) with
+`openvino.convert_model` and saves the IR in optimum-intel's names, `openvino/openvino_model.xml` + `.bin`
+(fp32 weights); `--quantize int8` adds `openvino_model_int8.xml` + `.bin`, NNCF post-training quantization
+(`nncf.quantize`, `ModelType.TRANSFORMER`: int8 weights and activations, scales from calibration) on
+`--calibration_windows` windows (default 300) of the training split of `--calibration CONFIG` (the config the
+model was trained with), else of generated music. `openvino/export.json` records the same as the onnx one
+(sha256 of the source weights, checks, and the calibration data); `--check CONFIG` works the same.
 
 The exporter is `torch.onnx.export` (the TorchScript-based one, `dynamo=False`): Hugging Face `optimum`'s ONNX
 exporter only knows transformers' own architectures, not these remote-code models, and its releases pin
@@ -46,7 +56,11 @@ from .backends import (
     ONNX_OUTPUT,
     ONNX_RECORD_FILE,
     ONNX_SUBFOLDER,
+    OPENVINO_FP32_FILE,
+    OPENVINO_INT8_FILE,
+    OPENVINO_SUBFOLDER,
     OnnxRunner,
+    OpenVinoRunner,
     TorchRunner,
     weights_fingerprint,
 )
@@ -63,6 +77,7 @@ QUANTIZED_OPERATORS = ("MatMul", "Gemm")
 CHECK_WINDOWS = 3  # windows of generated music each export is checked on (a batch size other than the example's)
 EXAMPLE_BATCH = 2
 DEFAULT_MIN_AGREEMENT = 0.99
+CALIBRATION_WINDOWS = 300  # windows NNCF computes activation ranges on (its default subset size)
 
 
 class ExportError(ValueError):
@@ -158,7 +173,7 @@ def export_onnx(model_dir: str | os.PathLike, quantize: str | None = None, opset
     model, feature_extractor = load_trained_model(str(model_dir))
     classifier = GenreClassifier(model, feature_extractor, bf16=False, device="cpu")
     windows = generated_windows(classifier.sampling_rate, classifier.window, EXAMPLE_BATCH + check_windows)
-    example = classifier.features(windows[:EXAMPLE_BATCH])
+    example = torch.from_numpy(classifier.features(windows[:EXAMPLE_BATCH]))
     check_inputs = classifier.features(windows[EXAMPLE_BATCH:])
     reference = classifier.runner(check_inputs)
 
@@ -204,6 +219,123 @@ def export_onnx(model_dir: str | os.PathLike, quantize: str | None = None, opset
     return record
 
 
+def _quantize_openvino(ov_model, calibration: np.ndarray, ignored_patterns: tuple[str, ...] = ()):
+    """NNCF post-training int8 of an OpenVINO model: activation ranges from `calibration` input_values (one
+    window per calibration item, so `subset_size` counts windows)."""
+    import nncf
+
+    dataset = nncf.Dataset([window[None] for window in calibration])
+    options = {}
+    if ignored_patterns:
+        options["ignored_scope"] = nncf.IgnoredScope(patterns=list(ignored_patterns), validate=False)
+    return nncf.quantize(ov_model, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration),
+                         **options)
+
+
+def calibration_inputs(classifier, config_path: str | os.PathLike | None, windows: int,
+                       model_dir: Path | None = None) -> tuple[np.ndarray, str]:
+    """`windows` input_values for int8 calibration, with a line saying where they come from: spread over the
+    training split of the run config `config_path`, else generated music."""
+    if config_path is None:
+        waves = generated_windows(classifier.sampling_rate, classifier.window, windows, seed=1)
+        return classifier.features(waves), f"{windows} windows of generated music"
+    dataset, _ = _split_windows(model_dir, config_path, "train")
+    picked = np.unique(np.linspace(0, len(dataset) - 1, num=min(windows, len(dataset))).round().astype(int))
+    inputs = np.asarray(dataset.select(picked.tolist()).with_format("numpy")["input_values"], dtype=np.float32)
+    return inputs, f"{len(picked)} windows of the train split of {config_path}"
+
+
+def export_openvino(model_dir: str | os.PathLike, quantize: str | None = None,
+                    calibration: str | os.PathLike | None = None, calibration_windows: int = CALIBRATION_WINDOWS,
+                    opset: int = OPSET, check_windows: int = CHECK_WINDOWS) -> dict:
+    """Write `model_dir/openvino/` (fp32 IR, plus NNCF int8 with `quantize="int8"`) and `export.json`; returns
+    that record. Each IR is run on `check_windows` windows of generated music against PyTorch fp32."""
+    import tempfile
+
+    import openvino as ov
+
+    from .inference import GenreClassifier
+
+    model_dir = Path(model_dir)
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ExportError(f"--quantize {quantize!r} is not one of {', '.join(QUANTIZATIONS)}.")
+    if calibration is not None and quantize is None:
+        raise ExportError("--calibration only makes sense with --quantize int8.")
+    if not (model_dir / "config.json").is_file():
+        raise ExportError(f"{model_dir} has no config.json: give the output_dir of a training run (a saved model folder).")
+    if calibration_windows < 1:
+        raise ExportError(f"--calibration_windows must be at least 1, got {calibration_windows}.")
+    start = time.perf_counter()
+    model, feature_extractor = load_trained_model(str(model_dir))
+    classifier = GenreClassifier(model, feature_extractor, bf16=False, device="cpu")
+    windows = generated_windows(classifier.sampling_rate, classifier.window, EXAMPLE_BATCH + check_windows)
+    example = torch.from_numpy(classifier.features(windows[:EXAMPLE_BATCH]))
+    check_inputs = classifier.features(windows[EXAMPLE_BATCH:])
+    reference = classifier.runner(check_inputs)
+
+    ov_dir = model_dir / OPENVINO_SUBFOLDER
+    ov_dir.mkdir(exist_ok=True)
+    fp32_path, int8_path = ov_dir / OPENVINO_FP32_FILE, ov_dir / OPENVINO_INT8_FILE
+    with tempfile.TemporaryDirectory(prefix="ov_export_") as tmp:
+        onnx_path = Path(tmp) / ONNX_FP32_FILE
+        export_fp32(classifier.model, example, onnx_path, opset)
+        ov_model = ov.convert_model(str(onnx_path))
+    _save_ir(ov_model, fp32_path)
+    convert_seconds = time.perf_counter() - start
+    written, calibration_record = [fp32_path], None
+    if quantize == "int8":
+        tick = time.perf_counter()
+        inputs, source = calibration_inputs(classifier, calibration, calibration_windows, model_dir)
+        _save_ir(_quantize_openvino(ov_model, inputs, classifier.spec.int8_ignored_patterns), int8_path)
+        written.append(int8_path)
+        calibration_record = {"data": source, "windows": int(len(inputs)),
+                              "ignored_patterns": list(classifier.spec.int8_ignored_patterns),
+                              "calibration_s": round(time.perf_counter() - tick, 2)}
+    else:
+        for stale in (int8_path, int8_path.with_suffix(".bin")):
+            if stale.exists():  # never beside this export: the backend would prefer it
+                stale.unlink()
+                logger.info("removed %s (from an earlier export)", stale)
+
+    files = {}
+    for path in written:
+        runner = OpenVinoRunner(path, classifier.config, bf16=False)
+        files[path.name] = {
+            "precision": runner.precision,
+            "megabytes": round((path.stat().st_size + path.with_suffix(".bin").stat().st_size) / 1e6, 2),
+            "check": compare_logits(reference, runner(check_inputs)),
+        }
+    import nncf
+
+    record = {
+        "model_type": classifier.model_type,
+        "opset": opset,
+        "exporter": "torch.onnx.export (TorchScript, dynamo=False), then openvino.convert_model",
+        "input": {"name": ONNX_INPUT, "shape": ["batch", *example.shape[1:]], "dtype": "float32"},
+        "output": {"name": ONNX_OUTPUT, "shape": ["batch", classifier.config.num_labels]},
+        "quantization": {"method": "nncf.quantize", "model_type": "TRANSFORMER", "calibration": calibration_record}
+        if quantize else None,
+        "versions": {"torch": torch.__version__, "openvino": ov.__version__, "nncf": nncf.__version__},
+        "source_weights": weights_fingerprint(model_dir),
+        "check": f"{check_windows} windows of generated music, against PyTorch fp32 (OpenVINO in fp32)",
+        "files": files,
+        "convert_s": round(convert_seconds, 2),
+        "export_s": round(time.perf_counter() - start, 2),
+    }
+    (ov_dir / ONNX_RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def _save_ir(ov_model, path: Path) -> None:
+    """`ov.save_model` with fp32 weights (its default compresses them to fp16), via a temporary name."""
+    import openvino as ov
+
+    tmp = path.with_name(path.stem + ".tmp.xml")
+    ov.save_model(ov_model, str(tmp), compress_to_fp16=False)
+    tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
+    tmp.replace(path)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # accuracy on a data split
 # --------------------------------------------------------------------------------------------------------------
@@ -219,11 +351,8 @@ def _accuracies(probabilities: np.ndarray, labels: np.ndarray, track_ids: list[s
     }
 
 
-def check_on_split(model_dir: str | os.PathLike, config_path: str | os.PathLike, split: str = "test",
-                   precisions: tuple[str, ...] | None = None, batch_size: int = 16) -> dict:
-    """Each ONNX file of `model_dir` (as the onnx backend loads it) against PyTorch fp32 on `split` of the run
-    config's data: window top-1 agreement, largest probability difference, window/track accuracy of both."""
-    from .backends import ONNX_PRECISIONS, load_onnx_runner
+def _split_windows(model_dir: str | os.PathLike, config_path: str | os.PathLike, split: str):
+    """(`split` of the run config's data as the model's feature extractor makes it, the model's config)."""
     from .config import parse_config
     from .data import build_datasets
     from .models import spec_for_config
@@ -244,18 +373,33 @@ def check_on_split(model_dir: str | os.PathLike, config_path: str | os.PathLike,
     if saved_splits.is_file() and sorted(json.loads(saved_splits.read_text()).get(split, [])) != sorted(data.splits[split]):
         logger.warning("The %s split of %s differs from the one in %s: is it the config the model was trained with?",
                        split, config_path, saved_splits)
-    dataset = data.datasets[split]
+    return data.datasets[split], config
+
+
+def check_on_split(model_dir: str | os.PathLike, config_path: str | os.PathLike, split: str = "test",
+                   precisions: tuple[str, ...] | None = None, batch_size: int = 16,
+                   formats: tuple[str, ...] = ("onnx", "openvino")) -> dict:
+    """Each exported file of `model_dir` (ONNX and OpenVINO, as their backends load them) against PyTorch fp32
+    on `split` of the run config's data: window top-1 agreement, largest probability difference, window/track
+    accuracy of both."""
+    from .backends import _LOADERS, _PRECISIONS, _SUBFOLDERS
+
+    model_dir = Path(model_dir)
+    dataset, config = _split_windows(model_dir, config_path, split)
     labels = np.asarray(dataset["labels"])
     track_ids = list(dataset["track_id"])
 
     model, _ = load_trained_model(str(model_dir))
     runners = {"torch fp32": TorchRunner(model, device="cpu", bf16=False)}
-    available = [p for p in ONNX_PRECISIONS if (model_dir / ONNX_SUBFOLDER / ONNX_PRECISIONS[p]).is_file()]
-    for precision in precisions or available:
-        runners[f"onnx {precision}"] = load_onnx_runner(str(model_dir), config, precision=precision)
+    for export_format in formats:
+        files = _PRECISIONS[export_format]
+        available = [p for p in files if (model_dir / _SUBFOLDERS[export_format] / files[p]).is_file()]
+        for precision in (p for p in (precisions or available) if p in available):
+            runners[f"{export_format} {precision}"] = _LOADERS[export_format](str(model_dir), config,
+                                                                              precision=precision)
     logits = {name: [] for name in runners}
     for first in range(0, len(dataset), batch_size):
-        input_values = dataset[first : first + batch_size]["input_values"].float()
+        input_values = np.asarray(dataset[first : first + batch_size]["input_values"], dtype=np.float32)
         for name, runner in runners.items():
             logits[name].append(runner(input_values))
     logits = {name: np.concatenate(parts) for name, parts in logits.items()}
@@ -283,9 +427,12 @@ def check_on_split(model_dir: str | os.PathLike, config_path: str | os.PathLike,
 # --------------------------------------------------------------------------------------------------------------
 
 
-def format_export(record: dict, model_dir: Path) -> str:
-    lines = [f"exported {model_dir} ({record['model_type']}) to {model_dir / ONNX_SUBFOLDER}/ in {record['export_s']:.1f} s "
+def format_export(record: dict, model_dir: Path, subfolder: str = ONNX_SUBFOLDER) -> str:
+    lines = [f"exported {model_dir} ({record['model_type']}) to {model_dir / subfolder}/ in {record['export_s']:.1f} s "
              f"(opset {record['opset']}, input {record['input']['shape']})"]
+    calibration = (record.get("quantization") or {}).get("calibration")
+    if calibration:
+        lines.append(f"  int8 calibrated on {calibration['data']} in {calibration['calibration_s']:.1f} s")
     for name, info in record["files"].items():
         c = info["check"]
         lines.append(
@@ -304,7 +451,7 @@ def format_check(result: dict) -> str:
     lines = [f"check on the {result['split']} split of {result['config']}: {result['windows']} windows of "
              f"{result['tracks']} tracks", f"  torch fp32: {accuracies(result['torch fp32'])}"]
     for name, r in result.items():
-        if name.startswith("onnx "):
+        if name.startswith(("onnx ", "openvino ")):
             lines.append(
                 f"  {name} ({r['file']}): top-1 agreement with torch fp32 {r['top1_agreement']:.2%} of windows, max "
                 f"|probability difference| {r['max_probability_difference']:.4f}; {accuracies(r)}"
@@ -317,19 +464,30 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
-    onnx_parser = sub.add_parser("onnx", help="ONNX (for ONNX Runtime): OUTPUT_DIR/onnx/model.onnx [+ model_quantized.onnx]")
-    onnx_parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="A saved model folder (a training run's output_dir).")
-    onnx_parser.add_argument("--quantize", choices=QUANTIZATIONS, default=None,
-                             help="Also write onnx/model_quantized.onnx (int8 MatMul/Gemm weights).")
-    onnx_parser.add_argument("--check", default=None, metavar="CONFIG",
-                             help="A run config (YAML): measure agreement and accuracies on its data's --split.")
-    onnx_parser.add_argument("--split", default="test", help="Split of --check's data (default test).")
-    onnx_parser.add_argument("--min_agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
-                             help="With --check: exit 1 if an ONNX file agrees with PyTorch fp32 on fewer windows "
-                             "than this fraction (default 0.99).")
-    onnx_parser.add_argument("--no_export", action="store_true",
-                             help="With --check: check the files already in OUTPUT_DIR/onnx instead of exporting.")
-    onnx_parser.add_argument("--json", default=None, metavar="OUT", help="Write the export record (and the check) here.")
+    for export_format, text in (
+        ("onnx", "ONNX (for ONNX Runtime): OUTPUT_DIR/onnx/model.onnx [+ model_quantized.onnx]"),
+        ("openvino", "OpenVINO IR: OUTPUT_DIR/openvino/openvino_model.xml/.bin [+ openvino_model_int8.xml/.bin]"),
+    ):
+        p = sub.add_parser(export_format, help=text)
+        p.add_argument("output_dir", metavar="OUTPUT_DIR", help="A saved model folder (a training run's output_dir).")
+        p.add_argument("--quantize", choices=QUANTIZATIONS, default=None,
+                       help="Also write the int8 file: onnx/model_quantized.onnx (dynamic int8 MatMul/Gemm weights); "
+                       "openvino/openvino_model_int8.xml (NNCF post-training int8, calibrated).")
+        if export_format == "openvino":
+            p.add_argument("--calibration", default=None, metavar="CONFIG",
+                           help="The run config the model was trained with: calibrate int8 on its train split "
+                           "(default: generated music).")
+            p.add_argument("--calibration_windows", type=int, default=CALIBRATION_WINDOWS,
+                           help=f"Windows to calibrate on (default {CALIBRATION_WINDOWS}).")
+        p.add_argument("--check", default=None, metavar="CONFIG",
+                       help="A run config (YAML): measure agreement and accuracies on its data's --split.")
+        p.add_argument("--split", default="test", help="Split of --check's data (default test).")
+        p.add_argument("--min_agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
+                       help="With --check: exit 1 if an exported file agrees with PyTorch fp32 on fewer windows "
+                       "than this fraction (default 0.99).")
+        p.add_argument("--no_export", action="store_true",
+                       help=f"With --check: check the files already in OUTPUT_DIR/{export_format} instead of exporting.")
+        p.add_argument("--json", default=None, metavar="OUT", help="Write the export record (and the check) here.")
     return parser
 
 
@@ -340,12 +498,17 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {}
     try:
         if not args.no_export:
-            result["export"] = export_onnx(model_dir, quantize=args.quantize)
-            print(format_export(result["export"], model_dir))
+            if args.format == "openvino":
+                result["export"] = export_openvino(model_dir, quantize=args.quantize, calibration=args.calibration,
+                                                   calibration_windows=args.calibration_windows)
+                print(format_export(result["export"], model_dir, OPENVINO_SUBFOLDER))
+            else:
+                result["export"] = export_onnx(model_dir, quantize=args.quantize)
+                print(format_export(result["export"], model_dir))
         elif not args.check:
             raise ExportError("--no_export only makes sense with --check CONFIG.")
         if args.check:
-            result["check"] = check_on_split(model_dir, args.check, split=args.split)
+            result["check"] = check_on_split(model_dir, args.check, split=args.split, formats=(args.format,))
             print(format_check(result["check"]))
     except (ExportError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -354,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     if args.check:
         low = {name: r["top1_agreement"] for name, r in result["check"].items()
-               if name.startswith("onnx ") and r["top1_agreement"] < args.min_agreement}
+               if name.startswith(("onnx ", "openvino ")) and r["top1_agreement"] < args.min_agreement}
         if low:
             print(f"FAILED: top-1 agreement below {args.min_agreement:.2%}: "
                   + ", ".join(f"{name} {value:.2%}" for name, value in low.items()), file=sys.stderr)

@@ -22,6 +22,7 @@ import argparse
 import importlib.metadata
 import json
 import logging
+import re
 import shutil
 import sys
 import tempfile
@@ -31,7 +32,13 @@ from typing import Any
 import yaml
 from huggingface_hub import HfApi, SpaceCard, SpaceCardData
 
-from .backends import ONNX_RECORD_FILE, ONNX_SUBFOLDER, BackendError, check_export_is_current
+from .backends import (
+    ONNX_RECORD_FILE,
+    ONNX_SUBFOLDER,
+    OPENVINO_SUBFOLDER,
+    BackendError,
+    check_export_is_current,
+)
 from .config import public_config
 from .model_card import CARD_KINDS, RunRecords, build_model_card, looks_like_hub_id
 from .models.factory import ADAPTER_SUBFOLDER
@@ -58,6 +65,9 @@ HARDWARE_NOTES = {
     "cpu": "the free 2-core CPU (ONNX Runtime int8 for models with an `onnx/` export).",
     "zerogpu": "ZeroGPU: each analysis runs on a GPU slice inside `spaces.GPU` (PyTorch, bf16).",
 }
+# What a Space serving only exported models (onnx/ or openvino/ in every model repo) does not install: song
+# analysis there runs ONNX Runtime / OpenVINO with numpy features and PyAV decoding (README, "OpenVINO backend").
+TORCH_FREE_SKIPPED_REQUIREMENTS = ("torch", "torchaudio", "torchcodec", "peft", "accelerate", "datasets")
 
 
 class HubError(ValueError):
@@ -139,21 +149,26 @@ def _check_loadable(folder: Path, kind: str, source: Path) -> None:
         )
 
 
+# The exported copies of a model a push uploads: subfolder -> the files of that export (besides export.json).
+EXPORT_FILE_PATTERNS = {ONNX_SUBFOLDER: ("*.onnx",), OPENVINO_SUBFOLDER: ("*.xml", "*.bin")}
+
+
 def _copy_onnx_export(output_dir: Path, folder: Path) -> None:
-    """`output_dir/onnx/` (the model exported merged, fp32 and int8) into the upload, if the run has one and it
-    was exported from the run's current weights."""
-    source = output_dir / ONNX_SUBFOLDER
-    onnx_files = sorted(source.glob("*.onnx")) if source.is_dir() else []
-    if not onnx_files:
-        return
-    try:
-        check_export_is_current(str(output_dir), str(onnx_files[0]))
-    except BackendError as error:
-        raise HubError(str(error)) from None
-    (folder / ONNX_SUBFOLDER).mkdir()
-    for path in [*onnx_files, source / ONNX_RECORD_FILE]:
-        if path.is_file():
-            _place(path, folder / ONNX_SUBFOLDER / path.name)
+    """`output_dir/onnx/` and `output_dir/openvino/` (the model exported merged, fp32 and int8) into the upload,
+    for each the run has, if it was exported from the run's current weights."""
+    for subfolder, patterns in EXPORT_FILE_PATTERNS.items():
+        source = output_dir / subfolder
+        files = sorted(p for pattern in patterns for p in source.glob(pattern)) if source.is_dir() else []
+        if not files:
+            continue
+        try:
+            check_export_is_current(str(output_dir), str(files[0]))
+        except BackendError as error:
+            raise HubError(str(error)) from None
+        (folder / subfolder).mkdir()
+        for path in [*files, source / ONNX_RECORD_FILE]:
+            if path.is_file():
+                _place(path, folder / subfolder / path.name)
 
 
 def build_upload_folder(
@@ -249,8 +264,36 @@ def push_run(
 # ----------------------------------------------------------------------------------------------------------
 
 
-def space_requirements(repo_root: Path) -> str:
-    """`requirements.txt` of the repo root if there is one, else pyproject's dependencies (minus gradio)."""
+def _requirement_name(line: str) -> str:
+    return re.split(r"[\[=<>!~;\s]", line.strip(), maxsplit=1)[0].lower()
+
+
+def space_requirements(repo_root: Path, torch_free: bool = False) -> str:
+    """`requirements.txt` of the repo root if there is one, else pyproject's dependencies (minus gradio); with
+    `torch_free`, without `TORCH_FREE_SKIPPED_REQUIREMENTS` (for a Space whose models all have an export)."""
+    text = _all_space_requirements(repo_root)
+    if not torch_free:
+        return text
+    kept = [line for line in text.splitlines()
+            if line.lstrip().startswith("#") or _requirement_name(line) not in TORCH_FREE_SKIPPED_REQUIREMENTS]
+    return ("# Torch-free: every model this Space serves has an ONNX or OpenVINO export, so "
+            f"{', '.join(TORCH_FREE_SKIPPED_REQUIREMENTS)} are left out (`python -m ast_dora.hub space`).\n"
+            + "\n".join(kept) + "\n")
+
+
+def model_has_export(model_id: str, token: str | None = None) -> bool:
+    """Whether the Hub model repo `model_id` holds an ONNX (`onnx/*.onnx`) or OpenVINO (`openvino/*.xml`) export."""
+    try:
+        files = HfApi(token=token).list_repo_files(model_id)
+    except Exception as error:  # noqa: BLE001 (offline, private, missing: then it cannot be counted on)
+        logger.warning("Could not list the files of %s (%s): keeping torch in the Space's requirements.", model_id,
+                       type(error).__name__)
+        return False
+    return any(f.startswith(f"{ONNX_SUBFOLDER}/") and f.endswith(".onnx") or
+               f.startswith(f"{OPENVINO_SUBFOLDER}/") and f.endswith(".xml") for f in files)
+
+
+def _all_space_requirements(repo_root: Path) -> str:
     if (repo_root / "requirements.txt").is_file():
         return (repo_root / "requirements.txt").read_text()
     pyproject = repo_root / "pyproject.toml"
@@ -277,10 +320,15 @@ def build_space_folder(
     title: str = "GTZAN music genre classifier",
     license: str = "apache-2.0",
     hardware: str = "cpu",
+    torch_free: bool | None = None,
 ) -> Path:
     """Write exactly what `push_space` uploads: app.py, requirements.txt, README.md (Space config header, with
     the hardware it suggests) and the `ast_dora` package app.py imports (so no remote code of the model repos
-    runs). No packages.txt: nothing comes from apt. `hardware="zerogpu"` adds `spaces` to the requirements."""
+    runs). No packages.txt: nothing comes from apt. `hardware="zerogpu"` adds `spaces` to the requirements.
+
+    `torch_free=None` writes torch-free requirements when every model has an export on the Hub
+    (`model_has_export`) and the hardware is a CPU, today's otherwise, and logs which; True / False decide it
+    (ZeroGPU runs the torch models, so it always keeps torch)."""
     folder, repo_root = Path(folder), Path(repo_root)
     flavor, extra_requirements = SPACE_HARDWARE[check_hardware(hardware)]
     if not model_ids:
@@ -294,7 +342,15 @@ def build_space_folder(
         raise HubError(f"{folder} is not empty: give a new or empty folder (it receives exactly what would be uploaded).")
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy2(repo_root / "app.py", folder / "app.py")
-    requirements = space_requirements(repo_root)
+    if hardware == "zerogpu":
+        if torch_free:
+            raise HubError("--hardware zerogpu runs the models in PyTorch on the GPU: it cannot be torch-free.")
+        torch_free = False
+    elif torch_free is None:
+        torch_free = all(model_has_export(model_id) for model_id in model_ids)
+    requirements = space_requirements(repo_root, torch_free=torch_free)
+    logger.info("requirements.txt %s", f"without {', '.join(TORCH_FREE_SKIPPED_REQUIREMENTS)}: every model has an "
+                "ONNX or OpenVINO export" if torch_free else "with torch")
     if extra_requirements:
         requirements += f"# {hardware} (python -m ast_dora.hub space --hardware {hardware})\n"
         requirements += "".join(f"{requirement}\n" for requirement in extra_requirements)
@@ -340,6 +396,7 @@ def push_space(
     title: str = "GTZAN music genre classifier",
     commit_message: str | None = None,
     hardware: str = "cpu",
+    torch_free: bool | None = None,
 ):
     """Create or update the Gradio Space `space_id` serving `model_ids` on `hardware` (`cpu` or `zerogpu`);
     returns the `CommitInfo`."""
@@ -347,7 +404,7 @@ def push_space(
     flavor = SPACE_HARDWARE[check_hardware(hardware)][0]
     with tempfile.TemporaryDirectory(prefix="ast_dora_space_") as tmp:
         folder = build_space_folder(Path(tmp) / "space", model_ids, repo_root=repo_root, title=title,
-                                    hardware=hardware)
+                                    hardware=hardware, torch_free=torch_free)
         repo_url = api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True,
                                    space_hardware=flavor)
         # create_repo's hardware applies to a new Space only; an existing one is switched explicitly (ZeroGPU
@@ -419,6 +476,9 @@ def _model_ids(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+_TORCH_FREE = {"auto": None, "yes": True, "no": False}
+
+
 def build_parser() -> argparse.ArgumentParser:
     # No abbreviations: `load --evaluate` passes unknown flags on to the run config, which has its own `--eval_*`.
     parser = argparse.ArgumentParser(prog="python -m ast_dora.hub", description=__doc__, allow_abbrev=False,
@@ -444,6 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
     space.add_argument("--title", default="GTZAN music genre classifier")
     space.add_argument("--app_dir", default=str(REPO_ROOT), help="Folder with app.py (default: the repo root).")
     space.add_argument("--private", action="store_true", default=None)
+    space.add_argument("--torch_free", choices=tuple(_TORCH_FREE), default="auto",
+                       help="requirements.txt without torch, torchaudio, peft, accelerate, datasets: auto (default) "
+                       "when every model has an ONNX or OpenVINO export on the Hub; yes; no.")
     space.add_argument("--token")
     space.add_argument("--hardware", choices=tuple(SPACE_HARDWARE), default="cpu",
                        help="cpu (default: the free 2-core CPU) or zerogpu (a GPU attached to each analysis; the "
@@ -483,13 +546,14 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "space":
             if args.dry_run:
                 folder = build_space_folder(args.dry_run, args.models, repo_root=args.app_dir, title=args.title,
-                                            hardware=args.hardware)
+                                            hardware=args.hardware, torch_free=_TORCH_FREE[args.torch_free])
                 print(f"Wrote the Space folder to {folder} (nothing uploaded); the Space variable "
                       f"{SPACE_MODELS_VARIABLE}={','.join(args.models)} and the hardware "
                       f"{SPACE_HARDWARE[args.hardware][0]} would be set.")
+                print((folder / "requirements.txt").read_text().splitlines()[0])
             else:
                 commit = push_space(args.repo_id, args.models, args.token, args.private, args.app_dir, args.title,
-                                    hardware=args.hardware)
+                                    hardware=args.hardware, torch_free=_TORCH_FREE[args.torch_free])
                 print(f"Space updated: {commit.commit_url}")
         else:
             from .models.factory import load_trained_model, model_type_of

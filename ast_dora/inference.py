@@ -19,13 +19,15 @@ Speed on CPU: the model is a plain transformers model (AST-DoRA adapters are mer
 `torch.inference_mode` and, where the CPU has native bf16 (AMX or AVX512-BF16; fp32 elsewhere, `bf16=False` to opt
 out), in bf16: the weights are cast once at load and the forward runs under bf16 autocast. Casting the weights
 beats autocast alone, which re-casts fp32 activations around every matmul (a large share of the model's time in
-profiles of both models on a CPU with AMX). Features are always computed in fp32, as in training. The AST
-feature extractor (kaldi fbank, one window per call) is replaced by a batched torch version computing the same
-numbers (`ASTFbankFeatures`).
+profiles of both models on a CPU with AMX). Features are always computed in fp32 numpy, as in training. The
+AST feature extractor (torchaudio's kaldi fbank, one window per call) is replaced by a batched numpy version
+computing the same numbers (`ASTFbankFeatures`).
 
-Backends: `from_pretrained(..., backend="onnx")` runs the model in ONNX Runtime instead (the int8 export when
-there is one; `python -m ast_dora.export onnx OUTPUT_DIR --quantize int8` writes it); windows, features and
-aggregation stay the same (`ast_dora.backends`).
+Backends: `from_pretrained(..., backend="onnx")` runs the model in ONNX Runtime instead, `backend="openvino"` in
+OpenVINO (the int8 export when there is one; `python -m ast_dora.export onnx|openvino OUTPUT_DIR --quantize
+int8` writes it), `backend="auto"` the fastest export present; windows, features and aggregation stay the same
+(`ast_dora.backends`). With an exported backend this module imports no torch: decoding (PyAV), resampling
+(PyAV), features (numpy) and the model (ONNX Runtime / OpenVINO) run in a process without PyTorch installed.
 
 Streaming: `analyse_iter` yields a partial `SongAnalysis` after each batch of windows (`windows_done` of
 `windows_total`), so a caller can show the genre and the timeline of the first windows while the rest run;
@@ -42,17 +44,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from .backends import BackendError, OnnxRunner, TorchRunner, load_onnx_runner, resolve_backend
-from .data.decode import AudioDecodeError, decode_audio
-from .data.features import extract_features
-from .data.windows import seconds_to_samples
-from .evaluation import softmax
-from .genre_classification.song_windows import aggregate_windows, place_windows, to_mono_float, window_batches
+from .backends import BackendError, TorchRunner, load_export_runner, resolve_backend
+from .genre_classification.audio_decoding import AudioDecodeError, decode_with_av, resample_with_av
+from .genre_classification.song_windows import (
+    aggregate_windows,
+    place_windows,
+    seconds_to_samples,
+    softmax,
+    to_mono_float,
+    window_batches,
+)
 from .hardware import cpu_has_fast_bf16
 from .models import spec_for_config
-from .models.factory import load_trained_config, load_trained_model, model_windows
+from .models.factory import load_trained_config, model_windows
 
 logger = logging.getLogger(__name__)
 
@@ -158,62 +163,96 @@ class SongAnalysis:
 
 # torchaudio's kaldi fbank as ASTFeatureExtractor calls it: 25-ms Hann ("hanning", symmetric) frames every 10 ms,
 # snip_edges, per-frame DC removal, pre-emphasis 0.97, 512-point FFT, power, kaldi mel bank 20 Hz..Nyquist, log.
-_KALDI_EPSILON = torch.finfo(torch.float32).eps
+_KALDI_EPSILON = float(np.finfo(np.float32).eps)
 _PREEMPHASIS = 0.97
+# Frames per block of the batched fbank: the block's frames and spectrum stay in cache.
+_FBANK_BLOCK = 1024
+
+
+def _mel(frequency: np.ndarray) -> np.ndarray:
+    return 1127.0 * np.log(1.0 + frequency / 700.0)
+
+
+def kaldi_mel_banks(num_bins: int, fft_length: int, sampling_rate: float, low_freq: float = 20.0,
+                    high_freq: float = 0.0) -> np.ndarray:
+    """Kaldi's triangular mel filters (`torchaudio.compliance.kaldi.get_mel_banks` without VTLN warping), in
+    numpy: (num_bins, fft_length // 2) float32, the FFT bins below Nyquist."""
+    nyquist = 0.5 * sampling_rate
+    if high_freq <= 0.0:
+        high_freq += nyquist
+    mel_low, mel_high = _mel(np.float64(low_freq)), _mel(np.float64(high_freq))
+    delta = (mel_high - mel_low) / (num_bins + 1)
+    left = mel_low + np.arange(num_bins, dtype=np.float64)[:, None] * delta
+    center, right = left + delta, left + 2 * delta
+    mel = _mel(sampling_rate / fft_length * np.arange(fft_length // 2, dtype=np.float64))[None, :]
+    up = (mel - left) / (center - left)
+    down = (right - mel) / (right - center)
+    return np.maximum(0.0, np.minimum(up, down)).astype(np.float32)
 
 
 class ASTFbankFeatures:
-    """`ASTFeatureExtractor(windows)["input_values"]` for a batch of equal-length windows in one pass.
+    """`ASTFeatureExtractor(windows)["input_values"]` (its torchaudio kaldi fbank) for a batch of equal-length
+    windows in one numpy pass.
 
-    `ASTFeatureExtractor` calls `torchaudio.compliance.kaldi.fbank` once per window; the same steps on all frames
-    of the batch at once give the same numbers (to fp32 rounding), faster. Checked against the extractor in tests/test_inference.py.
+    `ASTFeatureExtractor` calls `torchaudio.compliance.kaldi.fbank` once per window (with torchaudio installed;
+    without it, a numpy fbank that differs slightly). The same steps as torchaudio on all frames of the batch at
+    once, in numpy, give the same numbers (`tests/test_inference.py` states the tolerance) with no torch, so the
+    model's inputs are those it was trained on wherever it runs.
     """
 
     def __init__(self, feature_extractor):
-        from torchaudio.compliance.kaldi import get_mel_banks
-
         self.feature_extractor = feature_extractor
         sampling_rate = int(feature_extractor.sampling_rate)
         self.frame_length = int(sampling_rate * 0.025)
         self.frame_shift = int(sampling_rate * 0.010)
         self.fft_length = 1 << (self.frame_length - 1).bit_length()
-        mel_banks, _ = get_mel_banks(
-            feature_extractor.num_mel_bins, self.fft_length, float(sampling_rate), 20.0, 0.0, 100.0, -500.0, 1.0
-        )
+        mel_banks = kaldi_mel_banks(feature_extractor.num_mel_bins, self.fft_length, float(sampling_rate))
         # (fft_length // 2 + 1, num_mel_bins): the Nyquist bin gets no weight, as in kaldi.
-        self.mel_banks = torch.nn.functional.pad(mel_banks, (0, 1)).T.contiguous().float()
-        self.window = torch.hann_window(self.frame_length, periodic=False)
+        self.mel_banks = np.ascontiguousarray(np.pad(mel_banks, ((0, 0), (0, 1))).T)
+        # torch.hann_window(periodic=False): 0.5 - 0.5 cos(2 pi n / (N - 1))
+        n = np.arange(self.frame_length, dtype=np.float64)
+        self.window = (0.5 - 0.5 * np.cos(2 * np.pi * n / (self.frame_length - 1))).astype(np.float32)
 
     @staticmethod
     def supports(feature_extractor) -> bool:
+        """An `ASTFeatureExtractor`, or its saved settings where transformers' class needs torch."""
         from transformers import ASTFeatureExtractor
-        from transformers.utils import is_speech_available
 
-        # Without torchaudio the extractor computes numpy features that differ slightly; keep it then.
-        return type(feature_extractor) is ASTFeatureExtractor and is_speech_available()
+        name = ASTFeatureExtractor.__name__
+        return type(feature_extractor).__name__ == name or getattr(feature_extractor, "feature_extractor_type", None) == name
 
-    def __call__(self, windows: torch.Tensor) -> torch.Tensor:
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
         """(batch, samples) float32 -> (batch, max_length, num_mel_bins) float32."""
         fe = self.feature_extractor
+        windows = np.ascontiguousarray(windows, dtype=np.float32)
         batch, num_samples = windows.shape
         if num_samples < self.frame_length:
             raise ValueError(f"windows of {num_samples} samples are shorter than one {self.frame_length}-sample frame")
         num_frames = 1 + (num_samples - self.frame_length) // self.frame_shift
-        windows = windows.contiguous()
-        frames = windows.as_strided(
-            (batch, num_frames, self.frame_length), (windows.stride(0), self.frame_shift, 1)
-        )
-        frames = frames - frames.mean(dim=-1, keepdim=True)
-        # x[j] - 0.97 x[j - 1], the first sample against itself (kaldi's "replicate" edge)
-        previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
-        frames = (frames - _PREEMPHASIS * previous) * self.window
-        spectrum = torch.fft.rfft(frames, n=self.fft_length).abs().pow(2.0)
-        log_mel = torch.matmul(spectrum, self.mel_banks).clamp_min(_KALDI_EPSILON).log()
-        features = log_mel.new_zeros(batch, fe.max_length, log_mel.shape[-1])
         kept = min(num_frames, fe.max_length)
-        features[:, :kept] = log_mel[:, :kept]
+        item = windows.itemsize
+        frames = np.lib.stride_tricks.as_strided(
+            windows, (batch, kept, self.frame_length), (windows.strides[0], self.frame_shift * item, item),
+            writeable=False,
+        ).reshape(batch * kept, self.frame_length)
+        features = np.zeros((batch, fe.max_length, self.mel_banks.shape[1]), dtype=np.float32)
+        log_mel = features[:, :kept].reshape(batch * kept, -1) if kept == fe.max_length else None
+        out = np.empty((batch * kept, self.mel_banks.shape[1]), dtype=np.float32) if log_mel is None else log_mel
+        for start in range(0, len(frames), _FBANK_BLOCK):
+            block = frames[start : start + _FBANK_BLOCK]
+            block = block - block.mean(axis=-1, keepdims=True, dtype=np.float32)
+            # x[j] - 0.97 x[j - 1], the first sample against itself (kaldi's "replicate" edge)
+            emphasised = np.empty_like(block)
+            emphasised[:, 1:] = block[:, 1:] - _PREEMPHASIS * block[:, :-1]
+            emphasised[:, 0] = block[:, 0] - _PREEMPHASIS * block[:, 0]
+            emphasised *= self.window
+            spectrum = np.fft.rfft(emphasised, n=self.fft_length)
+            power = spectrum.real**2 + spectrum.imag**2
+            np.log(np.maximum(power @ self.mel_banks, _KALDI_EPSILON), out=out[start : start + len(block)])
+        if log_mel is None:
+            features[:, :kept] = out.reshape(batch, kept, -1)
         if fe.do_normalize:
-            features = (features - fe.mean) / (fe.std * 2)
+            features = (features - np.float32(fe.mean)) / np.float32(fe.std * 2)
         return features
 
 
@@ -232,11 +271,12 @@ def _to_mono_float(audio: np.ndarray) -> np.ndarray:
 
 
 def _resample(waveform: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    if source_rate == target_rate:
-        return waveform
-    import torchaudio.functional as F
+    """FFmpeg's resampler (PyAV), the one decoding files uses."""
+    return resample_with_av(waveform, int(source_rate), int(target_rate))
 
-    return F.resample(torch.from_numpy(waveform), int(source_rate), int(target_rate)).numpy()
+
+def _is_torch_tensor(value) -> bool:
+    return type(value).__module__.split(".")[0] == "torch"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -270,23 +310,23 @@ class GenreClassifier:
 
     def __init__(
         self,
-        model: torch.nn.Module | OnnxRunner,
+        model,
         feature_extractor,
         window_seconds: float | None = None,
         hop_seconds: float | None = None,
         batch_size: int | None = None,
         bf16: bool | None = None,
-        device: str | torch.device | None = None,
+        device=None,
         first_batch_size: int | None = None,
         min_seconds: float = MIN_SECONDS,
         max_seconds: float | None = None,
         name: str | None = None,
     ):
         # The model call is the backend's; everything else here is the same for every backend.
-        if isinstance(model, torch.nn.Module):
+        if not (hasattr(model, "backend") and hasattr(model, "describe")):  # a torch model, not a runner
             self.runner = TorchRunner(model, device, bf16)
         else:
-            if device is not None and torch.device(device) != model.device:
+            if device is not None and model.device != str(device):
                 raise BackendError(f"The {model.backend} backend runs on {model.device}, not {device}: leave device "
                                    "unset, or use backend='torch'.")
             self.runner = model
@@ -322,24 +362,32 @@ class GenreClassifier:
         """Load a model this project trained (local `output_dir` or Hub id; an adapter folder is merged).
 
         `backend="torch"` runs the transformers model; `backend="onnx"` runs its ONNX export in ONNX Runtime
-        (`onnx/model_quantized.onnx` when present, else `onnx/model.onnx`; `onnx_precision` "int8" / "fp32"
-        picks one; `threads` sizes its thread pool, default PyTorch's thread count) without loading the PyTorch
-        weights; `backend="auto"` is onnx for a model with an ONNX export, torch for one without. The windows come with the model (`window_seconds` in its preprocessor_config.json) unless given
-        here. `hub_kwargs` (revision, token, cache_dir) go to `from_pretrained`; `kwargs` to `__init__`.
+        (`onnx/model_quantized.onnx` when present, else `onnx/model.onnx`), `backend="openvino"` its OpenVINO
+        export (`openvino/openvino_model_int8.xml` when present, else `openvino/openvino_model.xml`), both without
+        loading the PyTorch weights or importing torch; `onnx_precision` "int8" / "fp32" picks one file of
+        either; `threads` sizes their thread pool (default: PyTorch's thread count, see `onnx_threads`).
+        `backend="auto"` takes the fastest export the model has (`ast_dora.backends.AUTO_ORDER`), falling back
+        to the next, with one log line, when one does not load on this CPU, and to torch when none does. The
+        windows come with the model (`window_seconds` in its preprocessor_config.json) unless given here.
+        `hub_kwargs` (revision, token, cache_dir) go to `from_pretrained`; `kwargs` to `__init__`.
         """
         path_or_id = str(path_or_id)
         hub_kwargs = hub_kwargs or {}
         kwargs.setdefault("name", path_or_id)
-        if resolve_backend(backend, path_or_id, **hub_kwargs) == "onnx":
+        if backend == "auto" or resolve_backend(backend, path_or_id, **hub_kwargs) != "torch":
             config, feature_extractor = load_trained_config(path_or_id, **hub_kwargs)
-            runner = load_onnx_runner(path_or_id, config, precision=onnx_precision, threads=threads, **hub_kwargs)
-            return cls(runner, feature_extractor, **kwargs)
+            runner = load_export_runner(backend if backend == "auto" else resolve_backend(backend, path_or_id),
+                                        path_or_id, config, precision=onnx_precision, threads=threads, **hub_kwargs)
+            if runner is not None:
+                return cls(runner, feature_extractor, **kwargs)
+        from .models.factory import load_trained_model
+
         model, feature_extractor = load_trained_model(path_or_id, **hub_kwargs)
         return cls(model, feature_extractor, **kwargs)
 
     @property
     def features_implementation(self) -> str:
-        """What computes the features: `ASTFbankFeatures` (batched torch) or the feature extractor's own class."""
+        """What computes the features: `ASTFbankFeatures` (batched numpy) or the feature extractor's own class."""
         return type(self._fast_ast_features or self.feature_extractor).__name__
 
     def __repr__(self) -> str:
@@ -351,13 +399,13 @@ class GenreClassifier:
 
     # ---- audio in ----
 
-    def load_audio(self, audio: str | os.PathLike | bytes | np.ndarray | torch.Tensor, sampling_rate: int | None = None) -> np.ndarray:
+    def load_audio(self, audio: str | os.PathLike | bytes | np.ndarray, sampling_rate: int | None = None) -> np.ndarray:
         """A path / file bytes (decoded by FFmpeg) or an array at `sampling_rate` -> mono float32 at the model's rate."""
         if isinstance(audio, (str, os.PathLike, bytes)):
             if isinstance(audio, (str, os.PathLike)) and not Path(audio).is_file():
                 raise NotAudioError(f"{audio}: no such file.")
             try:
-                return decode_audio(audio if isinstance(audio, bytes) else str(audio), self.sampling_rate).waveform
+                return decode_with_av(audio if isinstance(audio, bytes) else str(audio), self.sampling_rate)[0]
             except AudioDecodeError as error:
                 name = "the data" if isinstance(audio, bytes) else Path(audio).name
                 # FFmpeg names the full (often temporary) path; the file's name is what the user knows.
@@ -368,7 +416,7 @@ class GenreClassifier:
                 ) from error
         if sampling_rate is None:
             raise ValueError("An array needs its sampling_rate: analyse(waveform, sampling_rate=44100).")
-        if isinstance(audio, torch.Tensor):
+        if _is_torch_tensor(audio):
             audio = audio.detach().cpu().numpy()
         return _resample(_to_mono_float(audio), int(sampling_rate), self.sampling_rate)
 
@@ -393,24 +441,24 @@ class GenreClassifier:
 
     # ---- model ----
 
-    def features(self, windows: np.ndarray) -> torch.Tensor:
-        """(batch, window samples) float32 -> the model's `input_values` for those windows (always fp32)."""
-        # Features are computed exactly as in training, never under the model's bf16 autocast.
-        with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
-            if self._fast_ast_features is not None:
-                return self._fast_ast_features(torch.from_numpy(windows))
-            return torch.from_numpy(extract_features(self.feature_extractor, windows, self.sampling_rate))
+    def features(self, windows: np.ndarray) -> np.ndarray:
+        """(batch, window samples) float32 -> the model's `input_values` for those windows (float32 numpy)."""
+        # Features are computed exactly as in training, in fp32 numpy, never under the model's bf16 autocast.
+        if self._fast_ast_features is not None:
+            return self._fast_ast_features(windows)
+        output = self.feature_extractor(list(windows), sampling_rate=self.sampling_rate, return_tensors="np")
+        return np.asarray(output["input_values"], dtype=np.float32)
 
     def predict_windows(self, windows: np.ndarray) -> np.ndarray:
         """(batch, window samples) -> window probabilities (batch, num_labels), float64."""
         return self._probabilities(self.features(windows))
 
-    def _probabilities(self, input_values: torch.Tensor) -> np.ndarray:
+    def _probabilities(self, input_values: np.ndarray) -> np.ndarray:
         return softmax(self.runner(input_values))
 
     def analyse(
         self,
-        audio: str | os.PathLike | bytes | np.ndarray | torch.Tensor,
+        audio: str | os.PathLike | bytes | np.ndarray,
         sampling_rate: int | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> SongAnalysis:
@@ -434,7 +482,7 @@ class GenreClassifier:
 
     def analyse_iter(
         self,
-        audio: str | os.PathLike | bytes | np.ndarray | torch.Tensor,
+        audio: str | os.PathLike | bytes | np.ndarray,
         sampling_rate: int | None = None,
     ) -> Iterator[SongAnalysis]:
         """Classify a song batch by batch: yields a `SongAnalysis` of the windows done so far after every batch

@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="torch",
                         help="What runs the model: torch (default); onnx: ONNX Runtime on the model's onnx/ export "
                         "(int8 when present), written by `python -m ast_dora.export onnx MODEL_DIR --quantize int8`; "
-                        "auto: onnx if the model has an export, else torch.")
+                        "openvino: OpenVINO on its openvino/ export (`python -m ast_dora.export openvino MODEL_DIR "
+                        "--quantize int8`); auto: the fastest export the model has (openvino int8, onnx int8, ...), "
+                        "else torch.")
     parser.add_argument("--no_bf16", action="store_true", help="Keep fp32 even where the hardware has native bf16.")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available; onnx: cpu).")
     parser.add_argument("--revision", default=None, help="Hub revision of --model.")

@@ -55,6 +55,7 @@ class RecordingHubApi:
     Each call is bound to the real `HfApi` method's signature, so a wrong keyword fails here as it would there."""
 
     calls: list[tuple[str, dict]] = []
+    repo_files: dict[str, list[str]] = {}  # what `list_repo_files` answers, per repo
 
     def __init__(self, token=None, **kwargs):
         self.token = token
@@ -78,6 +79,9 @@ class RecordingHubApi:
 
     def request_space_hardware(self, *args, **kwargs):
         self._record("request_space_hardware", *args, **kwargs)
+    def list_repo_files(self, *args, **kwargs):
+        arguments = self._record("list_repo_files", *args, **kwargs)
+        return list(RecordingHubApi.repo_files.get(arguments["repo_id"], ["config.json", "model.safetensors"]))
 
     def upload_folder(self, *args, **kwargs):
         arguments = self._record("upload_folder", *args, **kwargs)
@@ -99,6 +103,7 @@ def fail_if_trainer_reaches_the_hub(*args, **kwargs):
 @pytest.fixture
 def fake_hub(monkeypatch):
     RecordingHubApi.calls = []
+    RecordingHubApi.repo_files = {}
     monkeypatch.setattr(hub, "HfApi", RecordingHubApi)
     return RecordingHubApi
 
@@ -646,6 +651,25 @@ def test_space_folder_app_decodes_mp3_without_system_ffmpeg(tmp_path):
     assert report["windows"] == 5 and abs(report["duration"] - 20.0) < 0.1 and report["genre"]
     wheel = Path(av.__file__).resolve().parent.parent
     assert report["ffmpeg"] and all(Path(lib).resolve().is_relative_to(wheel) for lib in report["ffmpeg"]), report
+
+
+def test_space_requirements_leave_torch_out_when_every_model_has_an_export(tmp_path, fake_hub, capsys):
+    fake_hub.repo_files = {"me/vit": ["config.json", "openvino/openvino_model_int8.xml", "openvino/openvino_model_int8.bin"],
+                           "me/ast": ["config.json", "onnx/model_quantized.onnx"], "me/plain": ["config.json"]}
+    assert hub.main(["space", "--repo_id", "me/s", "--models", "me/vit,me/ast", "--dry_run", str(tmp_path / "free")]) == 0
+    assert "Torch-free" in capsys.readouterr().out  # it says so
+    free = (tmp_path / "free" / "requirements.txt").read_text()
+    today = (REPO_ROOT / "requirements.txt").read_text()
+    names = {hub._requirement_name(line) for line in free.splitlines() if line.strip() and not line.startswith("#")}
+    assert names.isdisjoint({"torch", "torchaudio", "torchcodec", "peft", "accelerate", "datasets"})
+    assert {"transformers", "onnxruntime", "openvino", "numpy", "av", "huggingface_hub"} <= names
+    assert "torch==" in today and "peft" in today
+    # one model without an export: today's requirements, torch included
+    assert hub.main(["space", "--repo_id", "me/s", "--models", "me/vit,me/plain", "--dry_run", str(tmp_path / "t")]) == 0
+    assert (tmp_path / "t" / "requirements.txt").read_text() == today
+    assert hub.main(["space", "--repo_id", "me/s", "--models", "me/plain", "--torch_free", "yes",
+                     "--dry_run", str(tmp_path / "forced")]) == 0
+    assert (tmp_path / "forced" / "requirements.txt").read_text() == free
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -11,9 +11,12 @@ checkpoint is needed: latency depends on the architecture, not on the weights. W
     python -m ast_dora.bench song --model_type ast_dora
     python -m ast_dora.bench song --model runs/vit_hybrid --audio my_song.flac
     python -m ast_dora.bench song --model_type ast_dora --backend onnx --json /tmp/song_ast_onnx.json
+    python -m ast_dora.bench song --model_type ast_dora --backend openvino --json /tmp/song_ast_openvino.json
 
-`--backend onnx` runs the model in ONNX Runtime on its `onnx/` export (int8 when present; `--onnx_precision`
-picks one); with `--model_type` the random model is exported (fp32 and int8) to a temporary folder first.
+`--backend onnx` runs the model in ONNX Runtime on its `onnx/` export, `--backend openvino` in OpenVINO on its
+`openvino/` export (int8 when present; `--onnx_precision` picks one of either); with `--model_type` the random
+model is exported (fp32 and int8; OpenVINO's int8 calibrated on `--calibration_windows` windows of generated
+music) to a temporary folder first, and the export's seconds are reported (`export_s`).
 `first_result_s` is the time from the call to the first batch's probabilities (what the demo shows first), the
 median over the timed runs like `latency_s`.
 
@@ -36,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..backends import BACKENDS, ONNX_PRECISIONS
+from ..backends import BACKENDS, ONNX_PRECISIONS, OPENVINO_PRECISIONS
 from ..models import model_types
 from .flops import forward_flops_of_config
 from .peak import measure_matmul_peak
@@ -60,9 +63,14 @@ def add_arguments(parser) -> None:
                         help="Seconds between windows (default: the window length, as `predict` analyses songs).")
     parser.add_argument("--no_bf16", action="store_true", help="Keep fp32 even where the CPU has native bf16.")
     parser.add_argument("--backend", choices=BACKENDS, default="torch",
-                        help="torch (default) or onnx (ONNX Runtime on the model's onnx/ export).")
-    parser.add_argument("--onnx_precision", choices=("auto", *ONNX_PRECISIONS), default="auto",
-                        help="With --backend onnx: the int8 or fp32 file (default auto: int8 when present).")
+                        help="torch (default), onnx (ONNX Runtime on the model's onnx/ export) or openvino "
+                        "(OpenVINO on its openvino/ export).")
+    parser.add_argument("--onnx_precision", choices=("auto", *sorted(set(ONNX_PRECISIONS) | set(OPENVINO_PRECISIONS))),
+                        default="auto", help="With --backend onnx / openvino: the int8 or fp32 file (default auto: "
+                        "int8 when present).")
+    parser.add_argument("--calibration_windows", type=int, default=32,
+                        help="With --model_type and --backend openvino: windows of generated music the int8 export "
+                        "is calibrated on (default 32).")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, = cores).")
     parser.add_argument("--wait_idle", type=float, default=0.0, metavar="SECONDS",
                         help="On a shared machine: after the warm-up, wait up to SECONDS for the CPUs to be idle "
@@ -183,15 +191,19 @@ def wait_for_idle_cpus(timeout: float, idle: float = 0.9, quiet_seconds: int = 3
     return time.perf_counter() - start
 
 
-def _export_random_model(model_type: str, size: str, folder: Path) -> Path:
-    """Save a random model like a training run would and export it (fp32 and int8) to ONNX."""
-    from ..export import export_onnx
+def _export_random_model(model_type: str, size: str, folder: Path, backend: str = "onnx",
+                         calibration_windows: int = 32) -> Path:
+    """Save a random model like a training run would and export it (fp32 and int8) to ONNX or OpenVINO."""
+    from ..export import export_onnx, export_openvino
     from ..models.factory import save_trained_model
 
     model, feature_extractor = random_genre_model(model_type, size)
     save_trained_model(model, feature_extractor, folder)
     del model
-    export_onnx(folder, quantize="int8")
+    if backend == "openvino":
+        export_openvino(folder, quantize="int8", calibration_windows=calibration_windows)
+    else:
+        export_onnx(folder, quantize="int8")
     return folder
 
 
@@ -203,8 +215,8 @@ def run(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     options = dict(batch_size=args.batch_size, first_batch_size=args.first_batch_size, bf16=False if args.no_bf16 else None, hop_seconds=args.hop_seconds)
-    if args.backend == "onnx":
-        options.update(backend="onnx", onnx_precision=args.onnx_precision)
+    if args.backend in ("onnx", "openvino"):
+        options.update(backend=args.backend, onnx_precision=args.onnx_precision)
     workdir = tempfile.mkdtemp(prefix="bench_song_")
     try:
         export_seconds = None
@@ -212,12 +224,14 @@ def run(args) -> dict:
         if args.model:
             classifier = GenreClassifier.from_pretrained(args.model, **options)
             model_name = args.model
-        elif args.backend == "onnx":
-            _export_random_model(args.model_type, args.size, Path(workdir) / "model")
+        elif args.backend in ("onnx", "openvino"):
+            _export_random_model(args.model_type, args.size, Path(workdir) / "model", args.backend,
+                                 args.calibration_windows)
             export_seconds = time.perf_counter() - load_start
             load_start = time.perf_counter()
             classifier = GenreClassifier.from_pretrained(Path(workdir) / "model", **options)
-            model_name = f"random {args.model_type} ({args.size} size), exported to ONNX"
+            model_name = (f"random {args.model_type} ({args.size} size), exported to "
+                          f"{'ONNX' if args.backend == 'onnx' else 'OpenVINO'}")
         else:
             model, feature_extractor = random_genre_model(args.model_type, args.size)
             classifier = GenreClassifier(model, feature_extractor, **options)
@@ -278,12 +292,21 @@ def run(args) -> dict:
         # processes' load; the CPU time much less so (on idle cores, latency ~ cpu_s / threads at best).
         "cpu_s": timing["cpu_s"],
         "model_load_s": load_seconds,
-        "onnx_export_s": export_seconds,
+        "onnx_export_s": export_seconds if classifier.backend == "onnx" else None,
+        "export_s": export_seconds,
+        "calibration_windows": args.calibration_windows if export_seconds and classifier.backend == "openvino" else None,
         "onnxruntime": _onnxruntime_version() if classifier.backend == "onnx" else None,
+        "openvino": _openvino_version() if classifier.backend == "openvino" else None,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     print(format_table(results))
     return results
+
+
+def _openvino_version() -> str:
+    import openvino
+
+    return openvino.__version__
 
 
 def _onnxruntime_version() -> str:

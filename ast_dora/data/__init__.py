@@ -8,25 +8,29 @@
     data.splits    # track ids per split (also written to output_dir/splits.json)
 """
 
-from .arguments import SPLIT_PROTOCOLS, DataArguments
-from .augment import AugmentedFeatureTransform, WaveformAugmenter
-from .build import GenreData, build_datasets, column_values, window_counts
-from .decode import AudioDecodeError, DecodedAudio, decode_audio, encode_audio
-from .gtzan import GTZAN_GENRES
-from .sources import DataSourceError, TrackSource, load_source, scan_label_folder
-from .splits import make_splits
-from .windows import cut_windows, window_starts
+import importlib
 
-_SYNTHETIC = ("ensure_synthetic_gtzan", "generate_synthetic_gtzan", "synthesize_track")
+# Every name is imported from its module on first use: building data sets needs `datasets` and torch, while
+# decoding, windows and generated music (what song analysis and the demo's examples use) need neither, so a
+# process without them (song analysis on an exported model) can import those. It also keeps
+# `python -m ast_dora.data.synthetic` from finding its module already imported (runpy's warning).
+_HOMES = {
+    "arguments": ("SPLIT_PROTOCOLS", "DataArguments"),
+    "augment": ("AugmentedFeatureTransform", "WaveformAugmenter"),
+    "build": ("GenreData", "build_datasets", "column_values", "window_counts"),
+    "decode": ("AudioDecodeError", "DecodedAudio", "decode_audio", "encode_audio"),
+    "gtzan": ("GTZAN_GENRES",),
+    "sources": ("DataSourceError", "TrackSource", "load_source", "scan_label_folder"),
+    "splits": ("make_splits",),
+    "windows": ("cut_windows", "window_starts"),
+    "synthetic": ("ensure_synthetic_gtzan", "generate_synthetic_gtzan", "synthesize_track"),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 
 def __getattr__(name: str):
-    # Imported on first use, so that `python -m ast_dora.data.synthetic` does not find the module already
-    # imported by this package (runpy's "found in sys.modules" warning).
-    if name in _SYNTHETIC:
-        from . import synthetic
-
-        return getattr(synthetic, name)
+    if name in _HOME_OF:
+        return getattr(importlib.import_module(f".{_HOME_OF[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

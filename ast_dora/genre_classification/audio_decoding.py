@@ -92,3 +92,19 @@ def decode_with_av(source: str | os.PathLike | bytes, sampling_rate: int) -> tup
     if not np.all(np.isfinite(waveform)):
         raise AudioDecodeError("non-finite samples")
     return waveform, source_rate, source_channels or channels
+
+
+def resample_with_av(waveform: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """A mono float32 array from `source_rate` to `target_rate` with FFmpeg's libswresample (PyAV), the resampler
+    that decoding uses: arrays and files reach the model through the same filter, and without torch."""
+    import av
+
+    waveform = np.ascontiguousarray(waveform, dtype=np.float32)
+    if int(source_rate) == int(target_rate) or not len(waveform):
+        return waveform
+    frame = av.AudioFrame.from_ndarray(waveform[None], format="flt", layout="mono")
+    frame.sample_rate = int(source_rate)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=int(target_rate))
+    chunks = [out.to_ndarray()[0] for out in resampler.resample(frame)]
+    chunks += [out.to_ndarray()[0] for out in resampler.resample(None)]
+    return np.ascontiguousarray(np.concatenate(chunks) if chunks else np.zeros(0, np.float32), dtype=np.float32)

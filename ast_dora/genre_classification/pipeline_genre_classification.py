@@ -18,7 +18,7 @@ Inputs: a file path (or URL, or the bytes of a file; decoded by PyAV when instal
 (`audio_decoding.py`), else by torchcodec, else by the `ffmpeg` command), a `{"raw" (or "array"): waveform, "sampling_rate": rate}`
 dict, or a waveform at the model's rate (`feature_extractor.sampling_rate`). Waveforms may be `(samples,)`,
 `(samples, channels)` or `(channels, samples)`, float in [-1, 1] or int PCM; channels are averaged and other
-rates resampled with torchaudio, as in the project's inference.
+rates resampled with FFmpeg's resampler through PyAV, as in the project's inference (torchaudio without PyAV).
 
 Remote code: saved next to the weights of every model the project writes (config.json's `custom_pipelines`), so
 it imports only numpy, torch, transformers, `song_windows.py` and `audio_decoding.py` (PyAV itself only when
@@ -36,7 +36,7 @@ from transformers.pipelines.audio_classification import ffmpeg_read
 from transformers.pipelines.base import ChunkPipeline
 from transformers.utils import is_torchaudio_available, is_torchcodec_available
 
-from .audio_decoding import AudioDecodeError, decode_with_av
+from .audio_decoding import AudioDecodeError, decode_with_av, resample_with_av
 from .song_windows import (
     aggregate_windows,
     place_windows,
@@ -57,10 +57,12 @@ _NOT_GIVEN = object()  # `top_k=None` is a request (all genres), so "not given" 
 def _resample(waveform: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
     if int(source_rate) == int(target_rate):
         return waveform
+    if importlib.util.find_spec("av") is not None:
+        return resample_with_av(waveform, source_rate, target_rate)
     if not is_torchaudio_available():
         raise ImportError(
-            f"The audio is at {source_rate} Hz and the model takes {target_rate} Hz: resampling needs torchaudio "
-            "(`pip install torchaudio`), or pass audio at the model's rate."
+            f"The audio is at {source_rate} Hz and the model takes {target_rate} Hz: resampling needs PyAV "
+            "(`pip install av`) or torchaudio, or pass audio at the model's rate."
         )
     functional = importlib.import_module("torchaudio.functional")
     return functional.resample(torch.from_numpy(waveform), int(source_rate), int(target_rate)).numpy()

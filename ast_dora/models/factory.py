@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from peft import PeftConfig, PeftModel
-from transformers import AutoConfig, AutoFeatureExtractor, PreTrainedModel, SequenceFeatureExtractor
+from transformers import AutoConfig, AutoFeatureExtractor, SequenceFeatureExtractor
 from transformers.dynamic_module_utils import custom_object_save
+
+if TYPE_CHECKING:  # torch and peft are imported where a model is built or loaded, not for exported backends
+    import torch
+    from transformers import PreTrainedModel
 
 from .registry import ModelSpec, base_model_of, get_model_spec, spec_for_config, spec_for_model
 
@@ -43,6 +46,8 @@ def build_model(model_args, labels: list[str], training_args=None, class_weights
 
 def use_fastest_attention(model: torch.nn.Module, device: torch.device | str, bf16: bool) -> None:
     """Eager attention where the model's spec says it beats SDPA (bf16 on CPU); the model's default elsewhere."""
+    import torch
+
     base = base_model_of(model)
     if bf16 and torch.device(device).type == "cpu" and spec_for_model(model).eager_attention_on_cpu_bf16:
         if base.config._attn_implementation != "eager":
@@ -102,6 +107,8 @@ def save_trained_model(model: torch.nn.Module, feature_extractor, output_dir: st
     written also holds the whole-song `audio-classification` pipeline (`song_pipeline_config`) and the windows
     (the spec's defaults when none were set), which that pipeline reads from preprocessor_config.json.
     """
+    from peft import PeftModel
+
     output_dir = Path(output_dir)
     is_adapter = isinstance(model, PeftModel)
     if any(getattr(feature_extractor, name, None) is None for name in WINDOW_FIELDS):
@@ -128,6 +135,8 @@ def load_trained_model(path_or_id: str, **hub_kwargs) -> tuple[PreTrainedModel, 
 
     An adapter-only folder (`adapter_config.json`) is put on top of the base checkpoint it names and merged.
     """
+    from peft import PeftConfig, PeftModel
+
     config = AutoConfig.from_pretrained(path_or_id, **hub_kwargs)
     model_class = spec_for_config(config).model_class
     if _find_file(path_or_id, "adapter_config.json", **hub_kwargs) is not None:
@@ -144,8 +153,13 @@ def load_trained_config(path_or_id: str, **hub_kwargs):
     """(config, feature extractor) of a saved model without its weights: what a backend that runs an exported copy
     of the model (ONNX) needs besides that copy."""
     config = AutoConfig.from_pretrained(path_or_id, **hub_kwargs)
-    spec_for_config(config)  # fails clearly for a model this project did not train
-    return config, AutoFeatureExtractor.from_pretrained(path_or_id, **hub_kwargs)
+    spec = spec_for_config(config)  # fails clearly for a model this project did not train
+    try:
+        return config, AutoFeatureExtractor.from_pretrained(path_or_id, **hub_kwargs)
+    except ImportError:  # a feature extractor class that needs torch, in a process without it
+        if spec.torch_free_feature_extractor is None:
+            raise
+        return config, spec.torch_free_feature_extractor(path_or_id, **hub_kwargs)
 
 
 def find_model_file(path_or_id: str, filename: str, **hub_kwargs) -> str | None:

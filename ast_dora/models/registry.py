@@ -41,7 +41,9 @@ class ModelSpec:
     name: str  # the `model_type` value in configs, e.g. "vit_hybrid"
     display_name: str  # how the demo and the benchmarks name it, e.g. "ViT-hybrid"
     hf_model_type: str  # `config.model_type` of a saved model (config.json "model_type")
-    model_class: type  # the transformers class a saved (merged) model loads with
+    # () -> the transformers class a saved (merged) model loads with: imported when asked for (`model_class`),
+    # so that the registry, and song analysis on an exported model, import no torch.
+    load_model_class: Callable[[], type]
     build_model: Callable[[Any, list[str]], Any]  # (model_args, labels) -> model to train
     build_feature_extractor: Callable[[Any], Any]  # model_args -> feature extractor
     default_feature_extractor: Callable[[], Any]  # the feature extractor of the default checkpoint, built offline
@@ -67,6 +69,17 @@ class ModelSpec:
     inference_first_batch_size: int | None = None
     # A training-time model -> the plain transformers model inference runs (e.g. adapters merged).
     for_inference: Callable[[Any], Any] = field(default=lambda model: model)
+    # Node-name patterns (regular expressions of the exported graph) NNCF's int8 quantization leaves in fp32
+    # (`python -m ast_dora.export openvino --quantize int8`).
+    int8_ignored_patterns: tuple[str, ...] = ()
+    # (path_or_id, **hub_kwargs) -> the saved feature extractor's settings where its class cannot be built
+    # without torch (transformers' `ASTFeatureExtractor`): song analysis computes the features itself in numpy
+    # (`ast_dora.inference.ASTFbankFeatures`). None: the class loads without torch.
+    torch_free_feature_extractor: Callable[..., Any] | None = None
+
+    @property
+    def model_class(self) -> type:
+        return self.load_model_class()
 
     @property
     def default_windows(self) -> tuple[float, float]:

@@ -5,8 +5,48 @@ from __future__ import annotations
 from transformers import ASTConfig, ASTFeatureExtractor
 
 from ..registry import GPUCheckSettings, ModelSpec
-from .dora import build_ast_dora, build_feature_extractor, merge_dora, random_model, write_tiny_checkpoint
-from .modeling_ast_mlp import ASTWithMLPHeadForAudioClassification
+
+# The builders import torch and peft: here only when called, so that the registry imports neither.
+
+
+def _model_class():
+    from .modeling_ast_mlp import ASTWithMLPHeadForAudioClassification
+
+    return ASTWithMLPHeadForAudioClassification
+
+
+def _dora(name: str):
+    def call(*args, **kwargs):
+        from . import dora
+
+        return getattr(dora, name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
+def feature_settings(path_or_id: str, **hub_kwargs):
+    """The saved `ASTFeatureExtractor`'s settings (preprocessor_config.json) as attributes, for a process without
+    torch, where transformers' class cannot be built; `feature_extractor_type` names the class they belong to."""
+    import json
+    from types import SimpleNamespace
+
+    from ..factory import find_model_file
+
+    path = find_model_file(path_or_id, "preprocessor_config.json", **hub_kwargs)
+    if path is None:
+        raise FileNotFoundError(f"{path_or_id} has no preprocessor_config.json: save the model with its feature extractor.")
+    with open(path) as f:
+        settings = json.load(f)
+    if settings.get("feature_extractor_type") != ASTFeatureExtractor.__name__:
+        raise ValueError(f"{path} describes a {settings.get('feature_extractor_type')}, not an ASTFeatureExtractor.")
+    return SimpleNamespace(**settings)
+
+
+build_ast_dora, build_feature_extractor, merge_dora, random_model, write_tiny_checkpoint = (
+    _dora(name) for name in ("build_ast_dora", "build_feature_extractor", "merge_dora", "random_model",
+                             "write_tiny_checkpoint")
+)
 
 DEFAULT_CHECKPOINT = "MIT/ast-finetuned-audioset-10-10-0.4593"
 
@@ -14,7 +54,11 @@ SPEC = ModelSpec(
     name="ast_dora",
     display_name="AST-DoRA",
     hf_model_type=ASTConfig.model_type,
-    model_class=ASTWithMLPHeadForAudioClassification,
+    load_model_class=_model_class,
+    torch_free_feature_extractor=feature_settings,
+    # int8 (NNCF) leaves the patch projection (the raw spectrogram in) and the classifier head (the logits out) in
+    # fp32: the two layers whose rounding every window's answer feels most, a few percent of the compute.
+    int8_ignored_patterns=(r".*patch_embeddings.*", r".*classifier.*", r"logits"),
     build_model=build_ast_dora,
     build_feature_extractor=build_feature_extractor,
     default_feature_extractor=ASTFeatureExtractor,  # the AudioSet checkpoints' settings are the class defaults

@@ -5,31 +5,40 @@ The three modules are self-contained remote code (torch / numpy / transformers a
 and writes `auto_map`.
 """
 
-from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification
+import importlib.util
+
+from transformers import AutoConfig, AutoFeatureExtractor
 
 from .configuration_genre_vit_hybrid import GenreViTHybridConfig
 from .feature_extraction_genre_vit_hybrid import GenreViTHybridFeatureExtractor
-from .modeling_genre_vit_hybrid import (
-    GenreViTHybridForAudioClassification,
-    GenreViTHybridModel,
-    GenreViTHybridPreTrainedModel,
-    focal_loss,
-)
+
+# The modeling module needs torch; without torch installed (song analysis on an exported model) only the config
+# and the feature extractor (numpy) are there.
+TORCH_INSTALLED = importlib.util.find_spec("torch") is not None
+if TORCH_INSTALLED:
+    from .modeling_genre_vit_hybrid import (
+        GenreViTHybridForAudioClassification,
+        GenreViTHybridModel,
+        GenreViTHybridPreTrainedModel,
+        focal_loss,
+    )
 
 
 def register_auto_classes() -> None:
     """Register the classes with the Auto factories (idempotent: safe to call any number of times)."""
     AutoConfig.register(GenreViTHybridConfig.model_type, GenreViTHybridConfig, exist_ok=True)
-    AutoModel.register(GenreViTHybridConfig, GenreViTHybridModel, exist_ok=True)
-    AutoModelForAudioClassification.register(
-        GenreViTHybridConfig, GenreViTHybridForAudioClassification, exist_ok=True
-    )
     AutoFeatureExtractor.register(GenreViTHybridConfig, GenreViTHybridFeatureExtractor, exist_ok=True)
-
     GenreViTHybridConfig.register_for_auto_class("AutoConfig")
-    GenreViTHybridModel.register_for_auto_class("AutoModel")
-    GenreViTHybridForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
     GenreViTHybridFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
+    if TORCH_INSTALLED:
+        from transformers import AutoModel, AutoModelForAudioClassification
+
+        AutoModel.register(GenreViTHybridConfig, GenreViTHybridModel, exist_ok=True)
+        AutoModelForAudioClassification.register(
+            GenreViTHybridConfig, GenreViTHybridForAudioClassification, exist_ok=True
+        )
+        GenreViTHybridModel.register_for_auto_class("AutoModel")
+        GenreViTHybridForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
 
 
 __all__ = [

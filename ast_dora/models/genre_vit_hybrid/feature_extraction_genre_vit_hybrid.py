@@ -1,23 +1,27 @@
 """Waveform -> normalised log-mel image for the ViT-hybrid genre classifier.
 
 Remote code: this file is copied next to saved weights and imported by processes that do not have this
-project installed, so it may import only torch, numpy and transformers.
+project installed, so it may import only numpy and transformers (and scipy's FFT when it is installed). It is
+numpy only (transformers' convention for feature extractors): song analysis on an exported model runs it without torch installed.
 """
 
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+try:  # scipy's pocketfft computes float32 FFTs in float32, about 3x faster than numpy's here; numpy without it
+    from scipy import fft as _fft
+except ImportError:  # pragma: no cover (scipy is a dependency of the project, not of this remote code)
+    _fft = np.fft
 from transformers.audio_utils import mel_filter_bank
 from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
 from transformers.feature_extraction_utils import BatchFeature
 
 # Windows featurised together: bounds peak memory (~1 MB of intermediates per 4-s window) for big batches.
 _CHUNK_WINDOWS = 64
-# STFT frames per block: the block's frames, spectrum and squares stay in L2 cache.
-_ROW_BLOCK = 512
+# STFT frames per block: the block's frames, spectrum and squares stay in cache.
+_ROW_BLOCK = 256
 # Groups of adjacent mel filters; each group multiplies only the FFT bins it covers (the bank is ~98% zeros).
 _MEL_BANDS = 8
 # Attributes computed from the others in `__init__`; never serialised.
@@ -27,7 +31,7 @@ _DERIVED = ("mel_filters", "window", "_mel_bands")
 class GenreViTHybridFeatureExtractor(SequenceFeatureExtractor):
     r"""
     Turns mono waveform windows into the `(batch, 1, 216, 144)` images the ViT-hybrid consumes, reproducing the
-    librosa pipeline of the published notebook in batched torch:
+    librosa pipeline of the published notebook in batched numpy:
 
     pad/truncate to `window_seconds` -> STFT (Hann, centred, `pad_mode` padding) -> power -> Slaney mel filter bank
     -> dB (`10 log10`, ref = per-window max, `top_db`, `amin`) -> per-window min-max to [0, 1] -> bilinear resize to
@@ -98,7 +102,7 @@ class GenreViTHybridFeatureExtractor(SequenceFeatureExtractor):
             mel_scale="slaney",
         ).T.astype(np.float32)  # (num_mel_bins, n_fft // 2 + 1), ready to left-multiply the power spectrum
         # librosa's Hann is scipy's periodic ("fftbins") window.
-        self.window = torch.hann_window(n_fft, periodic=True, dtype=torch.float32).numpy()
+        self.window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
         self._mel_bands = self._build_mel_bands()
 
     @property
@@ -111,22 +115,22 @@ class GenreViTHybridFeatureExtractor(SequenceFeatureExtractor):
             output.pop(key, None)
         return output
 
-    def _to_batch(self, raw_speech) -> torch.Tensor:
+    def _to_batch(self, raw_speech) -> np.ndarray:
         """Any accepted input -> float32 (batch, num_samples), zero-padded or truncated per row."""
         n = self.num_samples
-        if isinstance(raw_speech, (np.ndarray, torch.Tensor)) and raw_speech.ndim in (1, 2):
-            batch = torch.as_tensor(raw_speech).to(torch.float32)
+        if hasattr(raw_speech, "ndim") and raw_speech.ndim in (1, 2):
+            batch = _as_float32(raw_speech)
             batch = batch[None] if batch.ndim == 1 else batch
             batch = batch[:, :n]
             if batch.shape[1] < n:
-                batch = F.pad(batch, (0, n - batch.shape[1]), value=self.padding_value)
-            return batch.contiguous()
+                batch = np.pad(batch, ((0, 0), (0, n - batch.shape[1])), constant_values=self.padding_value)
+            return np.ascontiguousarray(batch)
         if isinstance(raw_speech, (list, tuple)) and len(raw_speech) > 0:
-            if not isinstance(raw_speech[0], (list, tuple, np.ndarray, torch.Tensor)):
+            if not (isinstance(raw_speech[0], (list, tuple)) or hasattr(raw_speech[0], "ndim")):
                 return self._to_batch(np.asarray(raw_speech, dtype=np.float32))  # one waveform as a list
-            batch = torch.full((len(raw_speech), n), float(self.padding_value), dtype=torch.float32)
+            batch = np.full((len(raw_speech), n), float(self.padding_value), dtype=np.float32)
             for row, wave in zip(batch, raw_speech, strict=True):
-                wave = torch.as_tensor(np.asarray(wave, dtype=np.float32) if isinstance(wave, list) else wave)
+                wave = _as_float32(wave)
                 if wave.ndim != 1:
                     raise ValueError(
                         f"Each waveform must be 1-D (mono), got shape {tuple(wave.shape)}; downmix first."
@@ -140,13 +144,12 @@ class GenreViTHybridFeatureExtractor(SequenceFeatureExtractor):
             + (f" with shape {tuple(raw_speech.shape)}" if hasattr(raw_speech, "shape") else "")
         )
 
-    def _mel_power(self, waves: torch.Tensor) -> torch.Tensor:
-        """(B, samples) -> mel power (B, frames, num_mel_bins), the same numbers as torch.stft -> |.|^2 -> mel.
+    def _mel_power(self, waves: np.ndarray) -> np.ndarray:
+        """(B, samples) -> mel power (B, frames, num_mel_bins): centred STFT (`pad_mode` padding) -> |.|^2 -> mel.
 
-        Hand-rolled instead of `torch.stft` for speed (about 4x on 2 cores): every window's padded signal starts
-        on a hop boundary of one flat buffer, so all frames of the batch are one strided view, processed in
-        cache-sized row blocks through reused buffers (fresh large allocations page-fault on every call), and
-        the sparse mel bank runs as a few dense band matmuls instead of one mostly-zero matmul.
+        Every window's padded signal starts on a hop boundary of one flat buffer, so all frames of the batch are
+        one strided view, processed in cache-sized row blocks; the sparse mel bank runs as a few dense band
+        matmuls instead of one mostly-zero matmul.
         """
         batch, length = waves.shape
         n_fft, hop = self.n_fft, self.hop_length
@@ -158,71 +161,72 @@ class GenreViTHybridFeatureExtractor(SequenceFeatureExtractor):
             )
         num_frames = 1 + (padded - n_fft) // hop
         row = hop * -(-padded // hop)  # per-window stride in the flat buffer, a multiple of the hop
-        flat = waves.new_zeros(batch * row + n_fft)
-        rows = flat[: batch * row].view(batch, row)
-        rows[:, :padded] = F.pad(waves[:, None], (pad, pad), mode=self.pad_mode)[:, 0] if pad else waves
+        flat = np.zeros(batch * row + n_fft, dtype=np.float32)
+        rows = flat[: batch * row].reshape(batch, row)
+        if pad:
+            mode = "constant" if self.pad_mode == "constant" else self.pad_mode
+            rows[:, :padded] = np.pad(waves, ((0, 0), (pad, pad)), mode=mode)
+        else:
+            rows[:, :padded] = waves
         # Frame i of the view starts at sample i * hop; window b's frames are rows b * row / hop + t, and the
         # few frames straddling two windows are computed and dropped.
         total = batch * row // hop
-        frames = flat.as_strided((total, n_fft), (hop, 1))
+        frames = np.lib.stride_tricks.as_strided(flat, (total, n_fft), (hop * flat.itemsize, flat.itemsize),
+                                                 writeable=False)
+        mel = np.empty((total, self.num_mel_bins), dtype=np.float32)
+        # One thread: measured on 2 cores, a thread per core over the blocks was twice as slow (the FFT is
+        # memory-bound and BLAS brings threads of its own).
+        for start in range(0, total, _ROW_BLOCK):
+            block = frames[start : start + _ROW_BLOCK] * self.window
+            spectrum = _fft.rfft(block)
+            power = np.square(spectrum.real)
+            power += np.square(spectrum.imag)
+            out = mel[start : start + len(block)]
+            for lo, hi, first, last, weights in self._mel_bands:
+                np.matmul(power[:, lo:hi], weights, out=out[:, first:last])
+        return mel.reshape(batch, row // hop, self.num_mel_bins)[:, :num_frames]
 
-        window = torch.from_numpy(self.window).to(waves.device)
-        mel = waves.new_empty(total, self.num_mel_bins)
-        block = min(_ROW_BLOCK, total)
-        windowed = waves.new_empty(block, n_fft)
-        bands = [(lo, hi, first, last, w.to(waves.device)) for lo, hi, first, last, w in self._mel_bands]
-        for start in range(0, total, block):
-            n = min(block, total - start)
-            torch.mul(frames[start : start + n], window, out=windowed[:n])
-            # rfft's `out=` only adds a copy; a fresh block-sized result is recycled by the allocator.
-            spec = torch.fft.rfft(windowed[:n])
-            # (re^2, im^2) interleaved; each band matrix has every filter weight twice, so the matmul also does
-            # the re^2 + im^2 sum (cheaper than a strided add over the complex parts).
-            squares = torch.view_as_real(spec).square_().view(n, -1)
-            for lo, hi, first, last, weights in bands:
-                torch.matmul(squares[:, lo:hi], weights, out=mel[start : start + n, first:last])
-        return mel.view(batch, row // hop, self.num_mel_bins)[:, :num_frames]
-
-    def _build_mel_bands(self) -> list[tuple[int, int, int, int, torch.Tensor]]:
-        """Split the filter bank into groups of adjacent filters with the (interleaved) bins each group touches."""
+    def _build_mel_bands(self) -> list[tuple[int, int, int, int, np.ndarray]]:
+        """Split the filter bank into groups of adjacent filters with the FFT bins each group touches."""
         bands = []
         step = -(-self.num_mel_bins // _MEL_BANDS)
         for first in range(0, self.num_mel_bins, step):
             last = min(first + step, self.num_mel_bins)
             used = np.flatnonzero(self.mel_filters[first:last].any(axis=0))
             lo, hi = (int(used[0]), int(used[-1]) + 1) if used.size else (0, 1)
-            # (2 * (hi - lo), last - first): each weight twice, for the re^2 and im^2 of its bin.
-            weights = np.repeat(self.mel_filters[first:last, lo:hi].T, 2, axis=0)
-            bands.append((2 * lo, 2 * hi, first, last, torch.from_numpy(np.ascontiguousarray(weights))))
+            weights = np.ascontiguousarray(self.mel_filters[first:last, lo:hi].T)  # (hi - lo, last - first)
+            bands.append((lo, hi, first, last, weights))
         return bands
 
-    def _extract(self, waves: torch.Tensor) -> torch.Tensor:
+    def _extract(self, waves: np.ndarray) -> np.ndarray:
         """(B, samples) float32 -> (B, 1, H, W) float32 in [0, 1]."""
         mel = self._mel_power(waves)  # (B, frames, mel)
 
         # power_to_db(ref=max, amin, top_db) per window, as librosa.
-        log_mel = 10.0 * torch.log10(mel.clamp_min(self.amin))
-        peak = mel.amax(dim=(1, 2), keepdim=True)
-        log_mel = log_mel - 10.0 * torch.log10(peak.clamp_min(self.amin))
+        log_mel = 10.0 * np.log10(np.maximum(mel, np.float32(self.amin)))
+        peak = mel.max(axis=(1, 2), keepdims=True)
+        log_mel -= 10.0 * np.log10(np.maximum(peak, np.float32(self.amin)))
         if self.top_db is not None:
-            log_mel = torch.maximum(log_mel, log_mel.amax(dim=(1, 2), keepdim=True) - self.top_db)
+            log_mel = np.maximum(log_mel, log_mel.max(axis=(1, 2), keepdims=True) - np.float32(self.top_db))
 
-        low = log_mel.amin(dim=(1, 2), keepdim=True)
-        span = log_mel.amax(dim=(1, 2), keepdim=True) - low
+        low = log_mel.min(axis=(1, 2), keepdims=True)
+        span = log_mel.max(axis=(1, 2), keepdims=True) - low
         # A silent window is constant (span 0): map it to zeros instead of 0/0.
-        scaled = (log_mel - low) / torch.where(span > 0, span, torch.ones_like(span))
+        scaled = (log_mel - low) / np.where(span > 0, span, np.float32(1.0))
 
-        # Bilinear resizing is separable, so resizing the (time, mel) image and transposing the small result
-        # equals resizing the (mel, time) image without transposing the large one.
+        # Bilinear resizing (half-pixel centres, no antialiasing: torch's `interpolate(mode="bilinear",
+        # align_corners=False)`) is separable: two taps per output along time, then along mel, (mel, time) out.
         height, width = self.image_size
-        resized = F.interpolate(
-            scaled.unsqueeze(1), size=(width, height), mode="bilinear", align_corners=False
-        )
-        return resized.transpose(-1, -2).contiguous()
+        left, right, fraction = _bilinear_taps(scaled.shape[1], width)
+        resized = scaled[:, left] * (1 - fraction)[:, None] + scaled[:, right] * fraction[:, None]  # (B, W, mel)
+        left, right, fraction = _bilinear_taps(scaled.shape[2], height)
+        resized = resized[:, :, left] * (1 - fraction) + resized[:, :, right] * fraction  # (B, W, H)
+        resized = resized.transpose(0, 2, 1)
+        return np.ascontiguousarray(resized[:, None], dtype=np.float32)
 
     def __call__(
         self,
-        raw_speech: np.ndarray | torch.Tensor | list[float] | list[np.ndarray] | list[torch.Tensor],
+        raw_speech,
         sampling_rate: int | None = None,
         return_tensors: str | None = None,
         **kwargs,
@@ -246,11 +250,26 @@ class GenreViTHybridFeatureExtractor(SequenceFeatureExtractor):
                 "(e.g. datasets' Audio(sampling_rate=...) or torchaudio.functional.resample)."
             )
         waves = self._to_batch(raw_speech)
-        with torch.no_grad():
-            features = torch.cat([self._extract(chunk) for chunk in waves.split(_CHUNK_WINDOWS)], dim=0)
-        if return_tensors not in ("pt", "torch"):
-            features = features.numpy()
+        features = np.concatenate(
+            [self._extract(waves[i : i + _CHUNK_WINDOWS]) for i in range(0, len(waves), _CHUNK_WINDOWS)]
+        )
         return BatchFeature({"input_values": features}, tensor_type=return_tensors)
+
+
+def _as_float32(wave) -> np.ndarray:
+    """A numpy array, list or (CPU) torch tensor as a float32 numpy array, without importing torch."""
+    if hasattr(wave, "detach"):
+        wave = wave.detach().cpu().float().numpy()
+    return np.asarray(wave, dtype=np.float32)
+
+
+def _bilinear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(left, right, fraction) of linear interpolation with half-pixel centres (align_corners=False), as torch's
+    and OpenCV's bilinear resize compute it: source x = (i + 0.5) * size_in / size_out - 0.5, clamped at 0."""
+    source = np.maximum((np.arange(size_out, dtype=np.float64) + 0.5) * (size_in / size_out) - 0.5, 0.0)
+    left = np.minimum(np.floor(source).astype(np.int64), size_in - 1)
+    right = np.minimum(left + 1, size_in - 1)
+    return left, right, (source - left).astype(np.float32)
 
 
 __all__ = ["GenreViTHybridFeatureExtractor"]

@@ -8,7 +8,6 @@ from ..builders import hub_kwargs, label_kwargs
 from ..registry import GPUCheckSettings, ModelSpec
 from .configuration_genre_vit_hybrid import GenreViTHybridConfig
 from .feature_extraction_genre_vit_hybrid import GenreViTHybridFeatureExtractor
-from .modeling_genre_vit_hybrid import GenreViTHybridForAudioClassification
 
 # ModelArguments fields that go onto the config when set (empty keeps the published architecture's value).
 CONFIG_FIELDS = ("loss", "focal_gamma", "hidden_dropout_prob", "drop_path_rate")
@@ -26,7 +25,16 @@ def _config_fields(model_args) -> dict:
     return {name: getattr(model_args, name) for name in CONFIG_FIELDS if getattr(model_args, name) is not None}
 
 
-def build_model(model_args, labels: list[str]) -> GenreViTHybridForAudioClassification:
+def model_class():
+    from .modeling_genre_vit_hybrid import (
+        GenreViTHybridForAudioClassification,  # torch: only when a model is built
+    )
+
+    return GenreViTHybridForAudioClassification
+
+
+def build_model(model_args, labels: list[str]):
+    GenreViTHybridForAudioClassification = model_class()
     fields = _config_fields(model_args)
     overrides = {**model_args.parsed_config_overrides(), **fields, **label_kwargs(labels)}
     if model_args.model_name_or_path:
@@ -36,19 +44,22 @@ def build_model(model_args, labels: list[str]) -> GenreViTHybridForAudioClassifi
     return GenreViTHybridForAudioClassification(GenreViTHybridConfig(**overrides))
 
 
-def random_model(model_args, size: str, labels: list[str]) -> GenreViTHybridForAudioClassification:
+def random_model(model_args, size: str, labels: list[str]):
     # The run's loss and regularisation fields apply here too (the GPU check trains with the config's focal loss).
     config = GenreViTHybridConfig(
         **(TINY_CONFIG if size == "tiny" else {}), **_config_fields(model_args), **label_kwargs(labels)
     )
-    return GenreViTHybridForAudioClassification(config)
+    return model_class()(config)
 
 
 SPEC = ModelSpec(
     name="vit_hybrid",
     display_name="ViT-hybrid",
     hf_model_type=GenreViTHybridConfig.model_type,
-    model_class=GenreViTHybridForAudioClassification,
+    load_model_class=model_class,
+    # int8 (NNCF) leaves the patch projection (the raw spectrogram in) and the classifier head (the logits out) in
+    # fp32: the two layers whose rounding every window's answer feels most, a few percent of the compute.
+    int8_ignored_patterns=(r".*patch_embeddings.*", r".*classifier.*", r"logits"),
     build_model=build_model,
     build_feature_extractor=build_feature_extractor,
     default_feature_extractor=GenreViTHybridFeatureExtractor,
