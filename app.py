@@ -15,7 +15,8 @@ as the rest arrive (the summary counts the windows done); API clients get the co
 Settings (flag or environment variable): `--backend` / `GENRE_BACKEND` (`torch`; `onnx` for ONNX Runtime on the
 model's `onnx/` export, int8 when there is one: `python -m ast_dora.export onnx OUTPUT_DIR --quantize int8`; default
 `auto`: onnx for models with an export, torch for the others, see README "ONNX Runtime backend"), `--max_seconds` / `GENRE_MAX_SECONDS` (longest song accepted,
-default 600), `--max_file_size` / `GENRE_MAX_FILE_SIZE` (upload limit, default 50mb), `--examples_dir` /
+default 600), `--max_windows` / `GENRE_MAX_WINDOWS` (analyse at most that many windows of a song, evenly spread over
+it; default 0: all), `--max_file_size` / `GENRE_MAX_FILE_SIZE` (upload limit, default 50mb), `--examples_dir` /
 `GENRE_EXAMPLES_DIR` (where example clips are generated), `--no_bf16` / `GENRE_BF16=0`.
 """
 
@@ -112,12 +113,14 @@ def summary_text(analysis, seconds: float, model_label: str) -> str:
     """The line under the genre label: partial (windows done so far) while the song is analysed, then final."""
     if not analysis.complete:
         return (
-            f"**{analysis.genre}** ({analysis.confidence:.0%}) so far · {analysis.windows_done}/{analysis.windows_total} "
+            f"**{analysis.genre}** ({analysis.confidence:.0%}) so far · {analysis.windows_done}/{analysis.windows_planned} "
             f"windows analysed in {seconds:.1f} s by {model_label} …"
         )
+    sampled = (f" ({analysis.windows_planned} of its {analysis.windows_total} windows, spread over it)"
+               if analysis.windows_planned < analysis.windows_total else "")
     return (
-        f"**{analysis.genre}** ({analysis.confidence:.0%}) · majority vote of {analysis.windows_total} "
-        f"windows: **{analysis.vote}** · {format_duration(analysis.duration)} of audio analysed in "
+        f"**{analysis.genre}** ({analysis.confidence:.0%}) · majority vote of {analysis.windows_planned} "
+        f"windows: **{analysis.vote}** · {format_duration(analysis.duration)} of audio{sampled} analysed in "
         f"{seconds:.1f} s by {model_label}"
     )
 
@@ -139,8 +142,8 @@ def make_analyse(classifiers: dict[str, GenreClassifier], stream_interval: float
         last_sent = None
         try:
             for analysis in classifier.analyse_iter(audio_path):
-                progress(analysis.windows_done / analysis.windows_total,
-                         desc=f"{analysis.windows_done}/{analysis.windows_total} windows")
+                progress(analysis.windows_done / analysis.windows_planned,
+                         desc=f"{analysis.windows_done}/{analysis.windows_planned} windows")
                 now = time.perf_counter()
                 if analysis.complete or last_sent is None or now - last_sent >= stream_interval:
                     last_sent = now
@@ -148,7 +151,7 @@ def make_analyse(classifiers: dict[str, GenreClassifier], stream_interval: float
                     result["file"] = Path(audio_path).name
                     result["model"] = spec
                     result["backend"] = classifier.runner.describe()
-                    result["windows_done"], result["windows_total"] = analysis.windows_done, analysis.windows_total
+                    result["windows_done"], result["windows_planned"] = analysis.windows_done, analysis.windows_planned
                     yield (analysis.label_probabilities(), plot_probability_timeline(analysis), result,
                            summary_text(analysis, now - start, label))
         except InvalidAudioError as error:
@@ -204,6 +207,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default=None, help="Address to bind (default: $GRADIO_SERVER_NAME or 127.0.0.1).")
     parser.add_argument("--max_seconds", type=float, default=float(os.environ.get("GENRE_MAX_SECONDS", DEFAULT_MAX_SECONDS)),
                         help="Longest song accepted, in seconds (default 600; 0 for no limit).")
+    parser.add_argument("--max_windows", type=int, default=int(os.environ.get("GENRE_MAX_WINDOWS", 0)),
+                        help="Analyse at most this many windows of a song, evenly spread over it (default 0: all).")
     parser.add_argument("--max_file_size", default=os.environ.get("GENRE_MAX_FILE_SIZE", DEFAULT_MAX_FILE_SIZE),
                         help="Largest upload, e.g. 50mb (default).")
     parser.add_argument("--examples_dir", default=os.environ.get("GENRE_EXAMPLES_DIR"),
@@ -215,6 +220,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "when present); auto: onnx for the models that have an export, torch for the others. "
                         f"Default: $GENRE_BACKEND or {DEFAULT_BACKEND}.")
     args = parser.parse_args(argv)
+    if args.max_windows < 0:
+        parser.error(f"max_windows (GENRE_MAX_WINDOWS) must be 0 (all windows) or positive, got {args.max_windows}.")
     if args.backend not in BACKEND_CHOICES:  # a default from $GENRE_BACKEND is not checked by `choices`
         parser.error(f"GENRE_BACKEND={args.backend!r} is not one of {', '.join(BACKEND_CHOICES)}.")
     return args
@@ -225,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     max_seconds = args.max_seconds if args.max_seconds > 0 else None
     classifiers = load_classifiers(model_specs(args.model), max_seconds, bf16=False if args.no_bf16 else None,
-                                   backend=args.backend)
+                                   backend=args.backend, max_windows=args.max_windows or None)
     examples = example_files(args.examples_dir)
     demo = build_demo(classifiers, examples, max_seconds=max_seconds)
     launch(demo, server_name=args.host, port=args.port, max_file_size=args.max_file_size,

@@ -28,8 +28,12 @@ there is one; `python -m ast_dora.export onnx OUTPUT_DIR --quantize int8` writes
 aggregation stay the same (`ast_dora.backends`).
 
 Streaming: `analyse_iter` yields a partial `SongAnalysis` after each batch of windows (`windows_done` of
-`windows_total`), so a caller can show the genre and the timeline of the first windows while the rest run;
-`analyse` is its last value.
+`windows_planned`), so a caller can show the genre and the timeline of the windows done while the rest run;
+`analyse` is its last value. Windows run coarse to fine (the middle one, then the middles of the halves, of the
+quarters, ...: `song_windows.visiting_order`), so each partial result samples the whole song, not its intro; a
+partial analysis holds its windows in time order and the final one is the same whatever the order.
+`max_windows` analyses at most that many windows, evenly spread over the song (`windows_planned` of
+`windows_total`).
 """
 
 from __future__ import annotations
@@ -49,7 +53,13 @@ from .data.decode import AudioDecodeError, decode_audio
 from .data.features import extract_features
 from .data.windows import seconds_to_samples
 from .evaluation import softmax
-from .genre_classification.song_windows import aggregate_windows, place_windows, to_mono_float, window_batches
+from .genre_classification.song_windows import (
+    aggregate_windows,
+    place_windows,
+    to_mono_float,
+    visiting_order,
+    window_batches,
+)
 from .hardware import cpu_has_fast_bf16
 from .models import spec_for_config
 from .models.factory import load_trained_config, load_trained_model, model_windows
@@ -95,12 +105,16 @@ class SongAnalysis:
     sampling_rate: int
     source: str | None = None  # the file, when there was one
     timings: dict[str, float] = field(default_factory=dict)  # seconds spent in decode / features / model
-    # Windows the song has in all; a partial analysis (`analyse_iter`) holds only the first `windows_done`.
+    # Windows the song has in all; `max_windows` analyses only `windows_planned` of them, and a partial analysis
+    # (`analyse_iter`) holds the `windows_done` of those run so far (in time order).
     windows_total: int | None = None
+    windows_planned: int | None = None
 
     def __post_init__(self):
         if self.windows_total is None:
             self.windows_total = len(self.window_starts)
+        if self.windows_planned is None:
+            self.windows_planned = self.windows_total
 
     @property
     def windows_done(self) -> int:
@@ -108,7 +122,7 @@ class SongAnalysis:
 
     @property
     def complete(self) -> bool:
-        return self.windows_done == self.windows_total
+        return self.windows_done == self.windows_planned
 
     @property
     def genre(self) -> str:
@@ -139,6 +153,8 @@ class SongAnalysis:
             "probabilities": self.label_probabilities(),
             "vote": self.vote,
             "duration": self.duration,
+            "windows_analysed": self.windows_done,
+            "windows_total": self.windows_total,
         }
         if segments:
             result["segments"] = [
@@ -266,6 +282,8 @@ class GenreClassifier:
         device: (torch models) where the model runs (default: CUDA when available, else CPU).
         min_seconds / max_seconds: shorter (longer) audio is refused with `TooShortAudioError`
             (`TooLongAudioError`); `max_seconds=None` accepts any length.
+        max_windows: analyse at most this many windows of a song, evenly spread over it (default: all); a
+            long song then costs what a short one does, and its answer is a sample of it.
     """
 
     def __init__(
@@ -281,6 +299,7 @@ class GenreClassifier:
         min_seconds: float = MIN_SECONDS,
         max_seconds: float | None = None,
         name: str | None = None,
+        max_windows: int | None = None,
     ):
         # The model call is the backend's; everything else here is the same for every backend.
         if isinstance(model, torch.nn.Module):
@@ -308,6 +327,9 @@ class GenreClassifier:
         self.first_batch_size = min(int(first_batch_size), self.batch_size)
         self.min_seconds = float(min_seconds)
         self.max_seconds = max_seconds
+        if max_windows is not None and int(max_windows) < 1:
+            raise ValueError(f"max_windows must be at least 1 (or None for all windows), got {max_windows}")
+        self.max_windows = None if max_windows is None else int(max_windows)
         self.name = name
         self.feature_extractor = feature_extractor
         self.sampling_rate = int(feature_extractor.sampling_rate)
@@ -413,6 +435,7 @@ class GenreClassifier:
         audio: str | os.PathLike | bytes | np.ndarray | torch.Tensor,
         sampling_rate: int | None = None,
         progress: Callable[[int, int], None] | None = None,
+        max_windows: int | None = None,
     ) -> SongAnalysis:
         """Classify a whole song.
 
@@ -420,25 +443,29 @@ class GenreClassifier:
             audio: a file path (anything FFmpeg decodes), the bytes of a file, or a waveform array of shape
                 `(samples,)`, `(samples, channels)` or `(channels, samples)` (int PCM or float in [-1, 1]).
             sampling_rate: the array's rate (required for arrays; files carry theirs).
-            progress: called as `progress(windows_done, windows_total)` after every batch.
+            progress: called as `progress(windows_done, windows_planned)` after every batch.
+            max_windows: at most this many windows, evenly spread (default: the classifier's `max_windows`).
 
         Raises:
             InvalidAudioError: not audio (`NotAudioError`), silent, too short or too long; the message is meant
                 for the user.
         """
         # The last partial analysis of the stream is the whole one: the two can never differ.
-        for analysis in self.analyse_iter(audio, sampling_rate):
+        for analysis in self.analyse_iter(audio, sampling_rate, max_windows=max_windows):
             if progress is not None:
-                progress(analysis.windows_done, analysis.windows_total)
+                progress(analysis.windows_done, analysis.windows_planned)
         return analysis
 
     def analyse_iter(
         self,
         audio: str | os.PathLike | bytes | np.ndarray | torch.Tensor,
         sampling_rate: int | None = None,
+        max_windows: int | None = None,
     ) -> Iterator[SongAnalysis]:
         """Classify a song batch by batch: yields a `SongAnalysis` of the windows done so far after every batch
-        (`windows_done` of `windows_total`; genre, vote and timeline over those windows), the last one complete.
+        (`windows_done` of `windows_planned`; genre, vote and timeline over those windows, in time order), the last
+        one complete. Windows run coarse to fine (`song_windows.visiting_order`), so every partial result is
+        spread over the whole song.
 
         Same arguments and errors as `analyse`; the audio is decoded and checked before the first yield.
         """
@@ -451,10 +478,15 @@ class GenreClassifier:
         duration = len(waveform) / self.sampling_rate
         # Windows, batches and the song's answer: `song_windows`, the code the pipeline shipped with the model runs.
         waveform, starts = place_windows(waveform, self.window, self.hop)
-        probabilities = np.empty((len(starts), len(self.labels)))
+        max_windows = self.max_windows if max_windows is None else max_windows
+        if max_windows is not None and max_windows < 1:
+            raise ValueError(f"max_windows must be at least 1 (or None for all windows), got {max_windows}")
+        order = visiting_order(len(starts), max_windows)
+        probabilities = np.empty((len(order), len(self.labels)))
         feature_seconds = model_seconds = 0.0
         # A short first batch (the first result sooner), then full batches.
-        batches = window_batches(waveform, starts, self.window, self.batch_size, first_batch_size=self.first_batch_size)
+        batches = window_batches(waveform, starts[order], self.window, self.batch_size,
+                                 first_batch_size=self.first_batch_size)
         for first, windows in batches:
             done = first + len(windows)
             tick = time.perf_counter()
@@ -463,14 +495,15 @@ class GenreClassifier:
             probabilities[first:done] = self._probabilities(input_values)
             feature_seconds += tock - tick
             model_seconds += time.perf_counter() - tock
-            # Rows [:done] are final: the partial analysis may keep views of them.
+            in_time = np.argsort(order[:done], kind="stable")  # the windows done, in time order (copies)
             yield self._song_analysis(
-                audio, probabilities[:done], starts[:done], len(starts), duration,
+                audio, probabilities[:done][in_time], starts[order[:done][in_time]], len(starts), duration,
                 {"decode": decoded - start, "features": feature_seconds, "model": model_seconds},
+                windows_planned=len(order),
             )
 
     def _song_analysis(self, audio, probabilities: np.ndarray, starts: np.ndarray, windows_total: int,
-                       duration: float, timings: dict[str, float]) -> SongAnalysis:
+                       duration: float, timings: dict[str, float], windows_planned: int | None = None) -> SongAnalysis:
         mean_probabilities, vote = aggregate_windows(probabilities)
         return SongAnalysis(
             labels=list(self.labels),
@@ -484,6 +517,7 @@ class GenreClassifier:
             source=str(audio) if isinstance(audio, (str, os.PathLike)) else None,
             timings=timings,
             windows_total=windows_total,
+            windows_planned=windows_planned,
         )
 
     analyze = analyse

@@ -64,7 +64,7 @@ def plot_probability_timeline(analysis, top_k: int = 5, axis=None, title: str | 
     axis.set_xlabel(xlabel)
     axis.set_ylabel("probability")
     total = getattr(analysis, "windows_total", None) or len(centres)
-    windows = f"{len(centres)} windows" if total == len(centres) else f"first {len(centres)} of {total} windows"
+    windows = f"{len(centres)} windows" if total == len(centres) else f"{len(centres)} of {total} windows"
     axis.set_title(title or f"genre over time ({windows} of {analysis.window_seconds:g} s)")
     axis.grid(alpha=0.3)
     axis.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)

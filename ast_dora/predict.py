@@ -7,7 +7,8 @@
 
 Prints a table (genre, confidence, majority vote, top genres) or, with `--json`, a JSON list with one object
 per song: `file`, `genre`, `confidence`, `probabilities` (genre -> probability, mean over windows), `vote`
-(majority-vote genre), `duration` and `segments` (`{start, end, probabilities}` per window). A file that cannot
+(majority-vote genre), `duration`, `windows_analysed` and `windows_total` (`--max_windows` analyses at most that
+many, evenly spread) and `segments` (`{start, end, probabilities}` per window). A file that cannot
 be analysed is reported (on stderr, and as `{"file", "error"}` in the JSON) and the others still run; the exit
 status is 1 if any failed. Installed as `ast-dora-predict` too.
 """
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hop_seconds", type=float, default=None,
                         help="Seconds between window starts (default: the window length, back to back); a smaller "
                         "hop overlaps windows for a smoother timeline, at proportionally more work.")
+    parser.add_argument("--max_windows", type=int, default=None,
+                        help="Analyse at most this many windows per song, evenly spread over it (default: all); the "
+                        "JSON reports `windows_analysed` of `windows_total`.")
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="torch",
                         help="What runs the model: torch (default); onnx: ONNX Runtime on the model's onnx/ export "
                         "(int8 when present), written by `python -m ast_dora.export onnx MODEL_DIR --quantize int8`; "
@@ -114,7 +118,10 @@ def _progress_bar(song: str, quiet: bool):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.max_windows is not None and args.max_windows < 1:
+        parser.error(f"--max_windows must be at least 1, got {args.max_windows}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     hub_kwargs = {key: value for key, value in (("revision", args.revision), ("token", args.token)) if value}
     try:
@@ -127,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             hop_seconds=args.hop_seconds,
             bf16=False if args.no_bf16 else None,
             device=args.device,
+            max_windows=args.max_windows,
         )
     except Exception as error:  # a missing folder, an unreachable Hub id, not a model of this project
         print(f"error: could not load the model {args.model!r}: {type(error).__name__}: {error}", file=sys.stderr)
