@@ -1,7 +1,9 @@
 """What runs the model in song analysis: PyTorch, or ONNX Runtime on an exported copy of the same model.
 
 A backend turns a batch of `input_values` (always computed in torch/numpy, fp32, by `GenreClassifier.features`)
-into logits; `GenreClassifier` calls nothing else of the model, so the rest of the analysis (windows, features,
+into logits (`runner(input_values)`), or into all of the model's named outputs (`runner.outputs(input_values)`: a
+dict of numpy arrays, `logits` and, for an AST-DoRA model with the AudioSet branch, `audioset_logits`, the same
+names as the ONNX graph's outputs); `GenreClassifier` calls nothing else of the model, so the rest of the analysis (windows, features,
 aggregation, streaming) is the same for both.
 
 - `TorchRunner`: the transformers model under `torch.inference_mode`, in bf16 where the hardware has native bf16
@@ -39,6 +41,8 @@ ONNX_RECORD_FILE = "export.json"  # how the files were made, and from which weig
 ONNX_PRECISIONS = {"int8": ONNX_INT8_FILE, "fp32": ONNX_FP32_FILE}
 ONNX_INPUT = "input_values"
 ONNX_OUTPUT = "logits"
+# The second output of an AST-DoRA model: the pretrained AudioSet classifier's logits (music detection).
+ONNX_AUDIOSET_OUTPUT = "audioset_logits"
 
 
 class BackendError(ValueError):
@@ -92,12 +96,22 @@ class TorchRunner:
     def parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
-    @torch.inference_mode()
+    @property
+    def output_names(self) -> list[str]:
+        return [ONNX_OUTPUT, *([ONNX_AUDIOSET_OUTPUT] if getattr(self.model, "audioset", None) is not None else [])]
+
     def __call__(self, input_values: torch.Tensor) -> np.ndarray:
+        return self.outputs(input_values, [ONNX_OUTPUT])[ONNX_OUTPUT]
+
+    @torch.inference_mode()
+    def outputs(self, input_values: torch.Tensor, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """The model's named outputs (`output_names`, or those of `names`) for a batch, float32 numpy arrays."""
+        names = self.output_names if names is None else names
+        extra = {"output_audioset": True} if ONNX_AUDIOSET_OUTPUT in names else {}
         # Entered per call, never across a `yield` of the streaming analysis: autocast is thread state.
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            logits = self.model(input_values=input_values.to(self.device, self.dtype)).logits
-        return logits.float().cpu().numpy()
+            output = self.model(input_values=input_values.to(self.device, self.dtype), **extra)
+        return {name: output[name].float().cpu().numpy() for name in names}
 
     def describe(self) -> str:
         return f"torch on {self.device}, {self.precision}"
@@ -140,6 +154,7 @@ class OnnxRunner:
                 f"{self.path} takes {inputs} and returns {outputs}, not {ONNX_INPUT!r} -> {ONNX_OUTPUT!r}: it was not "
                 "written by `python -m ast_dora.export onnx`. Export the model again."
             )
+        self.output_names = [name for name in (ONNX_OUTPUT, ONNX_AUDIOSET_OUTPUT) if name in outputs]
         self.precision = "int8" if self.path.name == ONNX_INT8_FILE else "fp32"
         self.device = torch.device("cpu")
         self.bf16 = False
@@ -154,8 +169,14 @@ class OnnxRunner:
         return int(sum(np.prod(tensor.dims, dtype=np.int64) for tensor in graph.initializer))
 
     def __call__(self, input_values: torch.Tensor) -> np.ndarray:
+        return self.outputs(input_values, [ONNX_OUTPUT])[ONNX_OUTPUT]
+
+    def outputs(self, input_values: torch.Tensor, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """The graph's named outputs (`output_names`, or those of `names`) for a batch. ONNX Runtime prunes the
+        nodes that only the outputs not asked for need."""
+        names = self.output_names if names is None else names
         array = input_values.detach().to("cpu", torch.float32).numpy()
-        return self.session.run([ONNX_OUTPUT], {ONNX_INPUT: array})[0]
+        return dict(zip(names, self.session.run(names, {ONNX_INPUT: array}), strict=True))
 
     def describe(self) -> str:
         return f"onnxruntime {self.precision} ({self.path.name}, {self.threads} threads)"
@@ -226,6 +247,7 @@ __all__ = [
     "BACKENDS",
     "BACKEND_CHOICES",
     "BackendError",
+    "ONNX_AUDIOSET_OUTPUT",
     "ONNX_FP32_FILE",
     "ONNX_INT8_FILE",
     "ONNX_RECORD_FILE",

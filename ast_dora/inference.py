@@ -48,7 +48,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .backends import BackendError, OnnxRunner, TorchRunner, load_onnx_runner, resolve_backend
+from .backends import (
+    ONNX_AUDIOSET_OUTPUT,
+    ONNX_OUTPUT,
+    BackendError,
+    OnnxRunner,
+    TorchRunner,
+    load_onnx_runner,
+    resolve_backend,
+)
 from .data.decode import AudioDecodeError, decode_audio
 from .data.features import extract_features
 from .data.windows import seconds_to_samples
@@ -63,6 +71,15 @@ from .genre_classification.song_windows import (
 from .hardware import cpu_has_fast_bf16
 from .models import spec_for_config
 from .models.factory import load_trained_config, load_trained_model, model_windows
+from .music_detection import (
+    DEFAULT_MIN_MUSIC_PROBABILITY,
+    NO_MUSIC_CHECK,
+    MusicCheck,
+    audioset_labels,
+    check_min_music_probability,
+    music_index,
+    sigmoid,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +126,12 @@ class SongAnalysis:
     # (`analyse_iter`) holds the `windows_done` of those run so far (in time order).
     windows_total: int | None = None
     windows_planned: int | None = None
+    # The AudioSet view of the same windows (`ast_dora.music_detection`); None for a model without it (ViT-hybrid).
+    music: MusicCheck | None = None
+    # An ensemble's answer (`GenreClassifier.ensemble`): its timeline is a common time grid, so the windows the
+    # models analysed are counted here; `ensemble` holds "models", "weights" and the models' own "members" analyses.
+    windows_analysed: int | None = None
+    ensemble: dict[str, Any] | None = None
 
     def __post_init__(self):
         if self.windows_total is None:
@@ -118,7 +141,7 @@ class SongAnalysis:
 
     @property
     def windows_done(self) -> int:
-        return len(self.window_starts)
+        return len(self.window_starts) if self.windows_analysed is None else self.windows_analysed
 
     @property
     def complete(self) -> bool:
@@ -127,6 +150,11 @@ class SongAnalysis:
     @property
     def genre(self) -> str:
         return self.labels[int(np.argmax(self.probabilities))]
+
+    @property
+    def is_music(self) -> bool | None:
+        """Whether the AudioSet check says music (None without one): when False, `genre` is no answer."""
+        return None if self.music is None else self.music.is_music
 
     @property
     def confidence(self) -> float:
@@ -155,7 +183,15 @@ class SongAnalysis:
             "duration": self.duration,
             "windows_analysed": self.windows_done,
             "windows_total": self.windows_total,
+            **(self.music.to_dict() if self.music is not None else NO_MUSIC_CHECK),
         }
+        if self.ensemble is not None:
+            result["models"] = list(self.ensemble["models"])
+            result["weights"] = list(self.ensemble["weights"])
+            result["per_model"] = [
+                {"model": name, **member.to_dict(segments=False)}
+                for name, member in zip(self.ensemble["models"], self.ensemble["members"], strict=True)
+            ]
         if segments:
             result["segments"] = [
                 {
@@ -284,6 +320,10 @@ class GenreClassifier:
             (`TooLongAudioError`); `max_seconds=None` accepts any length.
         max_windows: analyse at most this many windows of a song, evenly spread over it (default: all); a
             long song then costs what a short one does, and its answer is a sample of it.
+        music_check: (AST-DoRA models with the AudioSet branch) also compute AudioSet's view of every window and
+            report `music_probability` / `is_music` (`ast_dora.music_detection`); default True.
+        min_music_probability: the song is music when its AudioSet "Music" probability reaches this (default
+            `DEFAULT_MIN_MUSIC_PROBABILITY`).
     """
 
     def __init__(
@@ -300,6 +340,8 @@ class GenreClassifier:
         max_seconds: float | None = None,
         name: str | None = None,
         max_windows: int | None = None,
+        music_check: bool = True,
+        min_music_probability: float = DEFAULT_MIN_MUSIC_PROBABILITY,
     ):
         # The model call is the backend's; everything else here is the same for every backend.
         if isinstance(model, torch.nn.Module):
@@ -336,6 +378,13 @@ class GenreClassifier:
         self.window = seconds_to_samples(self.window_seconds, self.sampling_rate)
         self.hop = seconds_to_samples(self.hop_seconds, self.sampling_rate)
         self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
+        # Music detection: the AudioSet classes, when the model (or its export) computes them.
+        labels = audioset_labels(self.config)
+        self.audioset_labels = labels if labels and ONNX_AUDIOSET_OUTPUT in self.runner.output_names else None
+        if self.audioset_labels is not None:
+            music_index(self.audioset_labels)  # a clear error now if there is no "Music" class
+        self.music_check = bool(music_check) and self.audioset_labels is not None
+        self.min_music_probability = check_min_music_probability(min_music_probability)
         self._fast_ast_features = ASTFbankFeatures(feature_extractor) if ASTFbankFeatures.supports(feature_extractor) else None
 
     @classmethod
@@ -370,6 +419,15 @@ class GenreClassifier:
             f"window={self.window_seconds}s/{self.hop_seconds}s @ {self.sampling_rate} Hz, "
             f"batch_size={self.first_batch_size} then {self.batch_size}, backend={self.runner.describe()})"
         )
+
+    @staticmethod
+    def ensemble(classifiers: list[GenreClassifier], weights: list[float] | None = None,
+                 names: list[str] | None = None):
+        """Several classifiers (any models, any backends) answering together: the song's probabilities are the
+        weighted mean (equal weights by default) of theirs; see `ast_dora.ensemble.EnsembleClassifier`."""
+        from .ensemble import EnsembleClassifier
+
+        return EnsembleClassifier(classifiers, weights=weights, names=names)
 
     # ---- audio in ----
 
@@ -430,6 +488,13 @@ class GenreClassifier:
     def _probabilities(self, input_values: torch.Tensor) -> np.ndarray:
         return softmax(self.runner(input_values))
 
+    def _outputs(self, input_values: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """(genre probabilities (batch, labels), AudioSet probabilities (batch, classes) or None)."""
+        if not self.music_check:
+            return self._probabilities(input_values), None
+        outputs = self.runner.outputs(input_values, [ONNX_OUTPUT, ONNX_AUDIOSET_OUTPUT])
+        return softmax(outputs[ONNX_OUTPUT]), sigmoid(outputs[ONNX_AUDIOSET_OUTPUT])
+
     def analyse(
         self,
         audio: str | os.PathLike | bytes | np.ndarray | torch.Tensor,
@@ -483,6 +548,7 @@ class GenreClassifier:
             raise ValueError(f"max_windows must be at least 1 (or None for all windows), got {max_windows}")
         order = visiting_order(len(starts), max_windows)
         probabilities = np.empty((len(order), len(self.labels)))
+        audioset = np.empty((len(order), len(self.audioset_labels))) if self.music_check else None
         feature_seconds = model_seconds = 0.0
         # A short first batch (the first result sooner), then full batches.
         batches = window_batches(waveform, starts[order], self.window, self.batch_size,
@@ -492,7 +558,9 @@ class GenreClassifier:
             tick = time.perf_counter()
             input_values = self.features(windows)
             tock = time.perf_counter()
-            probabilities[first:done] = self._probabilities(input_values)
+            probabilities[first:done], batch_audioset = self._outputs(input_values)
+            if audioset is not None:
+                audioset[first:done] = batch_audioset
             feature_seconds += tock - tick
             model_seconds += time.perf_counter() - tock
             in_time = np.argsort(order[:done], kind="stable")  # the windows done, in time order (copies)
@@ -500,10 +568,12 @@ class GenreClassifier:
                 audio, probabilities[:done][in_time], starts[order[:done][in_time]], len(starts), duration,
                 {"decode": decoded - start, "features": feature_seconds, "model": model_seconds},
                 windows_planned=len(order),
+                audioset=None if audioset is None else audioset[:done][in_time],
             )
 
     def _song_analysis(self, audio, probabilities: np.ndarray, starts: np.ndarray, windows_total: int,
-                       duration: float, timings: dict[str, float], windows_planned: int | None = None) -> SongAnalysis:
+                       duration: float, timings: dict[str, float], windows_planned: int | None = None,
+                       audioset: np.ndarray | None = None) -> SongAnalysis:
         mean_probabilities, vote = aggregate_windows(probabilities)
         return SongAnalysis(
             labels=list(self.labels),
@@ -518,6 +588,8 @@ class GenreClassifier:
             timings=timings,
             windows_total=windows_total,
             windows_planned=windows_planned,
+            music=None if audioset is None else MusicCheck(list(self.audioset_labels), audioset,
+                                                           self.min_music_probability),
         )
 
     analyze = analyse

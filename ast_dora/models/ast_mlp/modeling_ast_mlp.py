@@ -8,7 +8,16 @@ The model has two inputs: `input_values` (spectrograms) run the whole encoder; `
 states entering encoder layer `config.min_layer`, as `ast_dora/prefix_cache.py` caches them) run only the layers
 from there on. Both go through the same layers, final layernorm, pooling, head and loss (`_encode_from`,
 `genre_cross_entropy`).
+
+Music detection: a model built from an AudioSet checkpoint keeps what that checkpoint's own AudioSet output
+needs beside the genre head (`ASTAudioSetBranch`): the pretrained FFNs of the layers DoRA adapts
+(`config.audioset_from_layer` on; DoRA changes nothing else of the encoder) and the AudioSet classifier (layernorm +
+dense), with the class names in `config.audioset_labels`. With `output_audioset=True` the shared frozen layers below
+`audioset_from_layer` run once and feed both the adapted top layers (genre logits) and the pretrained ones
+(`audioset_logits`, what the checkpoint computes with the adapters off; AudioSet is multi-label: sigmoid per class).
 """
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -16,6 +25,8 @@ from transformers import ASTConfig
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogram_transformer import (
+    ASTMLP,
+    ASTForAudioClassification,
     ASTModel,
     ASTPreTrainedModel,
 )
@@ -65,6 +76,55 @@ class ASTGenreMLPHead(nn.Module):
         return self.fc2(self.dropout2(hidden_states))
 
 
+@dataclass
+class ASTGenreClassifierOutput(SequenceClassifierOutput):
+    r"""
+    audioset_logits (`torch.FloatTensor` of shape `(batch_size, len(config.audioset_labels))`):
+        The pretrained AudioSet classifier's logits (sigmoid gives each class's probability), computed by the encoder
+        as pretrained; only with `output_audioset=True` on a model that has the AudioSet branch.
+    """
+
+    audioset_logits: torch.FloatTensor | None = None
+
+
+class ASTAudioSetBranch(nn.Module):
+    """The pretrained checkpoint's own AudioSet output beside the genre head: the FFNs of layers
+    `config.audioset_from_layer:` as pretrained (`mlps`) and its classifier (`layernorm` + `dense`, as
+    `ASTMLPHead`)."""
+
+    def __init__(self, config: ASTConfig):
+        super().__init__()
+        self.start_layer = int(config.audioset_from_layer)
+        self.mlps = nn.ModuleList(ASTMLP(config) for _ in range(config.num_hidden_layers - self.start_layer))
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dense = nn.Linear(config.hidden_size, len(config.audioset_labels))
+
+    @torch.no_grad()
+    def copy_from(self, pretrained: ASTForAudioClassification) -> None:
+        """Take the weights from the AudioSet checkpoint itself (its top layers' FFNs and its classifier)."""
+        layers = pretrained.audio_spectrogram_transformer.layers[self.start_layer:]
+        for mlp, layer in zip(self.mlps, layers, strict=True):
+            mlp.load_state_dict(layer.mlp.state_dict())
+        self.layernorm.load_state_dict(pretrained.classifier.layernorm.state_dict())
+        self.dense.load_state_dict(pretrained.classifier.dense.state_dict())
+
+    def forward(self, encoder: ASTModel, hidden_states: torch.Tensor, attention_mask, **kwargs) -> torch.Tensor:
+        """Hidden states entering layer `start_layer` -> AudioSet logits: each layer as `ASTLayer.forward`
+        computes it, with the pretrained FFN; the encoder's final layernorm and pooling; the classifier."""
+        for layer, mlp in zip(encoder.layers[self.start_layer:], self.mlps, strict=True):
+            residual = hidden_states
+            hidden_states, _ = layer.attention(layer.layernorm_before(hidden_states), attention_mask, **kwargs)
+            hidden_states = layer.dropout(hidden_states) + residual
+            hidden_states = layer.dropout(mlp(layer.layernorm_after(hidden_states))) + hidden_states
+        sequence_output = encoder.layernorm(hidden_states)
+        pooled_output = (sequence_output[:, 0] + sequence_output[:, 1]) / 2
+        return self.dense(self.layernorm(pooled_output))
+
+
+def has_audioset_branch(config) -> bool:
+    return bool(getattr(config, "audioset_labels", None)) and getattr(config, "audioset_from_layer", None) is not None
+
+
 class ASTWithMLPHeadForAudioClassification(ASTPreTrainedModel):
     """`ASTForAudioClassification` with the MLP head; same encoder, same weight names, so AudioSet
     checkpoints load into it and only the head starts fresh."""
@@ -74,22 +134,36 @@ class ASTWithMLPHeadForAudioClassification(ASTPreTrainedModel):
         self.num_labels = config.num_labels
         self.audio_spectrogram_transformer = ASTModel(config)
         self.classifier = ASTGenreMLPHead(config)
+        self.audioset = ASTAudioSetBranch(config) if has_audioset_branch(config) else None
         self.post_init()
 
     def _encode_from(
-        self, hidden_states: torch.Tensor, start_layer: int, attention_mask: torch.Tensor | None = None, **kwargs
-    ) -> BaseModelOutputWithPooling:
+        self, hidden_states: torch.Tensor, start_layer: int, attention_mask: torch.Tensor | None = None,
+        output_audioset: bool = False, **kwargs
+    ) -> tuple[BaseModelOutputWithPooling, torch.Tensor | None]:
         """Encoder layers `start_layer:`, final layernorm and pooling (mean of the CLS and distillation tokens),
-        as `ASTModel.forward` computes them after its embeddings."""
+        as `ASTModel.forward` computes them after its embeddings; with `output_audioset`, also the AudioSet logits
+        of the pretrained top layers fed by the same hidden states."""
         encoder = self.audio_spectrogram_transformer
         attention_mask = create_bidirectional_mask(
             config=encoder.config, inputs_embeds=hidden_states, attention_mask=attention_mask
         )
-        for layer in encoder.layers[start_layer:]:
+        audioset_logits = None
+        if output_audioset:
+            if self.audioset is None:
+                raise ValueError("This model has no AudioSet branch (config.audioset_labels): it was not built from "
+                                 "an AudioSet checkpoint by this project's build_ast_dora.")
+            if start_layer > self.audioset.start_layer:
+                raise ValueError(f"output_audioset needs the hidden states entering layer "
+                                 f"{self.audioset.start_layer}; these enter layer {start_layer}.")
+        for index, layer in enumerate(encoder.layers[start_layer:], start=start_layer):
+            if output_audioset and index == self.audioset.start_layer:
+                audioset_logits = self.audioset(encoder, hidden_states, attention_mask, **kwargs)
             hidden_states = layer(hidden_states, attention_mask, **kwargs)
         sequence_output = encoder.layernorm(hidden_states)
         pooled_output = (sequence_output[:, 0] + sequence_output[:, 1]) / 2
-        return BaseModelOutputWithPooling(last_hidden_state=sequence_output, pooler_output=pooled_output)
+        outputs = BaseModelOutputWithPooling(last_hidden_state=sequence_output, pooler_output=pooled_output)
+        return outputs, audioset_logits
 
     def _prefix_start_layer(self) -> int:
         min_layer = getattr(self.config, "min_layer", None)
@@ -127,8 +201,9 @@ class ASTWithMLPHeadForAudioClassification(ASTPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         prefix_hidden_states: torch.Tensor | None = None,
         num_items_in_batch: torch.Tensor | int | None = None,
+        output_audioset: bool = False,
         **kwargs,
-    ) -> SequenceClassifierOutput:
+    ) -> ASTGenreClassifierOutput:
         r"""
         input_values (`torch.Tensor` of shape `(batch_size, max_length, num_mel_bins)`):
             Log-mel spectrograms from `ASTFeatureExtractor`: run the whole encoder.
@@ -141,6 +216,8 @@ class ASTWithMLPHeadForAudioClassification(ASTPreTrainedModel):
         num_items_in_batch (`int` or `torch.Tensor`):
             Labels in the whole accumulated optimizer step (the Trainer passes it): the loss is then the sum over
             this batch divided by it, so that micro-batches add up to the step's mean.
+        output_audioset (`bool`, default `False`):
+            Also return `audioset_logits`, the pretrained AudioSet classifier's output (see `ASTAudioSetBranch`).
         """
         if (input_values is None) == (prefix_hidden_states is None):
             raise ValueError("Pass either input_values or prefix_hidden_states.")
@@ -150,10 +227,18 @@ class ASTWithMLPHeadForAudioClassification(ASTPreTrainedModel):
         else:
             start_layer = 0
             hidden_states = self.audio_spectrogram_transformer.embeddings(input_values)
-        outputs = self._encode_from(hidden_states, start_layer, attention_mask, **kwargs)
+        outputs, audioset_logits = self._encode_from(hidden_states, start_layer, attention_mask, output_audioset,
+                                                     **kwargs)
         logits = self.classifier(outputs.pooler_output)
         loss = None if labels is None else genre_cross_entropy(logits, labels, num_items_in_batch)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return ASTGenreClassifierOutput(loss=loss, logits=logits, audioset_logits=audioset_logits)
 
 
-__all__ = ["ASTGenreMLPHead", "ASTWithMLPHeadForAudioClassification", "genre_cross_entropy"]
+__all__ = [
+    "ASTAudioSetBranch",
+    "ASTGenreClassifierOutput",
+    "ASTGenreMLPHead",
+    "ASTWithMLPHeadForAudioClassification",
+    "genre_cross_entropy",
+    "has_audioset_branch",
+]

@@ -5,7 +5,14 @@ from __future__ import annotations
 from transformers import ASTConfig, ASTFeatureExtractor
 
 from ..registry import GPUCheckSettings, ModelSpec
-from .dora import build_ast_dora, build_feature_extractor, merge_dora, random_model, write_tiny_checkpoint
+from .dora import (
+    build_ast_dora,
+    build_feature_extractor,
+    load_base_model,
+    merge_dora,
+    random_model,
+    write_tiny_checkpoint,
+)
 from .modeling_ast_mlp import ASTWithMLPHeadForAudioClassification
 
 DEFAULT_CHECKPOINT = "MIT/ast-finetuned-audioset-10-10-0.4593"
@@ -48,6 +55,7 @@ SPEC = ModelSpec(
     tiny_checkpoint=write_tiny_checkpoint,
     prefix_cache=True,
     for_inference=merge_dora,
+    load_base_model=load_base_model,
     gpu_check=GPUCheckSettings(
         batch_sizes=((8,), (32,)),
         # configs/ast_dora.yaml's fault-filtered split: 443 / 197 tracks, three 10.24-s windows per 30-s clip.
