@@ -69,9 +69,9 @@ STAND_IN_AUDIOSET_LABELS = ("Speech", "Music", "Noise", *AUDIOSET_GENRE_NAMES.va
 STAND_IN_FILE = "stand_in.json"  # how the checkpoint was made; a checkpoint made otherwise is rebuilt
 
 
-def _stand_in_recipe(seed: int, pretrain: bool) -> dict:
+def _stand_in_recipe(seed: int, pretrain: bool, settings: dict | None = None) -> dict:
     return {"version": 3, "seed": seed, "labels": list(STAND_IN_AUDIOSET_LABELS), "config": TINY_AST_CONFIG,
-            "pretrain": {**PRETRAIN, "seed": PRETRAIN_SEED} if pretrain else None}
+            "pretrain": {**PRETRAIN, **(settings or {}), "seed": PRETRAIN_SEED} if pretrain else None}
 
 
 def _is_first_version_stand_in(path: Path) -> bool:
@@ -88,16 +88,18 @@ def _is_first_version_stand_in(path: Path) -> bool:
             and files <= {"config.json", "model.safetensors", "preprocessor_config.json"})
 
 
-def make_tiny_ast(path: str | os.PathLike, seed: int = 0, pretrain: bool = False) -> Path:
+def make_tiny_ast(path: str | os.PathLike, seed: int = 0, pretrain: bool = False,
+                  pretrain_settings: dict | None = None) -> Path:
     """Write the tiny AST (model + feature extractor) to `path` unless the same stand-in is already there.
 
     `pretrain=False`: random weights (for tests of shapes and plumbing). `pretrain=True`: trained on synthetic
     genres, speech-like voices and noise first (see the module docstring); its head then has the AudioSet-like
-    classes `STAND_IN_AUDIOSET_LABELS` instead of 527 unnamed ones.
+    classes `STAND_IN_AUDIOSET_LABELS` instead of 527 unnamed ones. `pretrain_settings` overrides entries of
+    `PRETRAIN` (tests pretrain a smaller stand-in: fewer clips and epochs).
     A folder holding a checkpoint this function did not write (no `stand_in.json`) is left alone and used as is.
     """
     path = Path(path)
-    recipe = _stand_in_recipe(seed, pretrain)
+    recipe = _stand_in_recipe(seed, pretrain, pretrain_settings)
     marker = path / STAND_IN_FILE
     if (path / "config.json").is_file():
         if not marker.is_file() and not _is_first_version_stand_in(path):
@@ -108,7 +110,7 @@ def make_tiny_ast(path: str | os.PathLike, seed: int = 0, pretrain: bool = False
     # The caller's random state is left as it was: a run that builds the stand-in first must initialise its
     # adapters and head exactly like the same run with the stand-in already on disk.
     with _isolated_random_state():
-        _write_stand_in(path, seed, pretrain)
+        _write_stand_in(path, seed, recipe["pretrain"])
     marker.write_text(json.dumps(recipe, indent=2) + "\n")
     return path
 
@@ -125,7 +127,7 @@ def _isolated_random_state():
         np.random.set_state(numpy_state)
 
 
-def _write_stand_in(path: Path, seed: int, pretrain: bool) -> None:
+def _write_stand_in(path: Path, seed: int, pretrain: dict | None) -> None:
     set_seed(seed)
     config = dict(TINY_AST_CONFIG)
     feature_extractor = ASTFeatureExtractor(num_mel_bins=config["num_mel_bins"], max_length=config["max_length"])
@@ -133,7 +135,7 @@ def _write_stand_in(path: Path, seed: int, pretrain: bool) -> None:
         labels = STAND_IN_AUDIOSET_LABELS
         config.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
                       label2id={name: i for i, name in enumerate(labels)},
-                      problem_type="multi_label_classification", initializer_range=PRETRAIN["initializer_range"])
+                      problem_type="multi_label_classification", initializer_range=pretrain["initializer_range"])
     model = ASTForAudioClassification(ASTConfig(**config))
     # transformers zero-initialises AST's position embeddings and CLS/distillation tokens (a pretrained
     # checkpoint overwrites them). Left at zero in a frozen stand-in, every patch token would be
@@ -143,12 +145,12 @@ def _write_stand_in(path: Path, seed: int, pretrain: bool) -> None:
         for parameter in (embeddings.position_embeddings, embeddings.cls_token, embeddings.distillation_token):
             parameter.normal_(0.0, model.config.initializer_range)
     if pretrain:
-        pretrain_on_synthetic_sounds(model, feature_extractor)
+        pretrain_on_synthetic_sounds(model, feature_extractor, pretrain)
     model.save_pretrained(path)
     feature_extractor.save_pretrained(path)
 
 
-def pretraining_sounds(sampling_rate: int, seconds: float) -> tuple[list[np.ndarray], np.ndarray]:
+def pretraining_sounds(sampling_rate: int, seconds: float, settings: dict = PRETRAIN) -> tuple[list[np.ndarray], np.ndarray]:
     """The stand-in's pretraining clips and their multi-hot targets over `STAND_IN_AUDIOSET_LABELS`: one
     `seconds`-long clip of `PRETRAIN["tracks_per_genre"]` synthetic tracks per genre (Music + the genre),
     `speech_tracks` speech-like voices (Speech) and `noise_tracks` white / pink / brown noises (Noise)."""
@@ -164,34 +166,35 @@ def pretraining_sounds(sampling_rate: int, seconds: float) -> tuple[list[np.ndar
         targets.append(np.isin(np.arange(len(index)), [index[name] for name in names]).astype(np.float32))
 
     for g, genre in enumerate(GTZAN_GENRES):
-        for i in range(PRETRAIN["tracks_per_genre"]):
+        for i in range(settings["tracks_per_genre"]):
             rng = np.random.default_rng([PRETRAIN_SEED, g, i])
             add(synthesize_track(genre, seconds, sampling_rate, rng), "Music", AUDIOSET_GENRE_NAMES[genre])
-    for i in range(PRETRAIN["speech_tracks"]):
+    for i in range(settings["speech_tracks"]):
         add(speech_like(seconds, sampling_rate, np.random.default_rng([PRETRAIN_SEED, 100, i])), "Speech")
-    for i in range(PRETRAIN["noise_tracks"]):
+    for i in range(settings["noise_tracks"]):
         colour = NOISE_COLOURS[i % len(NOISE_COLOURS)]
         add(coloured_noise(colour, seconds, sampling_rate, np.random.default_rng([PRETRAIN_SEED, 101, i])), "Noise")
     return waveforms, np.stack(targets)
 
 
-def pretrain_on_synthetic_sounds(model: ASTForAudioClassification, feature_extractor: ASTFeatureExtractor) -> None:
+def pretrain_on_synthetic_sounds(model: ASTForAudioClassification, feature_extractor: ASTFeatureExtractor,
+                                 settings: dict = PRETRAIN) -> None:
     """Train every weight of `model` on `pretraining_sounds` (one 10.24-s window each, seed `PRETRAIN_SEED`) with
     binary cross-entropy per class (`problem_type="multi_label_classification"`), AdamW and a one-cycle schedule,
     in fp32 on the CPU."""
     start = time.perf_counter()
     sampling_rate = feature_extractor.sampling_rate
     seconds = feature_extractor.max_length / 100  # 10-ms frames
-    waveforms, targets = pretraining_sounds(sampling_rate, seconds)
+    waveforms, targets = pretraining_sounds(sampling_rate, seconds, settings)
     inputs = torch.from_numpy(
         np.asarray(feature_extractor(waveforms, sampling_rate=sampling_rate, return_tensors="np")["input_values"])
     ).float()
     labels = torch.from_numpy(targets)
 
-    batch_size, epochs = PRETRAIN["batch_size"], PRETRAIN["epochs"]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN["learning_rate"], weight_decay=0.01)
+    batch_size, epochs = settings["batch_size"], settings["epochs"]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings["learning_rate"], weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=PRETRAIN["learning_rate"], total_steps=epochs * math.ceil(len(labels) / batch_size),
+        optimizer, max_lr=settings["learning_rate"], total_steps=epochs * math.ceil(len(labels) / batch_size),
         pct_start=0.1,
     )
     generator = torch.Generator().manual_seed(PRETRAIN_SEED)
