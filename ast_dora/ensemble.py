@@ -78,7 +78,7 @@ class EnsembleClassifier:
         if len(self.names) != len(classifiers):
             raise ValueError(f"{len(self.names)} names for {len(classifiers)} models.")
         self.labels = list(classifiers[0].labels)
-        for name, classifier in zip(self.names[1:], classifiers[1:]):
+        for name, classifier in zip(self.names[1:], classifiers[1:], strict=True):
             if sorted(classifier.labels) != sorted(self.labels):
                 raise ValueError(f"{name} classifies into {sorted(classifier.labels)}, {self.names[0]} into "
                                  f"{sorted(self.labels)}: an ensemble needs models of the same genres.")
@@ -90,7 +90,7 @@ class EnsembleClassifier:
         self.name = " + ".join(self.names)
 
     def __repr__(self) -> str:
-        members = ", ".join(f"{name} x{w:.2f}" for name, w in zip(self.names, self.weights))
+        members = ", ".join(f"{name} x{w:.2f}" for name, w in zip(self.names, self.weights, strict=True))
         return f"{type(self).__name__}({members})"
 
     def analyse(self, audio, sampling_rate: int | None = None, progress=None, max_windows: int | None = None):
@@ -119,7 +119,7 @@ class EnsembleClassifier:
 
     def combine(self, analyses: Sequence[Any], audio=None):
         """One `SongAnalysis` from the models' (partial or complete) analyses of the same song."""
-        probabilities = sum(w * a.probabilities[order] for a, w, order in zip(analyses, self.weights, self._orders))
+        probabilities = sum(w * a.probabilities[order] for a, w, order in zip(analyses, self.weights, self._orders, strict=True))
         grid_starts, grid_rows = common_grid(analyses, self.weights, self.labels, self._orders, self.grid_seconds)
         _, vote = aggregate_windows(grid_rows)
         music = next((a.music for a in analyses if getattr(a, "music", None) is not None), None)

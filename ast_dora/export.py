@@ -40,10 +40,10 @@ import numpy as np
 import torch
 
 from .backends import (
+    ONNX_AUDIOSET_OUTPUT,
     ONNX_FP32_FILE,
     ONNX_INPUT,
     ONNX_INT8_FILE,
-    ONNX_AUDIOSET_OUTPUT,
     ONNX_OUTPUT,
     ONNX_RECORD_FILE,
     ONNX_SUBFOLDER,

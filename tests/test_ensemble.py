@@ -29,7 +29,7 @@ def song(tmp_path_factory):
 
 @pytest.mark.parametrize("backends", [("torch", "torch"), ("onnx", "torch")], ids=["torch", "onnx+torch"])
 def test_ensemble_is_the_weighted_mean_of_the_models(models, song, backends):
-    classifiers = [GenreClassifier.from_pretrained(m, backend=b) for m, b in zip(models, backends)]
+    classifiers = [GenreClassifier.from_pretrained(m, backend=b) for m, b in zip(models, backends, strict=True)]
     alone = [c.analyse(song) for c in classifiers]
     both = GenreClassifier.ensemble(classifiers, weights=[1, 3])
     assert isinstance(both, EnsembleClassifier)
@@ -41,7 +41,7 @@ def test_ensemble_is_the_weighted_mean_of_the_models(models, song, backends):
     assert [p.complete for p in partials] == [False] * (len(partials) - 1) + [True]
     # each model's windows are its own; the answer counts them all
     members = result.ensemble["members"]
-    for member, own in zip(members, alone):
+    for member, own in zip(members, alone, strict=True):
         np.testing.assert_array_equal(member.window_starts, own.window_starts)
     assert result.windows_done == result.windows_total == sum(len(a.window_starts) for a in alone)
     # the timeline: 4-s cells (the shortest hop) covering the song, each the weighted mean of the covering windows

@@ -10,7 +10,6 @@
 """
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -184,7 +183,7 @@ def test_predict_json_and_table_say_not_music(stand_in_models, clips, capsys):
     songs = [str(clips[name]) for name in ("speech", "noise", "rock")]
     assert predict.main([*songs, "--model", str(stand_in_models["ast_dora"]), "--json", "--quiet"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    for row, name in zip(rows, ("speech", "noise", "rock")):
+    for row, name in zip(rows, ("speech", "noise", "rock"), strict=True):
         check_music_fields(row, name)
     assert predict.main([*songs, "--model", str(stand_in_models["ast_dora"]), "--quiet"]) == 0
     lines = capsys.readouterr().out.splitlines()

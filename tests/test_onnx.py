@@ -20,8 +20,8 @@ from song_fixtures import export_tiny_onnx, generated_wav, save_tiny_model
 from ast_dora import bench, predict
 from ast_dora import export as onnx_export
 from ast_dora.backends import BackendError, OnnxRunner
-from ast_dora.genre_classification.song_windows import visiting_order
 from ast_dora.benchmarks.song import random_genre_model
+from ast_dora.genre_classification.song_windows import visiting_order
 from ast_dora.inference import GenreClassifier, SilentAudioError
 from ast_dora.models.factory import save_trained_model
 

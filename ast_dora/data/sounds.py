@@ -65,12 +65,12 @@ def speech_like(seconds: float, sampling_rate: int, rng: np.random.Generator) ->
         edges.append(edges[-1] + int(sampling_rate * rng.uniform(0.6, 1.4) / rate))
     voice = np.zeros(n)
     envelope = np.zeros(n)
-    for start, end in zip(edges[:-1], edges[1:]):
+    for start, end in zip(edges[:-1], edges[1:], strict=True):
         end = min(end, n)
         segment = glottal[start:end]
         formants = (rng.uniform(300, 850), rng.uniform(850, 2400), rng.uniform(2400, 3300))
         out = np.zeros(end - start)
-        for frequency, gain in zip(formants, (1.0, 0.6, 0.3)):
+        for frequency, gain in zip(formants, (1.0, 0.6, 0.3), strict=True):
             if frequency < sampling_rate / 2 - 100:
                 out += gain * signal.lfilter(*_resonator(frequency, rng.uniform(60, 160), sampling_rate), segment)
         voice[start:end] = out
