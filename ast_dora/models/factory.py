@@ -126,12 +126,7 @@ def load_trained_model(path_or_id: str, **hub_kwargs) -> tuple[PreTrainedModel, 
     model_class = spec_for_config(config).model_class
     if _find_file(path_or_id, "adapter_config.json", **hub_kwargs) is not None:
         peft_config = PeftConfig.from_pretrained(path_or_id, **hub_kwargs)
-        load_base = spec_for_config(config).load_base_model
-        if load_base is not None:
-            base = load_base(peft_config.base_model_name_or_path, config)
-        else:
-            base = model_class.from_pretrained(peft_config.base_model_name_or_path, config=config,
-                                               ignore_mismatched_sizes=True)
+        base = model_class.from_pretrained(peft_config.base_model_name_or_path, config=config, ignore_mismatched_sizes=True)
         model = PeftModel.from_pretrained(base, path_or_id, **hub_kwargs).merge_and_unload()
     else:
         model = model_class.from_pretrained(path_or_id, **hub_kwargs)

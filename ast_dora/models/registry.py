@@ -67,9 +67,6 @@ class ModelSpec:
     inference_first_batch_size: int | None = None
     # A training-time model -> the plain transformers model inference runs (e.g. adapters merged).
     for_inference: Callable[[Any], Any] = field(default=lambda model: model)
-    # (base checkpoint, fine-tuned config, **hub kwargs) -> the model an adapter upload is put on; None: the
-    # `model_class`'s from_pretrained
-    load_base_model: Callable[..., Any] | None = None
 
     @property
     def default_windows(self) -> tuple[float, float]:

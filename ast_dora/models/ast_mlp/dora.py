@@ -44,23 +44,6 @@ def audioset_fields(base_config, min_layer: int) -> dict:
     return {"audioset_labels": [labels[i] for i in range(len(labels))], "audioset_from_layer": min_layer}
 
 
-def load_base_model(name_or_path: str, config, **kwargs) -> ASTWithMLPHeadForAudioClassification:
-    """The AST of `name_or_path` with the genre head of `config` (fresh) and, when `config` has the AudioSet branch,
-    that branch copied from the checkpoint's own AudioSet classifier and top-layer FFNs (loaded once more as
-    `ASTForAudioClassification`: the checkpoint names those weights as that class does). What training starts from,
-    and what an adapter upload is put on."""
-    model = ASTWithMLPHeadForAudioClassification.from_pretrained(
-        name_or_path, config=config, ignore_mismatched_sizes=True, **kwargs
-    )
-    if model.audioset is not None:
-        pretrained = ASTForAudioClassification.from_pretrained(name_or_path, **kwargs)
-        if [pretrained.config.id2label[i] for i in range(pretrained.config.num_labels)] != list(config.audioset_labels):
-            raise ValueError(f"{name_or_path}'s classes are not the config's audioset_labels: the adapter was made "
-                             "on another base checkpoint.")
-        model.audioset.copy_from(pretrained)
-    return model
-
-
 def build_ast_dora(model_args, labels: list[str]) -> PeftModel:
     # transformers 5 passes unknown from_pretrained kwargs to the model's __init__, so the head's fields
     # go onto the loaded config rather than through from_pretrained.
@@ -76,7 +59,10 @@ def build_ast_dora(model_args, labels: list[str]) -> PeftModel:
     }
     for name, value in fields.items():
         setattr(config, name, value)
-    model = load_base_model(model_args.model_name_or_path, config, **hub_kwargs(model_args))
+    # from an AudioSet checkpoint: the AudioSet branch (music detection) is copied from its own head
+    model = ASTWithMLPHeadForAudioClassification.from_pretrained(
+        model_args.model_name_or_path, config=config, ignore_mismatched_sizes=True, **hub_kwargs(model_args)
+    )
     dora_config = LoraConfig(
         r=model_args.dora_rank,
         lora_alpha=model_args.dora_alpha,
@@ -131,7 +117,6 @@ __all__ = [
     "build_feature_extractor",
     "audioset_fields",
     "dora_target_modules",
-    "load_base_model",
     "merge_dora",
     "random_model",
     "write_tiny_checkpoint",

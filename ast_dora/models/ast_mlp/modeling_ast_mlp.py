@@ -137,6 +137,26 @@ class ASTWithMLPHeadForAudioClassification(ASTPreTrainedModel):
         self.audioset = ASTAudioSetBranch(config) if has_audioset_branch(config) else None
         self.post_init()
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`; loaded from an AudioSet checkpoint (no `audioset.*` weights: the base
+        that training starts from, or that an adapter is put on), the AudioSet branch is copied from that
+        checkpoint's own classifier and top-layer FFNs, so it is the pretrained model's output wherever it loads."""
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        if model.audioset is not None and any(key.startswith("audioset.") for key in info["missing_keys"]):
+            hub = {key: kwargs[key] for key in ("cache_dir", "revision", "token", "local_files_only", "subfolder")
+                   if key in kwargs}
+            pretrained = ASTForAudioClassification.from_pretrained(pretrained_model_name_or_path, **hub)
+            labels = [pretrained.config.id2label[i] for i in range(pretrained.config.num_labels)]
+            if labels != list(model.config.audioset_labels):
+                raise ValueError(f"{pretrained_model_name_or_path}'s classes are not this model's audioset_labels: it "
+                                 "is not the checkpoint the model was built on.")
+            model.audioset.copy_from(pretrained)
+            info["missing_keys"] = type(info["missing_keys"])(
+                key for key in info["missing_keys"] if not key.startswith("audioset."))
+        return (model, info) if output_loading_info else model
+
     def _encode_from(
         self, hidden_states: torch.Tensor, start_layer: int, attention_mask: torch.Tensor | None = None,
         output_audioset: bool = False, **kwargs

@@ -8,7 +8,6 @@ from ..registry import GPUCheckSettings, ModelSpec
 from .dora import (
     build_ast_dora,
     build_feature_extractor,
-    load_base_model,
     merge_dora,
     random_model,
     write_tiny_checkpoint,
@@ -55,7 +54,6 @@ SPEC = ModelSpec(
     tiny_checkpoint=write_tiny_checkpoint,
     prefix_cache=True,
     for_inference=merge_dora,
-    load_base_model=load_base_model,
     gpu_check=GPUCheckSettings(
         batch_sizes=((8,), (32,)),
         # configs/ast_dora.yaml's fault-filtered split: 443 / 197 tracks, three 10.24-s windows per 30-s clip.
