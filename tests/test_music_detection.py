@@ -122,8 +122,17 @@ def test_vit_hybrid_alone_reports_null(tmp_path, capsys):
 
 @pytest.fixture(scope="session")
 def stand_in(request):
-    """The pretrained stand-in (the smoke runs' recipe), kept in pytest's cache: built once (about a minute of
-    CPU), reused while the recipe is the same (`make_tiny_ast` rebuilds it otherwise)."""
+    """The pretrained stand-in (the smoke runs' recipe): the smoke run's `data/tiny_ast` when it holds this recipe
+    (read only), else one kept in pytest's cache, built once (about a minute of CPU on an idle 2-core machine) and
+    reused while the recipe is the same (`make_tiny_ast` rebuilds it otherwise)."""
+    from song_fixtures import REPO_ROOT
+
+    from ast_dora.models.tiny_ast import STAND_IN_FILE, _stand_in_recipe
+
+    smoke = REPO_ROOT / "data" / "tiny_ast"
+    if (smoke / STAND_IN_FILE).is_file() and json.loads((smoke / STAND_IN_FILE).read_text()) == json.loads(
+            json.dumps(_stand_in_recipe(0, pretrain=True))):
+        return smoke
     return make_tiny_ast(request.config.cache.mkdir("tiny_ast_stand_in"), pretrain=True)
 
 
