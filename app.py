@@ -3,8 +3,15 @@
     python app.py --model runs/vit_hybrid --model runs/ast_dora [--port 7860]
     GENRE_MODELS=user/genre-vit-hybrid,user/genre-ast-dora python app.py        # a Space sets this variable
 
-Models are output folders of `finetune/run.py` (either kind) or Hub ids; the picker lists them in the order given,
-the first being the default. The analysis is served to API clients as `/predict` (audio file first, the model an
+Models are output folders of `finetune/run.py` (either kind) or Hub ids; the picker lists them in the order given.
+With two or more models it also offers "both" (`BOTH`, the default then): one answer from all of them, the weighted
+mean of their song probabilities (`GenreClassifier.ensemble`, equal weights). With one model, that model is the
+default.
+
+Music check: when an AST-DoRA model (which carries the AudioSet classifier it was fine-tuned from) is served, every
+upload is checked with it, whichever model the visitor picked (for another model, on at most
+`MUSIC_CHECK_MAX_WINDOWS` windows spread over the song); a song that is not music is shown as "not music" with
+what it sounds like (AudioSet's top classes) instead of a genre; the JSON keeps `genre`. The analysis is served to API clients as `/predict` (audio file first, the model an
 optional second input), e.g. with `gradio_client`:
 
     Client("http://127.0.0.1:7860").predict(handle_file("song.mp3"), api_name="/predict")
@@ -16,8 +23,10 @@ Settings (flag or environment variable): `--backend` / `GENRE_BACKEND` (`torch`;
 model's `onnx/` export, int8 when there is one: `python -m ast_dora.export onnx OUTPUT_DIR --quantize int8`;
 `openvino` for OpenVINO on its `openvino/` export: `python -m ast_dora.export openvino OUTPUT_DIR --quantize int8`;
 default `auto`: the fastest export each model has, openvino int8 then onnx int8, torch for one without, see README
-"OpenVINO backend"; with exported models only, the app runs without torch installed), `--max_seconds` / `GENRE_MAX_SECONDS` (longest song accepted,
-default 600), `--max_file_size` / `GENRE_MAX_FILE_SIZE` (upload limit, default 50mb), `--examples_dir` /
+"OpenVINO backend"; with exported models only, the app runs without torch installed), `--max_seconds` /
+`GENRE_MAX_SECONDS` (longest song accepted, default 600), `--max_windows` / `GENRE_MAX_WINDOWS` (analyse at most
+that many windows of a song, evenly spread over it; default 0: all), `--min_music_probability` /
+`GENRE_MIN_MUSIC_PROBABILITY` (default 0.5), `--max_file_size` / `GENRE_MAX_FILE_SIZE` (upload limit, default 50mb), `--examples_dir` /
 `GENRE_EXAMPLES_DIR` (where example clips are generated), `--no_bf16` / `GENRE_BF16=0`.
 
 On a ZeroGPU Space (Hugging Face sets `SPACES_ZERO_GPU`) the torch models are placed on `cuda` at startup and each
@@ -39,6 +48,7 @@ import numpy as np
 from ast_dora.backends import BACKEND_CHOICES
 from ast_dora.inference import GenreClassifier, InvalidAudioError
 from ast_dora.inference import _format_duration as format_duration
+from ast_dora.music_detection import DEFAULT_MIN_MUSIC_PROBABILITY
 from ast_dora.plots import plot_probability_timeline
 
 logger = logging.getLogger("app")
@@ -64,6 +74,10 @@ ZERO_GPU_DURATION = 60
 # Partial results are sent after the first batch, then at most this often (each one redraws the timeline), and
 # always at the end.
 STREAM_INTERVAL_SECONDS = 0.5
+BOTH = "both"  # the model choice that answers with all the models served (an ensemble)
+# The music check of an upload analysed by a model without one (the ViT-hybrid): the AST-DoRA model on at most this
+# many windows (10.24 s each), spread over the song.
+MUSIC_CHECK_MAX_WINDOWS = 6
 
 
 def model_specs(cli_models: list[str] | None, environ=os.environ) -> list[str]:
@@ -152,20 +166,45 @@ def example_files(examples_dir: str | os.PathLike | None = None) -> list[str]:
 
 def summary_text(analysis, seconds: float, model_label: str) -> str:
     """The line under the genre label: partial (windows done so far) while the song is analysed, then final."""
+    if analysis.music is not None and not analysis.music.is_music:
+        like = analysis.music.sounds_like()
+        state = "so far" if not analysis.complete else f"in {format_duration(analysis.duration)} of audio"
+        return (
+            f"**Not music** {state}: it sounds like **{like['label']}** ({like['score']:.2f}); AudioSet's music "
+            f"probability is {analysis.music.music_probability:.2f} (below {analysis.music.min_music_probability:g}), "
+            f"so no genre is given · {analysis.windows_done}/{analysis.windows_planned} windows analysed in "
+            f"{seconds:.1f} s by {model_label}"
+        )
     if not analysis.complete:
         return (
-            f"**{analysis.genre}** ({analysis.confidence:.0%}) so far · {analysis.windows_done}/{analysis.windows_total} "
+            f"**{analysis.genre}** ({analysis.confidence:.0%}) so far · {analysis.windows_done}/{analysis.windows_planned} "
             f"windows analysed in {seconds:.1f} s by {model_label} …"
         )
+    sampled = (f" ({analysis.windows_planned} of its {analysis.windows_total} windows, spread over it)"
+               if analysis.windows_planned < analysis.windows_total else "")
     return (
-        f"**{analysis.genre}** ({analysis.confidence:.0%}) · majority vote of {analysis.windows_total} "
-        f"windows: **{analysis.vote}** · {format_duration(analysis.duration)} of audio analysed in "
+        f"**{analysis.genre}** ({analysis.confidence:.0%}) · majority vote of {analysis.windows_planned} "
+        f"windows: **{analysis.vote}** · {format_duration(analysis.duration)} of audio{sampled} analysed in "
         f"{seconds:.1f} s by {model_label}"
     )
 
 
+def label_value(analysis) -> dict[str, float]:
+    """What the label shows: the genres, or for a song that is not music, what it sounds like (AudioSet)."""
+    if analysis.music is not None and not analysis.music.is_music:
+        return {f"not music: {item['label']}": item["score"] for item in analysis.music.top(TOP_CLASSES)}
+    return analysis.label_probabilities()
+
+
+def music_checker(classifiers: dict[str, GenreClassifier]) -> GenreClassifier | None:
+    """The first model served that checks music (an AST-DoRA model with the AudioSet branch), or None."""
+    return next((c for c in classifiers.values() if c.music_check), None)
+
+
 def make_analyse(classifiers: dict[str, GenreClassifier], stream_interval: float = STREAM_INTERVAL_SECONDS):
-    default_spec = next(iter(classifiers))
+    default_spec = BOTH if len(classifiers) > 1 else next(iter(classifiers))
+    checker = music_checker(classifiers)
+    ensemble = GenreClassifier.ensemble(list(classifiers.values()), names=list(classifiers)) if len(classifiers) > 1 else None
 
     def analyse(audio_path: str | None, model: str | None = None, progress=gr.Progress()):  # noqa: B008 (how Gradio injects progress)
         """Classify a song: top genres, the genre probabilities over time, and the full analysis as JSON; partial
@@ -173,25 +212,39 @@ def make_analyse(classifiers: dict[str, GenreClassifier], stream_interval: float
         if not audio_path:
             raise gr.Error("No audio: upload a file or record with the microphone first.", title="No audio")
         spec = model or default_spec
-        if spec not in classifiers:
-            raise gr.Error(f"Unknown model {spec!r}; choose one of: {', '.join(classifiers)}.", title="Unknown model")
-        classifier = classifiers[spec]
-        label = model_choice_label(spec, classifier)
+        if spec == BOTH and ensemble is not None:
+            classifier, label = ensemble, " + ".join(model_choice_label(s, c) for s, c in classifiers.items())
+        elif spec in classifiers:
+            classifier = classifiers[spec]
+            label = model_choice_label(spec, classifier)
+        else:
+            choices = [*([BOTH] if ensemble is not None else []), *classifiers]
+            raise gr.Error(f"Unknown model {spec!r}; choose one of: {', '.join(choices)}.", title="Unknown model")
         start = time.perf_counter()
         last_sent = None
         try:
+            music = None
+            checks_itself = getattr(classifier, "music_check", False) or getattr(classifier, "music_checker", None)
+            if checker is not None and not checks_itself:
+                # The picked model cannot tell music from other sounds: the AST-DoRA model checks the upload first.
+                music = checker.analyse(audio_path, max_windows=MUSIC_CHECK_MAX_WINDOWS).music
             for analysis in classifier.analyse_iter(audio_path):
-                progress(analysis.windows_done / analysis.windows_total,
-                         desc=f"{analysis.windows_done}/{analysis.windows_total} windows")
+                if music is not None:
+                    analysis.music = music
+                progress(analysis.windows_done / analysis.windows_planned,
+                         desc=f"{analysis.windows_done}/{analysis.windows_planned} windows")
                 now = time.perf_counter()
                 if analysis.complete or last_sent is None or now - last_sent >= stream_interval:
                     last_sent = now
                     result = analysis.to_dict()
                     result["file"] = Path(audio_path).name
                     result["model"] = spec
-                    result["backend"] = classifier.runner.describe()
-                    result["windows_done"], result["windows_total"] = analysis.windows_done, analysis.windows_total
-                    yield (analysis.label_probabilities(), plot_probability_timeline(analysis), result,
+                    if analysis.ensemble is not None:
+                        result["backend"] = [c.runner.describe() for c in classifier.classifiers]
+                    else:
+                        result["backend"] = classifier.runner.describe()
+                    result["windows_done"], result["windows_planned"] = analysis.windows_done, analysis.windows_planned
+                    yield (label_value(analysis), plot_probability_timeline(analysis), result,
                            summary_text(analysis, now - start, label))
         except InvalidAudioError as error:
             raise gr.Error(str(error), title="Cannot analyse this audio", print_exception=False) from None
@@ -203,6 +256,8 @@ def build_demo(classifiers: dict[str, GenreClassifier], examples: list[str] | No
                max_seconds: float | None = DEFAULT_MAX_SECONDS, environ=os.environ) -> gr.Blocks:
     analyse = gpu_function(make_analyse(classifiers), environ)
     choices = [(model_choice_label(spec, c), spec) for spec, c in classifiers.items()]
+    if len(classifiers) > 1:  # one answer from all of them, the default
+        choices.insert(0, ("Both: " + " + ".join(c.spec.display_name for c in classifiers.values()), BOTH))
     limit = f"up to {format_duration(max_seconds)}" if max_seconds else "any length"
     with gr.Blocks(title="Music genre classifier") as demo:
         gr.Markdown(
@@ -246,6 +301,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default=None, help="Address to bind (default: $GRADIO_SERVER_NAME or 127.0.0.1).")
     parser.add_argument("--max_seconds", type=float, default=float(os.environ.get("GENRE_MAX_SECONDS", DEFAULT_MAX_SECONDS)),
                         help="Longest song accepted, in seconds (default 600; 0 for no limit).")
+    parser.add_argument("--max_windows", type=int, default=int(os.environ.get("GENRE_MAX_WINDOWS", 0)),
+                        help="Analyse at most this many windows of a song, evenly spread over it (default 0: all).")
+    parser.add_argument("--min_music_probability", type=float,
+                        default=float(os.environ.get("GENRE_MIN_MUSIC_PROBABILITY", DEFAULT_MIN_MUSIC_PROBABILITY)),
+                        help="An upload is music when AudioSet's \"Music\" probability reaches this (default "
+                        f"{DEFAULT_MIN_MUSIC_PROBABILITY}; README, \"Music check\").")
     parser.add_argument("--max_file_size", default=os.environ.get("GENRE_MAX_FILE_SIZE", DEFAULT_MAX_FILE_SIZE),
                         help="Largest upload, e.g. 50mb (default).")
     parser.add_argument("--examples_dir", default=os.environ.get("GENRE_EXAMPLES_DIR"),
@@ -258,6 +319,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "fastest export each model has (openvino int8, onnx int8, ...), torch for the others. "
                         f"Default: $GENRE_BACKEND or {DEFAULT_BACKEND}.")
     args = parser.parse_args(argv)
+    if not 0.0 <= args.min_music_probability <= 1.0:
+        parser.error(f"min_music_probability must be between 0 and 1, got {args.min_music_probability}.")
+    if args.max_windows < 0:
+        parser.error(f"max_windows (GENRE_MAX_WINDOWS) must be 0 (all windows) or positive, got {args.max_windows}.")
     if args.backend not in BACKEND_CHOICES:  # a default from $GENRE_BACKEND is not checked by `choices`
         parser.error(f"GENRE_BACKEND={args.backend!r} is not one of {', '.join(BACKEND_CHOICES)}.")
     return args
@@ -268,7 +333,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     max_seconds = args.max_seconds if args.max_seconds > 0 else None
     classifiers = load_classifiers(model_specs(args.model), max_seconds, bf16=False if args.no_bf16 else None,
-                                   backend=args.backend)
+                                   backend=args.backend, max_windows=args.max_windows or None,
+                                   min_music_probability=args.min_music_probability)
     examples = example_files(args.examples_dir)
     demo = build_demo(classifiers, examples, max_seconds=max_seconds)
     launch(demo, server_name=args.host, port=args.port, max_file_size=args.max_file_size,

@@ -1,9 +1,11 @@
 """What runs the model in song analysis: PyTorch, or ONNX Runtime / OpenVINO on an exported copy of the same model.
 
 A backend turns a batch of `input_values` (a float32 numpy array computed by `GenreClassifier.features`) into
-logits (numpy); `GenreClassifier` calls nothing else of the model, so the rest of the analysis (windows,
-features, aggregation, streaming) is the same for all of them. Only `TorchRunner` imports torch: the onnx and
-openvino backends run in a process without PyTorch installed.
+logits (`runner(input_values)`, numpy), or into all of the model's named outputs (`runner.outputs(input_values)`:
+a dict of numpy arrays, `logits` and, for an AST-DoRA model with the AudioSet branch, `audioset_logits`, the same
+names as the ONNX graph's outputs, which the OpenVINO IR converted from it keeps); `GenreClassifier` calls nothing
+else of the model, so the rest of the analysis (windows, features, aggregation, streaming) is the same for all of
+them. Only `TorchRunner` imports torch: the onnx and openvino backends run in a process without PyTorch installed.
 
 - `TorchRunner`: the transformers model under `torch.inference_mode`, in bf16 where the hardware has native bf16
   (see `ast_dora.inference`).
@@ -72,6 +74,8 @@ class _Device:
 
 
 CPU = _Device()
+# The second output of an AST-DoRA model: the pretrained AudioSet classifier's logits (music detection).
+ONNX_AUDIOSET_OUTPUT = "audioset_logits"
 
 
 class BackendError(ValueError):
@@ -133,15 +137,25 @@ class TorchRunner:
     def parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
+    @property
+    def output_names(self) -> list[str]:
+        return [ONNX_OUTPUT, *([ONNX_AUDIOSET_OUTPUT] if getattr(self.model, "audioset", None) is not None else [])]
+
     def __call__(self, input_values) -> np.ndarray:
         """`input_values`: a numpy array (or a torch tensor) of the feature extractor's output."""
+        return self.outputs(input_values, [ONNX_OUTPUT])[ONNX_OUTPUT]
+
+    def outputs(self, input_values, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """The model's named outputs (`output_names`, or those of `names`) for a batch, float32 numpy arrays."""
         import torch
 
+        names = self.output_names if names is None else names
+        extra = {"output_audioset": True} if ONNX_AUDIOSET_OUTPUT in names else {}
         input_values = torch.as_tensor(input_values)
         # Entered per call, never across a `yield` of the streaming analysis: autocast is thread state.
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            logits = self.model(input_values=input_values.to(self.device, self.dtype)).logits
-        return logits.float().cpu().numpy()
+            output = self.model(input_values=input_values.to(self.device, self.dtype), **extra)
+        return {name: output[name].float().cpu().numpy() for name in names}
 
     def describe(self) -> str:
         return f"torch on {self.device}, {self.precision}"
@@ -191,6 +205,7 @@ class OnnxRunner:
                 f"{self.path} takes {inputs} and returns {outputs}, not {ONNX_INPUT!r} -> {ONNX_OUTPUT!r}: it was not "
                 "written by `python -m ast_dora.export onnx`. Export the model again."
             )
+        self.output_names = [name for name in (ONNX_OUTPUT, ONNX_AUDIOSET_OUTPUT) if name in outputs]
         self.precision = "int8" if self.path.name == ONNX_INT8_FILE else "fp32"
         self.device = CPU
         self.bf16 = False
@@ -205,8 +220,14 @@ class OnnxRunner:
         return int(sum(np.prod(tensor.dims, dtype=np.int64) for tensor in graph.initializer))
 
     def __call__(self, input_values: np.ndarray) -> np.ndarray:
+        return self.outputs(input_values, [ONNX_OUTPUT])[ONNX_OUTPUT]
+
+    def outputs(self, input_values: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """The graph's named outputs (`output_names`, or those of `names`) for a batch. ONNX Runtime prunes the
+        nodes that only the outputs not asked for need."""
+        names = self.output_names if names is None else names
         array = np.ascontiguousarray(np.asarray(input_values, dtype=np.float32))
-        return self.session.run([ONNX_OUTPUT], {ONNX_INPUT: array})[0]
+        return dict(zip(names, self.session.run(names, {ONNX_INPUT: array}), strict=True))
 
     def describe(self) -> str:
         return f"onnxruntime {self.precision} ({self.path.name}, {self.threads} threads)"
@@ -331,6 +352,7 @@ class OpenVinoRunner:
                 f"{self.path} takes {inputs} and returns {outputs}, not {ONNX_INPUT!r} -> {ONNX_OUTPUT!r}: it was not "
                 "written by `python -m ast_dora.export openvino`. Export the model again."
             )
+        self.output_names = [name for name in (ONNX_OUTPUT, ONNX_AUDIOSET_OUTPUT) if name in outputs]
         properties = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": self.threads}
         if bf16 is False:
             properties["INFERENCE_PRECISION_HINT"] = "f32"
@@ -352,9 +374,14 @@ class OpenVinoRunner:
         return self._parameters
 
     def __call__(self, input_values: np.ndarray) -> np.ndarray:
+        return self.outputs(input_values, [ONNX_OUTPUT])[ONNX_OUTPUT]
+
+    def outputs(self, input_values: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """The IR's named outputs (`output_names`, or those of `names`) for a batch, as `OnnxRunner.outputs`."""
+        names = self.output_names if names is None else names
         array = np.ascontiguousarray(np.asarray(input_values, dtype=np.float32))
         result = self.request.infer({0: array})
-        return np.array(result[self.compiled.output(ONNX_OUTPUT)])
+        return {name: np.array(result[self.compiled.output(name)]) for name in names}
 
     def describe(self) -> str:
         return (f"openvino {self.precision} ({self.path.name}, inference precision {self.inference_precision}, "
@@ -395,6 +422,7 @@ __all__ = [
     "BACKENDS",
     "BACKEND_CHOICES",
     "BackendError",
+    "ONNX_AUDIOSET_OUTPUT",
     "ONNX_FP32_FILE",
     "ONNX_INT8_FILE",
     "ONNX_RECORD_FILE",

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from .backends import (
+    ONNX_AUDIOSET_OUTPUT,
     ONNX_FP32_FILE,
     ONNX_INPUT,
     ONNX_INT8_FILE,
@@ -84,15 +85,20 @@ class ExportError(ValueError):
     """An export or check that cannot be done as asked; the message says what to do."""
 
 
-class _LogitsOnly(torch.nn.Module):
-    """The model as ONNX sees it: `input_values` in, `logits` out (no loss, no ModelOutput)."""
+class _NamedOutputs(torch.nn.Module):
+    """The model as ONNX sees it: `input_values` in, `logits` out, and `audioset_logits` (music detection) for a
+    model with the AudioSet branch (no loss, no ModelOutput)."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
+        self.output_names = [ONNX_OUTPUT, *([ONNX_AUDIOSET_OUTPUT] if getattr(model, "audioset", None) is not None else [])]
 
-    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
-        return self.model(input_values=input_values).logits
+    def forward(self, input_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if len(self.output_names) == 1:
+            return (self.model(input_values=input_values).logits,)
+        output = self.model(input_values=input_values, output_audioset=True)
+        return output.logits, output.audioset_logits
 
 
 def generated_windows(sampling_rate: int, window: int, count: int, seed: int = 0) -> np.ndarray:
@@ -103,6 +109,10 @@ def generated_windows(sampling_rate: int, window: int, count: int, seed: int = 0
     rng = np.random.default_rng(seed)
     genres = [GTZAN_GENRES[(3 * i) % len(GTZAN_GENRES)] for i in range(count)]
     return np.stack([synthesize_track(g, window / sampling_rate, sampling_rate, rng)[:window] for g in genres])
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
 
 
 def compare_logits(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
@@ -124,15 +134,16 @@ def export_fp32(model: torch.nn.Module, example: torch.Tensor, path: Path, opset
         # TorchScript exporter; neither is a problem here, and the export is checked on other batch sizes.
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         warnings.simplefilter("ignore", category=DeprecationWarning)
+        wrapper = _NamedOutputs(model).eval()
         torch.onnx.export(
-            _LogitsOnly(model).eval(),
+            wrapper,
             (example,),
             str(tmp),
             dynamo=False,
             opset_version=opset,
             input_names=[ONNX_INPUT],
-            output_names=[ONNX_OUTPUT],
-            dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
+            output_names=wrapper.output_names,
+            dynamic_axes={ONNX_INPUT: {0: "batch"}, **{name: {0: "batch"} for name in wrapper.output_names}},
         )
     tmp.replace(path)
 
@@ -175,7 +186,7 @@ def export_onnx(model_dir: str | os.PathLike, quantize: str | None = None, opset
     windows = generated_windows(classifier.sampling_rate, classifier.window, EXAMPLE_BATCH + check_windows)
     example = torch.from_numpy(classifier.features(windows[:EXAMPLE_BATCH]))
     check_inputs = classifier.features(windows[EXAMPLE_BATCH:])
-    reference = classifier.runner(check_inputs)
+    reference = classifier.runner.outputs(check_inputs)
 
     onnx_dir = model_dir / ONNX_SUBFOLDER
     onnx_dir.mkdir(exist_ok=True)
@@ -193,11 +204,16 @@ def export_onnx(model_dir: str | os.PathLike, quantize: str | None = None, opset
     files = {}
     for path in written:
         runner = OnnxRunner(path, classifier.config)
+        outputs = runner.outputs(check_inputs)
         files[path.name] = {
             "precision": runner.precision,
             "megabytes": round(path.stat().st_size / 1e6, 2),
-            "check": compare_logits(reference, runner(check_inputs)),
+            "check": compare_logits(reference[ONNX_OUTPUT], outputs[ONNX_OUTPUT]),
         }
+        if ONNX_AUDIOSET_OUTPUT in reference:
+            # AudioSet's classes are independent (sigmoid each): the largest difference of a class probability
+            difference = np.abs(_sigmoid(reference[ONNX_AUDIOSET_OUTPUT]) - _sigmoid(outputs[ONNX_AUDIOSET_OUTPUT]))
+            files[path.name]["audioset_check"] = {"max_probability_difference": float(difference.max())}
     import onnx
     import onnxruntime
 
@@ -207,6 +223,7 @@ def export_onnx(model_dir: str | os.PathLike, quantize: str | None = None, opset
         "exporter": "torch.onnx.export (TorchScript, dynamo=False)",
         "input": {"name": ONNX_INPUT, "shape": ["batch", *example.shape[1:]], "dtype": "float32"},
         "output": {"name": ONNX_OUTPUT, "shape": ["batch", classifier.config.num_labels]},
+        "outputs": [ONNX_OUTPUT, *([ONNX_AUDIOSET_OUTPUT] if ONNX_AUDIOSET_OUTPUT in reference else [])],
         "quantization": {"method": "onnxruntime.quantization.quantize_dynamic", "op_types": list(QUANTIZED_OPERATORS),
                          "weight_type": "QInt8"} if quantize else None,
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},

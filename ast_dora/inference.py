@@ -30,8 +30,12 @@ int8` writes it), `backend="auto"` the fastest export present; windows, features
 (PyAV), features (numpy) and the model (ONNX Runtime / OpenVINO) run in a process without PyTorch installed.
 
 Streaming: `analyse_iter` yields a partial `SongAnalysis` after each batch of windows (`windows_done` of
-`windows_total`), so a caller can show the genre and the timeline of the first windows while the rest run;
-`analyse` is its last value.
+`windows_planned`), so a caller can show the genre and the timeline of the windows done while the rest run;
+`analyse` is its last value. Windows run coarse to fine (the middle one, then the middles of the halves, of the
+quarters, ...: `song_windows.visiting_order`), so each partial result samples the whole song, not its intro; a
+partial analysis holds its windows in time order and the final one is the same whatever the order.
+`max_windows` analyses at most that many windows, evenly spread over the song (`windows_planned` of
+`windows_total`).
 """
 
 from __future__ import annotations
@@ -45,7 +49,14 @@ from typing import Any
 
 import numpy as np
 
-from .backends import BackendError, TorchRunner, load_export_runner, resolve_backend
+from .backends import (
+    ONNX_AUDIOSET_OUTPUT,
+    ONNX_OUTPUT,
+    BackendError,
+    TorchRunner,
+    load_export_runner,
+    resolve_backend,
+)
 from .genre_classification.audio_decoding import AudioDecodeError, decode_with_av, resample_with_av
 from .genre_classification.song_windows import (
     aggregate_windows,
@@ -53,11 +64,21 @@ from .genre_classification.song_windows import (
     seconds_to_samples,
     softmax,
     to_mono_float,
+    visiting_order,
     window_batches,
 )
 from .hardware import cpu_has_fast_bf16
 from .models import spec_for_config
 from .models.factory import load_trained_config, model_windows
+from .music_detection import (
+    DEFAULT_MIN_MUSIC_PROBABILITY,
+    NO_MUSIC_CHECK,
+    MusicCheck,
+    audioset_labels,
+    check_min_music_probability,
+    music_index,
+    sigmoid,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -100,24 +121,39 @@ class SongAnalysis:
     sampling_rate: int
     source: str | None = None  # the file, when there was one
     timings: dict[str, float] = field(default_factory=dict)  # seconds spent in decode / features / model
-    # Windows the song has in all; a partial analysis (`analyse_iter`) holds only the first `windows_done`.
+    # Windows the song has in all; `max_windows` analyses only `windows_planned` of them, and a partial analysis
+    # (`analyse_iter`) holds the `windows_done` of those run so far (in time order).
     windows_total: int | None = None
+    windows_planned: int | None = None
+    # The AudioSet view of the same windows (`ast_dora.music_detection`); None for a model without it (ViT-hybrid).
+    music: MusicCheck | None = None
+    # An ensemble's answer (`GenreClassifier.ensemble`): its timeline is a common time grid, so the windows the
+    # models analysed are counted here; `ensemble` holds "models", "weights" and the models' own "members" analyses.
+    windows_analysed: int | None = None
+    ensemble: dict[str, Any] | None = None
 
     def __post_init__(self):
         if self.windows_total is None:
             self.windows_total = len(self.window_starts)
+        if self.windows_planned is None:
+            self.windows_planned = self.windows_total
 
     @property
     def windows_done(self) -> int:
-        return len(self.window_starts)
+        return len(self.window_starts) if self.windows_analysed is None else self.windows_analysed
 
     @property
     def complete(self) -> bool:
-        return self.windows_done == self.windows_total
+        return self.windows_done == self.windows_planned
 
     @property
     def genre(self) -> str:
         return self.labels[int(np.argmax(self.probabilities))]
+
+    @property
+    def is_music(self) -> bool | None:
+        """Whether the AudioSet check says music (None without one): when False, `genre` is no answer."""
+        return None if self.music is None else self.music.is_music
 
     @property
     def confidence(self) -> float:
@@ -144,7 +180,17 @@ class SongAnalysis:
             "probabilities": self.label_probabilities(),
             "vote": self.vote,
             "duration": self.duration,
+            "windows_analysed": self.windows_done,
+            "windows_total": self.windows_total,
+            **(self.music.to_dict() if self.music is not None else NO_MUSIC_CHECK),
         }
+        if self.ensemble is not None:
+            result["models"] = list(self.ensemble["models"])
+            result["weights"] = list(self.ensemble["weights"])
+            result["per_model"] = [
+                {"model": name, **member.to_dict(segments=False)}
+                for name, member in zip(self.ensemble["models"], self.ensemble["members"], strict=True)
+            ]
         if segments:
             result["segments"] = [
                 {
@@ -306,6 +352,12 @@ class GenreClassifier:
         device: (torch models) where the model runs (default: CUDA when available, else CPU).
         min_seconds / max_seconds: shorter (longer) audio is refused with `TooShortAudioError`
             (`TooLongAudioError`); `max_seconds=None` accepts any length.
+        max_windows: analyse at most this many windows of a song, evenly spread over it (default: all); a
+            long song then costs what a short one does, and its answer is a sample of it.
+        music_check: (AST-DoRA models with the AudioSet branch) also compute AudioSet's view of every window and
+            report `music_probability` / `is_music` (`ast_dora.music_detection`); default True.
+        min_music_probability: the song is music when its AudioSet "Music" probability reaches this (default
+            `DEFAULT_MIN_MUSIC_PROBABILITY`).
     """
 
     def __init__(
@@ -321,6 +373,9 @@ class GenreClassifier:
         min_seconds: float = MIN_SECONDS,
         max_seconds: float | None = None,
         name: str | None = None,
+        max_windows: int | None = None,
+        music_check: bool = True,
+        min_music_probability: float = DEFAULT_MIN_MUSIC_PROBABILITY,
     ):
         # The model call is the backend's; everything else here is the same for every backend.
         if not (hasattr(model, "backend") and hasattr(model, "describe")):  # a torch model, not a runner
@@ -348,12 +403,22 @@ class GenreClassifier:
         self.first_batch_size = min(int(first_batch_size), self.batch_size)
         self.min_seconds = float(min_seconds)
         self.max_seconds = max_seconds
+        if max_windows is not None and int(max_windows) < 1:
+            raise ValueError(f"max_windows must be at least 1 (or None for all windows), got {max_windows}")
+        self.max_windows = None if max_windows is None else int(max_windows)
         self.name = name
         self.feature_extractor = feature_extractor
         self.sampling_rate = int(feature_extractor.sampling_rate)
         self.window = seconds_to_samples(self.window_seconds, self.sampling_rate)
         self.hop = seconds_to_samples(self.hop_seconds, self.sampling_rate)
         self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
+        # Music detection: the AudioSet classes, when the model (or its export) computes them.
+        labels = audioset_labels(self.config)
+        self.audioset_labels = labels if labels and ONNX_AUDIOSET_OUTPUT in self.runner.output_names else None
+        if self.audioset_labels is not None:
+            music_index(self.audioset_labels)  # a clear error now if there is no "Music" class
+        self.music_check = bool(music_check) and self.audioset_labels is not None
+        self.min_music_probability = check_min_music_probability(min_music_probability)
         self._fast_ast_features = ASTFbankFeatures(feature_extractor) if ASTFbankFeatures.supports(feature_extractor) else None
 
     @classmethod
@@ -396,6 +461,15 @@ class GenreClassifier:
             f"window={self.window_seconds}s/{self.hop_seconds}s @ {self.sampling_rate} Hz, "
             f"batch_size={self.first_batch_size} then {self.batch_size}, backend={self.runner.describe()})"
         )
+
+    @staticmethod
+    def ensemble(classifiers: list[GenreClassifier], weights: list[float] | None = None,
+                 names: list[str] | None = None):
+        """Several classifiers (any models, any backends) answering together: the song's probabilities are the
+        weighted mean (equal weights by default) of theirs; see `ast_dora.ensemble.EnsembleClassifier`."""
+        from .ensemble import EnsembleClassifier
+
+        return EnsembleClassifier(classifiers, weights=weights, names=names)
 
     # ---- audio in ----
 
@@ -456,11 +530,19 @@ class GenreClassifier:
     def _probabilities(self, input_values: np.ndarray) -> np.ndarray:
         return softmax(self.runner(input_values))
 
+    def _outputs(self, input_values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(genre probabilities (batch, labels), AudioSet probabilities (batch, classes) or None)."""
+        if not self.music_check:
+            return self._probabilities(input_values), None
+        outputs = self.runner.outputs(input_values, [ONNX_OUTPUT, ONNX_AUDIOSET_OUTPUT])
+        return softmax(outputs[ONNX_OUTPUT]), sigmoid(outputs[ONNX_AUDIOSET_OUTPUT])
+
     def analyse(
         self,
         audio: str | os.PathLike | bytes | np.ndarray,
         sampling_rate: int | None = None,
         progress: Callable[[int, int], None] | None = None,
+        max_windows: int | None = None,
     ) -> SongAnalysis:
         """Classify a whole song.
 
@@ -468,25 +550,29 @@ class GenreClassifier:
             audio: a file path (anything FFmpeg decodes), the bytes of a file, or a waveform array of shape
                 `(samples,)`, `(samples, channels)` or `(channels, samples)` (int PCM or float in [-1, 1]).
             sampling_rate: the array's rate (required for arrays; files carry theirs).
-            progress: called as `progress(windows_done, windows_total)` after every batch.
+            progress: called as `progress(windows_done, windows_planned)` after every batch.
+            max_windows: at most this many windows, evenly spread (default: the classifier's `max_windows`).
 
         Raises:
             InvalidAudioError: not audio (`NotAudioError`), silent, too short or too long; the message is meant
                 for the user.
         """
         # The last partial analysis of the stream is the whole one: the two can never differ.
-        for analysis in self.analyse_iter(audio, sampling_rate):
+        for analysis in self.analyse_iter(audio, sampling_rate, max_windows=max_windows):
             if progress is not None:
-                progress(analysis.windows_done, analysis.windows_total)
+                progress(analysis.windows_done, analysis.windows_planned)
         return analysis
 
     def analyse_iter(
         self,
         audio: str | os.PathLike | bytes | np.ndarray,
         sampling_rate: int | None = None,
+        max_windows: int | None = None,
     ) -> Iterator[SongAnalysis]:
         """Classify a song batch by batch: yields a `SongAnalysis` of the windows done so far after every batch
-        (`windows_done` of `windows_total`; genre, vote and timeline over those windows), the last one complete.
+        (`windows_done` of `windows_planned`; genre, vote and timeline over those windows, in time order), the last
+        one complete. Windows run coarse to fine (`song_windows.visiting_order`), so every partial result is
+        spread over the whole song.
 
         Same arguments and errors as `analyse`; the audio is decoded and checked before the first yield.
         """
@@ -499,26 +585,37 @@ class GenreClassifier:
         duration = len(waveform) / self.sampling_rate
         # Windows, batches and the song's answer: `song_windows`, the code the pipeline shipped with the model runs.
         waveform, starts = place_windows(waveform, self.window, self.hop)
-        probabilities = np.empty((len(starts), len(self.labels)))
+        max_windows = self.max_windows if max_windows is None else max_windows
+        if max_windows is not None and max_windows < 1:
+            raise ValueError(f"max_windows must be at least 1 (or None for all windows), got {max_windows}")
+        order = visiting_order(len(starts), max_windows)
+        probabilities = np.empty((len(order), len(self.labels)))
+        audioset = np.empty((len(order), len(self.audioset_labels))) if self.music_check else None
         feature_seconds = model_seconds = 0.0
         # A short first batch (the first result sooner), then full batches.
-        batches = window_batches(waveform, starts, self.window, self.batch_size, first_batch_size=self.first_batch_size)
+        batches = window_batches(waveform, starts[order], self.window, self.batch_size,
+                                 first_batch_size=self.first_batch_size)
         for first, windows in batches:
             done = first + len(windows)
             tick = time.perf_counter()
             input_values = self.features(windows)
             tock = time.perf_counter()
-            probabilities[first:done] = self._probabilities(input_values)
+            probabilities[first:done], batch_audioset = self._outputs(input_values)
+            if audioset is not None:
+                audioset[first:done] = batch_audioset
             feature_seconds += tock - tick
             model_seconds += time.perf_counter() - tock
-            # Rows [:done] are final: the partial analysis may keep views of them.
+            in_time = np.argsort(order[:done], kind="stable")  # the windows done, in time order (copies)
             yield self._song_analysis(
-                audio, probabilities[:done], starts[:done], len(starts), duration,
+                audio, probabilities[:done][in_time], starts[order[:done][in_time]], len(starts), duration,
                 {"decode": decoded - start, "features": feature_seconds, "model": model_seconds},
+                windows_planned=len(order),
+                audioset=None if audioset is None else audioset[:done][in_time],
             )
 
     def _song_analysis(self, audio, probabilities: np.ndarray, starts: np.ndarray, windows_total: int,
-                       duration: float, timings: dict[str, float]) -> SongAnalysis:
+                       duration: float, timings: dict[str, float], windows_planned: int | None = None,
+                       audioset: np.ndarray | None = None) -> SongAnalysis:
         mean_probabilities, vote = aggregate_windows(probabilities)
         return SongAnalysis(
             labels=list(self.labels),
@@ -532,6 +629,9 @@ class GenreClassifier:
             source=str(audio) if isinstance(audio, (str, os.PathLike)) else None,
             timings=timings,
             windows_total=windows_total,
+            windows_planned=windows_planned,
+            music=None if audioset is None else MusicCheck(list(self.audioset_labels), audioset,
+                                                           self.min_music_probability),
         )
 
     analyze = analyse

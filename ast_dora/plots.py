@@ -63,9 +63,15 @@ def plot_probability_timeline(analysis, top_k: int = 5, axis=None, title: str | 
     axis.set_ylim(0, 1)
     axis.set_xlabel(xlabel)
     axis.set_ylabel("probability")
-    total = getattr(analysis, "windows_total", None) or len(centres)
-    windows = f"{len(centres)} windows" if total == len(centres) else f"first {len(centres)} of {total} windows"
-    axis.set_title(title or f"genre over time ({windows} of {analysis.window_seconds:g} s)")
+    done = getattr(analysis, "windows_done", len(centres))
+    total = getattr(analysis, "windows_planned", None) or done
+    windows = f"{done} windows" if total == done else f"{done} of {total} windows"
+    ensemble = getattr(analysis, "ensemble", None)
+    if ensemble is not None:  # the models' windows on a common grid
+        default_title = f"genre over time ({windows} of {len(ensemble['models'])} models, {analysis.window_seconds:g}-s grid)"
+    else:
+        default_title = f"genre over time ({windows} of {analysis.window_seconds:g} s)"
+    axis.set_title(title or default_title)
     axis.grid(alpha=0.3)
     axis.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     figure.tight_layout()

@@ -4,10 +4,18 @@
     python -m ast_dora.predict song.mp3 --model runs/ast_dora --json > song.json
     python -m ast_dora.predict song.mp3 --model runs/vit_hybrid --plot song.png
     python -m ast_dora.predict song.mp3 --model runs/ast_dora --backend onnx   # after `python -m ast_dora.export onnx`
+    python -m ast_dora.predict song.mp3 --model runs/vit_hybrid --model runs/ast_dora --ensemble  # both in one answer
 
 Prints a table (genre, confidence, majority vote, top genres) or, with `--json`, a JSON list with one object
 per song: `file`, `genre`, `confidence`, `probabilities` (genre -> probability, mean over windows), `vote`
-(majority-vote genre), `duration` and `segments` (`{start, end, probabilities}` per window). A file that cannot
+(majority-vote genre), `duration`, `windows_analysed` and `windows_total` (`--max_windows` analyses at most that
+many, evenly spread) and `segments` (`{start, end, probabilities}` per window), and the music check of an AST-DoRA model:
+`music_probability` (AudioSet's "Music" for the song), `is_music` (`music_probability` >=
+`--min_music_probability`) and `audioset_top` (`[{"label", "score"}]`, the song's top AudioSet classes); `null` for
+a model without it (the ViT-hybrid). When `is_music` is false the table says "not music" and what it sounds like
+instead of the genre (the JSON keeps `genre`). With `--ensemble`, one object per song for all the `--model`s:
+`probabilities` is the weighted mean of theirs (`--weights`, equal by default), `models` names them, `per_model`
+holds each one's answer, and `segments` are cells of a common time grid. A file that cannot
 be analysed is reported (on stderr, and as `{"file", "error"}` in the JSON) and the others still run; the exit
 status is 1 if any failed. Installed as `ast-dora-predict` too.
 """
@@ -22,6 +30,7 @@ from pathlib import Path
 
 from .backends import BACKEND_CHOICES
 from .inference import GenreClassifier, InvalidAudioError, _format_duration
+from .music_detection import DEFAULT_MIN_MUSIC_PROBABILITY
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("songs", nargs="+", metavar="SONG", help="Audio files (anything FFmpeg decodes).")
-    parser.add_argument("--model", required=True, metavar="DIR_OR_HUB_ID",
-                        help="A trained model: output_dir of finetune/run.py (either kind) or a Hub id.")
+    parser.add_argument("--model", required=True, action="append", metavar="DIR_OR_HUB_ID",
+                        help="A trained model: output_dir of finetune/run.py (either kind) or a Hub id; repeat it "
+                        "with --ensemble for one answer from several.")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="One answer from all the --model's: the weighted mean of their song probabilities.")
+    parser.add_argument("--weights", type=float, nargs="+", default=None, metavar="W",
+                        help="With --ensemble: one weight per --model, in order (default: equal).")
+    parser.add_argument("--min_music_probability", type=float, default=DEFAULT_MIN_MUSIC_PROBABILITY,
+                        help="A song is music (`is_music`) when AudioSet's \"Music\" probability reaches this "
+                        f"(default {DEFAULT_MIN_MUSIC_PROBABILITY}; README, \"Music check\").")
     parser.add_argument("--json", action="store_true", help="Print JSON (a list, one object per song).")
     parser.add_argument("--plot", default=None, metavar="OUT.png",
                         help="Save the probability bars and the timeline; with several songs, OUT_<song>.png each.")
@@ -49,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hop_seconds", type=float, default=None,
                         help="Seconds between window starts (default: the window length, back to back); a smaller "
                         "hop overlaps windows for a smoother timeline, at proportionally more work.")
+    parser.add_argument("--max_windows", type=int, default=None,
+                        help="Analyse at most this many windows per song, evenly spread over it (default: all); the "
+                        "JSON reports `windows_analysed` of `windows_total`.")
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="torch",
                         help="What runs the model: torch (default); onnx: ONNX Runtime on the model's onnx/ export "
                         "(int8 when present), written by `python -m ast_dora.export onnx MODEL_DIR --quantize int8`; "
@@ -68,24 +88,24 @@ def plot_path(plot: str, song: str, many: bool) -> Path:
     return path.with_name(f"{path.stem}_{Path(song).stem}{path.suffix or '.png'}") if many else path
 
 
+def _table_line(row: dict, top_k: int) -> tuple[str, ...]:
+    music = "-" if row.get("music_probability") is None else f"{row['music_probability']:.0%}"
+    if row.get("is_music") is False:
+        # Not music: the genre is no answer; say what it sounds like (AudioSet's top class other than Music).
+        like = next((item for item in row["audioset_top"] if item["label"] != "Music"), row["audioset_top"][0])
+        return (row["file"], _format_duration(row["duration"]), music, "not music", "-", "-",
+                f"sounds like {like['label']} {like['score']:.2f}")
+    top = ", ".join(
+        f"{genre} {p:.0%}" for genre, p in sorted(row["probabilities"].items(), key=lambda item: -item[1])[:top_k]
+    )
+    return (row["file"], _format_duration(row["duration"]), music, row["genre"], f"{row['confidence']:.1%}",
+            row["vote"], top)
+
+
 def format_table(rows: list[dict], top_k: int) -> str:
-    header = ("file", "duration", "genre", "confidence", "vote", f"top {top_k}")
-    lines = [
-        (
-            row["file"],
-            _format_duration(row["duration"]),
-            row["genre"],
-            f"{row['confidence']:.1%}",
-            row["vote"],
-            ", ".join(
-                f"{genre} {p:.0%}"
-                for genre, p in sorted(row["probabilities"].items(), key=lambda item: -item[1])[:top_k]
-            ),
-        )
-        for row in rows
-        if "error" not in row
-    ]
-    lines += [(row["file"], "-", "ERROR", "-", "-", row["error"]) for row in rows if "error" in row]
+    header = ("file", "duration", "music", "genre", "confidence", "vote", f"top {top_k}")
+    lines = [_table_line(row, top_k) for row in rows if "error" not in row]
+    lines += [(row["file"], "-", "-", "ERROR", "-", "-", row["error"]) for row in rows if "error" in row]
     widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(len(header) - 1)]
     return "\n".join(
         "  ".join(str(cell).ljust(width) for cell, width in zip(line[:-1], widths, strict=True)) + "  " + line[-1]
@@ -116,22 +136,43 @@ def _progress_bar(song: str, quiet: bool):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.max_windows is not None and args.max_windows < 1:
+        parser.error(f"--max_windows must be at least 1, got {args.max_windows}")
+    if len(args.model) > 1 and not args.ensemble:
+        parser.error("several --model's answer together with --ensemble; without it, give one --model.")
+    if args.ensemble and len(args.model) < 2:
+        parser.error("--ensemble needs at least two --model's.")
+    if args.weights is not None and (not args.ensemble or len(args.weights) != len(args.model)):
+        parser.error(f"--weights takes one weight per --model with --ensemble ({len(args.model)} models, "
+                     f"{len(args.weights)} weights).")
+    if not 0.0 <= args.min_music_probability <= 1.0:
+        parser.error(f"--min_music_probability must be between 0 and 1, got {args.min_music_probability}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     hub_kwargs = {key: value for key, value in (("revision", args.revision), ("token", args.token)) if value}
+    classifiers = []
+    for model in args.model:
+        try:
+            classifiers.append(GenreClassifier.from_pretrained(
+                model,
+                hub_kwargs=hub_kwargs,
+                backend=args.backend,
+                batch_size=args.batch_size,
+                window_seconds=args.window_seconds,
+                hop_seconds=args.hop_seconds,
+                bf16=False if args.no_bf16 else None,
+                device=args.device,
+                max_windows=args.max_windows,
+                min_music_probability=args.min_music_probability,
+            ))
+        except Exception as error:  # a missing folder, an unreachable Hub id, not a model of this project
+            print(f"error: could not load the model {model!r}: {type(error).__name__}: {error}", file=sys.stderr)
+            return 2
     try:
-        classifier = GenreClassifier.from_pretrained(
-            args.model,
-            hub_kwargs=hub_kwargs,
-            backend=args.backend,
-            batch_size=args.batch_size,
-            window_seconds=args.window_seconds,
-            hop_seconds=args.hop_seconds,
-            bf16=False if args.no_bf16 else None,
-            device=args.device,
-        )
-    except Exception as error:  # a missing folder, an unreachable Hub id, not a model of this project
-        print(f"error: could not load the model {args.model!r}: {type(error).__name__}: {error}", file=sys.stderr)
+        classifier = GenreClassifier.ensemble(classifiers, weights=args.weights) if args.ensemble else classifiers[0]
+    except ValueError as error:  # models of different genres
+        print(f"error: {error}", file=sys.stderr)
         return 2
 
     rows, failed = [], 0

@@ -127,7 +127,8 @@ def test_smoke_stand_in_is_pretrained_on_other_tracks_and_rebuilt_only_when_its_
     from ast_dora.models import tiny_ast
 
     # A few tracks and epochs: the recipe's mechanics, not its accuracy (the smoke run measures that).
-    monkeypatch.setattr(tiny_ast, "PRETRAIN", {**tiny_ast.PRETRAIN, "tracks_per_genre": 3, "epochs": 3})
+    monkeypatch.setattr(tiny_ast, "PRETRAIN", {**tiny_ast.PRETRAIN, "tracks_per_genre": 3, "speech_tracks": 6,
+                                               "noise_tracks": 6, "epochs": 3})
     caplog.set_level(logging.INFO, logger="ast_dora.models.tiny_ast")
     random_dir = make_tiny_ast(tmp_path / "random")
     pretrained_dir = make_tiny_ast(tmp_path / "pretrained", pretrain=True)
@@ -136,7 +137,9 @@ def test_smoke_stand_in_is_pretrained_on_other_tracks_and_rebuilt_only_when_its_
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert "seed 1000" in caplog.text  # not the smoke data's seed
     config = json.loads((pretrained_dir / "config.json").read_text())
-    assert sorted(config["id2label"].values()) == sorted(LABELS)
+    # an AudioSet-like head: Speech, Music, Noise and AudioSet's names of the genres, multi-label
+    assert [config["id2label"][str(i)] for i in range(len(config["id2label"]))] == list(tiny_ast.STAND_IN_AUDIOSET_LABELS)
+    assert config["problem_type"] == "multi_label_classification"
     recipe = json.loads((pretrained_dir / tiny_ast.STAND_IN_FILE).read_text())
     assert recipe["pretrain"]["seed"] == tiny_ast.PRETRAIN_SEED != 0
 

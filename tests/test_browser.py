@@ -71,13 +71,18 @@ def test_upload_shows_top_genre_and_timeline(tmp_path, tiny_models, backend):
     from playwright.sync_api import expect
 
     song = wav_song(tmp_path)
-    expected = GenreClassifier.from_pretrained(tiny_models[0], backend=backend).analyse(song)
+    # two models served: the default answer is "both", the weighted mean of the two models' song probabilities
+    both = GenreClassifier.ensemble([GenreClassifier.from_pretrained(m, backend=backend, min_music_probability=0.0)
+                                     for m in tiny_models])
+    expected = both.analyse(song)
     screenshot = tmp_path / "page.png"
-    with running_app(tiny_models, tmp_path, backend=backend) as url, browser_page(tmp_path) as page:
+    with running_app(tiny_models, tmp_path, backend=backend, min_music_probability=0.0) as url, \
+            browser_page(tmp_path) as page:
         upload_and_classify(page, url, song)
         expect(page.locator('#genre-label [data-testid="label-output-value"]')).to_have_text(expected.genre)
         expect(page.locator("#genre-timeline img")).to_be_visible()
         expect(page.locator("#genre-summary")).to_contain_text("majority vote")
+        expect(page.locator("#genre-summary")).to_contain_text("ViT-hybrid · vit_hybrid + AST-DoRA · ast_dora")
         page.screenshot(path=str(screenshot), full_page=True)
     assert screenshot.stat().st_size > 20_000
 
@@ -96,6 +101,10 @@ class SlowRunner:
         time.sleep(self.seconds)
         return self.runner(input_values)
 
+    def outputs(self, input_values, names=None):
+        time.sleep(self.seconds)
+        return self.runner.outputs(input_values, names)
+
 
 def test_first_result_shows_before_the_last_window_is_done(tmp_path, tiny_models):
     from playwright.sync_api import expect
@@ -106,7 +115,8 @@ def test_first_result_shows_before_the_last_window_is_done(tmp_path, tiny_models
     def slow_down(classifier):
         classifier.runner = SlowRunner(classifier.runner, seconds=1.5)
 
-    with running_app(tiny_models, tmp_path, backend="onnx", batch_size=2, classifier_hook=slow_down) as url, \
+    # the ViT-hybrid alone: its windows are the ones counted
+    with running_app(tiny_models[:1], tmp_path, backend="onnx", batch_size=2, classifier_hook=slow_down) as url, \
             browser_page(tmp_path) as page:
         upload_and_classify(page, url, song)
         summary = page.locator("#genre-summary")

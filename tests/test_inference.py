@@ -246,7 +246,7 @@ def test_predict_cli_json_table_plot_and_bad_files(model_dirs, tmp_path, capsys)
     code = predict.main([str(good), "--model", str(model_dirs["ast_dora"]), "--plot", str(tmp_path / "one.png")])
     table = capsys.readouterr().out
     assert code == 0 and (tmp_path / "one.png").is_file()
-    assert table.splitlines()[0].split()[:5] == ["file", "duration", "genre", "confidence", "vote"]
+    assert table.splitlines()[0].split()[:6] == ["file", "duration", "music", "genre", "confidence", "vote"]
     assert str(good) in table.splitlines()[1]
 
 
@@ -271,3 +271,8 @@ def test_bench_song_reports_latency_beside_song_length(model_dirs, tmp_path):
     saved = json.loads(out.read_text())
     assert saved["song_seconds"] == pytest.approx(21.0, abs=0.1) and saved["latency_s"] > 0
     assert result["windows"] == 3 and len(saved["latencies_s"]) == 2
+    # the AST-DoRA model checks music: the same runs timed without the check give the check's share of the time
+    assert saved["music_check"] is True and 0 < saved["latency_without_music_check_s"]
+    assert saved["music_check_share"] == pytest.approx(
+        1 - saved["latency_without_music_check_s"] / saved["latency_with_music_check_s"])
+    assert -1 < saved["music_check_cpu_share"] < 1 and -1 < saved["music_check_model_share"] < 1

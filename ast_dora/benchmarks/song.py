@@ -18,7 +18,11 @@ checkpoint is needed: latency depends on the architecture, not on the weights. W
 model is exported (fp32 and int8; OpenVINO's int8 calibrated on `--calibration_windows` windows of generated
 music) to a temporary folder first, and the export's seconds are reported (`export_s`).
 `first_result_s` is the time from the call to the first batch's probabilities (what the demo shows first), the
-median over the timed runs like `latency_s`.
+median over the timed runs like `latency_s`. For a model with the music check (AST-DoRA's AudioSet branch,
+`ast_dora.music_detection`) `--runs` more pairs of runs are timed, without and with the check, alternating:
+`music_check_share` is the share of the song's analysis time the check costs, (latency with it - latency without
+it) / latency with it, from the medians (`music_check_cpu_share` the same in CPU seconds, steadier on a shared
+machine; `music_check_model_share` for the model stage alone).
 
 On a machine shared with other jobs, run it with `OMP_WAIT_POLICY=PASSIVE` in the environment: PyTorch's
 OpenMP threads otherwise spin while waiting for each other, and with more runnable threads than cores a
@@ -241,6 +245,19 @@ def run(args) -> dict:
         song = Path(args.audio) if args.audio else generated_song(Path(workdir) / "song.mp3", args.seconds)
         song_seconds = decode_audio(str(song), classifier.sampling_rate).duration
         timing = time_song_analysis(classifier, song, args.runs, args.warmup, wait_idle=args.wait_idle)
+        without_check = with_check = None
+        if classifier.music_check:
+            # Runs with and without the check alternate, so that a shared machine's changing load hits both alike.
+            pairs = {False: [], True: []}
+            try:
+                for _ in range(args.runs):
+                    for check in (False, True):
+                        classifier.music_check = check
+                        pairs[check].append(time_song_analysis(classifier, song, 1, 0))
+            finally:
+                classifier.music_check = True
+            without_check, with_check = ({key: statistics.median(run[key] for run in pairs[check])
+                                          for key in ("latency_s", "model_s", "cpu_s")} for check in (False, True))
         parameters = classifier.runner.parameters  # (an ONNX runner reads them from its file, in workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -298,6 +315,15 @@ def run(args) -> dict:
         "onnxruntime": _onnxruntime_version() if classifier.backend == "onnx" else None,
         "openvino": _openvino_version() if classifier.backend == "openvino" else None,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "music_check": without_check is not None,
+        "latency_with_music_check_s": None if with_check is None else with_check["latency_s"],
+        "latency_without_music_check_s": None if without_check is None else without_check["latency_s"],
+        "music_check_share": None if with_check is None else
+        (with_check["latency_s"] - without_check["latency_s"]) / with_check["latency_s"],
+        "music_check_cpu_share": None if with_check is None else
+        (with_check["cpu_s"] - without_check["cpu_s"]) / with_check["cpu_s"],
+        "music_check_model_share": None if with_check is None else
+        (with_check["model_s"] - without_check["model_s"]) / with_check["model_s"],
     }
     print(format_table(results))
     return results
@@ -330,4 +356,8 @@ def format_table(r: dict) -> str:
         f"  model stage {r['model_tflops']:.2f} TFLOP/s = {r['model_utilisation']:.0%} of this machine's measured "
         f"{r['model_utilisation_of']} matmul peak (bf16 {r['peak_bf16_tflops']:.2f}, fp32 "
         f"{r['peak_fp32_tflops']:.2f} TFLOP/s)",
+        *([f"  music check (AudioSet head): {r['music_check_share']:.1%} of the song's analysis time "
+           f"({r['latency_with_music_check_s']:.2f} s with it, {r['latency_without_music_check_s']:.2f} s without, "
+           f"medians of {len(r['latencies_s'])} alternating pairs); {r['music_check_cpu_share']:.1%} of its CPU "
+           f"time; model stage {r['music_check_model_share']:.1%}"] if r.get("music_check") else []),
     ])

@@ -14,6 +14,12 @@ less than the overlap) does not add a window; the last window just shifts by tha
 are 30.013 s, and the plain formula would give them a 15th 4-s window starting 13 ms after the 14th (a
 near-duplicate); here they get 14, the last ending at 30.013 s.
 
+Order: a song's windows are analysed coarse to fine (`visiting_order`): the middle window first, then the middles
+of the two halves, then of the four quarters, and so on, so that every prefix of the order (each streamed partial
+result) is a sample spread over the whole song rather than its beginning. The answer does not depend on the order.
+`max_windows` keeps at most that many windows, evenly spread (`spread_windows`): window
+floor((i + 1/2) n / k) of n for i < k, the middle of each of k equal stretches of the song.
+
 Answer: the mean of the windows' probabilities, and as a second view the majority vote of the windows' top
 genres, a tie going to the tied genre with the highest mean probability.
 """
@@ -51,6 +57,40 @@ def place_windows(waveform: np.ndarray, window: int, hop: int) -> tuple[np.ndarr
     if len(waveform) < window:
         waveform = np.pad(waveform, (0, window - len(waveform)))
     return waveform, window_starts(len(waveform), window, hop)
+
+
+def spread_windows(num_windows: int, max_windows: int | None = None) -> np.ndarray:
+    """Indices (increasing) of at most `max_windows` of `num_windows` windows, evenly spread over the song: the
+    window in the middle of each of `max_windows` equal stretches; all of them when `max_windows` is None or not
+    smaller."""
+    if max_windows is not None and max_windows < 1:
+        raise ValueError(f"max_windows must be at least 1, got {max_windows}")
+    if max_windows is None or max_windows >= num_windows:
+        return np.arange(num_windows, dtype=np.int64)
+    # Stretches are at least one window long (k < n), so the chosen windows are distinct.
+    return (np.arange(max_windows, dtype=np.int64) * 2 + 1) * num_windows // (2 * max_windows)
+
+
+def coarse_to_fine(num_items: int) -> np.ndarray:
+    """A permutation of range(num_items): the middle item, then the middles of both halves, then of the quarters...
+    (breadth first over the halvings), so that any prefix is spread over the whole range."""
+    order, intervals = [], [(0, num_items)]
+    while intervals:
+        next_intervals = []
+        for low, high in intervals:
+            if low >= high:
+                continue
+            middle = (low + high) // 2
+            order.append(middle)
+            next_intervals += [(low, middle), (middle + 1, high)]
+        intervals = next_intervals
+    return np.asarray(order, dtype=np.int64)
+
+
+def visiting_order(num_windows: int, max_windows: int | None = None) -> np.ndarray:
+    """The windows song analysis runs, in the order it runs them: `spread_windows`, visited `coarse_to_fine`."""
+    chosen = spread_windows(num_windows, max_windows)
+    return chosen[coarse_to_fine(len(chosen))]
 
 
 def window_batches(
@@ -141,6 +181,9 @@ __all__ = [
     "place_windows",
     "seconds_to_samples",
     "softmax",
+    "coarse_to_fine",
+    "spread_windows",
+    "visiting_order",
     "window_batches",
     "window_starts",
 ]

@@ -9,7 +9,13 @@ so the frozen AST already separates them and the adapters and head only refine. 
 nothing to refine (smoke accuracy stalled at 0.55-0.65 on one). So `make_tiny_ast(..., pretrain=True)` - what
 `make_tiny_checkpoint: true` runs - first trains the whole tiny AST for a few epochs on synthetic tracks drawn
 with another seed (`PRETRAIN_SEED`), i.e. other tracks than any smoke run trains or is evaluated on, once (README, "Smoke
-runs", says how long); then the checkpoint is reused. Smoke accuracy of AST-DoRA on it shows that the pipeline transfers
+runs", says how long); then the checkpoint is reused.
+
+Like the AudioSet AST, the pretrained stand-in's head is a multi-label classifier of sounds, with AudioSet's names
+(`STAND_IN_AUDIOSET_LABELS`): "Music" plus the AudioSet class of each genre for the synthetic music, "Speech" for
+generated speech-like voices and "Noise" for white, pink and brown noise (`ast_dora.data.sounds`), trained with a
+per-class sigmoid (binary cross-entropy) as AudioSet's head is. The music check (`ast_dora.music_detection`)
+finds "Music" in it by name, as it does in the real checkpoint's 527 classes. Smoke accuracy of AST-DoRA on it shows that the pipeline transfers
 what a pretrained encoder knows; it says nothing about what the method reaches on GTZAN.
 
 Tests that only need the shapes call `make_tiny_ast(path)`: random weights, written in a second.
@@ -51,13 +57,21 @@ TINY_AST_CONFIG = dict(
 # of genre g is drawn from default_rng([seed, g, i]). initializer_range 0.1 instead of 0.02: at hidden size 64
 # the default leaves position embeddings too faint next to the patch projections, and training crawls.
 PRETRAIN_SEED = 1000
-PRETRAIN = dict(tracks_per_genre=30, epochs=8, learning_rate=2e-3, batch_size=16, initializer_range=0.1)
+PRETRAIN = dict(tracks_per_genre=30, speech_tracks=60, noise_tracks=60, epochs=8, learning_rate=2e-3, batch_size=16,
+                initializer_range=0.1)
+# AudioSet's names for the genres (its ontology holds all ten) and for the sounds the stand-in also learns.
+AUDIOSET_GENRE_NAMES = {
+    "blues": "Blues", "classical": "Classical music", "country": "Country", "disco": "Disco",
+    "hiphop": "Hip hop music", "jazz": "Jazz", "metal": "Heavy metal", "pop": "Pop music", "reggae": "Reggae",
+    "rock": "Rock music",
+}
+STAND_IN_AUDIOSET_LABELS = ("Speech", "Music", "Noise", *AUDIOSET_GENRE_NAMES.values())
 STAND_IN_FILE = "stand_in.json"  # how the checkpoint was made; a checkpoint made otherwise is rebuilt
 
 
-def _stand_in_recipe(seed: int, pretrain: bool) -> dict:
-    return {"version": 2, "seed": seed, "config": TINY_AST_CONFIG,
-            "pretrain": {**PRETRAIN, "seed": PRETRAIN_SEED} if pretrain else None}
+def _stand_in_recipe(seed: int, pretrain: bool, settings: dict | None = None) -> dict:
+    return {"version": 3, "seed": seed, "labels": list(STAND_IN_AUDIOSET_LABELS), "config": TINY_AST_CONFIG,
+            "pretrain": {**PRETRAIN, **(settings or {}), "seed": PRETRAIN_SEED} if pretrain else None}
 
 
 def _is_first_version_stand_in(path: Path) -> bool:
@@ -74,15 +88,18 @@ def _is_first_version_stand_in(path: Path) -> bool:
             and files <= {"config.json", "model.safetensors", "preprocessor_config.json"})
 
 
-def make_tiny_ast(path: str | os.PathLike, seed: int = 0, pretrain: bool = False) -> Path:
+def make_tiny_ast(path: str | os.PathLike, seed: int = 0, pretrain: bool = False,
+                  pretrain_settings: dict | None = None) -> Path:
     """Write the tiny AST (model + feature extractor) to `path` unless the same stand-in is already there.
 
     `pretrain=False`: random weights (for tests of shapes and plumbing). `pretrain=True`: trained on synthetic
-    genres first (see the module docstring); its head then names the ten genres instead of 527 AudioSet classes.
+    genres, speech-like voices and noise first (see the module docstring); its head then has the AudioSet-like
+    classes `STAND_IN_AUDIOSET_LABELS` instead of 527 unnamed ones. `pretrain_settings` overrides entries of
+    `PRETRAIN` (tests pretrain a smaller stand-in: fewer clips and epochs).
     A folder holding a checkpoint this function did not write (no `stand_in.json`) is left alone and used as is.
     """
     path = Path(path)
-    recipe = _stand_in_recipe(seed, pretrain)
+    recipe = _stand_in_recipe(seed, pretrain, pretrain_settings)
     marker = path / STAND_IN_FILE
     if (path / "config.json").is_file():
         if not marker.is_file() and not _is_first_version_stand_in(path):
@@ -93,7 +110,7 @@ def make_tiny_ast(path: str | os.PathLike, seed: int = 0, pretrain: bool = False
     # The caller's random state is left as it was: a run that builds the stand-in first must initialise its
     # adapters and head exactly like the same run with the stand-in already on disk.
     with _isolated_random_state():
-        _write_stand_in(path, seed, pretrain)
+        _write_stand_in(path, seed, recipe["pretrain"])
     marker.write_text(json.dumps(recipe, indent=2) + "\n")
     return path
 
@@ -110,16 +127,15 @@ def _isolated_random_state():
         np.random.set_state(numpy_state)
 
 
-def _write_stand_in(path: Path, seed: int, pretrain: bool) -> None:
+def _write_stand_in(path: Path, seed: int, pretrain: dict | None) -> None:
     set_seed(seed)
     config = dict(TINY_AST_CONFIG)
     feature_extractor = ASTFeatureExtractor(num_mel_bins=config["num_mel_bins"], max_length=config["max_length"])
     if pretrain:
-        from ..data.gtzan import GTZAN_GENRES
-
-        config.update(num_labels=len(GTZAN_GENRES), id2label=dict(enumerate(GTZAN_GENRES)),
-                      label2id={genre: i for i, genre in enumerate(GTZAN_GENRES)},
-                      initializer_range=PRETRAIN["initializer_range"])
+        labels = STAND_IN_AUDIOSET_LABELS
+        config.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                      label2id={name: i for i, name in enumerate(labels)},
+                      problem_type="multi_label_classification", initializer_range=pretrain["initializer_range"])
     model = ASTForAudioClassification(ASTConfig(**config))
     # transformers zero-initialises AST's position embeddings and CLS/distillation tokens (a pretrained
     # checkpoint overwrites them). Left at zero in a frozen stand-in, every patch token would be
@@ -129,35 +145,56 @@ def _write_stand_in(path: Path, seed: int, pretrain: bool) -> None:
         for parameter in (embeddings.position_embeddings, embeddings.cls_token, embeddings.distillation_token):
             parameter.normal_(0.0, model.config.initializer_range)
     if pretrain:
-        pretrain_on_synthetic_genres(model, feature_extractor)
+        pretrain_on_synthetic_sounds(model, feature_extractor, pretrain)
     model.save_pretrained(path)
     feature_extractor.save_pretrained(path)
 
 
-def pretrain_on_synthetic_genres(model: ASTForAudioClassification, feature_extractor: ASTFeatureExtractor) -> None:
-    """Train every weight of `model` on one 10.24-s window of `PRETRAIN["tracks_per_genre"]` synthetic tracks
-    per genre (seed `PRETRAIN_SEED`), with AdamW and a one-cycle schedule, in fp32 on the CPU."""
+def pretraining_sounds(sampling_rate: int, seconds: float, settings: dict = PRETRAIN) -> tuple[list[np.ndarray], np.ndarray]:
+    """The stand-in's pretraining clips and their multi-hot targets over `STAND_IN_AUDIOSET_LABELS`: one
+    `seconds`-long clip of `PRETRAIN["tracks_per_genre"]` synthetic tracks per genre (Music + the genre),
+    `speech_tracks` speech-like voices (Speech) and `noise_tracks` white / pink / brown noises (Noise)."""
     from ..data.gtzan import GTZAN_GENRES
+    from ..data.sounds import NOISE_COLOURS, coloured_noise, speech_like
     from ..data.synthetic import synthesize_track
 
+    index = {name: i for i, name in enumerate(STAND_IN_AUDIOSET_LABELS)}
+    waveforms, targets = [], []
+
+    def add(waveform, *names):
+        waveforms.append(waveform)
+        targets.append(np.isin(np.arange(len(index)), [index[name] for name in names]).astype(np.float32))
+
+    for g, genre in enumerate(GTZAN_GENRES):
+        for i in range(settings["tracks_per_genre"]):
+            rng = np.random.default_rng([PRETRAIN_SEED, g, i])
+            add(synthesize_track(genre, seconds, sampling_rate, rng), "Music", AUDIOSET_GENRE_NAMES[genre])
+    for i in range(settings["speech_tracks"]):
+        add(speech_like(seconds, sampling_rate, np.random.default_rng([PRETRAIN_SEED, 100, i])), "Speech")
+    for i in range(settings["noise_tracks"]):
+        colour = NOISE_COLOURS[i % len(NOISE_COLOURS)]
+        add(coloured_noise(colour, seconds, sampling_rate, np.random.default_rng([PRETRAIN_SEED, 101, i])), "Noise")
+    return waveforms, np.stack(targets)
+
+
+def pretrain_on_synthetic_sounds(model: ASTForAudioClassification, feature_extractor: ASTFeatureExtractor,
+                                 settings: dict = PRETRAIN) -> None:
+    """Train every weight of `model` on `pretraining_sounds` (one 10.24-s window each, seed `PRETRAIN_SEED`) with
+    binary cross-entropy per class (`problem_type="multi_label_classification"`), AdamW and a one-cycle schedule,
+    in fp32 on the CPU."""
     start = time.perf_counter()
     sampling_rate = feature_extractor.sampling_rate
     seconds = feature_extractor.max_length / 100  # 10-ms frames
-    waveforms, labels = [], []
-    for g, genre in enumerate(GTZAN_GENRES):
-        for i in range(PRETRAIN["tracks_per_genre"]):
-            rng = np.random.default_rng([PRETRAIN_SEED, g, i])
-            waveforms.append(synthesize_track(genre, seconds, sampling_rate, rng))
-            labels.append(g)
+    waveforms, targets = pretraining_sounds(sampling_rate, seconds, settings)
     inputs = torch.from_numpy(
         np.asarray(feature_extractor(waveforms, sampling_rate=sampling_rate, return_tensors="np")["input_values"])
     ).float()
-    labels = torch.tensor(labels)
+    labels = torch.from_numpy(targets)
 
-    batch_size, epochs = PRETRAIN["batch_size"], PRETRAIN["epochs"]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN["learning_rate"], weight_decay=0.01)
+    batch_size, epochs = settings["batch_size"], settings["epochs"]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings["learning_rate"], weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=PRETRAIN["learning_rate"], total_steps=epochs * math.ceil(len(labels) / batch_size),
+        optimizer, max_lr=settings["learning_rate"], total_steps=epochs * math.ceil(len(labels) / batch_size),
         pct_start=0.1,
     )
     generator = torch.Generator().manual_seed(PRETRAIN_SEED)
@@ -174,7 +211,7 @@ def pretrain_on_synthetic_genres(model: ASTForAudioClassification, feature_extra
         logger.info("tiny AST stand-in, pretraining epoch %d/%d: loss %.3f", epoch + 1, epochs,
                     torch.stack(losses).mean().item())
     model.eval()
-    logger.info("Pretrained the tiny AST stand-in on %d synthetic tracks (seed %d) in %.0f s.", len(labels),
+    logger.info("Pretrained the tiny AST stand-in on %d synthetic clips (seed %d) in %.0f s.", len(labels),
                 PRETRAIN_SEED, time.perf_counter() - start)
 
 
@@ -182,7 +219,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pretrain", action="store_true", help="Pretrain on synthetic genres (as the smoke run does).")
+    parser.add_argument("--pretrain", action="store_true", help="Pretrain on synthetic genres, speech and noise (as the smoke run does).")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(make_tiny_ast(args.path, args.seed, pretrain=args.pretrain))

@@ -12,7 +12,7 @@ from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassificati
 from ...prefix_cache import frozen_prefix_modules, keep_in_eval_mode
 from ..builders import hub_kwargs
 from ..fused_dora import fuse_dora_linears
-from ..tiny_ast import TINY_AST_CONFIG, make_tiny_ast
+from ..tiny_ast import STAND_IN_AUDIOSET_LABELS, TINY_AST_CONFIG, make_tiny_ast
 from .modeling_ast_mlp import ASTWithMLPHeadForAudioClassification
 
 
@@ -35,11 +35,21 @@ def build_feature_extractor(model_args) -> ASTFeatureExtractor:
     return ASTFeatureExtractor.from_pretrained(model_args.model_name_or_path, **hub_kwargs(model_args))
 
 
+def audioset_fields(base_config, min_layer: int) -> dict:
+    """Config fields of the AudioSet branch (music detection) for a model built on `base_config`: the base
+    checkpoint's class names in index order and the first layer DoRA adapts. Empty for a base without labels."""
+    labels = getattr(base_config, "id2label", None) or {}
+    if len(labels) < 2 or any(name.startswith("LABEL_") for name in labels.values()):
+        return {}  # no named classes: not a classifier checkpoint, nothing to detect music with
+    return {"audioset_labels": [labels[i] for i in range(len(labels))], "audioset_from_layer": min_layer}
+
+
 def build_ast_dora(model_args, labels: list[str]) -> PeftModel:
     # transformers 5 passes unknown from_pretrained kwargs to the model's __init__, so the head's fields
     # go onto the loaded config rather than through from_pretrained.
     config = AutoConfig.from_pretrained(model_args.model_name_or_path, **hub_kwargs(model_args))
     fields = {
+        **audioset_fields(config, model_args.min_layer),
         **model_args.parsed_config_overrides(),
         "classifier_hidden_size": model_args.classifier_hidden_size,
         "classifier_dropout": model_args.classifier_dropout,
@@ -49,6 +59,7 @@ def build_ast_dora(model_args, labels: list[str]) -> PeftModel:
     }
     for name, value in fields.items():
         setattr(config, name, value)
+    # from an AudioSet checkpoint: the AudioSet branch (music detection) is copied from its own head
     model = ASTWithMLPHeadForAudioClassification.from_pretrained(
         model_args.model_name_or_path, config=config, ignore_mismatched_sizes=True, **hub_kwargs(model_args)
     )
@@ -83,7 +94,12 @@ def random_model(model_args, size: str, labels: list[str]) -> PeftModel:
     """
     base_dir = tempfile.mkdtemp(prefix="random_ast_")
     try:
-        base_config = ASTConfig(**TINY_AST_CONFIG) if size == "tiny" else ASTConfig(num_labels=527)
+        if size == "tiny":  # named classes, as the pretrained stand-in's: the AudioSet branch is built too
+            base_config = ASTConfig(**{**TINY_AST_CONFIG, "num_labels": len(STAND_IN_AUDIOSET_LABELS)},
+                                    id2label=dict(enumerate(STAND_IN_AUDIOSET_LABELS)))
+        else:  # AudioSet-sized, with AudioSet's "Speech" and "Music" where the real checkpoint has them
+            names = {0: "Speech", 137: "Music"}
+            base_config = ASTConfig(num_labels=527, id2label={i: names.get(i, f"AudioSet class {i}") for i in range(527)})
         ASTForAudioClassification(base_config).save_pretrained(base_dir)
         ASTFeatureExtractor().save_pretrained(base_dir)
         tiny = dict(min_layer=min(model_args.min_layer, 2), classifier_hidden_size=16) if size == "tiny" else {}
@@ -99,6 +115,7 @@ def write_tiny_checkpoint(path: str) -> None:
 __all__ = [
     "build_ast_dora",
     "build_feature_extractor",
+    "audioset_fields",
     "dora_target_modules",
     "merge_dora",
     "random_model",
