@@ -121,7 +121,7 @@ def test_vit_hybrid_alone_reports_null(tmp_path, capsys):
 
 
 @pytest.fixture(scope="session")
-def stand_in(request):
+def stand_in(request, tmp_path_factory):
     """The pretrained stand-in (the smoke runs' recipe): the smoke run's `data/tiny_ast` when it holds this recipe
     (read only), else one kept in pytest's cache, built once (about a minute of CPU on an idle 2-core machine) and
     reused while the recipe is the same (`make_tiny_ast` rebuilds it otherwise)."""
@@ -133,7 +133,9 @@ def stand_in(request):
     if (smoke / STAND_IN_FILE).is_file() and json.loads((smoke / STAND_IN_FILE).read_text()) == json.loads(
             json.dumps(_stand_in_recipe(0, pretrain=True))):
         return smoke
-    return make_tiny_ast(request.config.cache.mkdir("tiny_ast_stand_in"), pretrain=True)
+    cache = getattr(request.config, "cache", None)  # absent under `-p no:cacheprovider`: build it for this session
+    folder = cache.mkdir("tiny_ast_stand_in") if cache is not None else tmp_path_factory.mktemp("tiny_ast_stand_in")
+    return make_tiny_ast(folder, pretrain=True)
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,10 @@ def test_export_writes_fp32_and_int8_ir_with_the_source_weights(exported, kind):
     for name, precision in (("openvino_model.xml", "fp32"), ("openvino_model_int8.xml", "int8")):
         info = record["files"][name]
         assert info["precision"] == precision and info["check"]["windows"] == 3
-        assert info["check"]["top1_agreement"] == 1.0
+        # int8 on a tiny random model: windows whose top two genres lie within the int8 error may swap (the AST
+        # stand-in's did, at a probability difference of 6e-5), so int8 is held to its probability tolerance.
+        if precision == "fp32":
+            assert info["check"]["top1_agreement"] == 1.0
         limit = FP32_PROBABILITY_ATOL if precision == "fp32" else INT8_PROBABILITY_ATOL
         assert info["check"]["max_probability_difference"] < limit
     # int8 really is int8: NNCF put quantize/dequantize pairs (FakeQuantize) on the matmuls' inputs
