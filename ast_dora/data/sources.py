@@ -150,7 +150,8 @@ def load_folder_source(root: str | Path) -> TrackSource:
         },
         features=datasets.Features(
             {
-                "audio": Audio(decode=False),
+                # A plain struct: `Audio.encode_example` would import torchcodec, which needs system FFmpeg.
+                "audio": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},
                 "labels": datasets.Value("int64"),
                 "track_id": datasets.Value("string"),
                 "source_split": datasets.Value("string"),
