@@ -195,6 +195,14 @@ class GenreTrainingArguments(TrainingArguments):
             "device-to-host sync every step on GPU (transformers' default is on)."
         },
     )
+    mixup_alpha: float = field(
+        default=0.0,
+        metadata={
+            "help": "Mixup (Zhang et al. 2018) of training batches: each batch is mixed with a shuffled copy of itself, "
+            "inputs and one-hot labels alike, with a weight drawn from Beta(alpha, alpha) (0 = off). Every model's "
+            "loss takes the mixed (float) labels. Evaluation is never mixed."
+        },
+    )
     warmup_ratio: float | None = field(
         default=None,
         metadata={
@@ -205,6 +213,8 @@ class GenreTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        if not (isinstance(self.mixup_alpha, (int, float)) and math.isfinite(self.mixup_alpha) and self.mixup_alpha >= 0):
+            raise ConfigError(f"mixup_alpha={self.mixup_alpha} must be >= 0 (0 turns mixup off).")
         if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1).")
         if (self.bf16 or self.bf16_full_eval) and not self.use_cpu and not is_torch_bf16_gpu_available():

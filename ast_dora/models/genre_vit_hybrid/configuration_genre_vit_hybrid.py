@@ -7,7 +7,7 @@ project installed, so it may import only torch, numpy, transformers and its sibl
 from transformers import PretrainedConfig
 
 ALLOWED_LOSSES = ("focal", "cross_entropy")
-ALLOWED_POOLINGS = ("cls", "mean")
+ALLOWED_POOLINGS = ("cls", "mean", "time_mean_std")
 
 
 class GenreViTHybridConfig(PretrainedConfig):
@@ -46,7 +46,13 @@ class GenreViTHybridConfig(PretrainedConfig):
         initializer_range (`float`, defaults to 0.02):
             Standard deviation of the truncated-normal weight initialisation.
         pooling (`str`, defaults to `"cls"`):
-            `"cls"` pools the CLS token, `"mean"` averages the patch tokens.
+            `"cls"` pools the CLS token, `"mean"` averages the patch tokens, `"time_mean_std"` takes the mean and the
+            standard deviation over time of the patch tokens of each frequency row and concatenates them over the
+            rows (`2 x grid_size[0] x hidden_size` numbers: where in frequency, not only what, reaches the head).
+        classifier_dropout_prob (`float`, defaults to 0.0):
+            Dropout on the pooled output, before the classification head.
+        label_smoothing (`float`, defaults to 0.0):
+            Label smoothing of the cross-entropy loss (`loss="cross_entropy"` only).
         loss (`str`, defaults to `"focal"`):
             Training loss: `"focal"` or `"cross_entropy"`.
         focal_gamma (`float`, defaults to 2.5):
@@ -84,6 +90,8 @@ class GenreViTHybridConfig(PretrainedConfig):
     layer_norm_eps: float = 1e-6
     initializer_range: float = 0.02
     pooling: str = "cls"
+    classifier_dropout_prob: float = 0.0
+    label_smoothing: float = 0.0
     loss: str = "focal"
     focal_gamma: float = 2.5
     apply_spec_augment: bool = True
@@ -104,6 +112,15 @@ class GenreViTHybridConfig(PretrainedConfig):
             raise ValueError(
                 f"GenreViTHybridConfig: pooling={self.pooling!r} is not supported; "
                 f"use one of {list(ALLOWED_POOLINGS)}."
+            )
+        if not 0.0 <= self.label_smoothing < 1.0 or (self.label_smoothing > 0 and self.loss != "cross_entropy"):
+            raise ValueError(
+                "GenreViTHybridConfig: label_smoothing must be in [0, 1) and applies to loss='cross_entropy' only; "
+                f"got {self.label_smoothing} with loss={self.loss!r}."
+            )
+        if not 0.0 <= self.classifier_dropout_prob < 1.0:
+            raise ValueError(
+                f"GenreViTHybridConfig: classifier_dropout_prob must be in [0, 1), got {self.classifier_dropout_prob}."
             )
         if self.focal_gamma < 0:
             raise ValueError(f"GenreViTHybridConfig: focal_gamma must be >= 0, got {self.focal_gamma}.")
@@ -128,6 +145,13 @@ class GenreViTHybridConfig(PretrainedConfig):
     def grid_size(self) -> tuple[int, int]:
         """Patch grid (mel, time) produced by the stride-`patch_size` projection."""
         return (self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size)
+
+    @property
+    def pooled_size(self) -> int:
+        """Width of the pooled output the classification head reads."""
+        if self.pooling == "time_mean_std":
+            return 2 * self.grid_size[0] * self.hidden_size
+        return self.hidden_size
 
     @property
     def num_patches(self) -> int:

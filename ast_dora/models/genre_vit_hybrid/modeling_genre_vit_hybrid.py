@@ -137,13 +137,18 @@ def focal_loss(
     """Focal loss (Lin et al. 2017): mean over samples of -(1 - p_t)^gamma * log p_t; gamma = 0 is cross-entropy.
 
     Computed from `log_softmax` in fp32, with `1 - p_t` as `-expm1(log p_t)` so confident samples keep precision.
-    Labels equal to `ignore_index` are skipped. With `num_items_in_batch` (the Trainer passes it under gradient
+    Labels equal to `ignore_index` are skipped; float `(batch, classes)` labels are target distributions (mixup).
+    With `num_items_in_batch` (the Trainer passes it under gradient
     accumulation) the sum is divided by it instead of by this batch's count, like transformers' own losses.
     """
     log_probs = F.log_softmax(logits.float(), dim=-1)
-    valid = labels != ignore_index
-    log_pt = log_probs.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-    losses = -((-torch.expm1(log_pt)).pow(gamma) * log_pt)
+    if labels.is_floating_point():  # (batch, classes) target distributions, e.g. mixup's: sum_c -t_c (1-p_c)^g log p_c
+        valid = torch.ones(labels.shape[0], dtype=torch.bool, device=labels.device)
+        losses = -(labels.float() * (-torch.expm1(log_probs)).pow(gamma) * log_probs).sum(dim=-1)
+    else:
+        valid = labels != ignore_index
+        log_pt = log_probs.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+        losses = -((-torch.expm1(log_pt)).pow(gamma) * log_pt)
     total = torch.where(valid, losses, torch.zeros_like(losses)).sum()
     if num_items_in_batch is None:
         return total / valid.sum().clamp_min(1)
@@ -157,10 +162,13 @@ def cross_entropy_loss(
     labels: torch.Tensor,
     num_items_in_batch: torch.Tensor | int | None = None,
     ignore_index: int = -100,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     if num_items_in_batch is None:
-        return F.cross_entropy(logits.float(), labels, ignore_index=ignore_index)
-    total = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="sum")
+        return F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    total = F.cross_entropy(
+        logits.float(), labels, ignore_index=ignore_index, reduction="sum", label_smoothing=label_smoothing
+    )
     if torch.is_tensor(num_items_in_batch):
         num_items_in_batch = num_items_in_batch.to(total.device)
     return total / num_items_in_batch
@@ -408,22 +416,27 @@ class GenreViTHybridModel(GenreViTHybridPreTrainedModel):
         sequence_output = self.layernorm(hidden_states)
         if self.config.pooling == "cls":
             pooled_output = sequence_output[:, 0]
-        else:
+        elif self.config.pooling == "mean":
             pooled_output = sequence_output[:, 1:].mean(dim=1)
+        else:  # time_mean_std: patch tokens are in (frequency row, time column) order
+            rows, columns = self.config.grid_size
+            grid = sequence_output[:, 1:].reshape(sequence_output.shape[0], rows, columns, -1)
+            pooled_output = torch.cat([grid.mean(dim=2), grid.std(dim=2, unbiased=False)], dim=-1).flatten(1)
         return BaseModelOutputWithPooling(last_hidden_state=sequence_output, pooler_output=pooled_output)
 
 
 class GenreViTHybridClassificationHead(nn.Module):
-    """Linear map of the pooled, already layer-normed token to class logits."""
+    """Linear map of the pooled, already layer-normed tokens to class logits (after `classifier_dropout_prob`)."""
 
     def __init__(self, config: GenreViTHybridConfig):
         super().__init__()
+        self.dropout = Dropout(config.classifier_dropout_prob)
         self.dense = (
-            nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+            nn.Linear(config.pooled_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
         )
 
     def forward(self, pooled_output: torch.Tensor) -> torch.Tensor:
-        return self.dense(pooled_output)
+        return self.dense(self.dropout(pooled_output))
 
 
 class GenreViTHybridForAudioClassification(GenreViTHybridPreTrainedModel):
@@ -445,8 +458,8 @@ class GenreViTHybridForAudioClassification(GenreViTHybridPreTrainedModel):
         input_values (`torch.FloatTensor` of shape `(batch_size, num_channels, mel, time)`):
             Normalised log-mel images from [`GenreViTHybridFeatureExtractor`].
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
-            Class ids in `[0, num_labels)` (`-100` is ignored). The loss is `config.loss`: focal (`focal_gamma`)
-            or cross-entropy.
+            Class ids in `[0, num_labels)` (`-100` is ignored), or float `(batch_size, num_labels)` target
+            distributions (mixup). The loss is `config.loss`: focal (`focal_gamma`) or cross-entropy.
         """
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         outputs: BaseModelOutputWithPooling = self.genre_vit_hybrid(input_values, **kwargs)
@@ -460,7 +473,9 @@ class GenreViTHybridForAudioClassification(GenreViTHybridPreTrainedModel):
                     logits, labels, self.config.focal_gamma, num_items_in_batch=num_items_in_batch
                 )
             else:
-                loss = cross_entropy_loss(logits, labels, num_items_in_batch=num_items_in_batch)
+                loss = cross_entropy_loss(
+                    logits, labels, num_items_in_batch=num_items_in_batch, label_smoothing=self.config.label_smoothing
+                )
 
         return SequenceClassifierOutput(
             loss=loss,

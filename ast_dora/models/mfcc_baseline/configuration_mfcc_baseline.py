@@ -27,8 +27,10 @@ class MfccBaselineConfig(PretrainedConfig):
             Label smoothing of the cross-entropy loss.
         class_weights (`list[float]`, *optional*):
             Per-class weights of the cross-entropy loss (one per label); `None` weighs all classes equally.
-        standardize_eps (`float`, defaults to 1e-5):
-            Added to the variance before dividing by its square root.
+        standardize_eps (`float`, defaults to 1.0):
+            Added to the variance (in the features' squared units, dB^2) before dividing by its square root: a
+            feature nearly constant over the training windows (a band below the dB floor in every window) is then not
+            blown up into noise, while the typical features (standard deviations of several dB) barely change.
         initializer_range (`float`, defaults to 0.02):
             Standard deviation of the normal weight initialisation.
 
@@ -43,7 +45,7 @@ class MfccBaselineConfig(PretrainedConfig):
     dropout_prob: float = 0.0
     label_smoothing: float = 0.0
     class_weights: list[float] | None = None
-    standardize_eps: float = 1e-5
+    standardize_eps: float = 1.0
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):

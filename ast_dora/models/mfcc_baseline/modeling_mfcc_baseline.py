@@ -28,14 +28,16 @@ def weighted_cross_entropy(
     """Cross-entropy, optionally class-weighted and label-smoothed, summed over the batch and divided by the
     number of labelled items: this batch's, or `num_items_in_batch` (what the Trainer passes under gradient
     accumulation, so that accumulated steps give the loss of one large batch). With `class_weights` each item's
-    loss is multiplied by its class's weight (the sum is still divided by the count of items, not of weights)."""
+    loss is multiplied by its class's weight (the sum is still divided by the count of items, not of weights).
+    Float `(batch, classes)` labels are target distributions (mixup), one item per row."""
     weight = None if class_weights is None else class_weights.to(device=logits.device, dtype=torch.float32)
     total = F.cross_entropy(
         logits.float(), labels, weight=weight, ignore_index=ignore_index, reduction="sum",
         label_smoothing=label_smoothing,
     )
     if num_items_in_batch is None:
-        return total / (labels != ignore_index).sum().clamp_min(1)
+        count = labels.shape[0] if labels.is_floating_point() else (labels != ignore_index).sum().clamp_min(1)
+        return total / count
     if torch.is_tensor(num_items_in_batch):
         num_items_in_batch = num_items_in_batch.to(total.device)
     return total / num_items_in_batch
@@ -51,7 +53,7 @@ class MfccBaselineStandardizer(nn.Module):
     weights (buffers `running_mean`, `running_var`, `num_samples_tracked`).
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5):
+    def __init__(self, num_features: int, eps: float = 1.0):
         super().__init__()
         self.eps = eps
         self.register_buffer("running_mean", torch.zeros(num_features))
@@ -137,8 +139,8 @@ class MfccBaselineForAudioClassification(MfccBaselinePreTrainedModel):
         input_values (`torch.FloatTensor` of shape `(batch_size, num_features)`):
             Per-window statistics from [`MfccBaselineFeatureExtractor`].
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
-            Class ids in `[0, num_labels)` (`-100` is ignored); the loss is cross-entropy (`label_smoothing`,
-            `class_weights`).
+            Class ids in `[0, num_labels)` (`-100` is ignored), or float `(batch_size, num_labels)` target
+            distributions (mixup); the loss is cross-entropy (`label_smoothing`, `class_weights`).
         """
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         if input_values is None:
