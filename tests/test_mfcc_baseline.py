@@ -117,6 +117,10 @@ def test_loss_by_hand_class_weights_and_accumulation():
     x = torch.randn(6, 4)
     out = model(input_values=x, labels=labels)
     torch.testing.assert_close(out.loss, weighted_cross_entropy(out.logits, labels, class_weights=weights))
+    # Set on the config after the model is built (what the training pipeline's class weighting does): honoured.
+    model.config.class_weights = [3.0, 1.0, 1.0]
+    torch.testing.assert_close(model(input_values=x, labels=labels).loss, weighted_cross_entropy(
+        out.logits, labels, class_weights=torch.tensor([3.0, 1.0, 1.0])))
     with pytest.raises(ValueError, match="class_weights"):
         MfccBaselineConfig(num_labels=3, class_weights=[1.0, 2.0])
 

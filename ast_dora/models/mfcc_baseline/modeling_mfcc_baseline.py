@@ -120,12 +120,6 @@ class MfccBaselineForAudioClassification(MfccBaselinePreTrainedModel):
         else:
             self.hidden = None
             self.classifier = nn.Linear(config.num_features, config.num_labels)
-        class_weights = config.class_weights
-        self.register_buffer(
-            "class_weights",
-            torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None,
-            persistent=False,  # from the config, not the weights file
-        )
         self.post_init()
 
     @can_return_tuple
@@ -157,9 +151,12 @@ class MfccBaselineForAudioClassification(MfccBaselinePreTrainedModel):
 
         loss = None
         if labels is not None:
+            # Read at every call: the training pipeline may set `config.class_weights` after building the model.
+            weights = self.config.class_weights
             loss = weighted_cross_entropy(
                 logits, labels.to(logits.device), num_items_in_batch=num_items_in_batch,
-                class_weights=self.class_weights, label_smoothing=self.config.label_smoothing,
+                class_weights=None if weights is None else torch.tensor(weights, dtype=torch.float32),
+                label_smoothing=self.config.label_smoothing,
             )
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
