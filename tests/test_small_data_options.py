@@ -110,3 +110,28 @@ def test_mixup_alpha_is_validated():
     with pytest.raises(ConfigError, match="mixup_alpha"):
         parse_config(["--synthetic", "true", "--output_dir", "/tmp/x", "--mixup_alpha", "-1"])
     assert parse_config(["--synthetic", "true", "--output_dir", "/tmp/x"]).training.mixup_alpha == 0.0
+
+
+def test_conv_stem_keeps_the_token_grid_and_trains_its_batchnorm():
+    torch.manual_seed(0)
+    assert GenreViTHybridConfig().conv_stem_channels is None
+    plain = GenreViTHybridConfig(**TINY)
+    config = GenreViTHybridConfig(**TINY, conv_stem_channels=[4, 8])
+    # Two stride-2 convolutions, then a 4 x 4 patch projection: 16 x 16 input cells per token, as without the stem.
+    assert config.grid_size == plain.grid_size == (4, 3)
+    model = GenreViTHybridForAudioClassification(config)
+    embeddings = model.genre_vit_hybrid.embeddings.patch_embeddings
+    assert embeddings.projection.kernel_size == (4, 4) and embeddings.projection.in_channels == 8
+    x = torch.rand(3, 1, 64, 48)
+    assert embeddings(x).shape == (3, 12, 16)
+    # An image size the stem does not divide evenly: convolutions round up (ceil(n / 2)), the projection down.
+    odd = GenreViTHybridConfig(**{**TINY, "image_size": (216, 144)}, conv_stem_channels=[4, 8, 8])
+    assert odd.grid_size == (27 // 2, 18 // 2)
+    assert GenreViTHybridForAudioClassification(odd).genre_vit_hybrid.embeddings.patch_embeddings(
+        torch.rand(1, 1, 216, 144)).shape == (1, 13 * 9, 16)
+    batchnorm = embeddings.stem[1]
+    before = batchnorm.num_batches_tracked.item()
+    model.train()(input_values=x, labels=torch.tensor([0, 1, 2])).loss.backward()
+    assert batchnorm.num_batches_tracked.item() == before + 1 and batchnorm.weight.grad is not None
+    with pytest.raises(ValueError, match="conv_stem_channels"):
+        GenreViTHybridConfig(**TINY, conv_stem_channels=[4, 4, 4, 4, 4])  # 2 ** 5 does not divide patch_size 16

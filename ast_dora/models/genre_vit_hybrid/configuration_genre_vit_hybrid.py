@@ -23,6 +23,11 @@ class GenreViTHybridConfig(PretrainedConfig):
             Channels of `input_values`.
         patch_size (`int`, defaults to 16):
             Side of the square, non-overlapping patches (kernel and stride of the patch projection).
+        conv_stem_channels (`list[int]`, *optional*):
+            A convolutional stem before the patch projection (Xiao et al. 2021, "Early convolutions help transformers
+            see better"): one 3 x 3 stride-2 convolution + BatchNorm + GELU per entry, with that many output
+            channels; the patch projection then has kernel and stride `patch_size / 2 ** len(conv_stem_channels)`,
+            so the tokens still cover `patch_size` input cells. `None` (default): the single patch projection.
         hidden_size (`int`, defaults to 512):
             Token width.
         num_hidden_layers (`int`, defaults to 8):
@@ -78,6 +83,7 @@ class GenreViTHybridConfig(PretrainedConfig):
     image_size: tuple[int, int] | list[int] = (216, 144)
     num_channels: int = 1
     patch_size: int = 16
+    conv_stem_channels: list[int] | None = None
     hidden_size: int = 512
     num_hidden_layers: int = 8
     num_attention_heads: int = 8
@@ -136,6 +142,15 @@ class GenreViTHybridConfig(PretrainedConfig):
                 f"GenreViTHybridConfig: image_size must be (mel, time), both >= patch_size ({self.patch_size}); "
                 f"got {self.image_size}."
             )
+        if self.conv_stem_channels is not None:
+            self.conv_stem_channels = [int(c) for c in self.conv_stem_channels]
+            stride = 2 ** len(self.conv_stem_channels)
+            if not self.conv_stem_channels or min(self.conv_stem_channels) < 1 or self.patch_size % stride:
+                raise ValueError(
+                    "GenreViTHybridConfig: conv_stem_channels must be positive channel counts, at most "
+                    f"log2(patch_size) of them with patch_size a multiple of 2 ** their number; got "
+                    f"{self.conv_stem_channels} with patch_size {self.patch_size}."
+                )
         # The base class defaults to 2 labels; GTZAN has 10.
         if self.id2label is None:
             kwargs.setdefault("num_labels", 10)
@@ -143,8 +158,13 @@ class GenreViTHybridConfig(PretrainedConfig):
 
     @property
     def grid_size(self) -> tuple[int, int]:
-        """Patch grid (mel, time) produced by the stride-`patch_size` projection."""
-        return (self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size)
+        """Patch grid (mel, time) produced by the stride-`patch_size` projection (after the conv stem, if any)."""
+        if not self.conv_stem_channels:
+            return (self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size)
+        size, stride = list(self.image_size), self.patch_size
+        for _ in self.conv_stem_channels:  # 3 x 3, stride 2, padding 1: ceil(n / 2)
+            size, stride = [-(-n // 2) for n in size], stride // 2
+        return (size[0] // stride, size[1] // stride)
 
     @property
     def pooled_size(self) -> int:

@@ -217,13 +217,22 @@ class GenreViTHybridPatchEmbeddings(nn.Module):
         self.num_channels = config.num_channels
         self.grid_size = config.grid_size
         self.num_patches = config.num_patches
-        self.projection = nn.Conv2d(
-            config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
-        )
+        channels, patch = config.num_channels, config.patch_size
+        self.stem = None
+        if config.conv_stem_channels:
+            layers = []
+            for out_channels in config.conv_stem_channels:
+                layers += [nn.Conv2d(channels, out_channels, kernel_size=3, stride=2, padding=1, bias=False),
+                           nn.BatchNorm2d(out_channels), nn.GELU()]
+                channels, patch = out_channels, patch // 2
+            self.stem = nn.Sequential(*layers)
+        self.projection = nn.Conv2d(channels, config.hidden_size, kernel_size=patch, stride=patch)
 
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
         # Matches weights stored in bf16/fp16; a no-op for fp32 weights (autocast then picks the compute dtype).
         input_values = input_values.to(self.projection.weight.dtype)
+        if self.stem is not None:
+            input_values = self.stem(input_values)
         return self.projection(input_values).flatten(2).transpose(1, 2)
 
 
@@ -368,6 +377,12 @@ class GenreViTHybridPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.weight, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
         else:
             super()._init_weights(module)
         if isinstance(module, GenreViTHybridEmbeddings):
