@@ -162,11 +162,21 @@ class ModelArguments:
                 raise ConfigError(f"{name}={value} must be in [0, 1).")
 
     def parsed_config_overrides(self) -> dict[str, Any]:
-        """`'a=1,b=x'` -> `{'a': 1, 'b': 'x'}` with YAML scalars, so numbers and booleans keep their type."""
+        """`'a=1,b=x,c=[16,32]'` -> `{'a': 1, 'b': 'x', 'c': [16, 32]}` with YAML values, so numbers, booleans and
+        lists keep their type (commas inside brackets belong to the value)."""
         if not self.config_overrides:
             return {}
+        items, depth, current = [], 0, ""
+        for char in self.config_overrides:
+            depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(char, 0)
+            if char == "," and depth == 0:
+                items.append(current)
+                current = ""
+            else:
+                current += char
+        items.append(current)
         overrides = {}
-        for item in self.config_overrides.split(","):
+        for item in items:
             key, sep, value = item.partition("=")
             if not sep or not key.strip():
                 raise ConfigError(f"config_overrides item {item!r} is not of the form 'name=value'.")

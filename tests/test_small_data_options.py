@@ -135,3 +135,10 @@ def test_conv_stem_keeps_the_token_grid_and_trains_its_batchnorm():
     assert batchnorm.num_batches_tracked.item() == before + 1 and batchnorm.weight.grad is not None
     with pytest.raises(ValueError, match="conv_stem_channels"):
         GenreViTHybridConfig(**TINY, conv_stem_channels=[4, 4, 4, 4, 4])  # 2 ** 5 does not divide patch_size 16
+
+
+def test_config_overrides_take_lists():
+    from ast_dora.config import ModelArguments
+
+    args = ModelArguments(config_overrides="hidden_size=64,conv_stem_channels=[16, 32],pooling=time_mean_std")
+    assert args.parsed_config_overrides() == {"hidden_size": 64, "conv_stem_channels": [16, 32], "pooling": "time_mean_std"}
