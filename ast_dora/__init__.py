@@ -1,6 +1,6 @@
 """Music-genre fine-tuning on GTZAN: AST + DoRA adapters and a from-scratch ViT-hybrid, one Trainer pipeline.
 
-Importing the package registers the ViT-hybrid with transformers' Auto classes.
+Importing the package registers the ViT-hybrid and the MFCC baseline with transformers' Auto classes.
 """
 
 from .models.genre_vit_hybrid import (
@@ -9,11 +9,13 @@ from .models.genre_vit_hybrid import (
     GenreViTHybridFeatureExtractor,
     register_auto_classes,
 )
+from .models.mfcc_baseline import register_auto_classes as register_mfcc_baseline
 
 if TORCH_INSTALLED:  # without torch (song analysis on an exported model): config and feature extractor only
     from .models.genre_vit_hybrid import GenreViTHybridForAudioClassification, GenreViTHybridModel
 
 register_auto_classes()
+register_mfcc_baseline()
 
 __version__ = "0.1.0"
 

@@ -162,11 +162,21 @@ class ModelArguments:
                 raise ConfigError(f"{name}={value} must be in [0, 1).")
 
     def parsed_config_overrides(self) -> dict[str, Any]:
-        """`'a=1,b=x'` -> `{'a': 1, 'b': 'x'}` with YAML scalars, so numbers and booleans keep their type."""
+        """`'a=1,b=x,c=[16,32]'` -> `{'a': 1, 'b': 'x', 'c': [16, 32]}` with YAML values, so numbers, booleans and
+        lists keep their type (commas inside brackets belong to the value)."""
         if not self.config_overrides:
             return {}
+        items, depth, current = [], 0, ""
+        for char in self.config_overrides:
+            depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(char, 0)
+            if char == "," and depth == 0:
+                items.append(current)
+                current = ""
+            else:
+                current += char
+        items.append(current)
         overrides = {}
-        for item in self.config_overrides.split(","):
+        for item in items:
             key, sep, value = item.partition("=")
             if not sep or not key.strip():
                 raise ConfigError(f"config_overrides item {item!r} is not of the form 'name=value'.")
@@ -195,6 +205,14 @@ class GenreTrainingArguments(TrainingArguments):
             "device-to-host sync every step on GPU (transformers' default is on)."
         },
     )
+    mixup_alpha: float = field(
+        default=0.0,
+        metadata={
+            "help": "Mixup (Zhang et al. 2018) of training batches: each batch is mixed with a shuffled copy of itself, "
+            "inputs and one-hot labels alike, with a weight drawn from Beta(alpha, alpha) (0 = off). Every model's "
+            "loss takes the mixed (float) labels. Evaluation is never mixed."
+        },
+    )
     warmup_ratio: float | None = field(
         default=None,
         metadata={
@@ -205,6 +223,8 @@ class GenreTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        if not (isinstance(self.mixup_alpha, (int, float)) and math.isfinite(self.mixup_alpha) and self.mixup_alpha >= 0):
+            raise ConfigError(f"mixup_alpha={self.mixup_alpha} must be >= 0 (0 turns mixup off).")
         if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1).")
         if (self.bf16 or self.bf16_full_eval) and not self.use_cpu and not is_torch_bf16_gpu_available():

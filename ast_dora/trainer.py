@@ -9,12 +9,15 @@ import os
 import re
 import zipfile
 
+import torch
 from safetensors import SafetensorError, safe_open
 from transformers import EarlyStoppingCallback, Trainer
 from transformers.trainer import TRAINER_STATE_NAME
 
 from .config import RunConfig
+from .errors import ConfigError
 from .evaluation import SPLIT_PREFIXES, make_compute_metrics, write_reports
+from .models import base_model_of
 from .models.factory import build_model
 
 logger = logging.getLogger(__name__)
@@ -26,9 +29,36 @@ def track_ids_of(dataset) -> list[str] | None:
     return list(dataset["track_id"])
 
 
+def mixup_batch(inputs: dict, alpha: float, num_labels: int) -> dict:
+    """Mixup: `input_values` and one-hot `labels` of a batch mixed with a shuffled copy of the batch, with one weight
+    `lam ~ Beta(alpha, alpha)` for the batch (Zhang et al. 2018). Labels come back as float `(batch, num_labels)`
+    target distributions, which every registered model's loss takes."""
+    values, labels = inputs["input_values"], inputs["labels"]
+    # Drawn from torch's global generator, which the Trainer seeds: the same seed gives the same mixes.
+    lam = float(torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(alpha))).sample())
+    perm = torch.randperm(values.shape[0], device=values.device)
+    targets = torch.nn.functional.one_hot(labels.long(), num_labels).to(torch.float32)
+    mixed = dict(inputs)
+    mixed["input_values"] = values * lam + values[perm] * (1.0 - lam)
+    mixed["labels"] = targets * lam + targets[perm] * (1.0 - lam)
+    return mixed
+
+
 class GenreTrainer(Trainer):
     """`Trainer` whose metrics know which track each window came from, so evaluation reports
-    track-level accuracy next to segment-level accuracy on whichever split it is given."""
+    track-level accuracy next to segment-level accuracy on whichever split it is given; with `mixup_alpha` > 0 it
+    mixes training batches (`mixup_batch`)."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        alpha = getattr(self.args, "mixup_alpha", 0.0)
+        if alpha > 0 and model.training and "labels" in inputs:
+            if "input_values" not in inputs:
+                raise ConfigError(
+                    "mixup_alpha mixes input_values, and these batches hold none (AST-DoRA's frozen-prefix cache "
+                    "feeds hidden states): pass --prefix_cache false to use mixup."
+                )
+            inputs = mixup_batch(inputs, alpha, base_model_of(model).config.num_labels)
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         dataset = self.eval_dataset if eval_dataset is None else eval_dataset
@@ -156,6 +186,7 @@ __all__ = [
     "checkpoint_folders",
     "evaluate_splits",
     "last_complete_checkpoint",
+    "mixup_batch",
     "resolve_checkpoint",
     "track_ids_of",
     "unreadable_checkpoint_file",

@@ -33,10 +33,12 @@ def test_every_shipped_config_parses():
         "smoke_ast_dora.yaml",
         "vit_hybrid.yaml",
         "ast_dora.yaml",
+        "mfcc_baseline.yaml",
+        "small_data_vit_hybrid.yaml",
     }
     for path in CONFIGS:
         run = parse_config(["--config", str(path)])
-        assert run.model.model_type in ("vit_hybrid", "ast_dora"), path
+        assert run.model.model_type in ("vit_hybrid", "ast_dora", "mfcc_baseline"), path
 
 
 def test_real_configs_carry_the_published_values():

@@ -7,7 +7,7 @@ project installed, so it may import only torch, numpy, transformers and its sibl
 from transformers import PretrainedConfig
 
 ALLOWED_LOSSES = ("focal", "cross_entropy")
-ALLOWED_POOLINGS = ("cls", "mean")
+ALLOWED_POOLINGS = ("cls", "mean", "time_mean_std")
 
 
 class GenreViTHybridConfig(PretrainedConfig):
@@ -23,6 +23,11 @@ class GenreViTHybridConfig(PretrainedConfig):
             Channels of `input_values`.
         patch_size (`int`, defaults to 16):
             Side of the square, non-overlapping patches (kernel and stride of the patch projection).
+        conv_stem_channels (`list[int]`, *optional*):
+            A convolutional stem before the patch projection (Xiao et al. 2021, "Early convolutions help transformers
+            see better"): one 3 x 3 stride-2 convolution + BatchNorm + GELU per entry, with that many output
+            channels; the patch projection then has kernel and stride `patch_size / 2 ** len(conv_stem_channels)`,
+            so the tokens still cover `patch_size` input cells. `None` (default): the single patch projection.
         hidden_size (`int`, defaults to 512):
             Token width.
         num_hidden_layers (`int`, defaults to 8):
@@ -46,7 +51,13 @@ class GenreViTHybridConfig(PretrainedConfig):
         initializer_range (`float`, defaults to 0.02):
             Standard deviation of the truncated-normal weight initialisation.
         pooling (`str`, defaults to `"cls"`):
-            `"cls"` pools the CLS token, `"mean"` averages the patch tokens.
+            `"cls"` pools the CLS token, `"mean"` averages the patch tokens, `"time_mean_std"` takes the mean and the
+            standard deviation over time of the patch tokens of each frequency row and concatenates them over the
+            rows (`2 x grid_size[0] x hidden_size` numbers: where in frequency, not only what, reaches the head).
+        classifier_dropout_prob (`float`, defaults to 0.0):
+            Dropout on the pooled output, before the classification head.
+        label_smoothing (`float`, defaults to 0.0):
+            Label smoothing of the cross-entropy loss (`loss="cross_entropy"` only).
         loss (`str`, defaults to `"focal"`):
             Training loss: `"focal"` or `"cross_entropy"`.
         focal_gamma (`float`, defaults to 2.5):
@@ -72,6 +83,7 @@ class GenreViTHybridConfig(PretrainedConfig):
     image_size: tuple[int, int] | list[int] = (216, 144)
     num_channels: int = 1
     patch_size: int = 16
+    conv_stem_channels: list[int] | None = None
     hidden_size: int = 512
     num_hidden_layers: int = 8
     num_attention_heads: int = 8
@@ -84,6 +96,8 @@ class GenreViTHybridConfig(PretrainedConfig):
     layer_norm_eps: float = 1e-6
     initializer_range: float = 0.02
     pooling: str = "cls"
+    classifier_dropout_prob: float = 0.0
+    label_smoothing: float = 0.0
     loss: str = "focal"
     focal_gamma: float = 2.5
     apply_spec_augment: bool = True
@@ -105,6 +119,15 @@ class GenreViTHybridConfig(PretrainedConfig):
                 f"GenreViTHybridConfig: pooling={self.pooling!r} is not supported; "
                 f"use one of {list(ALLOWED_POOLINGS)}."
             )
+        if not 0.0 <= self.label_smoothing < 1.0 or (self.label_smoothing > 0 and self.loss != "cross_entropy"):
+            raise ValueError(
+                "GenreViTHybridConfig: label_smoothing must be in [0, 1) and applies to loss='cross_entropy' only; "
+                f"got {self.label_smoothing} with loss={self.loss!r}."
+            )
+        if not 0.0 <= self.classifier_dropout_prob < 1.0:
+            raise ValueError(
+                f"GenreViTHybridConfig: classifier_dropout_prob must be in [0, 1), got {self.classifier_dropout_prob}."
+            )
         if self.focal_gamma < 0:
             raise ValueError(f"GenreViTHybridConfig: focal_gamma must be >= 0, got {self.focal_gamma}.")
         if self.hidden_size % self.num_attention_heads != 0:
@@ -119,6 +142,15 @@ class GenreViTHybridConfig(PretrainedConfig):
                 f"GenreViTHybridConfig: image_size must be (mel, time), both >= patch_size ({self.patch_size}); "
                 f"got {self.image_size}."
             )
+        if self.conv_stem_channels is not None:
+            self.conv_stem_channels = [int(c) for c in self.conv_stem_channels]
+            stride = 2 ** len(self.conv_stem_channels)
+            if not self.conv_stem_channels or min(self.conv_stem_channels) < 1 or self.patch_size % stride:
+                raise ValueError(
+                    "GenreViTHybridConfig: conv_stem_channels must be positive channel counts, at most "
+                    f"log2(patch_size) of them with patch_size a multiple of 2 ** their number; got "
+                    f"{self.conv_stem_channels} with patch_size {self.patch_size}."
+                )
         # The base class defaults to 2 labels; GTZAN has 10.
         if self.id2label is None:
             kwargs.setdefault("num_labels", 10)
@@ -126,8 +158,20 @@ class GenreViTHybridConfig(PretrainedConfig):
 
     @property
     def grid_size(self) -> tuple[int, int]:
-        """Patch grid (mel, time) produced by the stride-`patch_size` projection."""
-        return (self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size)
+        """Patch grid (mel, time) produced by the stride-`patch_size` projection (after the conv stem, if any)."""
+        if not self.conv_stem_channels:
+            return (self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size)
+        size, stride = list(self.image_size), self.patch_size
+        for _ in self.conv_stem_channels:  # 3 x 3, stride 2, padding 1: ceil(n / 2)
+            size, stride = [-(-n // 2) for n in size], stride // 2
+        return (size[0] // stride, size[1] // stride)
+
+    @property
+    def pooled_size(self) -> int:
+        """Width of the pooled output the classification head reads."""
+        if self.pooling == "time_mean_std":
+            return 2 * self.grid_size[0] * self.hidden_size
+        return self.hidden_size
 
     @property
     def num_patches(self) -> int:

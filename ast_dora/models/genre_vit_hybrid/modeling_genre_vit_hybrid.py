@@ -136,8 +136,11 @@ def class_weight_of(config, labels: torch.Tensor, dtype: torch.dtype = torch.flo
 
 
 def _weighted_sum(losses: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor | None):
+    """The valid samples' losses summed, each times its class's weight; a target distribution (mixup) weighs its
+    sample by the targets' mean of the class weights."""
     if weight is not None:
-        losses = losses * weight[labels.clamp_min(0)]
+        weight = weight.to(losses.device, losses.dtype)
+        losses = losses * ((labels.float() * weight).sum(-1) if labels.is_floating_point() else weight[labels.clamp_min(0)])
     return torch.where(valid, losses, torch.zeros_like(losses)).sum()
 
 
@@ -152,15 +155,20 @@ def focal_loss(
     """Focal loss (Lin et al. 2017): mean over samples of -(1 - p_t)^gamma * log p_t; gamma = 0 is cross-entropy.
 
     Computed from `log_softmax` in fp32, with `1 - p_t` as `-expm1(log p_t)` so confident samples keep precision.
-    Labels equal to `ignore_index` are skipped. With `num_items_in_batch` (the Trainer passes it under gradient
+    Labels equal to `ignore_index` are skipped; float `(batch, classes)` labels are target distributions (mixup).
+    With `num_items_in_batch` (the Trainer passes it under gradient
     accumulation) the sum is divided by it instead of by this batch's count, like transformers' own losses.
     `weight` (one per class, `config.class_weights`) multiplies each sample's loss by its class's weight; the
     divisor stays the count of samples.
     """
     log_probs = F.log_softmax(logits.float(), dim=-1)
-    valid = labels != ignore_index
-    log_pt = log_probs.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-    losses = -((-torch.expm1(log_pt)).pow(gamma) * log_pt)
+    if labels.is_floating_point():  # (batch, classes) target distributions, e.g. mixup's: sum_c -t_c (1-p_c)^g log p_c
+        valid = torch.ones(labels.shape[0], dtype=torch.bool, device=labels.device)
+        losses = -(labels.float() * (-torch.expm1(log_probs)).pow(gamma) * log_probs).sum(dim=-1)
+    else:
+        valid = labels != ignore_index
+        log_pt = log_probs.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+        losses = -((-torch.expm1(log_pt)).pow(gamma) * log_pt)
     total = _weighted_sum(losses, labels, valid, weight)
     if num_items_in_batch is None:
         return total / valid.sum().clamp_min(1)
@@ -175,20 +183,18 @@ def cross_entropy_loss(
     num_items_in_batch: torch.Tensor | int | None = None,
     ignore_index: int = -100,
     weight: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """Mean cross-entropy; `weight` multiplies each sample's loss by its class's weight, the divisor stays the
-    count of samples (or `num_items_in_batch`), unlike `F.cross_entropy(weight=...)`, which divides by the sum of
-    the weights."""
-    if weight is not None:
-        valid = labels != ignore_index
-        losses = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="none")
-        total = _weighted_sum(losses, labels, valid, weight)
-        if num_items_in_batch is None:
-            return total / valid.sum().clamp_min(1)
-    elif num_items_in_batch is None:
-        return F.cross_entropy(logits.float(), labels, ignore_index=ignore_index)
-    else:
-        total = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="sum")
+    """Mean cross-entropy (class ids, or (batch, classes) target distributions such as mixup's); `weight`
+    multiplies each sample's loss by its class's weight, the divisor stays the count of samples (or
+    `num_items_in_batch`), unlike `F.cross_entropy(weight=...)`, which divides by the sum of the weights."""
+    losses = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="none",
+                             label_smoothing=label_smoothing)
+    valid = (torch.ones(labels.shape[0], dtype=torch.bool, device=labels.device) if labels.is_floating_point()
+             else labels != ignore_index)
+    total = _weighted_sum(losses, labels, valid, weight)
+    if num_items_in_batch is None:
+        return total / valid.sum().clamp_min(1)
     if torch.is_tensor(num_items_in_batch):
         num_items_in_batch = num_items_in_batch.to(total.device)
     return total / num_items_in_batch
@@ -237,13 +243,22 @@ class GenreViTHybridPatchEmbeddings(nn.Module):
         self.num_channels = config.num_channels
         self.grid_size = config.grid_size
         self.num_patches = config.num_patches
-        self.projection = nn.Conv2d(
-            config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
-        )
+        channels, patch = config.num_channels, config.patch_size
+        self.stem = None
+        if config.conv_stem_channels:
+            layers = []
+            for out_channels in config.conv_stem_channels:
+                layers += [nn.Conv2d(channels, out_channels, kernel_size=3, stride=2, padding=1, bias=False),
+                           nn.BatchNorm2d(out_channels), nn.GELU()]
+                channels, patch = out_channels, patch // 2
+            self.stem = nn.Sequential(*layers)
+        self.projection = nn.Conv2d(channels, config.hidden_size, kernel_size=patch, stride=patch)
 
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
         # Matches weights stored in bf16/fp16; a no-op for fp32 weights (autocast then picks the compute dtype).
         input_values = input_values.to(self.projection.weight.dtype)
+        if self.stem is not None:
+            input_values = self.stem(input_values)
         return self.projection(input_values).flatten(2).transpose(1, 2)
 
 
@@ -388,6 +403,12 @@ class GenreViTHybridPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.weight, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
         else:
             super()._init_weights(module)
         if isinstance(module, GenreViTHybridEmbeddings):
@@ -436,22 +457,27 @@ class GenreViTHybridModel(GenreViTHybridPreTrainedModel):
         sequence_output = self.layernorm(hidden_states)
         if self.config.pooling == "cls":
             pooled_output = sequence_output[:, 0]
-        else:
+        elif self.config.pooling == "mean":
             pooled_output = sequence_output[:, 1:].mean(dim=1)
+        else:  # time_mean_std: patch tokens are in (frequency row, time column) order
+            rows, columns = self.config.grid_size
+            grid = sequence_output[:, 1:].reshape(sequence_output.shape[0], rows, columns, -1)
+            pooled_output = torch.cat([grid.mean(dim=2), grid.std(dim=2, unbiased=False)], dim=-1).flatten(1)
         return BaseModelOutputWithPooling(last_hidden_state=sequence_output, pooler_output=pooled_output)
 
 
 class GenreViTHybridClassificationHead(nn.Module):
-    """Linear map of the pooled, already layer-normed token to class logits."""
+    """Linear map of the pooled, already layer-normed tokens to class logits (after `classifier_dropout_prob`)."""
 
     def __init__(self, config: GenreViTHybridConfig):
         super().__init__()
+        self.dropout = Dropout(config.classifier_dropout_prob)
         self.dense = (
-            nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+            nn.Linear(config.pooled_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
         )
 
     def forward(self, pooled_output: torch.Tensor) -> torch.Tensor:
-        return self.dense(pooled_output)
+        return self.dense(self.dropout(pooled_output))
 
 
 class GenreViTHybridForAudioClassification(GenreViTHybridPreTrainedModel):
@@ -473,8 +499,9 @@ class GenreViTHybridForAudioClassification(GenreViTHybridPreTrainedModel):
         input_values (`torch.FloatTensor` of shape `(batch_size, num_channels, mel, time)`):
             Normalised log-mel images from [`GenreViTHybridFeatureExtractor`].
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
-            Class ids in `[0, num_labels)` (`-100` is ignored). The loss is `config.loss`: focal (`focal_gamma`)
-            or cross-entropy, each sample's term multiplied by `config.class_weights[label]` when set.
+            Class ids in `[0, num_labels)` (`-100` is ignored), or float `(batch_size, num_labels)` target
+            distributions (mixup). The loss is `config.loss`: focal (`focal_gamma`) or cross-entropy, each sample's
+            term multiplied by `config.class_weights[label]` when set.
         """
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         outputs: BaseModelOutputWithPooling = self.genre_vit_hybrid(input_values, **kwargs)
@@ -489,7 +516,8 @@ class GenreViTHybridForAudioClassification(GenreViTHybridPreTrainedModel):
                     logits, labels, self.config.focal_gamma, num_items_in_batch=num_items_in_batch, weight=weight
                 )
             else:
-                loss = cross_entropy_loss(logits, labels, num_items_in_batch=num_items_in_batch, weight=weight)
+                loss = cross_entropy_loss(logits, labels, num_items_in_batch=num_items_in_batch, weight=weight,
+                                          label_smoothing=self.config.label_smoothing)
 
         return SequenceClassifierOutput(
             loss=loss,
