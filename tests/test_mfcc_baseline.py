@@ -87,7 +87,7 @@ def test_standardiser_learns_the_training_set_statistics():
     rng = np.random.default_rng(0)
     data = torch.from_numpy(rng.normal(5.0, 3.0, (50, 7)).astype(np.float32))
     standardiser = MfccBaselineStandardizer(7, eps=1e-8).train()
-    for epoch in range(2):  # every epoch adds the same samples: the statistics stay those of the data set
+    for _epoch in range(2):  # every epoch adds the same samples: the statistics stay those of the data set
         for batch in data.split(16):  # last batch of 2
             standardiser(batch)
         np.testing.assert_allclose(standardiser.running_mean.numpy(), data.numpy().mean(0), rtol=1e-5)
