@@ -166,6 +166,23 @@ def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
     tmp.replace(int8_path)
 
 
+def _load_for_export(model_dir: Path, quantize: str | None, check_windows: int):
+    """The saved model as song analysis runs it (PyTorch fp32 on CPU), an example batch to trace the export with,
+    `check_windows` windows of generated music and their PyTorch outputs to check each exported file against."""
+    from .inference import GenreClassifier
+
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ExportError(f"--quantize {quantize!r} is not one of {', '.join(QUANTIZATIONS)}.")
+    if not (model_dir / "config.json").is_file():
+        raise ExportError(f"{model_dir} has no config.json: give the output_dir of a training run (a saved model folder).")
+    model, feature_extractor = load_trained_model(str(model_dir))
+    classifier = GenreClassifier(model, feature_extractor, bf16=False, device="cpu")
+    windows = generated_windows(classifier.sampling_rate, classifier.window, EXAMPLE_BATCH + check_windows)
+    example = torch.from_numpy(classifier.features(windows[:EXAMPLE_BATCH]))
+    check_inputs = classifier.features(windows[EXAMPLE_BATCH:])
+    return classifier, example, check_inputs
+
+
 def export_onnx(model_dir: str | os.PathLike, quantize: str | None = None, opset: int = OPSET,
                 check_windows: int = CHECK_WINDOWS) -> dict:
     """Write `model_dir/onnx/` (fp32, plus int8 with `quantize="int8"`) and `export.json`; returns that record.
@@ -173,19 +190,9 @@ def export_onnx(model_dir: str | os.PathLike, quantize: str | None = None, opset
     Each file is run on `check_windows` windows of generated music against PyTorch fp32 (the record's
     `files.<name>.check`).
     """
-    from .inference import GenreClassifier
-
     model_dir = Path(model_dir)
-    if quantize is not None and quantize not in QUANTIZATIONS:
-        raise ExportError(f"--quantize {quantize!r} is not one of {', '.join(QUANTIZATIONS)}.")
-    if not (model_dir / "config.json").is_file():
-        raise ExportError(f"{model_dir} has no config.json: give the output_dir of a training run (a saved model folder).")
     start = time.perf_counter()
-    model, feature_extractor = load_trained_model(str(model_dir))
-    classifier = GenreClassifier(model, feature_extractor, bf16=False, device="cpu")
-    windows = generated_windows(classifier.sampling_rate, classifier.window, EXAMPLE_BATCH + check_windows)
-    example = torch.from_numpy(classifier.features(windows[:EXAMPLE_BATCH]))
-    check_inputs = classifier.features(windows[EXAMPLE_BATCH:])
+    classifier, example, check_inputs = _load_for_export(model_dir, quantize, check_windows)
     reference = classifier.runner.outputs(check_inputs)
 
     onnx_dir = model_dir / ONNX_SUBFOLDER
@@ -271,23 +278,13 @@ def export_openvino(model_dir: str | os.PathLike, quantize: str | None = None,
 
     import openvino as ov
 
-    from .inference import GenreClassifier
-
     model_dir = Path(model_dir)
-    if quantize is not None and quantize not in QUANTIZATIONS:
-        raise ExportError(f"--quantize {quantize!r} is not one of {', '.join(QUANTIZATIONS)}.")
     if calibration is not None and quantize is None:
         raise ExportError("--calibration only makes sense with --quantize int8.")
-    if not (model_dir / "config.json").is_file():
-        raise ExportError(f"{model_dir} has no config.json: give the output_dir of a training run (a saved model folder).")
     if calibration_windows < 1:
         raise ExportError(f"--calibration_windows must be at least 1, got {calibration_windows}.")
     start = time.perf_counter()
-    model, feature_extractor = load_trained_model(str(model_dir))
-    classifier = GenreClassifier(model, feature_extractor, bf16=False, device="cpu")
-    windows = generated_windows(classifier.sampling_rate, classifier.window, EXAMPLE_BATCH + check_windows)
-    example = torch.from_numpy(classifier.features(windows[:EXAMPLE_BATCH]))
-    check_inputs = classifier.features(windows[EXAMPLE_BATCH:])
+    classifier, example, check_inputs = _load_for_export(model_dir, quantize, check_windows)
     reference = classifier.runner(check_inputs)
 
     ov_dir = model_dir / OPENVINO_SUBFOLDER

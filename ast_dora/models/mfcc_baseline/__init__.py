@@ -5,27 +5,37 @@ The three modules are self-contained remote code; `register_auto_classes()` wire
 marks them so `save_pretrained` copies the code and writes `auto_map`.
 """
 
-from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
+import importlib.util
+
+from transformers import AutoConfig, AutoFeatureExtractor
 
 from .configuration_mfcc_baseline import MfccBaselineConfig
 from .feature_extraction_mfcc_baseline import MfccBaselineFeatureExtractor
-from .modeling_mfcc_baseline import (
-    MfccBaselineForAudioClassification,
-    MfccBaselinePreTrainedModel,
-    MfccBaselineStandardizer,
-    weighted_cross_entropy,
-)
+
+# The modeling module needs torch; without torch installed (song analysis on an exported model) only the config
+# and the feature extractor (numpy) are there.
+TORCH_INSTALLED = importlib.util.find_spec("torch") is not None
+if TORCH_INSTALLED:
+    from .modeling_mfcc_baseline import (
+        MfccBaselineForAudioClassification,
+        MfccBaselinePreTrainedModel,
+        MfccBaselineStandardizer,
+        weighted_cross_entropy,
+    )
 
 
 def register_auto_classes() -> None:
     """Register the classes with the Auto factories (idempotent)."""
     AutoConfig.register(MfccBaselineConfig.model_type, MfccBaselineConfig, exist_ok=True)
-    AutoModelForAudioClassification.register(MfccBaselineConfig, MfccBaselineForAudioClassification, exist_ok=True)
     AutoFeatureExtractor.register(MfccBaselineConfig, MfccBaselineFeatureExtractor, exist_ok=True)
-
     MfccBaselineConfig.register_for_auto_class("AutoConfig")
-    MfccBaselineForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
     MfccBaselineFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
+    if TORCH_INSTALLED:
+        from transformers import AutoModelForAudioClassification
+
+        AutoModelForAudioClassification.register(MfccBaselineConfig, MfccBaselineForAudioClassification,
+                                                 exist_ok=True)
+        MfccBaselineForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
 
 
 __all__ = [
