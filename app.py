@@ -61,7 +61,7 @@ DEFAULT_MAX_FILE_SIZE = "50mb"
 TOP_CLASSES = 5
 EXAMPLE_GENRES = ("rock", "classical", "hiphop", "jazz")
 EXAMPLE_SECONDS = 12.0
-# The fastest export a model has (OpenVINO int8, then ONNX Runtime int8; README, "OpenVINO backend"), falling back
+# The fastest export a model has (OpenVINO int8, then ONNX Runtime int8; docs/serving.md, "OpenVINO backend"), falling back
 # to the next when one does not load on this CPU; PyTorch for a model without an export.
 DEFAULT_BACKEND = "auto"
 # Hugging Face sets this variable on ZeroGPU hardware, where a GPU is attached only while a function decorated with

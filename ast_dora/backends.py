@@ -53,7 +53,7 @@ OPENVINO_SUBFOLDER = "openvino"
 OPENVINO_FP32_FILE = "openvino_model.xml"
 OPENVINO_INT8_FILE = "openvino_model_int8.xml"
 OPENVINO_PRECISIONS = {"int8": OPENVINO_INT8_FILE, "fp32": OPENVINO_FP32_FILE}
-# What `auto` tries, fastest first (README, "OpenVINO backend", has the figures).
+# What `auto` tries, fastest first (docs/serving.md, "OpenVINO backend", has the figures).
 AUTO_ORDER = (("openvino", "int8"), ("onnx", "int8"), ("openvino", "fp32"), ("onnx", "fp32"))
 
 

@@ -32,7 +32,7 @@ model was trained with), else of generated music. `openvino/export.json` records
 
 The exporter is `torch.onnx.export` (the TorchScript-based one, `dynamo=False`): Hugging Face `optimum`'s ONNX
 exporter only knows transformers' own architectures, not these remote-code models, and its releases pin
-transformers below 5 (see README, "ONNX Runtime backend").
+transformers below 5 (see docs/serving.md, "ONNX Runtime backend").
 """
 
 from __future__ import annotations

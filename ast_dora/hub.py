@@ -66,7 +66,7 @@ HARDWARE_NOTES = {
     "zerogpu": "ZeroGPU: each analysis runs on a GPU slice inside `spaces.GPU` (PyTorch, bf16).",
 }
 # What a Space serving only exported models (onnx/ or openvino/ in every model repo) does not install: song
-# analysis there runs ONNX Runtime / OpenVINO with numpy features and PyAV decoding (README, "OpenVINO backend").
+# analysis there runs ONNX Runtime / OpenVINO with numpy features and PyAV decoding (docs/serving.md, "OpenVINO backend").
 TORCH_FREE_SKIPPED_REQUIREMENTS = ("torch", "torchaudio", "torchcodec", "peft", "accelerate", "datasets")
 
 

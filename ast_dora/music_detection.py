@@ -23,7 +23,7 @@ import numpy as np
 
 MUSIC_LABEL = "Music"
 # AudioSet's classes are independent sigmoids: 0.5 is where the classifier says "more likely than not". Set on the
-# stand-in only (README, "Music check").
+# stand-in only (docs/serving.md, "Music check").
 DEFAULT_MIN_MUSIC_PROBABILITY = 0.5
 AUDIOSET_TOP_K = 3
 
