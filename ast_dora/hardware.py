@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU computes bf16 matmuls natively (AMX tiles or AVX512-BF16); elsewhere bf16 is emulated and
-    far slower than fp32 (README, "Speed on CPU", has the figures; `python -m ast_dora.benchmarks.peak` measures them)."""
+    far slower than fp32 (docs/results.md has the figures; `python -m ast_dora.benchmarks.peak` measures them)."""
     import torch  # here: song analysis on an exported backend runs without torch
 
     for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):

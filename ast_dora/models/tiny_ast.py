@@ -8,7 +8,7 @@ What DoRA adapts in the real method is a *pretrained* encoder: AudioSet's ontolo
 so the frozen AST already separates them and the adapters and head only refine. A random frozen encoder has
 nothing to refine (smoke accuracy stalled at 0.55-0.65 on one). So `make_tiny_ast(..., pretrain=True)` - what
 `make_tiny_checkpoint: true` runs - first trains the whole tiny AST for a few epochs on synthetic tracks drawn
-with another seed (`PRETRAIN_SEED`), i.e. other tracks than any smoke run trains or is evaluated on, once (README, "Smoke
+with another seed (`PRETRAIN_SEED`), i.e. other tracks than any smoke run trains or is evaluated on, once (docs/results.md, "Smoke
 runs", says how long); then the checkpoint is reused.
 
 Like the AudioSet AST, the pretrained stand-in's head is a multi-label classifier of sounds, with AudioSet's names
