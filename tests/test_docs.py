@@ -46,6 +46,7 @@ END_FENCE = re.compile(r"^\s*```\s*$")
 OPERATORS = {"&&", "||", ";", "|", "&"}
 REDIRECTIONS = {">", ">>", "<", ">&", "<&", "&>", "&>>", ">|"}
 ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+PLACEHOLDER = re.compile(r"<([A-Za-z_][\w-]*)>")  # `<model_type>` in a command stands for any value
 # A token under one of these folders names a file of the repository, which must exist.
 SOURCE_FOLDERS = ("configs/", "finetune/", "scripts/", "ast_dora/", "tests/", "docs/", ".ci/")
 PYTHONS = {"python", "python3"}
@@ -102,10 +103,11 @@ def shell_lines(text: str) -> list[tuple[int, str]]:
 def split_commands(line: str) -> list[list[str]]:
     """The simple commands of one shell line, each as its argv (comments, redirections, env prefixes dropped)."""
     line = re.sub(r"(?<![^\s])\d+(?=>)", "", line)  # `2>/dev/null` -> `>/dev/null`
+    line = PLACEHOLDER.sub(r"@@\1@@", line)  # `<model>` is a placeholder, not two redirections
     lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
     lexer.commenters = "#"
-    tokens = list(lexer)
+    tokens = [re.sub(r"@@([A-Za-z_][\w-]*)@@", r"<\1>", token) for token in lexer]
     commands, current, skip = [], [], False
     for token in tokens:
         if skip:
@@ -240,7 +242,16 @@ def check_accelerate_launch(args: list[str]) -> str | None:
 
 
 def check_command(argv: list[str]) -> tuple[bool, list[str]]:
-    """(whether this is a command the checker parses, the problems found)."""
+    """(whether this is a command the checker parses, the problems found). A repository path with a `<name>`
+    placeholder (`configs/smoke_<model_type>.yaml`) stands for every file it matches: each is checked."""
+    for index, token in enumerate(argv):
+        if token.startswith(SOURCE_FOLDERS) and PLACEHOLDER.search(token):
+            pattern = PLACEHOLDER.sub("*", token)
+            matches = sorted(str(path.relative_to(REPO_ROOT)) for path in REPO_ROOT.glob(pattern))
+            if not matches:
+                return True, [f"{token} matches no file of the repository"]
+            results = [check_command([*argv[:index], match, *argv[index + 1 :]]) for match in matches]
+            return results[0][0], [problem for _, problems in results for problem in problems]
     problems = [
         f"{token} does not exist"
         for token in argv
@@ -317,6 +328,7 @@ def test_block_extraction_handles_shell_syntax():
             "    --tiny 2>/dev/null | tail -1; echo done",
             "python -m ast_dora.predict song.mp3 --json > song.json   # redirected",
             "python -m ast_dora.hub space --repo_id me/x [--dry_run /tmp/space]",
+            "python finetune/run.py --config configs/smoke_<model_type>.yaml",
             "```",
             "```python",
             "python -m ast_dora.not_shell",
@@ -328,7 +340,7 @@ def test_block_extraction_handles_shell_syntax():
         ]
     )
     lines = shell_lines(text)
-    assert [number for number, _ in lines] == [2, 3, 5, 6, 12]
+    assert [number for number, _ in lines] == [2, 3, 5, 6, 7, 13]
     commands = [argv for _, line in lines for argv in split_commands(line)]
     assert commands == [
         ["pip", "install", "-e", ".[dev]"],
@@ -338,8 +350,22 @@ def test_block_extraction_handles_shell_syntax():
         ["echo", "done"],
         ["python", "-m", "ast_dora.predict", "song.mp3", "--json"],
         ["python", "-m", "ast_dora.hub", "space", "--repo_id", "me/x", "--dry_run", "/tmp/space"],
+        ["python", "finetune/run.py", "--config", "configs/smoke_<model_type>.yaml"],
         ["python", "-m", "ast_dora.predict", "a.wav", "--model", "m"],
     ]
+    # A placeholder path stands for every file it matches, each checked; one matching nothing fails.
+    assert check_command(["python", "finetune/run.py", "--config", "configs/smoke_<model_type>.yaml"]) == (
+        True,
+        [],
+    )
+    assert check_command(["python", "finetune/run.py", "--config", "configs/nothing_<x>.yaml"]) == (
+        True,
+        ["configs/nothing_<x>.yaml matches no file of the repository"],
+    )
+    _, problems = check_command(
+        ["python", "finetune/run.py", "--config", "configs/smoke_<m>.yaml", "--dora_rnk", "2"]
+    )
+    assert len(problems) == 2 and all("dora_rnk" in problem for problem in problems)
 
 
 def test_the_check_fails_on_a_made_up_doc_naming_file_and_line(tmp_path):
