@@ -26,6 +26,7 @@ way: their flags must exist here too.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import importlib.util
@@ -299,24 +300,37 @@ def test_every_doc_with_shell_blocks_is_seen():
     assert checked >= 80, checked
 
 
-def test_cli_modules_expose_build_parser():
-    """The convention the docs check relies on, for every `python -m` entry point of the package."""
+def cli_modules() -> list[str]:
+    """Every module of the package that runs as `python -m` (it has an `if __name__ == "__main__":` block)."""
+    names = []
+    for path in sorted((REPO_ROOT / "ast_dora").rglob("*.py")):
+        if re.search(r"^if __name__ == .__main__.:", path.read_text(), flags=re.M):
+            names.append(".".join(path.relative_to(REPO_ROOT).with_suffix("").parts))
+    return names
+
+
+def test_cli_modules_expose_build_parser_and_main():
+    """The convention the docs check relies on, for every `python -m` entry point of the package: a module-level
+    `build_parser()` taking no arguments and returning an argparse parser, and `main(argv=None)`."""
+    names = cli_modules()
+    assert {"ast_dora.predict", "ast_dora.export", "ast_dora.hub", "ast_dora.bench", "ast_dora.cli"} <= set(
+        names
+    )
     with in_repo_root():
-        for name in (
-            "ast_dora.predict",
-            "ast_dora.export",
-            "ast_dora.hub",
-            "ast_dora.bench",
-            "ast_dora.cli",
-            "ast_dora.training",
-        ):
+        for name in [*names, "ast_dora.training"]:
             module = importlib.import_module(name)
-            assert not any(
-                p.default is inspect.Parameter.empty
+            assert hasattr(module, "build_parser"), f"{name} has no module-level build_parser()"
+            required = [
+                p.name
                 for p in inspect.signature(module.build_parser).parameters.values()
-            ), name
-            parser = module.build_parser()
-            assert callable(parser.parse_args) and callable(module.main), name
+                if p.default is inspect.Parameter.empty
+            ]
+            assert not required, f"{name}.build_parser() requires {required}"
+            assert isinstance(module.build_parser(), argparse.ArgumentParser), name
+            main_parameters = inspect.signature(module.main).parameters
+            assert "argv" in main_parameters and main_parameters["argv"].default is None, (
+                f"{name}.main(argv=None)"
+            )
 
 
 def test_block_extraction_handles_shell_syntax():

@@ -215,12 +215,17 @@ def pretrain_on_synthetic_sounds(model: ASTForAudioClassification, feature_extra
                 PRETRAIN_SEED, time.perf_counter() - start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ast_dora.models.tiny_ast", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pretrain", action="store_true", help="Pretrain on synthetic genres, speech and noise (as the smoke run does).")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(make_tiny_ast(args.path, args.seed, pretrain=args.pretrain))
 
