@@ -22,7 +22,7 @@ as the rest arrive (the summary counts the windows done); API clients get the co
 Settings (flag or environment variable): `--backend` / `GENRE_BACKEND` (`torch`; `onnx` for ONNX Runtime on the
 model's `onnx/` export, int8 when there is one: `python -m ast_dora.export onnx OUTPUT_DIR --quantize int8`;
 `openvino` for OpenVINO on its `openvino/` export: `python -m ast_dora.export openvino OUTPUT_DIR --quantize int8`;
-default `auto`: the fastest export each model has, openvino int8 then onnx int8, torch for one without, see README
+default `auto`: the fastest export each model has, openvino int8 then onnx int8, torch for one without, see docs/serving.md
 "OpenVINO backend"; with exported models only, the app runs without torch installed), `--max_seconds` /
 `GENRE_MAX_SECONDS` (longest song accepted, default 600), `--max_windows` / `GENRE_MAX_WINDOWS` (analyse at most
 that many windows of a song, evenly spread over it; default 0: all), `--min_music_probability` /
@@ -306,7 +306,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min_music_probability", type=float,
                         default=float(os.environ.get("GENRE_MIN_MUSIC_PROBABILITY", DEFAULT_MIN_MUSIC_PROBABILITY)),
                         help="An upload is music when AudioSet's \"Music\" probability reaches this (default "
-                        f"{DEFAULT_MIN_MUSIC_PROBABILITY}; README, \"Music check\").")
+                        f"{DEFAULT_MIN_MUSIC_PROBABILITY}; docs/serving.md, \"Music check\").")
     parser.add_argument("--max_file_size", default=os.environ.get("GENRE_MAX_FILE_SIZE", DEFAULT_MAX_FILE_SIZE),
                         help="Largest upload, e.g. 50mb (default).")
     parser.add_argument("--examples_dir", default=os.environ.get("GENRE_EXAMPLES_DIR"),

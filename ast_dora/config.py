@@ -455,3 +455,22 @@ def parse_config(argv: list[str] | None = None) -> RunConfig:
     run = RunConfig(model_args, data_args, training_args, search, known.config, raw, argv)
     check_stages(run)
     return run
+
+
+class RunConfigParser(argparse.ArgumentParser):
+    """The command line of `finetune/run.py` (and `python -m ast_dora.cli`) as an argparse parser: `parse_args(argv)`
+    is `parse_config(argv)`, so it reads the `--config` file (with its `base:` chain) and validates the overrides
+    exactly as a run does, and returns the `RunConfig` without running anything (the docs check uses it)."""
+
+    def parse_args(self, args=None, namespace=None) -> RunConfig:  # type: ignore[override]
+        return parse_config(args)
+
+
+def build_parser() -> RunConfigParser:
+    """The entry point's parser, by the project's CLI convention (every CLI module has a `build_parser()`)."""
+    parser = RunConfigParser(prog="finetune/run.py", add_help=False,
+                             description="Train, cross-validate or search from one YAML config plus overrides.")
+    parser.add_argument("--config", help="The YAML config (its `base:` files are read first).")
+    parser.add_argument("--storage", help="Optuna storage URL of a search (overrides search.storage).")
+    parser.add_argument("--workers", help="Worker processes of a search on this machine (overrides search.workers).")
+    return parser

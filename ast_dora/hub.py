@@ -526,12 +526,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(format="%(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """The whole command line, checked without running anything: the arguments, and the config overrides that
+    follow `load --evaluate --config CONFIG` (any other extra argument is an error)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not (args.command == "load" and args.evaluate):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "load" and args.evaluate and not args.config:
+        parser.error("--evaluate needs --config CONFIG (the run config whose data to evaluate on).")
+    return args, extra
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(format="%(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    args, extra = parse_args(argv)
     try:
         if args.command == "push":
             if args.dry_run:
@@ -558,8 +567,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from .models.factory import load_trained_model, model_type_of
 
-            if args.evaluate and not args.config:
-                parser.error("--evaluate needs --config CONFIG (the run config whose data to evaluate on).")
             hub_kwargs = {key: value for key, value in (("revision", args.revision), ("token", args.token)) if value}
             model, feature_extractor = load_trained_model(args.model, **hub_kwargs)
             labels = [model.config.id2label[i] for i in range(model.config.num_labels)]

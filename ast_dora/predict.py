@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="With --ensemble: one weight per --model, in order (default: equal).")
     parser.add_argument("--min_music_probability", type=float, default=DEFAULT_MIN_MUSIC_PROBABILITY,
                         help="A song is music (`is_music`) when AudioSet's \"Music\" probability reaches this "
-                        f"(default {DEFAULT_MIN_MUSIC_PROBABILITY}; README, \"Music check\").")
+                        f"(default {DEFAULT_MIN_MUSIC_PROBABILITY}; docs/serving.md, \"Music check\").")
     parser.add_argument("--json", action="store_true", help="Print JSON (a list, one object per song).")
     parser.add_argument("--plot", default=None, metavar="OUT.png",
                         help="Save the probability bars and the timeline; with several songs, OUT_<song>.png each.")

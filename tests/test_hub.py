@@ -302,6 +302,7 @@ def clean_process(vit_run, ast_run, tmp_path_factory):
     return SimpleNamespace(folders=folders, loaded=loaded, logits=logits, pipeline_scores=pipeline_scores, song=song)
 
 
+@pytest.mark.slow
 def test_vit_hybrid_upload_folder_loads_in_a_clean_process(vit_run, clean_process):
     folder = clean_process.folders["vit"]
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "configuration_genre_vit_hybrid.py",
@@ -598,6 +599,7 @@ def test_space_for_zerogpu_asks_for_it_and_installs_spaces(app_dir, fake_hub, tm
         hub.main(["space", "--repo_id", "me/x", "--models", "me/a", "--hardware", "tpu"])
 
 
+@pytest.mark.slow
 def test_space_folder_requirements_come_from_the_repo(app_dir, tmp_path):
     generated = hub.build_space_folder(tmp_path / "generated", ["me/a"], repo_root=app_dir)
     requirements = (generated / "requirements.txt").read_text()
@@ -631,6 +633,7 @@ print(json.dumps({"package": ast_dora.__file__, "genre": result["genre"], "windo
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/maps")
+@pytest.mark.slow
 def test_space_folder_app_decodes_mp3_without_system_ffmpeg(tmp_path):
     import av
 

@@ -181,6 +181,7 @@ def check_music_fields(result, name):
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
+@pytest.mark.slow
 def test_speech_and_noise_are_not_music_through_the_classifier(stand_in_models, clips, backend):
     classifier = GenreClassifier.from_pretrained(stand_in_models["ast_dora"], backend=backend)
     assert classifier.music_check
@@ -190,6 +191,7 @@ def test_speech_and_noise_are_not_music_through_the_classifier(stand_in_models, 
         assert len(analysis.music.window_probabilities) == analysis.windows_done
 
 
+@pytest.mark.slow
 def test_predict_json_and_table_say_not_music(stand_in_models, clips, capsys):
     songs = [str(clips[name]) for name in ("speech", "noise", "rock")]
     assert predict.main([*songs, "--model", str(stand_in_models["ast_dora"]), "--json", "--quiet"]) == 0
@@ -207,6 +209,7 @@ def test_predict_json_and_table_say_not_music(stand_in_models, clips, capsys):
     assert json.loads(capsys.readouterr().out)[0]["is_music"] is False
 
 
+@pytest.mark.slow
 def test_app_checks_every_upload_whichever_model_is_picked(stand_in_models, clips, tmp_path):
     models = [stand_in_models["vit_hybrid"], stand_in_models["ast_dora"]]
     with running_app(models, tmp_path, backend="torch") as url:

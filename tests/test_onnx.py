@@ -153,6 +153,7 @@ def test_predict_cli_with_the_onnx_backend(exported, song, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("source", ["model", "model_type"])
+@pytest.mark.slow
 def test_bench_song_reports_the_backend_and_the_first_result(exported, tmp_path, source):
     out = tmp_path / "song.json"
     model = ["--model", str(exported["ast_dora"])] if source == "model" else ["--model_type", "ast_dora", "--size", "tiny"]
@@ -226,6 +227,7 @@ def check_config(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_int8_agreement_check_passes_and_catches_an_export_of_other_weights(exported, tmp_path, capsys):
     model_dir = copy_model(exported["vit_hybrid"], tmp_path / "model")
     config = check_config(tmp_path)

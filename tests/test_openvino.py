@@ -151,6 +151,7 @@ def test_an_openvino_export_of_older_weights_is_refused(exported, tmp_path):
 # ---- agreement on a data split ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_int8_agreement_check_passes_and_catches_an_export_of_other_weights(exported, tmp_path, capsys):
     model_dir = shutil.copytree(exported["vit_hybrid"], tmp_path / "model")
     config = check_config(tmp_path)
@@ -194,6 +195,7 @@ def test_int8_agreement_check_passes_and_catches_an_export_of_other_weights(expo
 NOT_INSTALLED = ("torch", "torchaudio", "torchcodec", "torchvision", "peft", "accelerate", "datasets")
 
 
+@pytest.mark.slow
 def test_song_analysis_on_onnx_and_openvino_imports_no_torch(exported, song, tmp_path):
     export_tiny_onnx(exported["ast_dora"])
     export_tiny_onnx(exported["vit_hybrid"])

@@ -7,6 +7,7 @@ same CPU, the same thread count and the same load from other processes.
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import torch
@@ -80,5 +81,17 @@ def measure_matmul_peak(
     return peaks
 
 
+def build_parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog="python -m ast_dora.benchmarks.peak",
+                                   description="Print this machine's measured bf16 and fp32 matmul peak (TFLOP/s).")
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    build_parser().parse_args(argv)
+    peaks = measure_matmul_peak()
+    print(peaks)
+    return peaks
+
+
 if __name__ == "__main__":
-    print(measure_matmul_peak())
+    main()

@@ -953,7 +953,7 @@ def ensure_synthetic_gtzan(root: str | Path, tracks_per_genre: int, duration_sec
     return root
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ast_dora.data.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", help="Folder to write <genre>/<genre>.NNNNN.wav into.")
     parser.add_argument("--tracks_per_genre", type=int, default=20)
@@ -961,7 +961,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sampling_rate", type=int, default=22050)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num_workers", type=int, default=1, help="Processes writing tracks in parallel.")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.perf_counter()
     paths = generate_synthetic_gtzan(args.out_dir, args.tracks_per_genre, args.duration, args.sampling_rate, args.seed,

@@ -79,7 +79,7 @@ SPEC = ModelSpec(
     ),
     card_summary={"model": "a ViT-hybrid trained from scratch"},
     upload_kinds=("model",),
-    # Its 118 tokens are too short for PyTorch's CPU SDPA kernel to pay off in bf16 (README, "Speed on CPU").
+    # Its 118 tokens are too short for PyTorch's CPU SDPA kernel to pay off in bf16 (docs/results.md, "Training speed and MFU").
     eager_attention_on_cpu_bf16=True,
     gpu_check=GPUCheckSettings(
         batch_sizes=((64,), (256, 128)),  # configs/vit_hybrid.yaml's batch, then the largest that fits

@@ -10,7 +10,7 @@ from .configuration_mfcc_baseline import MfccBaselineConfig
 from .feature_extraction_mfcc_baseline import MfccBaselineFeatureExtractor
 
 # Short windows give the classifier many examples per track; 3-s windows with a 1-s hop were the best of full
-# clips, 10, 6, 4 and 3 s in a probe on the real clips (README, "Real music").
+# clips, 10, 6, 4 and 3 s in a probe on the real clips (docs/results.md, "Real music").
 WINDOW_SECONDS, HOP_SECONDS = 3.0, 1.0
 TINY_CONFIG = dict(hidden_size=0)
 
