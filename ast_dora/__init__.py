@@ -4,15 +4,20 @@ Importing the package registers the ViT-hybrid and the MFCC baseline with transf
 """
 
 from .models.genre_vit_hybrid import (
-    TORCH_INSTALLED,
     GenreViTHybridConfig,
     GenreViTHybridFeatureExtractor,
     register_auto_classes,
 )
 from .models.mfcc_baseline import register_auto_classes as register_mfcc_baseline
 
-if TORCH_INSTALLED:  # without torch (song analysis on an exported model): config and feature extractor only
-    from .models.genre_vit_hybrid import GenreViTHybridForAudioClassification, GenreViTHybridModel
+
+def __getattr__(name: str):
+    # The model classes import torch: only when asked for, so that song analysis on an exported model never does.
+    if name in ("GenreViTHybridForAudioClassification", "GenreViTHybridModel"):
+        from .models import genre_vit_hybrid
+
+        return getattr(genre_vit_hybrid, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 register_auto_classes()
 register_mfcc_baseline()

@@ -74,8 +74,12 @@ class ModelSpec:
     int8_ignored_patterns: tuple[str, ...] = ()
     # (path_or_id, **hub_kwargs) -> the saved feature extractor's settings where its class cannot be built
     # without torch (transformers' `ASTFeatureExtractor`): song analysis computes the features itself in numpy
-    # (`ast_dora.inference.ASTFbankFeatures`). None: the class loads without torch.
+    # (the spec's `batched_features`). None: the class loads without torch.
     torch_free_feature_extractor: Callable[..., Any] | None = None
+    # feature_extractor -> a callable (batch, samples) float32 -> input_values (float32 numpy) that song analysis
+    # calls instead of the feature extractor: the same numbers, a batch at a time, numpy only (no torch). None:
+    # the feature extractor itself (`ast_dora.models.ast_mlp.fbank.ASTFbankFeatures` is AST's).
+    batched_features: Callable[[Any], Callable[[Any], Any]] | None = None
 
     @property
     def model_class(self) -> type:

@@ -25,6 +25,12 @@ def _dora(name: str):
     return call
 
 
+def batched_features(feature_extractor):
+    from .fbank import ASTFbankFeatures  # numpy only
+
+    return ASTFbankFeatures(feature_extractor)
+
+
 def feature_settings(path_or_id: str, **hub_kwargs):
     """The saved `ASTFeatureExtractor`'s settings (preprocessor_config.json) as attributes, for a process without
     torch, where transformers' class cannot be built; `feature_extractor_type` names the class they belong to."""
@@ -56,6 +62,7 @@ SPEC = ModelSpec(
     hf_model_type=ASTConfig.model_type,
     load_model_class=_model_class,
     torch_free_feature_extractor=feature_settings,
+    batched_features=batched_features,
     # int8 (NNCF) leaves the patch projection (the raw spectrogram in) and the classifier head (the logits out) in
     # fp32: the two layers whose rounding every window's answer feels most, a few percent of the compute.
     int8_ignored_patterns=(r".*patch_embeddings.*", r".*classifier.*", r"logits"),

@@ -5,40 +5,51 @@ The three modules are self-contained remote code (torch / numpy / transformers a
 and writes `auto_map`.
 """
 
+import importlib
 import importlib.util
+import sys
 
 from transformers import AutoConfig, AutoFeatureExtractor
 
 from .configuration_genre_vit_hybrid import GenreViTHybridConfig
 from .feature_extraction_genre_vit_hybrid import GenreViTHybridFeatureExtractor
 
-# The modeling module needs torch; without torch installed (song analysis on an exported model) only the config
-# and the feature extractor (numpy) are there.
+# The modeling module needs torch: imported when one of its classes is first asked for (module `__getattr__`) or a
+# model is built or loaded (the spec's `model_class`), never with the package, so song analysis on an exported
+# model imports no torch even where torch is installed.
 TORCH_INSTALLED = importlib.util.find_spec("torch") is not None
-if TORCH_INSTALLED:
-    from .modeling_genre_vit_hybrid import (
-        GenreViTHybridForAudioClassification,
-        GenreViTHybridModel,
-        GenreViTHybridPreTrainedModel,
-        focal_loss,
-    )
+_MODELING = "modeling_genre_vit_hybrid"
+_MODELING_NAMES = ('GenreViTHybridForAudioClassification', 'GenreViTHybridModel', 'GenreViTHybridPreTrainedModel', 'focal_loss')
+
+
+def _register_models(modeling) -> None:
+    from transformers import AutoModel, AutoModelForAudioClassification
+
+    AutoModel.register(GenreViTHybridConfig, modeling.GenreViTHybridModel, exist_ok=True)
+    AutoModelForAudioClassification.register(GenreViTHybridConfig, modeling.GenreViTHybridForAudioClassification,
+                                             exist_ok=True)
+    modeling.GenreViTHybridModel.register_for_auto_class("AutoModel")
+    modeling.GenreViTHybridForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
+
+
+def __getattr__(name: str):
+    if name in _MODELING_NAMES:
+        modeling = importlib.import_module(f".{_MODELING}", __name__)
+        _register_models(modeling)
+        return getattr(modeling, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register_auto_classes() -> None:
-    """Register the classes with the Auto factories (idempotent: safe to call any number of times)."""
+    """Register the classes with the Auto factories (idempotent: safe to call any number of times); the model
+    classes once their module is imported (`model_class()` of the spec imports it and registers them)."""
     AutoConfig.register(GenreViTHybridConfig.model_type, GenreViTHybridConfig, exist_ok=True)
     AutoFeatureExtractor.register(GenreViTHybridConfig, GenreViTHybridFeatureExtractor, exist_ok=True)
     GenreViTHybridConfig.register_for_auto_class("AutoConfig")
     GenreViTHybridFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
-    if TORCH_INSTALLED:
-        from transformers import AutoModel, AutoModelForAudioClassification
-
-        AutoModel.register(GenreViTHybridConfig, GenreViTHybridModel, exist_ok=True)
-        AutoModelForAudioClassification.register(
-            GenreViTHybridConfig, GenreViTHybridForAudioClassification, exist_ok=True
-        )
-        GenreViTHybridModel.register_for_auto_class("AutoModel")
-        GenreViTHybridForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
+    modeling = sys.modules.get(f"{__name__}.{_MODELING}")
+    if modeling is not None:
+        _register_models(modeling)
 
 
 __all__ = [

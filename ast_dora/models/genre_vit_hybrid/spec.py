@@ -26,11 +26,11 @@ def _config_fields(model_args) -> dict:
 
 
 def model_class():
-    from .modeling_genre_vit_hybrid import (
-        GenreViTHybridForAudioClassification,  # torch: only when a model is built
-    )
+    """The model class (torch: imported here, only when a model is built or loaded), registered with the Auto
+    classes."""
+    from . import __getattr__ as load_modeling  # the package's lazy loader registers the model classes
 
-    return GenreViTHybridForAudioClassification
+    return load_modeling("GenreViTHybridForAudioClassification")
 
 
 def build_model(model_args, labels: list[str]):

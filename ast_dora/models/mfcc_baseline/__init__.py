@@ -5,37 +5,49 @@ The three modules are self-contained remote code; `register_auto_classes()` wire
 marks them so `save_pretrained` copies the code and writes `auto_map`.
 """
 
+import importlib
 import importlib.util
+import sys
 
 from transformers import AutoConfig, AutoFeatureExtractor
 
 from .configuration_mfcc_baseline import MfccBaselineConfig
 from .feature_extraction_mfcc_baseline import MfccBaselineFeatureExtractor
 
-# The modeling module needs torch; without torch installed (song analysis on an exported model) only the config
-# and the feature extractor (numpy) are there.
+# The modeling module needs torch: imported when one of its classes is first asked for (module `__getattr__`) or a
+# model is built or loaded (the spec's `model_class`), never with the package, so song analysis on an exported
+# model imports no torch even where torch is installed.
 TORCH_INSTALLED = importlib.util.find_spec("torch") is not None
-if TORCH_INSTALLED:
-    from .modeling_mfcc_baseline import (
-        MfccBaselineForAudioClassification,
-        MfccBaselinePreTrainedModel,
-        MfccBaselineStandardizer,
-        weighted_cross_entropy,
-    )
+_MODELING = "modeling_mfcc_baseline"
+_MODELING_NAMES = ('MfccBaselineForAudioClassification', 'MfccBaselinePreTrainedModel', 'MfccBaselineStandardizer', 'weighted_cross_entropy')
+
+
+def _register_models(modeling) -> None:
+    from transformers import AutoModelForAudioClassification
+
+    AutoModelForAudioClassification.register(MfccBaselineConfig, modeling.MfccBaselineForAudioClassification,
+                                             exist_ok=True)
+    modeling.MfccBaselineForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
+
+
+def __getattr__(name: str):
+    if name in _MODELING_NAMES:
+        modeling = importlib.import_module(f".{_MODELING}", __name__)
+        _register_models(modeling)
+        return getattr(modeling, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register_auto_classes() -> None:
-    """Register the classes with the Auto factories (idempotent)."""
+    """Register the classes with the Auto factories (idempotent: safe to call any number of times); the model
+    classes once their module is imported (`model_class()` of the spec imports it and registers them)."""
     AutoConfig.register(MfccBaselineConfig.model_type, MfccBaselineConfig, exist_ok=True)
     AutoFeatureExtractor.register(MfccBaselineConfig, MfccBaselineFeatureExtractor, exist_ok=True)
     MfccBaselineConfig.register_for_auto_class("AutoConfig")
     MfccBaselineFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
-    if TORCH_INSTALLED:
-        from transformers import AutoModelForAudioClassification
-
-        AutoModelForAudioClassification.register(MfccBaselineConfig, MfccBaselineForAudioClassification,
-                                                 exist_ok=True)
-        MfccBaselineForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
+    modeling = sys.modules.get(f"{__name__}.{_MODELING}")
+    if modeling is not None:
+        _register_models(modeling)
 
 
 __all__ = [

@@ -16,11 +16,11 @@ TINY_CONFIG = dict(hidden_size=0)
 
 
 def model_class():
-    from .modeling_mfcc_baseline import (
-        MfccBaselineForAudioClassification,  # torch: only when a model is built
-    )
+    """The model class (torch: imported here, only when a model is built or loaded), registered with the Auto
+    classes."""
+    from . import __getattr__ as load_modeling  # the package's lazy loader registers the model classes
 
-    return MfccBaselineForAudioClassification
+    return load_modeling("MfccBaselineForAudioClassification")
 
 
 def build_feature_extractor(model_args) -> MfccBaselineFeatureExtractor:
