@@ -74,7 +74,7 @@ from .genre_classification.song_windows import (
 )
 from .hardware import cpu_has_fast_bf16
 from .models import spec_for_config
-from .models.factory import load_trained_config, model_windows
+from .models.factory import load_saved_config, model_windows
 from .music_detection import (
     DEFAULT_MIN_MUSIC_PROBABILITY,
     NO_MUSIC_CHECK,
@@ -356,7 +356,7 @@ class GenreClassifier:
         kwargs.setdefault("name", path_or_id)
         check_backend(backend)
         if backend == "auto" or get_backend(backend).exported:
-            config, feature_extractor = load_trained_config(path_or_id, **hub_kwargs)
+            config, feature_extractor = load_saved_config(path_or_id, **hub_kwargs)  # no torch imported
             # The precision setting holds for every backend: an exported runner compiles with it.
             runner = load_export_runner(backend, path_or_id, config, precision=onnx_precision, threads=threads,
                                         bf16=kwargs.get("bf16"), **hub_kwargs)

@@ -243,6 +243,62 @@ def test_song_analysis_on_onnx_and_openvino_imports_no_torch(exported, song, tmp
                                        reference[kind].window_probabilities, atol=1e-4, rtol=0)
 
 
+def test_exported_analysis_imports_no_torch_even_where_it_is_installed(exported, song):
+    """Torch-free means torch-free: with torch installed, an onnx and an openvino analysis of every model (and
+    predict's) import neither torch nor transformers' configuration module (which imports torch)."""
+    export_tiny_onnx(exported["vit_hybrid"])
+    export_tiny_onnx(exported["ast_dora"])
+    script = textwrap.dedent(f"""
+        import importlib.util, json, sys
+        assert importlib.util.find_spec("torch") is not None  # installed
+        from ast_dora.inference import GenreClassifier
+        from ast_dora import predict
+        genres = {{}}
+        for kind, path in {({k: str(v) for k, v in exported.items()})!r}.items():
+            for backend in ("onnx", "openvino"):
+                classifier = GenreClassifier.from_pretrained(path, backend=backend)
+                genres[kind + " " + backend] = [classifier.analyse({str(song)!r}).genre, classifier.precision]
+                classifier.close()
+        assert predict.main([{str(song)!r}, "--model", {str(exported["vit_hybrid"])!r}, "--backend", "auto",
+                             "--quiet"]) == 0
+        loaded = sorted(name for name in ("torch", "torchaudio", "peft", "accelerate", "datasets",
+                                          "transformers.configuration_utils") if name in sys.modules)
+        print(json.dumps({{"loaded": loaded, "genres": genres}}))
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["loaded"] == [], report["loaded"]
+    assert len(report["genres"]) == 4 and all(precision for _, precision in report["genres"].values())
+
+
+def test_a_model_without_an_export_on_a_torch_free_install_fails_in_one_line(exported, song, tmp_path):
+    plain = shutil.copytree(exported["vit_hybrid"], tmp_path / "plain", ignore=shutil.ignore_patterns("onnx", "openvino"))
+    script = textwrap.dedent(f"""
+        import sys
+        for name in {NOT_INSTALLED!r}:
+            sys.modules[name] = None
+        from ast_dora import predict
+        sys.exit(predict.main([{str(song)!r}, "--model", {str(plain)!r}, "--backend", "auto"]))
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 2, run.stderr[-3000:]
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "Traceback" not in run.stderr and "ModuleNotFoundError" not in run.stderr
+    assert "no exported copy" in errors[0] and "python -m ast_dora.export openvino" in errors[0], errors
+    # app.py: the same line, as the process's exit message
+    app = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import sys
+        for name in {NOT_INSTALLED!r}:
+            sys.modules[name] = None
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from song_fixtures import load_app_module
+        load_app_module().main(["--model", {str(plain)!r}])
+    """)], capture_output=True, text=True, timeout=600)
+    assert app.returncode == 1 and "Traceback" not in app.stderr, app.stderr[-3000:]
+    assert "no exported copy" in app.stderr.strip().splitlines()[-1]
+
+
 APP_SCRIPT = """
 import json, sys, time
 blocked = {blocked!r}
