@@ -20,7 +20,6 @@ from test_onnx import check_config
 
 from ast_dora import export as model_export
 from ast_dora.backends import BackendError, OnnxRunner, OpenVinoRunner
-from ast_dora.hardware import native_bf16_flags
 from ast_dora.benchmarks.song import random_genre_model
 from ast_dora.inference import GenreClassifier
 from ast_dora.models.factory import save_trained_model
