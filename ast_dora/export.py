@@ -65,7 +65,6 @@ from .backends import (
     exported_backends,
     get_backend,
     load_runner,
-    tolerance_for,
     weights_fingerprint,
 )
 from .evaluation import compute_genre_metrics, softmax
@@ -160,27 +159,15 @@ def self_check(backend: str, model_dir: Path, config, reference: dict[str, np.nd
     precision resolution and threads), against PyTorch fp32 on every output; tolerances from the precision the
     runner reports it computes in."""
     runner = load_runner(backend, str(model_dir), config, precision=file_precision, threads=threads, bf16=bf16)
+    backend_obj = get_backend(backend)
     try:
-        outputs = runner.outputs(check_inputs)
+        checked = backend_obj.check(runner, reference, check_inputs)
     finally:
         runner.close()
-    compared = compare_outputs(reference, outputs)
-    tolerance = tolerance_for(runner.precision)
     path = Path(runner.path)
-    sizes = sum(p.stat().st_size for p in (path, *(path.parent / c for c in get_backend(backend).companions.get(
-        path.name, ()))) if p.is_file())
-    info = {
-        "file_precision": file_precision,
-        "precision": runner.precision,
-        "threads": runner.threads,
-        "megabytes": round(sizes / 1e6, 2),
-        "tolerance": tolerance,
-        "check": compared[LOGITS],
-    }
-    if AUDIOSET_LOGITS in compared:
-        info["audioset_check"] = compared[AUDIOSET_LOGITS]
-    info["passed"] = all(c["max_probability_difference"] <= tolerance for c in compared.values())
-    return info
+    sizes = sum(p.stat().st_size for p in (path, *(path.parent / c for c in backend_obj.companions.get(path.name, ())))
+                if p.is_file())
+    return {"file_precision": file_precision, "threads": runner.threads, "megabytes": round(sizes / 1e6, 2), **checked}
 
 
 def export_model(backend: str, model_dir: str | os.PathLike, quantize: str | None = None,

@@ -424,8 +424,13 @@ def push_space(
     `hardware` (`cpu` or `zerogpu`) is requested for the Space; None (the default) keeps an existing Space's
     hardware (a redeploy never downgrades a ZeroGPU Space) and gives a new one the free CPU."""
     api = HfApi(token=token)
-    current = current_space_hardware(api, space_id)
     explicit = hardware is not None
+    try:
+        current = current_space_hardware(api, space_id)
+    except HubError:
+        if not explicit:  # the hardware to keep is unknown: ask for it
+            raise
+        current = None  # asked for explicitly: requested whatever it is now
     if not explicit:
         hardware = hardware_of_flavor(current) if current else "cpu"
         logger.info("Space hardware: %s", f"keeping {current}" if current else "cpu-basic for the new Space")

@@ -9,7 +9,9 @@
 Prints a table (genre, confidence, majority vote, top genres) or, with `--json`, a JSON list with one object
 per song: `file`, `genre`, `confidence`, `probabilities` (genre -> probability, mean over windows), `vote`
 (majority-vote genre), `duration`, `windows_analysed` and `windows_total` (`--max_windows` analyses at most that
-many, evenly spread) and `segments` (`{start, end, probabilities}` per window), and the music check of an AST-DoRA model:
+many, evenly spread), `precision` (what the model computed in, read back from its backend: `fp32`, `bf16`,
+`int8/fp32`, `int8/bf16`; `--no_bf16` gives fp32 on every backend) and `segments` (`{start, end, probabilities}`
+per window), and the music check of an AST-DoRA model:
 `music_probability` (AudioSet's "Music" for the song), `is_music` (`music_probability` >=
 `--min_music_probability`) and `audioset_top` (`[{"label", "score"}]`, the song's top AudioSet classes); `null` for
 a model without it (the ViT-hybrid). When `is_music` is false the table says "not music" and what it sounds like

@@ -127,6 +127,7 @@ class Backend:
       precision; None for a backend that always computes fp32 (apart from int8 layers).
     - `export(model, example, out_dir, quantize, calibration, ignored_patterns)`: write its files from a torch
       model (fp32, eval); returns the record's backend part (exporter, quantization, versions).
+    - `check(runner, reference, inputs)`: the self-check of a loaded runner against PyTorch fp32's outputs.
     - `load_runner(path, config, threads, bf16)`: the runner of one of its files (`runner(input_values) ->
       logits`, `runner.outputs(...)`, `runner.precision`: the precision it computes in, read back from the
       runtime; `runner.describe()`, `runner.close()`); it must be safe to call from several threads at once.
@@ -162,6 +163,18 @@ class Backend:
 
     def load_runner(self, path: str | os.PathLike, config, threads: int | None = None, bf16: bool | None = None):
         raise NotImplementedError
+
+    def check(self, runner, reference: Mapping[str, np.ndarray], inputs: np.ndarray) -> dict[str, Any]:
+        """The self-check of a loaded runner: every output on `inputs` against `reference` (PyTorch fp32's),
+        held to the tolerance of the precision the runner reports it computes in. A backend whose runtime has
+        its own caveats may widen it; the result says what was compared and whether it `passed`."""
+        compared = compare_outputs(reference, runner.outputs(inputs))
+        tolerance = tolerance_for(runner.precision)
+        result = {"precision": runner.precision, "tolerance": tolerance, "check": compared[LOGITS]}
+        if AUDIOSET_LOGITS in compared:
+            result["audioset_check"] = compared[AUDIOSET_LOGITS]
+        result["passed"] = all(c["max_probability_difference"] <= tolerance for c in compared.values())
+        return result
 
     def versions(self) -> dict[str, str]:
         from importlib.metadata import PackageNotFoundError, version
