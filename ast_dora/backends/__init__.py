@@ -80,8 +80,11 @@ def exported_backends() -> tuple[Backend, ...]:
 
 def auto_order() -> tuple[tuple[str, str], ...]:
     """(backend, file precision) pairs `auto` tries, fastest first (docs/serving.md has the figures)."""
-    pairs = [(rank, backend.name, precision) for backend in exported_backends()
-             for precision, rank in backend.auto_rank.items()]
+    pairs = [
+        (rank, backend.name, precision)
+        for backend in exported_backends()
+        for precision, rank in backend.auto_rank.items()
+    ]
     return tuple((name, precision) for _, name, precision in sorted(pairs))
 
 
@@ -91,9 +94,18 @@ BACKEND_CHOICES = ("auto", *BACKENDS)
 AUTO_ORDER = auto_order()
 DEFAULT_BACKEND = BACKENDS[0]
 # Compatibility names (the graph's names and the exported files of the two exported backends).
-ONNX_INPUT, ONNX_OUTPUT, ONNX_AUDIOSET_OUTPUT, ONNX_RECORD_FILE = INPUT_NAME, LOGITS, AUDIOSET_LOGITS, RECORD_FILE
+ONNX_INPUT, ONNX_OUTPUT, ONNX_AUDIOSET_OUTPUT, ONNX_RECORD_FILE = (
+    INPUT_NAME,
+    LOGITS,
+    AUDIOSET_LOGITS,
+    RECORD_FILE,
+)
 ONNX_SUBFOLDER, ONNX_FP32_FILE, ONNX_INT8_FILE = _onnx.SUBFOLDER, _onnx.FP32_FILE, _onnx.INT8_FILE
-OPENVINO_SUBFOLDER, OPENVINO_FP32_FILE, OPENVINO_INT8_FILE = _openvino.SUBFOLDER, _openvino.FP32_FILE, _openvino.INT8_FILE
+OPENVINO_SUBFOLDER, OPENVINO_FP32_FILE, OPENVINO_INT8_FILE = (
+    _openvino.SUBFOLDER,
+    _openvino.FP32_FILE,
+    _openvino.INT8_FILE,
+)
 ONNX_PRECISIONS = dict(_onnx.BACKEND.files)
 OPENVINO_PRECISIONS = dict(_openvino.BACKEND.files)
 FILE_PRECISIONS = tuple(sorted({p for backend in exported_backends() for p in backend.files}))
@@ -140,18 +152,24 @@ def missing_export_message(backend: str | Backend, path_or_id: str, precision: s
     backend = get_backend(backend) if isinstance(backend, str) else backend
     names = list(backend.files.values()) if precision == "auto" else [backend.files[precision]]
     wanted = " or ".join(f"{backend.subfolder}/{name}" for name in names)
-    return (f"{path_or_id} has no {wanted}, which backend='{backend.name}' runs. Export it first: "
-            f"`{export_command(path_or_id, backend.name)}`, or use backend='torch'.")
+    return (
+        f"{path_or_id} has no {wanted}, which backend='{backend.name}' runs. Export it first: "
+        f"`{export_command(path_or_id, backend.name)}`, or use backend='torch'."
+    )
 
 
 def has_export(path_or_id: str, **hub_kwargs) -> bool:
-    return any(find_export(name, str(path_or_id), precision, **hub_kwargs) is not None
-               for name, precision in AUTO_ORDER)
+    return any(
+        find_export(name, str(path_or_id), precision, **hub_kwargs) is not None
+        for name, precision in AUTO_ORDER
+    )
 
 
 def repo_files_have_export(files: list[str]) -> bool:
     """Whether a repo's file list (e.g. the Hub's) holds a file some exported backend runs."""
-    wanted = {f"{backend.subfolder}/{name}" for backend in exported_backends() for name in backend.files.values()}
+    wanted = {
+        f"{backend.subfolder}/{name}" for backend in exported_backends() for name in backend.files.values()
+    }
     return any(f in wanted for f in files)
 
 
@@ -171,15 +189,24 @@ def check_export_is_current(path_or_id: str, export_file: str) -> None:
     current = weights_fingerprint(path_or_id)
     changed = sorted(name for name, digest in present.items() if current.get(name) != digest)
     if changed:
-        backend = next((b.name for b in exported_backends() if b.subfolder == export_dir.name), export_dir.name)
+        backend = next(
+            (b.name for b in exported_backends() if b.subfolder == export_dir.name), export_dir.name
+        )
         raise BackendError(
             f"{export_dir} was exported from other weights than {', '.join(changed)} in {path_or_id} (the model "
             f"was saved again since). Export it again: `{export_command(path_or_id, backend)}`."
         )
 
 
-def load_runner(backend: str, path_or_id: str, config, precision: str = "auto", threads: int | None = None,
-                bf16: bool | None = None, **hub_kwargs):
+def load_runner(
+    backend: str,
+    path_or_id: str,
+    config,
+    precision: str = "auto",
+    threads: int | None = None,
+    bf16: bool | None = None,
+    **hub_kwargs,
+):
     """The runner of an exported backend for a saved model (local folder or Hub id): its file of `precision`
     (int8 first with "auto"), checked to be exported from the model's weights, compiled with `threads` and `bf16`
     (None: as `hardware.resolve_bf16` measures). What predict, the app, `export`'s self-check and `--check` run."""
@@ -191,8 +218,15 @@ def load_runner(backend: str, path_or_id: str, config, precision: str = "auto", 
     return backend_obj.load_runner(path, config, threads=threads, bf16=bf16)
 
 
-def load_export_runner(backend: str, path_or_id: str, config, precision: str = "auto", threads: int | None = None,
-                       bf16: bool | None = None, **hub_kwargs):
+def load_export_runner(
+    backend: str,
+    path_or_id: str,
+    config,
+    precision: str = "auto",
+    threads: int | None = None,
+    bf16: bool | None = None,
+    **hub_kwargs,
+):
     """The runner of an exported backend, or with "auto" the first export of `AUTO_ORDER` that loads on this
     CPU (one log line per one that does not); None when none does (run torch)."""
     if backend != "auto":
@@ -200,14 +234,22 @@ def load_export_runner(backend: str, path_or_id: str, config, precision: str = "
     if resolve_backend("auto", path_or_id, **hub_kwargs) == DEFAULT_BACKEND:
         return None
     for name, file_precision in AUTO_ORDER:
-        if precision not in ("auto", file_precision) or find_export(name, str(path_or_id), file_precision,
-                                                                      **hub_kwargs) is None:
+        if (
+            precision not in ("auto", file_precision)
+            or find_export(name, str(path_or_id), file_precision, **hub_kwargs) is None
+        ):
             continue
         try:
             return load_runner(name, path_or_id, config, file_precision, threads, bf16, **hub_kwargs)
         except Exception as error:  # noqa: BLE001 (a runtime that fails on this CPU: any error, try the next)
-            logger.warning("backend auto: the %s %s export of %s did not load here (%s: %s); trying the next",
-                           name, file_precision, path_or_id, type(error).__name__, " ".join(str(error).split())[:300])
+            logger.warning(
+                "backend auto: the %s %s export of %s did not load here (%s: %s); trying the next",
+                name,
+                file_precision,
+                path_or_id,
+                type(error).__name__,
+                " ".join(str(error).split())[:300],
+            )
     return None
 
 
@@ -220,8 +262,12 @@ def resolve_backend(backend: str, path_or_id: str, **hub_kwargs) -> str:
         if find_export(name, str(path_or_id), precision, **hub_kwargs) is not None:
             return name
     best = AUTO_ORDER[0][0] if AUTO_ORDER else DEFAULT_BACKEND
-    logger.info("%s has no exported copy: running it in %s (`%s` makes it faster on CPUs)", path_or_id,
-                DEFAULT_BACKEND, export_command(str(path_or_id), best))
+    logger.info(
+        "%s has no exported copy: running it in %s (`%s` makes it faster on CPUs)",
+        path_or_id,
+        DEFAULT_BACKEND,
+        export_command(str(path_or_id), best),
+    )
     return DEFAULT_BACKEND
 
 

@@ -42,7 +42,11 @@ class _Device:
     type = "cpu"
 
     def __eq__(self, other) -> bool:
-        return str(other) == "cpu" or getattr(other, "type", None) == "cpu" and getattr(other, "index", None) is None
+        return (
+            str(other) == "cpu"
+            or getattr(other, "type", None) == "cpu"
+            and getattr(other, "index", None) is None
+        )
 
     __hash__ = object.__hash__
 
@@ -155,13 +159,26 @@ class Backend:
         for precision, file_name in self.files.items():
             if file_name == name:
                 return precision
-        raise BackendError(f"{path} is not one of the {self.name} backend's files ({', '.join(self.files.values())}).")
+        raise BackendError(
+            f"{path} is not one of the {self.name} backend's files ({', '.join(self.files.values())})."
+        )
 
-    def export(self, model, example, out_dir: Path, quantize: str | None = None,
-               calibration: np.ndarray | None = None, ignored_patterns: tuple[str, ...] = ()) -> dict[str, Any]:
-        raise BackendError(f"The {self.name} backend runs the saved model itself: there is nothing to export.")
+    def export(
+        self,
+        model,
+        example,
+        out_dir: Path,
+        quantize: str | None = None,
+        calibration: np.ndarray | None = None,
+        ignored_patterns: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        raise BackendError(
+            f"The {self.name} backend runs the saved model itself: there is nothing to export."
+        )
 
-    def load_runner(self, path: str | os.PathLike, config, threads: int | None = None, bf16: bool | None = None):
+    def load_runner(
+        self, path: str | os.PathLike, config, threads: int | None = None, bf16: bool | None = None
+    ):
         raise NotImplementedError
 
     def check(self, runner, reference: Mapping[str, np.ndarray], inputs: np.ndarray) -> dict[str, Any]:

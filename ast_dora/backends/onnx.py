@@ -40,8 +40,16 @@ OPSET = 18
 # matmuls; convolutions, normalisation and softmax stay fp32.
 QUANTIZED_OPERATORS = ("MatMul", "Gemm")
 # Operators of a quantized graph: their presence is what makes the file compute int8.
-INT8_OPERATORS = {"MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul", "ConvInteger", "QLinearConv",
-                  "MatMulIntegerToFloat", "DynamicQuantizeLinear", "QGemm"}
+INT8_OPERATORS = {
+    "MatMulInteger",
+    "DynamicQuantizeMatMul",
+    "QLinearMatMul",
+    "ConvInteger",
+    "QLinearConv",
+    "MatMulIntegerToFloat",
+    "DynamicQuantizeLinear",
+    "QGemm",
+}
 
 
 def trace_to_onnx(model, example, path: Path, opset: int = OPSET) -> None:
@@ -56,7 +64,10 @@ def trace_to_onnx(model, example, path: Path, opset: int = OPSET) -> None:
         def __init__(self, inner):
             super().__init__()
             self.model = inner
-            self.output_names = [LOGITS, *([AUDIOSET_LOGITS] if getattr(inner, "audioset", None) is not None else [])]
+            self.output_names = [
+                LOGITS,
+                *([AUDIOSET_LOGITS] if getattr(inner, "audioset", None) is not None else []),
+            ]
 
         def forward(self, input_values):
             if len(self.output_names) == 1:
@@ -96,8 +107,12 @@ def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
     level = quantization_logger.level
     quantization_logger.setLevel(logging.ERROR)
     try:
-        quantize_dynamic(str(fp32_path), str(tmp), op_types_to_quantize=list(QUANTIZED_OPERATORS),
-                         weight_type=QuantType.QInt8)
+        quantize_dynamic(
+            str(fp32_path),
+            str(tmp),
+            op_types_to_quantize=list(QUANTIZED_OPERATORS),
+            weight_type=QuantType.QInt8,
+        )
     finally:
         quantization_logger.setLevel(level)
     os.replace(tmp, int8_path)
@@ -145,7 +160,9 @@ class OnnxRunner:
         self.output_names = [name for name in OUTPUT_NAMES if name in outputs]
         # The session's element types are float32 (the CPU provider has no bf16 kernels); the quantized
         # operators of the graph compute int8.
-        element_types = {o.type for o in self.session.get_outputs()} | {i.type for i in self.session.get_inputs()}
+        element_types = {o.type for o in self.session.get_outputs()} | {
+            i.type for i in self.session.get_inputs()
+        }
         rest = "fp32" if element_types <= {"tensor(float)"} else "/".join(sorted(element_types))
         self.precision = f"int8/{rest}" if _graph_is_int8(self.path) else rest
         self.file_precision = BACKEND.file_precision_of(self.path)
@@ -188,8 +205,15 @@ class OnnxBackend(Backend):
     export_help = "ONNX (for ONNX Runtime): OUTPUT_DIR/onnx/model.onnx [+ model_quantized.onnx]"
     quantize_help = "onnx/model_quantized.onnx (dynamic int8 MatMul/Gemm weights)"
 
-    def export(self, model, example, out_dir: Path, quantize: str | None = None, calibration=None,
-               ignored_patterns: tuple[str, ...] = ()) -> dict:
+    def export(
+        self,
+        model,
+        example,
+        out_dir: Path,
+        quantize: str | None = None,
+        calibration=None,
+        ignored_patterns: tuple[str, ...] = (),
+    ) -> dict:
         fp32_path, int8_path = out_dir / FP32_FILE, out_dir / INT8_FILE
         trace_to_onnx(model, example, fp32_path)
         if quantize == "int8":
@@ -204,8 +228,13 @@ class OnnxBackend(Backend):
         return {
             "opset": OPSET,
             "exporter": "torch.onnx.export (TorchScript, dynamo=False)",
-            "quantization": {"method": "onnxruntime.quantization.quantize_dynamic",
-                             "op_types": list(QUANTIZED_OPERATORS), "weight_type": "QInt8"} if quantize else None,
+            "quantization": {
+                "method": "onnxruntime.quantization.quantize_dynamic",
+                "op_types": list(QUANTIZED_OPERATORS),
+                "weight_type": "QInt8",
+            }
+            if quantize
+            else None,
             "versions": {"torch": torch.__version__, "onnx": onnx.__version__, **self.versions()},
         }
 

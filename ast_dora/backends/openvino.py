@@ -59,7 +59,9 @@ def computed_precision(compiled) -> str:
         info = op.get_rt_info()
         if "layerType" not in info or info["layerType"].astype(str) not in COMPUTE_LAYERS:
             continue
-        found.add(_PRECISION_NAMES.get(info["runtimePrecision"].astype(str), info["runtimePrecision"].astype(str)))
+        found.add(
+            _PRECISION_NAMES.get(info["runtimePrecision"].astype(str), info["runtimePrecision"].astype(str))
+        )
     floats = sorted(found - {"int8"})
     if not floats:  # every matmul in int8: the rest computes in the precision the hint gave
         hint = compiled.get_property("INFERENCE_PRECISION_HINT")
@@ -97,8 +99,11 @@ class OpenVinoRunner:
             )
         self.output_names = [name for name in OUTPUT_NAMES if name in outputs]
         want_bf16 = resolve_bf16(bf16, "openvino", self.threads)
-        properties = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": self.threads,
-                      "INFERENCE_PRECISION_HINT": "bf16" if want_bf16 else "f32"}
+        properties = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": self.threads,
+            "INFERENCE_PRECISION_HINT": "bf16" if want_bf16 else "f32",
+        }
         self.compiled = core.compile_model(model, "CPU", properties)
         self.precision = computed_precision(self.compiled)
         self.bf16 = "bf16" in self.precision
@@ -134,8 +139,10 @@ class OpenVinoRunner:
             self._requests.put(request)
 
     def describe(self) -> str:
-        return (f"openvino {self.file_precision} ({self.path.name}, computes in {self.precision}, "
-                f"{self.threads} threads)")
+        return (
+            f"openvino {self.file_precision} ({self.path.name}, computes in {self.precision}, "
+            f"{self.threads} threads)"
+        )
 
     def close(self) -> None:
         """Release the infer requests and the compiled model (and with them OpenVINO's hold on their memory)."""
@@ -170,8 +177,9 @@ def _quantize(ov_model, calibration: np.ndarray, ignored_patterns: tuple[str, ..
     options = {}
     if ignored_patterns:
         options["ignored_scope"] = nncf.IgnoredScope(patterns=list(ignored_patterns), validate=False)
-    return nncf.quantize(ov_model, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration),
-                         **options)
+    return nncf.quantize(
+        ov_model, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration), **options
+    )
 
 
 class OpenVinoBackend(Backend):
@@ -187,8 +195,15 @@ class OpenVinoBackend(Backend):
     export_help = "OpenVINO IR: OUTPUT_DIR/openvino/openvino_model.xml/.bin [+ openvino_model_int8.xml/.bin]"
     quantize_help = "openvino/openvino_model_int8.xml (NNCF post-training int8, calibrated)"
 
-    def export(self, model, example, out_dir: Path, quantize: str | None = None,
-               calibration: np.ndarray | None = None, ignored_patterns: tuple[str, ...] = ()) -> dict:
+    def export(
+        self,
+        model,
+        example,
+        out_dir: Path,
+        quantize: str | None = None,
+        calibration: np.ndarray | None = None,
+        ignored_patterns: tuple[str, ...] = (),
+    ) -> dict:
         import openvino as ov
 
         from .onnx import FP32_FILE as ONNX_FILE
@@ -215,12 +230,19 @@ class OpenVinoBackend(Backend):
         return {
             "opset": OPSET,
             "exporter": "torch.onnx.export (TorchScript, dynamo=False), then openvino.convert_model",
-            "quantization": {"method": "nncf.quantize", "model_type": "TRANSFORMER",
-                             "ignored_patterns": list(ignored_patterns)} if quantize else None,
+            "quantization": {
+                "method": "nncf.quantize",
+                "model_type": "TRANSFORMER",
+                "ignored_patterns": list(ignored_patterns),
+            }
+            if quantize
+            else None,
             "versions": {"torch": torch.__version__, "openvino": ov.__version__, "nncf": nncf.__version__},
         }
 
-    def load_runner(self, path, config, threads: int | None = None, bf16: bool | None = None) -> OpenVinoRunner:
+    def load_runner(
+        self, path, config, threads: int | None = None, bf16: bool | None = None
+    ) -> OpenVinoRunner:
         return OpenVinoRunner(path, config, threads=threads, bf16=bf16)
 
 

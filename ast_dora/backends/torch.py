@@ -61,8 +61,9 @@ class TorchRunner:
         use_fastest_attention(self.model, self.device, bf16=self.bf16)
         self.config = self.model.config
         # What it computes in: the weights' dtype, read back from the model.
-        self.precision = {torch.bfloat16: "bf16", torch.float32: "fp32"}.get(next(self.model.parameters()).dtype,
-                                                                             str(self.dtype))
+        self.precision = {torch.bfloat16: "bf16", torch.float32: "fp32"}.get(
+            next(self.model.parameters()).dtype, str(self.dtype)
+        )
         self.file_precision = None
         self.path = None
 
@@ -86,7 +87,10 @@ class TorchRunner:
         extra = {"output_audioset": True} if AUDIOSET_LOGITS in names else {}
         input_values = torch.as_tensor(input_values)
         # Entered per call, never across a `yield` of the streaming analysis: autocast is thread state.
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16),
+        ):
             output = self.model(input_values=input_values.to(self.device, self.dtype), **extra)
         return {name: output[name].float().cpu().numpy() for name in names}
 
@@ -103,8 +107,15 @@ class TorchBackend(Backend):
     runtime = "torch"
     bf16_engine = "torch"
 
-    def load_runner(self, path: str | os.PathLike, config=None, threads: int | None = None, bf16: bool | None = None,
-                    device=None, **hub_kwargs) -> TorchRunner:
+    def load_runner(
+        self,
+        path: str | os.PathLike,
+        config=None,
+        threads: int | None = None,
+        bf16: bool | None = None,
+        device=None,
+        **hub_kwargs,
+    ) -> TorchRunner:
         """The saved model at `path` (local folder or Hub id) in PyTorch. `threads` is PyTorch's process-wide
         setting (`torch.set_num_threads`), left as it is."""
         from ..models.factory import load_trained_model

@@ -24,8 +24,9 @@ def _mel(frequency: np.ndarray) -> np.ndarray:
     return 1127.0 * np.log(1.0 + frequency / 700.0)
 
 
-def kaldi_mel_banks(num_bins: int, fft_length: int, sampling_rate: float, low_freq: float = 20.0,
-                    high_freq: float = 0.0) -> np.ndarray:
+def kaldi_mel_banks(
+    num_bins: int, fft_length: int, sampling_rate: float, low_freq: float = 20.0, high_freq: float = 0.0
+) -> np.ndarray:
     """Kaldi's triangular mel filters (`torchaudio.compliance.kaldi.get_mel_banks` without VTLN warping), in
     numpy: (num_bins, fft_length // 2) float32, the FFT bins below Nyquist."""
     nyquist = 0.5 * sampling_rate
@@ -70,17 +71,25 @@ class ASTFbankFeatures:
         windows = np.ascontiguousarray(windows, dtype=np.float32)
         batch, num_samples = windows.shape
         if num_samples < self.frame_length:
-            raise ValueError(f"windows of {num_samples} samples are shorter than one {self.frame_length}-sample frame")
+            raise ValueError(
+                f"windows of {num_samples} samples are shorter than one {self.frame_length}-sample frame"
+            )
         num_frames = 1 + (num_samples - self.frame_length) // self.frame_shift
         kept = min(num_frames, fe.max_length)
         item = windows.itemsize
         frames = np.lib.stride_tricks.as_strided(
-            windows, (batch, kept, self.frame_length), (windows.strides[0], self.frame_shift * item, item),
+            windows,
+            (batch, kept, self.frame_length),
+            (windows.strides[0], self.frame_shift * item, item),
             writeable=False,
         ).reshape(batch * kept, self.frame_length)
         features = np.zeros((batch, fe.max_length, self.mel_banks.shape[1]), dtype=np.float32)
         log_mel = features[:, :kept].reshape(batch * kept, -1) if kept == fe.max_length else None
-        out = np.empty((batch * kept, self.mel_banks.shape[1]), dtype=np.float32) if log_mel is None else log_mel
+        out = (
+            np.empty((batch * kept, self.mel_banks.shape[1]), dtype=np.float32)
+            if log_mel is None
+            else log_mel
+        )
         for start in range(0, len(frames), _FBANK_BLOCK):
             block = frames[start : start + _FBANK_BLOCK]
             block = block - block.mean(axis=-1, keepdims=True, dtype=np.float32)
