@@ -82,7 +82,7 @@ def _machine_key(engine: str, threads: int) -> str:
 
 def probe_cache_path() -> Path:
     root = os.environ.get("AST_DORA_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ast_dora"
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), __name__.split(".")[0]  # the package's
     )
     return Path(root) / "bf16_probe.json"
 

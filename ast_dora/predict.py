@@ -9,7 +9,9 @@
 Prints a table (genre, confidence, majority vote, top genres) or, with `--json`, a JSON list with one object
 per song: `file`, `genre`, `confidence`, `probabilities` (genre -> probability, mean over windows), `vote`
 (majority-vote genre), `duration`, `windows_analysed` and `windows_total` (`--max_windows` analyses at most that
-many, evenly spread) and `segments` (`{start, end, probabilities}` per window), and the music check of an AST-DoRA model:
+many, evenly spread), `precision` (what the model computed in, read back from its backend: `fp32`, `bf16`,
+`int8/fp32`, `int8/bf16`; `--no_bf16` gives fp32 on every backend) and `segments` (`{start, end, probabilities}`
+per window), and the music check of an AST-DoRA model:
 `music_probability` (AudioSet's "Music" for the song), `is_music` (`music_probability` >=
 `--min_music_probability`) and `audioset_top` (`[{"label", "score"}]`, the song's top AudioSet classes); `null` for
 a model without it (the ViT-hybrid). When `is_music` is false the table says "not music" and what it sounds like
@@ -75,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "openvino: OpenVINO on its openvino/ export (`python -m ast_dora.export openvino MODEL_DIR "
                         "--quantize int8`); auto: the fastest export the model has (openvino int8, onnx int8, ...), "
                         "else torch.")
-    parser.add_argument("--no_bf16", action="store_true", help="Keep fp32 even where the hardware has native bf16.")
+    parser.add_argument("--no_bf16", action="store_true", help="Compute in fp32 on every backend (default: bf16 where it is measured faster than fp32, `ast_dora.hardware`).")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available; onnx: cpu).")
     parser.add_argument("--revision", default=None, help="Hub revision of --model.")
     parser.add_argument("--token", default=None, help="Hub token for a private --model.")

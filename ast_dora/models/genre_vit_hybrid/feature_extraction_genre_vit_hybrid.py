@@ -271,5 +271,10 @@ def _bilinear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray,
     right = np.minimum(left + 1, size_in - 1)
     return left, right, (source - left).astype(np.float32)
 
+# Marked for `save_pretrained`, which then copies this file beside the weights and writes `auto_map`, so a saved
+# model loads without this project (transformers marks a class it loads as remote code the same way).
+# What `register_for_auto_class("AutoFeatureExtractor")` sets, without the check that imports transformers'
+# Auto modules (and with them torch, wherever it is installed): the feature extractor loads without torch.
+GenreViTHybridFeatureExtractor._auto_class = "AutoFeatureExtractor"
 
 __all__ = ["GenreViTHybridFeatureExtractor"]
