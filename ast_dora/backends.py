@@ -104,11 +104,11 @@ def resolve_backend(backend: str, path_or_id: str, **hub_kwargs) -> str:
 def bf16_available(device) -> bool:
     import torch
 
-    from .hardware import cpu_has_fast_bf16
+    from .hardware import bf16_is_faster
 
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and cpu_has_fast_bf16()
+    return device.type == "cpu" and bf16_is_faster("torch")
 
 
 class TorchRunner:

@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "openvino: OpenVINO on its openvino/ export (`python -m ast_dora.export openvino MODEL_DIR "
                         "--quantize int8`); auto: the fastest export the model has (openvino int8, onnx int8, ...), "
                         "else torch.")
-    parser.add_argument("--no_bf16", action="store_true", help="Keep fp32 even where the hardware has native bf16.")
+    parser.add_argument("--no_bf16", action="store_true",
+                        help="Keep fp32 even where bf16 is measured faster (the default picks by a measured probe).")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available; onnx: cpu).")
     parser.add_argument("--revision", default=None, help="Hub revision of --model.")
     parser.add_argument("--token", default=None, help="Hub token for a private --model.")
