@@ -67,3 +67,14 @@ def test_train_benchmark_reports_the_precision_auto_chose(tmp_path, capsys, monk
     assert written["precision_choice"] == "auto: the CPU's bf16 is not faster than fp32 (forced)"
     assert written["bf16_probe"]["source"] == "forced"
     assert "precision fp32: auto: the CPU's bf16 is not faster" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_int8_peak_is_the_backends_own_int8_matmul(backend):
+    pytest.importorskip("onnxruntime" if backend == "onnx" else "openvino")
+    measured = peak.measure_int8_matmul_peak(backend, (64, 128, 512), threads=1, seconds=0.05, repeats=1)
+    assert measured["tops"] > 0 and measured["shape"] == [64, 128, 512] and measured["threads"] == 1
+    if backend == "openvino":  # the CPU plugin must run the FakeQuantize-MatMul pattern as an int8 kernel
+        assert "FullyConnected u8" in measured["kernel"] or "FullyConnected i8" in measured["kernel"], measured
+    with pytest.raises(ValueError, match="int8 peak is measured for"):
+        peak.measure_int8_matmul_peak("torch")

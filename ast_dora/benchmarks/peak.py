@@ -82,3 +82,93 @@ def measure_matmul_peak(
 
 if __name__ == "__main__":
     print(measure_matmul_peak())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# int8: the exported backends' own int8 matmul
+# ----------------------------------------------------------------------------------------------------------
+
+INT8_BACKENDS = ("onnx", "openvino")
+
+
+def _best_ops_rate(run, ops: float, seconds: float, repeats: int) -> float:
+    """Best TOP/s of `run()` over `repeats` loops of about `seconds` each (after one warm-up call)."""
+    start = time.perf_counter()
+    run()
+    per_call = max(time.perf_counter() - start, 1e-6)
+    loop = max(1, int(seconds / per_call))
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(loop):
+            run()
+        best = max(best, ops * loop / (time.perf_counter() - start))
+    return best / 1e12
+
+
+def _onnx_int8_matmul(m: int, k: int, n: int, threads: int):
+    """ONNX Runtime's MatMulInteger (uint8 activations x int8 weights -> int32): what its dynamic int8
+    quantization runs for every linear layer."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.integers(-127, 128, (k, n), dtype=np.int8), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["x", "w"], ["y"])], "int8_peak",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [m, k])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [m, n])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feed = {"x": rng.integers(0, 256, (m, k), dtype=np.uint8)}
+    del onnx
+    return lambda: session.run(None, feed), "MatMulInteger u8 x s8"
+
+
+def _openvino_int8_matmul(m: int, k: int, n: int, threads: int):
+    """OpenVINO's int8 matmul, in the pattern NNCF's int8 export gives a linear layer: fp32 activations through a
+    FakeQuantize (u8), int8 weights dequantized by a scale, MatMul; the CPU plugin runs it as one int8 kernel."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    rng = np.random.default_rng(0)
+    x = ops.parameter([m, k], ov.Type.f32, name="x")
+    low, high = ops.constant(np.float32(0.0)), ops.constant(np.float32(4.0))
+    quantized = ops.fake_quantize(x, low, high, low, high, 256)
+    weight = ops.constant(rng.integers(-127, 128, (n, k), dtype=np.int8))
+    weight = ops.multiply(ops.convert(weight, ov.Type.f32), ops.constant(np.full((n, 1), 0.01, np.float32)))
+    model = ov.Model([ops.matmul(quantized, weight, False, True)], [x], "int8_peak")
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                      "PERFORMANCE_HINT": "LATENCY"})
+    kernels = set()
+    for node in compiled.get_runtime_model().get_ops():  # the executed graph: each node's kernel and precision
+        info = node.get_rt_info()
+        layer = info["layerType"].astype(str)
+        if layer in ("FullyConnected", "MatMul"):
+            kernels.add(f"{layer} {info['runtimePrecision'].astype(str)} {info['primitiveType'].astype(str)}")
+    kernels = sorted(kernels)
+    request = compiled.create_infer_request()
+    data = rng.uniform(0, 4, (m, k)).astype(np.float32)
+    return lambda: request.infer({0: data}), "FakeQuantize u8 x i8 MatMul, runs as " + (",".join(kernels) or "?")
+
+
+def measure_int8_matmul_peak(backend: str, shape: tuple[int, int, int] = (512, 768, 3072), threads: int | None = None,
+                             seconds: float = 1.0, repeats: int = 3) -> dict:
+    """`{"tops": TOP/s, "shape": [m, k, n], "kernel": ..., "threads": ...}`: the best rate of `backend`'s own int8
+    matmul of a transformer layer's shape (tokens x hidden @ hidden x 4 hidden), measured now. 2 m k n operations
+    per call, so the figure is comparable with a model's FLOP/s counted the same way."""
+    import os
+
+    if backend not in INT8_BACKENDS:
+        raise ValueError(f"backend={backend!r}: the int8 peak is measured for {', '.join(INT8_BACKENDS)}")
+    threads = int(threads or torch.get_num_threads() or os.cpu_count() or 1)
+    m, k, n = shape
+    make = _onnx_int8_matmul if backend == "onnx" else _openvino_int8_matmul
+    run, kernel = make(m, k, n, threads)
+    return {"tops": _best_ops_rate(run, 2.0 * m * k * n, seconds, repeats), "shape": [m, k, n], "kernel": kernel,
+            "threads": threads, "backend": backend}
