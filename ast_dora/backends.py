@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .models.factory import find_model_file
+from .signal_stack import preserved_signal_stack
 
 logger = logging.getLogger(__name__)
 
@@ -356,7 +357,8 @@ class OpenVinoRunner:
         properties = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": self.threads}
         if bf16 is False:
             properties["INFERENCE_PRECISION_HINT"] = "f32"
-        self.compiled = core.compile_model(model, "CPU", properties)
+        with preserved_signal_stack():  # the CPU plugin replaces this thread's signal stack (signal_stack.py)
+            self.compiled = core.compile_model(model, "CPU", properties)
         self.request = self.compiled.create_infer_request()
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # an openvino Type: "f32", "bf16"
         self.inference_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)

@@ -97,3 +97,22 @@ def test_dataloader_workers_after_openvino(openvino_ran, tmp_path):
     batches = list(trainer.get_eval_dataloader(data))
     assert args.dataloader_multiprocessing_context == "forkserver"
     assert torch.cat([b["input_values"][:, 0] for b in batches]).tolist() == [float(i) for i in range(8)]
+
+
+def test_compiling_an_openvino_model_keeps_the_threads_signal_stack():
+    """OpenVINO's CPU plugin replaces the compiling thread's alternate signal stack; a later signal (a child's
+    SIGCHLD under torch's DataLoader handler) was then delivered on it and the process died with SIGSEGV
+    (`ast_dora/signal_stack.py`). Each place the project compiles puts the stack back."""
+    pytest.importorskip("openvino")
+    from ast_dora.benchmarks.peak import measure_int8_matmul_peak
+    from ast_dora.hardware import _probe_openvino
+    from ast_dora.signal_stack import current_signal_stack
+
+    before = current_signal_stack()
+    if before is None:
+        pytest.skip("no sigaltstack to read on this platform")
+    _probe_openvino(threads=1, seconds=0.01)
+    assert current_signal_stack() == before
+    measure_int8_matmul_peak("openvino", (16, 32, 64), threads=1, seconds=0.01, repeats=1)
+    assert current_signal_stack() == before
+

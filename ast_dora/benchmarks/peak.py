@@ -143,8 +143,11 @@ def _openvino_int8_matmul(m: int, k: int, n: int, threads: int):
     weight = ops.constant(rng.integers(-127, 128, (n, k), dtype=np.int8))
     weight = ops.multiply(ops.convert(weight, ov.Type.f32), ops.constant(np.full((n, 1), 0.01, np.float32)))
     model = ov.Model([ops.matmul(quantized, weight, False, True)], [x], "int8_peak")
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                      "PERFORMANCE_HINT": "LATENCY"})
+    from ..signal_stack import preserved_signal_stack
+
+    with preserved_signal_stack():  # the CPU plugin replaces this thread's signal stack (signal_stack.py)
+        compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                          "PERFORMANCE_HINT": "LATENCY"})
     kernels = set()
     for node in compiled.get_runtime_model().get_ops():  # the executed graph: each node's kernel and precision
         info = node.get_rt_info()
