@@ -130,6 +130,8 @@ def _probe_openvino(threads: int, seconds: float) -> dict[str, float]:
     import openvino as ov
     import openvino.opset13 as ops
 
+    from .signal_stack import preserved_signal_stack
+
     m, k, n = PROBE_SHAPE
     rng = np.random.default_rng(0)
     x = ops.parameter([m, k], ov.Type.f32, name="x")
@@ -139,9 +141,10 @@ def _probe_openvino(threads: int, seconds: float) -> dict[str, float]:
     core = ov.Core()
     rates = {}
     for name, hint in (("fp32", "f32"), ("bf16", "bf16")):
-        compiled = core.compile_model(model, "CPU", {
-            "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
-        })
+        with preserved_signal_stack():  # the CPU plugin replaces this thread's signal stack (signal_stack.py)
+            compiled = core.compile_model(model, "CPU", {
+                "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+            })
         computed = compiled.get_property("INFERENCE_PRECISION_HINT")
         computed = computed.get_type_name() if hasattr(computed, "get_type_name") else str(computed)
         request = compiled.create_infer_request()

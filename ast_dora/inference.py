@@ -16,8 +16,9 @@ Windows are featurised and classified a fixed-size batch at a time, so besides t
 (~0.3 GB per hour of audio at 22.05 kHz, float32) memory does not grow with the song's length.
 
 Speed on CPU: the model is a plain transformers model (AST-DoRA adapters are merged on load); it runs under
-`torch.inference_mode` and, where the CPU has native bf16 (AMX or AVX512-BF16; fp32 elsewhere, `bf16=False` to opt
-out), in bf16: the weights are cast once at load and the forward runs under bf16 autocast. Casting the weights
+`torch.inference_mode` and, where bf16 computes faster than fp32 (a bf16 GPU; on the CPU, where a short measured
+bf16-vs-fp32 matmul probe says so, `hardware.bf16_is_faster`, cached per machine: native bf16 instructions alone do
+not make torch's bf16 faster), in bf16; fp32 elsewhere, `bf16=False` / `True` to force: the weights are cast once at load and the forward runs under bf16 autocast. Casting the weights
 beats autocast alone, which re-casts fp32 activations around every matmul (a large share of the model's time in
 profiles of both models on a CPU with AMX). Features are always computed in fp32 numpy, as in training. The
 AST feature extractor (torchaudio's kaldi fbank, one window per call) is replaced by a batched numpy version
@@ -255,8 +256,9 @@ class GenreClassifier:
             ViT-hybrid, 6 for AST: large enough for efficient matmuls, small enough to bound activations).
         first_batch_size: windows in a song's first batch (default: the spec's `inference_first_batch_size`, 8
             for the ViT-hybrid, 2 for AST, at most `batch_size`): the first streamed result comes that much sooner.
-        bf16: (torch models) `None` (default) runs the model in bf16 (weights cast to bf16, forward under bf16
-            autocast) where the hardware has native bf16, `True` forces it, `False` keeps fp32. The classifier owns
+        bf16: (torch models) `None` (default, `auto`) runs the model in bf16 (weights cast to bf16, forward under
+            bf16 autocast) where it is faster than fp32: a GPU with bf16; on the CPU, where the measured probe
+            (`hardware.bf16_is_faster("torch")`) says so. `True` forces bf16, `False` keeps fp32. The classifier owns
             `model`: it is moved to `device` and cast in place.
         device: (torch models) where the model runs (default: CUDA when available, else CPU).
         min_seconds / max_seconds: shorter (longer) audio is refused with `TooShortAudioError`

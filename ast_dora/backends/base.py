@@ -135,6 +135,8 @@ class Backend:
     - `load_runner(path, config, threads, bf16)`: the runner of one of its files (`runner(input_values) ->
       logits`, `runner.outputs(...)`, `runner.precision`: the precision it computes in, read back from the
       runtime; `runner.describe()`, `runner.close()`); it must be safe to call from several threads at once.
+    - optional `int8_matmul(m, k, n, threads) -> (run, kernel)`: one int8 linear layer in its runtime, as its int8
+      files compute it (`bench song`'s int8 peak, `ast_dora/benchmarks/peak.py`).
     """
 
     name: str = ""

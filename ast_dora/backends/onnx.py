@@ -241,6 +241,28 @@ class OnnxBackend(Backend):
     def load_runner(self, path, config, threads: int | None = None, bf16: bool | None = None) -> OnnxRunner:
         return OnnxRunner(path, config, threads=threads, bf16=bf16)
 
+    def int8_matmul(self, m: int, k: int, n: int, threads: int):
+        """ONNX Runtime's MatMulInteger (uint8 activations x int8 weights -> int32): what its dynamic int8
+        quantization runs for every linear layer."""
+        import numpy as np
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+
+        rng = np.random.default_rng(0)
+        weight = numpy_helper.from_array(rng.integers(-127, 128, (k, n), dtype=np.int8), "w")
+        graph = helper.make_graph(
+            [helper.make_node("MatMulInteger", ["x", "w"], ["y"])], "int8_peak",
+            [helper.make_tensor_value_info("x", TensorProto.UINT8, [m, k])],
+            [helper.make_tensor_value_info("y", TensorProto.INT32, [m, n])], [weight])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        feed = {"x": rng.integers(0, 256, (m, k), dtype=np.uint8)}
+        del onnx
+        return lambda: session.run(None, feed), "MatMulInteger u8 x s8"
+
 
 BACKEND = OnnxBackend()
 

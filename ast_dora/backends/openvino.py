@@ -104,7 +104,10 @@ class OpenVinoRunner:
             "INFERENCE_NUM_THREADS": self.threads,
             "INFERENCE_PRECISION_HINT": "bf16" if want_bf16 else "f32",
         }
-        self.compiled = core.compile_model(model, "CPU", properties)
+        from ..signal_stack import preserved_signal_stack
+
+        with preserved_signal_stack():  # the CPU plugin replaces this thread's signal stack (signal_stack.py)
+            self.compiled = core.compile_model(model, "CPU", properties)
         self.precision = computed_precision(self.compiled)
         self.bf16 = "bf16" in self.precision
         self.file_precision = BACKEND.file_precision_of(self.path)
@@ -177,9 +180,12 @@ def _quantize(ov_model, calibration: np.ndarray, ignored_patterns: tuple[str, ..
     options = {}
     if ignored_patterns:
         options["ignored_scope"] = nncf.IgnoredScope(patterns=list(ignored_patterns), validate=False)
-    return nncf.quantize(
-        ov_model, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration), **options
-    )
+    from ..signal_stack import preserved_signal_stack
+
+    with preserved_signal_stack():  # calibration compiles the model on this thread (signal_stack.py)
+        return nncf.quantize(
+            ov_model, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration), **options
+        )
 
 
 class OpenVinoBackend(Backend):
@@ -244,6 +250,36 @@ class OpenVinoBackend(Backend):
         self, path, config, threads: int | None = None, bf16: bool | None = None
     ) -> OpenVinoRunner:
         return OpenVinoRunner(path, config, threads=threads, bf16=bf16)
+
+    def int8_matmul(self, m: int, k: int, n: int, threads: int):
+        """OpenVINO's int8 matmul, in the pattern NNCF's int8 export gives a linear layer: fp32 activations through a
+        FakeQuantize (u8), int8 weights dequantized by a scale, MatMul; the CPU plugin runs it as one int8 kernel."""
+        import numpy as np
+        import openvino as ov
+        import openvino.opset13 as ops
+
+        rng = np.random.default_rng(0)
+        x = ops.parameter([m, k], ov.Type.f32, name="x")
+        low, high = ops.constant(np.float32(0.0)), ops.constant(np.float32(4.0))
+        quantized = ops.fake_quantize(x, low, high, low, high, 256)
+        weight = ops.constant(rng.integers(-127, 128, (n, k), dtype=np.int8))
+        weight = ops.multiply(ops.convert(weight, ov.Type.f32), ops.constant(np.full((n, 1), 0.01, np.float32)))
+        model = ov.Model([ops.matmul(quantized, weight, False, True)], [x], "int8_peak")
+        from ..signal_stack import preserved_signal_stack
+
+        with preserved_signal_stack():  # the CPU plugin replaces this thread's signal stack (signal_stack.py)
+            compiled = openvino_core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                              "PERFORMANCE_HINT": "LATENCY"})
+        kernels = set()
+        for node in compiled.get_runtime_model().get_ops():  # the executed graph: each node's kernel and precision
+            info = node.get_rt_info()
+            layer = info["layerType"].astype(str)
+            if layer in ("FullyConnected", "MatMul"):
+                kernels.add(f"{layer} {info['runtimePrecision'].astype(str)} {info['primitiveType'].astype(str)}")
+        kernels = sorted(kernels)
+        request = compiled.create_infer_request()
+        data = rng.uniform(0, 4, (m, k)).astype(np.float32)
+        return lambda: request.infer({0: data}), "FakeQuantize u8 x i8 MatMul, runs as " + (",".join(kernels) or "?")
 
 
 BACKEND = OpenVinoBackend()

@@ -893,7 +893,7 @@ def generate_synthetic_gtzan(
     """Write `<root>/<genre>/<genre>.NNNNN.wav` (16-bit PCM) for GTZAN's ten genres plus `manifest.json`.
 
     Track `i` of genre `g` is drawn from `np.random.default_rng([seed, g, i])`, so any subset regenerates
-    identically whatever `num_workers` (processes, forked) is. Returns the written paths.
+    identically whatever `num_workers` (processes) is. Returns the written paths.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -902,10 +902,12 @@ def generate_synthetic_gtzan(
         (root / genre).mkdir(exist_ok=True)
     jobs = [(g, i) for g in range(len(GTZAN_GENRES)) for i in range(tracks_per_genre)]
     if num_workers > 1:
-        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        from ..workers import mp_context
+
+        # fork where no native thread pool runs in this process, forkserver where one may (`workers.py`)
+        with ProcessPoolExecutor(num_workers, mp_context=mp_context()) as pool:
             n = len(jobs)
             paths = list(pool.map(_write_track, [root] * n, [g for g, _ in jobs], [i for _, i in jobs],
                                   [duration_seconds] * n, [sampling_rate] * n, [seed] * n, chunksize=8))
