@@ -25,16 +25,15 @@ GENRE, MP4 \xa9gen) through a temporary copy and a rename, never touching the au
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
 import os
 import sys
 import time
 from pathlib import Path
 
-from .backends import BACKEND_CHOICES, weights_fingerprint
+from .backends import BACKEND_CHOICES
 from .music_detection import DEFAULT_MIN_MUSIC_PROBABILITY
+from .tagging.loading import default_chart, load_models
 
 logger = logging.getLogger(__name__)
 
@@ -146,73 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def weights_hash(path_or_id: str, **hub_kwargs) -> str:
-    """sha256 of a model's weights (all its safetensors files), the first 16 hex digits."""
-    if os.path.isdir(path_or_id):
-        fingerprint = weights_fingerprint(path_or_id)
-    else:
-        from .models.factory import find_model_file
-
-        local = find_model_file(path_or_id, "model.safetensors", **hub_kwargs)
-        fingerprint = (
-            weights_fingerprint(Path(local).parent) if local else {"hub": f"{path_or_id}@{hub_kwargs}"}
-        )
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def model_info(specs: list[str], classifiers, weights, backend: str):
-    """The `ModelInfo` of a run: the key is the weights' hashes, the ensemble weights and the window settings, so
-    the same model under another path is the same, and any change of what is computed is not."""
-    from .tagging.engine import ModelInfo
-
-    hashes = [weights_hash(spec) for spec in specs]
-    settings = [
-        {
-            "weights": hash_,
-            "window": c.window_seconds,
-            "hop": c.hop_seconds,
-            "max_windows": c.max_windows,
-            "music": c.music_check and c.min_music_probability,
-        }
-        for hash_, c in zip(hashes, classifiers, strict=True)
-    ]
-    key = json.dumps({"models": settings, "ensemble_weights": weights}, sort_keys=True)
-    ids = [str(Path(s).resolve()) if os.path.isdir(s) else s for s in specs]
-    return ModelInfo(
-        model_key=hashlib.sha256(key.encode()).hexdigest()[:16],
-        model_id=" + ".join(ids),
-        weights_hash="+".join(hashes),
-        backend=backend,
-    )
-
-
-def load_models(args):
-    """(classifiers, ensemble or None, ModelInfo) for the --model's."""
-    from .inference import GenreClassifier
-
-    classifiers = []
-    for spec in args.model:
-        classifiers.append(
-            GenreClassifier.from_pretrained(
-                spec,
-                backend=args.backend,
-                threads=args.threads,
-                batch_size=args.batch_size,
-                bf16=False if args.no_bf16 else None,
-                max_windows=args.max_windows,
-                min_music_probability=args.min_music_probability,
-            )
-        )
-    ensemble = (
-        GenreClassifier.ensemble(classifiers, weights=args.weights, names=args.model)
-        if args.ensemble
-        else None
-    )
-    weights = None if ensemble is None else [float(w) for w in ensemble.weights]
-    backend = " + ".join(c.runner.describe() for c in classifiers)
-    return classifiers, ensemble, model_info(args.model, classifiers, weights, backend)
-
-
 def plan_work(files, known: dict, retry_errors: bool):
     """(files to analyse, unchanged paths, paths to mark present again): a file is unchanged when its row has the
     same size and mtime (and did not fail, with `retry_errors`)."""
@@ -231,11 +163,6 @@ def plan_work(files, known: dict, retry_errors: bool):
         else:
             todo.append(file)
     return todo, unchanged, back
-
-
-def default_chart(output: str) -> Path:
-    path = Path(output)
-    return path.with_name(f"{path.stem}_genres.png")
 
 
 def _validate(parser, args) -> None:

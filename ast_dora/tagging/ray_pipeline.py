@@ -153,7 +153,7 @@ def read_rows(folder: str | os.PathLike) -> list[dict]:
 
 def main_ray(args) -> int:
     """`python -m ast_dora.tag ... --ray`: walk, run the pipeline, print the summary, draw the chart."""
-    from ..tag import default_chart, load_models
+    from .loading import default_chart, load_models
     from .report import format_summary, save_genre_chart, summarise
     from .walk import LibraryFile as File
     from .walk import walk_library
