@@ -202,15 +202,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _validate(parser, args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.undo:
-        from .tagging.file_tags import undo_log
+    from .errors import MissingComponentError
 
-        return undo_log(args.undo)
-    if args.ray:
-        from .tagging.ray_pipeline import main_ray
+    try:
+        if args.undo:
+            from .tagging.file_tags import undo_log
 
-        return main_ray(args)
-    return run_local(args)
+            return undo_log(args.undo)
+        if args.ray:
+            from .tagging.ray_pipeline import main_ray
+
+            return main_ray(args)
+        return run_local(args)
+    except MissingComponentError as error:  # mutagen or ray not installed: one line, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 def run_local(args) -> int:
