@@ -282,3 +282,13 @@ def test_bad_arguments_are_refused_clearly(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run_tag(tmp_path, "--model", "m", "--output", tmp_path / "r.db", "--dry_run")
     assert "--dry_run goes with --write_tags" in capsys.readouterr().err
+
+
+def test_without_ray_or_mutagen_one_line_names_the_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError, as when it is not installed
+    monkeypatch.setitem(sys.modules, "mutagen", None)
+    assert run_tag(tmp_path, "--model", "m", "--output", tmp_path / "out", "--ray", "auto") == 2
+    assert 'pip install -e ".[cluster]"' in capsys.readouterr().err
+    (tmp_path / "log.jsonl").write_text("")
+    assert run_tag("--undo", tmp_path / "log.jsonl") == 2
+    assert "pip install mutagen" in capsys.readouterr().err
