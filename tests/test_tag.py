@@ -252,8 +252,14 @@ def test_a_killed_run_leaves_a_readable_file_and_a_rerun_loses_only_songs_in_fli
             break
         time.sleep(0.02)
     assert process.poll() is None, "the run ended before it could be killed: make the library larger"
+    import psutil
+
+    workers = psutil.Process(process.pid).children(recursive=True)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    # Its decode workers go too (they watch their parent), not left waiting for work forever.
+    gone, alive = psutil.wait_procs(workers, timeout=15)
+    assert workers and not alive, alive
     # Readable right after the kill, by a reader that does not recover anything (read-only).
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as reader:
         assert reader.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -104,10 +104,22 @@ class PreparedSong:
 _PLANS: list[FeaturePlan] | None = None
 
 
-def init_worker(plans: list[FeaturePlan]) -> None:
-    """Worker start: keep the plans, one BLAS thread (the workers are the parallelism)."""
+def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
+    # A parent killed with SIGKILL never tells its pool: the worker would wait for work forever.
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(0)
+
+
+def init_worker(plans: list[FeaturePlan], watch_parent: bool = True) -> None:
+    """Worker start: keep the plans, one BLAS thread (the workers are the parallelism), and exit when the parent
+    process dies (a `kill -9` of the run leaves no decoder behind)."""
     global _PLANS
     _PLANS = plans
+    if watch_parent:
+        import threading
+
+        threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     try:
         from threadpoolctl import threadpool_limits
 

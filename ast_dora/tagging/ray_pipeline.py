@@ -60,7 +60,7 @@ def connect(address: str, **init_kwargs):
 def _decode(row: dict, plans: list[FeaturePlan]) -> dict:
     from .engine import init_worker
 
-    init_worker(plans)  # one BLAS thread in this task, as in a local worker
+    init_worker(plans, watch_parent=False)  # one BLAS thread in this task, as in a local worker
     song = prepare_song(LibraryFile(row["path"], int(row["size"]), float(row["mtime"])), plans)
     return {"path": row["path"], "prepared": pickle.dumps(song, protocol=pickle.HIGHEST_PROTOCOL)}
 
