@@ -255,7 +255,8 @@ def make_analyse(classifiers: dict[str, GenreClassifier], stream_interval: float
 
 
 def build_demo(classifiers: dict[str, GenreClassifier], examples: list[str] | None = None,
-               max_seconds: float | None = DEFAULT_MAX_SECONDS, environ=os.environ) -> gr.Blocks:
+               max_seconds: float | None = DEFAULT_MAX_SECONDS, environ=os.environ,
+               library: str | None = None) -> gr.Blocks:
     analyse = gpu_function(make_analyse(classifiers), environ)
     choices = [(model_choice_label(spec, c), spec) for spec, c in classifiers.items()]
     if len(classifiers) > 1:  # one answer from all of them, the default
@@ -282,6 +283,8 @@ def build_demo(classifiers: dict[str, GenreClassifier], examples: list[str] | No
         if examples:
             gr.Examples(examples=[[path] for path in examples], inputs=[audio], cache_examples=False)
         button.click(analyse, inputs=[audio, model], outputs=[label, timeline, details, summary], api_name="predict")
+        if library:
+            build_library_view(library, analyse, model, [label, timeline, details, summary])
     return demo
 
 
@@ -292,6 +295,43 @@ def concurrency_limit(environ=os.environ) -> int:
         return max(1, int(environ["GENRE_CONCURRENCY"]))
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cpus // 2)
+
+
+def build_library_view(results: str, analyse, model, outputs) -> None:
+    """The "Library" section (inside the demo's Blocks): a results file of `python -m ast_dora.tag`: the genre
+    chart, the table filtered by genre and probability; a row picked plays the song, and "Re-analyse" runs it
+    through the model picked above, its answer in the outputs above."""
+    from ast_dora.tagging.library import ALL, TABLE_COLUMNS, Library
+    from ast_dora.tagging.report import genre_figure
+
+    shelf = Library(results)
+    first = shelf.select()
+    with gr.Accordion(f"Library: {Path(results).name} ({shelf.summary['songs']} songs, {shelf.model_id})", open=True):
+        chart = genre_figure(shelf.summary)
+        gr.Plot(value=chart, label="Songs per genre", elem_id="library-chart")
+        with gr.Row():
+            genre = gr.Dropdown(choices=shelf.choices(), value=ALL, label="Genre", elem_id="library-genre")
+            least = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Genre probability at least",
+                              elem_id="library-probability")
+        table = gr.Dataframe(value=Library.table(first), headers=TABLE_COLUMNS, interactive=False,
+                             label="Songs (select a row to hear it)", elem_id="library-table")
+        shown = gr.State([row["path"] for row in first])
+        with gr.Row():
+            song = gr.Audio(type="filepath", label="Selected song", interactive=False, elem_id="library-song")
+            again = gr.Button("Re-analyse", elem_id="library-reanalyse")
+
+    def refilter(chosen_genre, probability):
+        rows = shelf.select(chosen_genre, probability)
+        return Library.table(rows), [row["path"] for row in rows]
+
+    def pick(paths, event: gr.SelectData):
+        row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
+        return paths[row] if 0 <= row < len(paths) else None
+
+    for control in (genre, least):
+        control.change(refilter, inputs=[genre, least], outputs=[table, shown])
+    table.select(pick, inputs=[shown], outputs=[song])
+    again.click(analyse, inputs=[song, model], outputs=outputs)
 
 
 def launch(demo: gr.Blocks, server_name: str | None = None, port: int | None = None,
@@ -329,6 +369,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "when present); openvino (OpenVINO on its openvino/ export, int8 when present); auto: the "
                         "fastest export each model has (openvino int8, onnx int8, ...), torch for the others. "
                         f"Default: $GENRE_BACKEND or {DEFAULT_BACKEND}.")
+    parser.add_argument("--library", default=os.environ.get("GENRE_LIBRARY"), metavar="RESULTS",
+                        help="Show a Library view of this results file of `python -m ast_dora.tag` (default: "
+                        "$GENRE_LIBRARY; none).")
     args = parser.parse_args(argv)
     if not 0.0 <= args.min_music_probability <= 1.0:
         parser.error(f"min_music_probability must be between 0 and 1, got {args.min_music_probability}.")
@@ -350,9 +393,14 @@ def main(argv: list[str] | None = None) -> None:
     except BackendError as error:  # e.g. no export on a torch-free install: one line, no traceback
         raise SystemExit(f"error: {error}") from None
     examples = example_files(args.examples_dir)
-    demo = build_demo(classifiers, examples, max_seconds=max_seconds)
+    demo = build_demo(classifiers, examples, max_seconds=max_seconds, library=args.library)
+    allowed = {str(Path(p).parent) for p in examples}
+    if args.library:  # the Library view plays the songs from where they are
+        from ast_dora.tagging.library import Library
+
+        allowed |= set(Library(args.library).folders())
     launch(demo, server_name=args.host, port=args.port, max_file_size=args.max_file_size,
-           allowed_paths=sorted({str(Path(p).parent) for p in examples}))
+           allowed_paths=sorted(allowed))
 
 
 if __name__ == "__main__":

@@ -151,6 +151,13 @@ def main(argv: list[str] | None = None) -> int:
                      f"{len(args.weights)} weights).")
     if not 0.0 <= args.min_music_probability <= 1.0:
         parser.error(f"--min_music_probability must be between 0 and 1, got {args.min_music_probability}")
+    folders = [song for song in args.songs if Path(song).is_dir()]
+    if folders:  # before loading any model: a folder is a library, which `ast_dora.tag` walks
+        for folder in folders:
+            print(f"error: {folder} is a folder, not a song. To tag every song under it (recursively, resumable, "
+                  f"with a results database) run: python -m ast_dora.tag {folder} --model "
+                  f"{' --model '.join(args.model)} --output results.db", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     hub_kwargs = {key: value for key, value in (("revision", args.revision), ("token", args.token)) if value}
     classifiers = []
