@@ -1,0 +1,186 @@
+"""musicnn (`model_type: musicnn`): the conversion from the original TensorFlow checkpoint against the upstream
+README's example, the numpy features against transformers' own spectrogram, the frozen backbone, and a whole run
+through `finetune/run.py` that saves, reloads as remote code and predicts with the pretrained tags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import SHARED_DIR, tone
+
+from ast_dora.models.musicnn import MusicnnConfig, MusicnnFeatureExtractor, MusicnnForAudioClassification
+from ast_dora.models.musicnn.convert import convert, fetch_wheel
+from ast_dora.models.musicnn.spec import TINY_CONFIG
+from ast_dora.models.musicnn.tf_checkpoint import read_index
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_DIR = SHARED_DIR / "real-audio" / "musicnn-example"
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def musicnn_wheel():
+    """The musicnn 0.1.0 wheel through pip's download (kept in the converter's cache; never installed)."""
+    try:
+        return fetch_wheel()
+    except RuntimeError as error:  # no index reachable and nothing cached
+        pytest.skip(str(error))
+
+
+@pytest.fixture(scope="module")
+def mtt_musicnn(musicnn_wheel, tmp_path_factory):
+    return convert(tmp_path_factory.mktemp("mtt") / "MTT_musicnn", "MTT_musicnn", wheel=musicnn_wheel)
+
+
+def test_checkpoint_index_is_read_without_tensorflow(musicnn_wheel, tmp_path):
+    import zipfile
+
+    with zipfile.ZipFile(musicnn_wheel) as wheel:
+        (tmp_path / "index").write_bytes(wheel.read("musicnn/MSD_musicnn/.index"))
+    index = read_index(tmp_path / "index")
+    assert index["conv2d/kernel"]["shape"] == [7, 38, 1, 204]  # 7 frames x int(0.4 * 96) mel bands
+    assert index["conv2d_2/kernel"]["shape"] == [128, 1, 1, 51]
+    assert index["dense/kernel"]["shape"] == [1506, 200] and index["dense_1/kernel"]["shape"] == [200, 50]
+    assert all(entry["dtype"] == 1 for entry in index.values())  # DT_FLOAT
+    entry = index["dense/kernel"]
+    assert entry["size"] == 1506 * 200 * 4
+
+
+def test_converted_mtt_musicnn_gives_the_upstream_readme_tags(mtt_musicnn):
+    """The upstream README's example: mean of the sigmoid taggram over non-overlapping 3-s patches, top ten."""
+    from ast_dora.data.decode import decode_audio
+
+    if not EXAMPLE_DIR.is_dir():
+        pytest.skip(f"{EXAMPLE_DIR} is absent")
+    expected = json.loads((EXAMPLE_DIR / "expected.json").read_text())
+    model = MusicnnForAudioClassification.from_pretrained(mtt_musicnn).eval()
+    extractor = MusicnnFeatureExtractor.from_pretrained(mtt_musicnn)
+    spectrogram = extractor.log_mel(decode_audio(str(EXAMPLE_DIR / expected["file"]), SR).waveform)
+    frames = extractor.num_frames
+    patches = np.stack(
+        [spectrogram[i * frames : (i + 1) * frames] for i in range(len(spectrogram) // frames)]
+    )
+    with torch.no_grad():
+        taggram = torch.sigmoid(model(input_values=torch.from_numpy(patches)).tag_logits).numpy()
+    likelihoods = taggram.mean(axis=0)
+    order = np.argsort(-likelihoods)[:10]
+    assert [model.config.tag_labels[i] for i in order] == expected["top10_in_order"]
+    # The README rounds to two decimals; a resampler other than librosa's moves them by < 0.01.
+    np.testing.assert_allclose(likelihoods[order[:5]], expected["top5_mean_likelihoods_approx"], atol=0.015)
+    card = (Path(mtt_musicnn) / "README.md").read_text()
+    assert "Pons" in card and "ISC" in card and "jordipons/musicnn" in card
+    assert len(json.loads((Path(mtt_musicnn) / "config.json").read_text())["tag_labels"]) == 50
+
+
+# transformers' `spectrogram` (frame by frame, float64) and the extractor's vectorised numpy agree to float32
+# rounding of log10(10000 x + 1) (values up to ~7): 1e-5 absolute; a wrong window, padding or filter bank moves
+# them by 1e-2 or more.
+FEATURE_ATOL = 1e-5
+
+
+@pytest.mark.parametrize("seconds", [3.0, 1.0, 4.5], ids=["window", "short", "long"])
+def test_features_match_transformers_spectrogram(seconds):
+    from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
+
+    extractor = MusicnnFeatureExtractor()
+    wave = tone(seconds, SR, freq=330.0, seed=3) + 0.05 * np.random.default_rng(0).standard_normal(
+        int(seconds * SR)
+    )
+    wave = wave.astype(np.float32)
+    features = extractor(wave, sampling_rate=SR)["input_values"]
+    assert features.shape == (1, 187, 96) and features.dtype == np.float32
+    padded = np.pad(wave, (0, max(0, 3 * SR - len(wave))))[: 3 * SR].astype(np.float64)
+    filters = mel_filter_bank(
+        num_frequency_bins=257,
+        num_mel_filters=96,
+        min_frequency=0.0,
+        max_frequency=8000.0,
+        sampling_rate=SR,
+        norm="slaney",
+        mel_scale="slaney",
+    )
+    mel = spectrogram(
+        padded,
+        window_function(512, "hann", periodic=True),
+        frame_length=512,
+        hop_length=256,
+        power=2.0,
+        center=True,
+        pad_mode="reflect",
+        mel_filters=filters,
+    )  # (mels, frames)
+    reference = np.log10(10000.0 * mel.T + 1.0)[:187]
+    np.testing.assert_allclose(features[0], reference, atol=FEATURE_ATOL, rtol=0)
+
+
+def test_loud_input_stays_finite():
+    """The original's float16 mel overflows at 10000 x on loud bins (NaN tags); float32 does not."""
+    wave = np.clip(3.0 * tone(3.0, SR, freq=200.0), -1, 1).astype(np.float32)
+    features = MusicnnFeatureExtractor()(wave)["input_values"]
+    assert np.isfinite(features).all() and features.max() > np.log10(10000 * 6.6e4 / 10000)
+
+
+def tiny_model(**overrides) -> MusicnnForAudioClassification:
+    torch.manual_seed(0)
+    model = MusicnnForAudioClassification(MusicnnConfig(**TINY_CONFIG, num_labels=3, **overrides))
+    # Pretrained-like batch-norm statistics, so that train-mode batch statistics would differ from them.
+    for module in model.musicnn.modules():
+        if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def test_frozen_backbone_keeps_the_pretrained_tags_while_the_head_trains():
+    model = tiny_model()
+    inputs = torch.rand(4, 187, 96) * 3
+    model.eval()
+    with torch.no_grad():
+        before = model(input_values=inputs).tag_logits
+    model.train()
+    assert not model.musicnn.training and not any(m.training for m in model.musicnn.modules())
+    assert model.classifier.training
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(name.startswith("classifier.") for name in trainable)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    head_before = model.classifier[-1].weight.detach().clone()
+    for _ in range(3):
+        output = model(input_values=inputs, labels=torch.tensor([0, 1, 2, 0]))
+        output.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    with torch.no_grad():
+        after = model(input_values=inputs).tag_logits
+    torch.testing.assert_close(after, before, atol=0, rtol=0)
+    assert not torch.equal(model.classifier[-1].weight, head_before)
+
+
+def test_unfrozen_backbone_trains_in_train_mode():
+    model = tiny_model(freeze_backbone=False)
+    model.train()
+    assert model.musicnn.training and all(p.requires_grad for p in model.parameters())
+    with pytest.raises(ValueError, match="num_mel_bins|96"):
+        model(input_values=torch.zeros(2, 187, 40))
+
+
+def test_temporal_filters_are_same_padded_as_tensorflow():
+    """TensorFlow's "same" for an even kernel L: (L - 1) // 2 frames before, L // 2 after. A filter that sums the
+    first kernel position only sees the frame (L - 1) // 2 before each output frame."""
+    model = tiny_model()
+    backbone = model.musicnn
+    conv = backbone.temporal[0]
+    length = conv.kernel_size[0]
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.zero_()
+        conv.weight[0, 0, 0, 0] = 1.0  # first tap
+        x = torch.zeros(1, 1, 187, 96)
+        x[0, 0, 100, 5] = 1.0
+        padded = torch.nn.functional.pad(x, (0, 0, (length - 1) // 2, length // 2))
+        out = conv(padded)[0, 0, :, 5]
+    assert out.shape[0] == 187 and int(out.argmax()) == 100 + (length - 1) // 2
