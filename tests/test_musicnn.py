@@ -65,7 +65,7 @@ def test_converted_mtt_musicnn_gives_the_upstream_readme_tags(mtt_musicnn):
         [spectrogram[i * frames : (i + 1) * frames] for i in range(len(spectrogram) // frames)]
     )
     with torch.no_grad():
-        taggram = torch.sigmoid(model(input_values=torch.from_numpy(patches)).tag_logits).numpy()
+        taggram = torch.sigmoid(model(input_values=torch.from_numpy(patches), output_tags=True).tag_logits).numpy()
     likelihoods = taggram.mean(axis=0)
     order = np.argsort(-likelihoods)[:10]
     assert [model.config.tag_labels[i] for i in order] == expected["top10_in_order"]
@@ -140,7 +140,7 @@ def test_frozen_backbone_keeps_the_pretrained_tags_while_the_head_trains():
     inputs = torch.rand(4, 187, 96) * 3
     model.eval()
     with torch.no_grad():
-        before = model(input_values=inputs).tag_logits
+        before = model(input_values=inputs, output_tags=True).tag_logits
     model.train()
     assert not model.musicnn.training and not any(m.training for m in model.musicnn.modules())
     assert model.classifier.training
@@ -155,7 +155,7 @@ def test_frozen_backbone_keeps_the_pretrained_tags_while_the_head_trains():
         optimizer.zero_grad()
     model.eval()
     with torch.no_grad():
-        after = model(input_values=inputs).tag_logits
+        after = model(input_values=inputs, output_tags=True).tag_logits
     torch.testing.assert_close(after, before, atol=0, rtol=0)
     assert not torch.equal(model.classifier[-1].weight, head_before)
 

@@ -25,13 +25,12 @@ from .genre_loss import genre_loss
 
 @dataclass
 class MusicnnOutput(ModelOutput):
-    """`logits`: genre logits `(batch, num_labels)`; `tag_logits`: the pretrained network's tag logits
-    `(batch, num_tags)` (sigmoid: tag probabilities); `penultimate`: its 200-d penultimate features."""
+    """`logits`: genre logits `(batch, num_labels)`; `tag_logits` (with `output_tags=True`): the pretrained
+    network's tag logits `(batch, num_tags)` (sigmoid: tag probabilities)."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     tag_logits: torch.Tensor | None = None
-    penultimate: torch.Tensor | None = None
 
 
 class MusicnnBackbone(nn.Module):
@@ -149,11 +148,22 @@ class MusicnnForAudioClassification(MusicnnPreTrainedModel):
             self.musicnn.eval()
         return self
 
+    def frozen_modules(self) -> list[nn.Module]:
+        """What a frozen-feature cache replaces (`ast_dora.prefix_cache`): the whole pretrained network."""
+        return [self.musicnn]
+
+    @torch.no_grad()
+    def frozen_features(self, input_values: torch.Tensor) -> torch.Tensor:
+        """The penultimate features the genre head reads (what `prefix_hidden_states` takes), in eval mode."""
+        return self.musicnn(input_values.to(self.musicnn.dense.weight.dtype))[0]
+
     @can_return_tuple
     def forward(
         self,
         input_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        prefix_hidden_states: torch.Tensor | None = None,
+        output_tags: bool = False,
         **kwargs,
     ) -> MusicnnOutput:
         r"""
@@ -161,17 +171,26 @@ class MusicnnForAudioClassification(MusicnnPreTrainedModel):
             Log-mel patches from [`MusicnnFeatureExtractor`] (187 frames for the published 3-s input).
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Genre ids (`-100` ignored) or float `(batch_size, num_labels)` target distributions (mixup).
+        prefix_hidden_states (`torch.FloatTensor` of shape `(batch_size, backend_units)`, *optional*):
+            Instead of `input_values`: the frozen network's penultimate features (`frozen_features`), computed
+            once per window by the training pipeline's cache; only the genre head runs (no `tag_logits`).
+        output_tags (`bool`, defaults to False):
+            Also return `tag_logits`, the pretrained tag head's (the Trainer's predictions are then `logits` only).
         """
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
-        if input_values is None:
-            raise ValueError("MusicnnForAudioClassification needs `input_values`.")
-        if input_values.dim() != 3 or input_values.shape[2] != self.config.num_mel_bins:
+        dtype = self.musicnn.dense.weight.dtype
+        tag_logits = None
+        if prefix_hidden_states is not None:
+            penultimate = prefix_hidden_states.to(dtype)
+        elif input_values is None:
+            raise ValueError("MusicnnForAudioClassification needs `input_values` (or `prefix_hidden_states`).")
+        elif input_values.dim() != 3 or input_values.shape[2] != self.config.num_mel_bins:
             raise ValueError(
                 f"input_values must have shape (batch, frames, {self.config.num_mel_bins}), got "
                 f"{tuple(input_values.shape)}."
             )
-        dtype = self.musicnn.dense.weight.dtype
-        penultimate, tag_logits = self.musicnn(input_values.to(dtype))
+        else:
+            penultimate, tag_logits = self.musicnn(input_values.to(dtype))
         logits = self.classifier(penultimate)
         loss = None
         if labels is not None:
@@ -184,7 +203,7 @@ class MusicnnForAudioClassification(MusicnnPreTrainedModel):
                 label_smoothing=config.label_smoothing,
                 focal_gamma=config.focal_gamma if config.loss == "focal" else 0.0,
             )
-        return MusicnnOutput(loss=loss, logits=logits, tag_logits=tag_logits, penultimate=penultimate)
+        return MusicnnOutput(loss=loss, logits=logits, tag_logits=tag_logits if output_tags else None)
 
 
 __all__ = ["MusicnnBackbone", "MusicnnForAudioClassification", "MusicnnOutput", "MusicnnPreTrainedModel"]

@@ -100,6 +100,8 @@ SPEC = ModelSpec(
     card_summary={"model": "musicnn, a pretrained music-tagging CNN, fine-tuned for genres"},
     upload_kinds=("model",),
     tiny_checkpoint=write_tiny_checkpoint,
+    # The frozen network's penultimate features, computed once per window (`cache_frozen_features`).
+    prefix_cache=True,
     gpu_check=None,  # 0.8 M parameters on 3-s patches: a CPU model
 )
 
