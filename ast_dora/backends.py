@@ -76,6 +76,20 @@ class _Device:
 CPU = _Device()
 # The second output of an AST-DoRA model: the pretrained AudioSet classifier's logits (music detection).
 ONNX_AUDIOSET_OUTPUT = "audioset_logits"
+# The second output of a musicnn model: the pretrained tag head's logits (`config.tag_labels`; `tags_top`).
+ONNX_TAGS_OUTPUT = "tag_logits"
+
+
+def extra_output_names(model) -> list[str]:
+    """The outputs beside `logits` a torch model computes when asked: AudioSet's (AST-DoRA), the tags' (musicnn)."""
+    names = [ONNX_AUDIOSET_OUTPUT] if getattr(model, "audioset", None) is not None else []
+    return names + ([ONNX_TAGS_OUTPUT] if getattr(getattr(model, "config", None), "tag_labels", None) else [])
+
+
+def extra_output_kwargs(names) -> dict:
+    """The forward flags that make a model return the outputs `names`."""
+    return {**({"output_audioset": True} if ONNX_AUDIOSET_OUTPUT in names else {}),
+            **({"output_tags": True} if ONNX_TAGS_OUTPUT in names else {})}
 
 
 class BackendError(ValueError):
@@ -139,7 +153,7 @@ class TorchRunner:
 
     @property
     def output_names(self) -> list[str]:
-        return [ONNX_OUTPUT, *([ONNX_AUDIOSET_OUTPUT] if getattr(self.model, "audioset", None) is not None else [])]
+        return [ONNX_OUTPUT, *extra_output_names(self.model)]
 
     def __call__(self, input_values) -> np.ndarray:
         """`input_values`: a numpy array (or a torch tensor) of the feature extractor's output."""
@@ -150,7 +164,7 @@ class TorchRunner:
         import torch
 
         names = self.output_names if names is None else names
-        extra = {"output_audioset": True} if ONNX_AUDIOSET_OUTPUT in names else {}
+        extra = extra_output_kwargs(names)
         input_values = torch.as_tensor(input_values)
         # Entered per call, never across a `yield` of the streaming analysis: autocast is thread state.
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
@@ -205,7 +219,7 @@ class OnnxRunner:
                 f"{self.path} takes {inputs} and returns {outputs}, not {ONNX_INPUT!r} -> {ONNX_OUTPUT!r}: it was not "
                 "written by `python -m ast_dora.export onnx`. Export the model again."
             )
-        self.output_names = [name for name in (ONNX_OUTPUT, ONNX_AUDIOSET_OUTPUT) if name in outputs]
+        self.output_names = [name for name in (ONNX_OUTPUT, ONNX_AUDIOSET_OUTPUT, ONNX_TAGS_OUTPUT) if name in outputs]
         self.precision = "int8" if self.path.name == ONNX_INT8_FILE else "fp32"
         self.device = CPU
         self.bf16 = False
@@ -352,7 +366,7 @@ class OpenVinoRunner:
                 f"{self.path} takes {inputs} and returns {outputs}, not {ONNX_INPUT!r} -> {ONNX_OUTPUT!r}: it was not "
                 "written by `python -m ast_dora.export openvino`. Export the model again."
             )
-        self.output_names = [name for name in (ONNX_OUTPUT, ONNX_AUDIOSET_OUTPUT) if name in outputs]
+        self.output_names = [name for name in (ONNX_OUTPUT, ONNX_AUDIOSET_OUTPUT, ONNX_TAGS_OUTPUT) if name in outputs]
         properties = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": self.threads}
         if bf16 is False:
             properties["INFERENCE_PRECISION_HINT"] = "f32"

@@ -63,6 +63,8 @@ from .backends import (
     OnnxRunner,
     OpenVinoRunner,
     TorchRunner,
+    extra_output_kwargs,
+    extra_output_names,
     weights_fingerprint,
 )
 from .evaluation import compute_genre_metrics, softmax
@@ -92,13 +94,13 @@ class _NamedOutputs(torch.nn.Module):
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
-        self.output_names = [ONNX_OUTPUT, *([ONNX_AUDIOSET_OUTPUT] if getattr(model, "audioset", None) is not None else [])]
+        self.output_names = [ONNX_OUTPUT, *extra_output_names(model)]
 
     def forward(self, input_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if len(self.output_names) == 1:
             return (self.model(input_values=input_values).logits,)
-        output = self.model(input_values=input_values, output_audioset=True)
-        return output.logits, output.audioset_logits
+        output = self.model(input_values=input_values, **extra_output_kwargs(self.output_names))
+        return tuple(output[name] for name in self.output_names)
 
 
 def generated_windows(sampling_rate: int, window: int, count: int, seed: int = 0) -> np.ndarray:

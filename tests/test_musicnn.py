@@ -5,12 +5,15 @@ through `finetune/run.py` that saves, reloads as remote code and predicts with t
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DIR, tone
+from conftest import GENRES, SHARED_DIR, make_gtzan_folder, tone
 
 from ast_dora.models.musicnn import MusicnnConfig, MusicnnFeatureExtractor, MusicnnForAudioClassification
 from ast_dora.models.musicnn.convert import convert, fetch_wheel
@@ -184,3 +187,89 @@ def test_temporal_filters_are_same_padded_as_tensorflow():
         padded = torch.nn.functional.pad(x, (0, 0, (length - 1) // 2, length // 2))
         out = conv(padded)[0, 0, :, 5]
     assert out.shape[0] == 187 and int(out.argmax()) == 100 + (length - 1) // 2
+
+
+REMOTE_CHILD = """
+import json, sys
+import numpy as np
+import torch
+from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, pipeline
+folder, wave_path = sys.argv[1], sys.argv[2]
+model = AutoModelForAudioClassification.from_pretrained(folder, trust_remote_code=True).eval()
+extractor = AutoFeatureExtractor.from_pretrained(folder, trust_remote_code=True)
+wave = np.load(wave_path)
+with torch.no_grad():
+    out = model(**extractor(wave[: 3 * 16000], return_tensors="pt"), output_tags=True)
+song = pipeline("audio-classification", model=folder, trust_remote_code=True)({"raw": wave, "sampling_rate": 16000}, top_k=3)
+assert "ast_dora" not in sys.modules
+print(json.dumps({"class": type(model).__name__, "logits": out.logits[0].tolist(), "tags": out.tag_logits[0].tolist(),
+                  "song": song}))
+"""
+
+
+def test_trains_saves_reloads_and_predicts_with_the_pretrained_tags(tmp_path):
+    """configs/small_data_musicnn.yaml through finetune/run.py from a tiny stand-in checkpoint (frozen backbone,
+    cached features, a genre head), then remote code without the project, predict's `tags_top`, and the tag head
+    untouched by the training."""
+    data = make_gtzan_folder(tmp_path / "data", tracks_per_genre=3, seconds=6.0, sampling_rate=SR,
+                             genres=GENRES[:4])
+    output_dir, checkpoint = tmp_path / "run", tmp_path / "tiny_musicnn"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "HF_DATASETS_CACHE": str(tmp_path / "hf_datasets")}
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "finetune" / "run.py"), "--config",
+         str(REPO_ROOT / "configs" / "small_data_musicnn.yaml"), "--data_dir", str(data), "--split", "stratified",
+         "--model_name_or_path", str(checkpoint), "--make_tiny_checkpoint", "true", "--output_dir", str(output_dir),
+         "--num_train_epochs", "30", "--learning_rate", "0.05", "--hop_seconds", "1.0",
+         "--config_overrides", "classifier_dropout_prob=0.0"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "frozen-feature cache" in (result.stdout + result.stderr).lower()
+    metrics = json.loads((output_dir / "all_results.json").read_text())
+    assert "test_track_accuracy" in metrics and metrics["trainable_parameters"] < metrics["model_parameters"] / 5
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["model_type"] == "genre_musicnn" and config["auto_map"]["AutoModelForAudioClassification"]
+    assert config["tag_labels"] == TINY_CONFIG["tag_labels"] and len(config["id2label"]) == 10  # GTZAN's ten genres
+
+    # The tag head and everything under it are the stand-in's, exactly: training moved only the genre head.
+    from safetensors.torch import load_file
+
+    before, after = load_file(checkpoint / "model.safetensors"), load_file(output_dir / "model.safetensors")
+    backbone = [key for key in before if key.startswith("musicnn.")]
+    assert backbone and all(torch.equal(before[key], after[key]) for key in backbone)
+
+    from ast_dora.inference import GenreClassifier
+
+    classifier = GenreClassifier.from_pretrained(str(output_dir), bf16=False)
+    wave = tone(7.0, SR, freq=110.0 * 2 ** (2 / 4), seed=99)
+    analysis = classifier.analyse(wave, sampling_rate=SR)
+    top = analysis.tags_top(3)
+    assert top and len(top.split(", ")) == 3 and top.split()[0] in TINY_CONFIG["tag_labels"]
+
+    wave_path = tmp_path / "wave.npy"
+    np.save(wave_path, wave)
+    child_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP")}
+    child_env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "hf_modules"))
+    (tmp_path / "cwd").mkdir()
+    child = subprocess.run([sys.executable, "-c", REMOTE_CHILD, str(output_dir), str(wave_path)], cwd=tmp_path / "cwd",
+                           env=child_env, capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-3000:]
+    remote = json.loads(child.stdout.strip().splitlines()[-1])
+    assert remote["class"] == "MusicnnForAudioClassification"
+    features = classifier.feature_extractor(wave[: 3 * SR], return_tensors="pt")["input_values"]
+    with torch.no_grad():
+        local = classifier.model.float()(input_values=features, output_tags=True)
+    np.testing.assert_allclose(remote["logits"], local.logits[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(remote["tags"], local.tag_logits[0].numpy(), atol=1e-5)
+    assert remote["song"][0]["label"] == analysis.genre
+
+    import soundfile as sf
+
+    song = tmp_path / "song.wav"
+    sf.write(song, wave, SR)
+    predicted = subprocess.run([sys.executable, "-m", "ast_dora.predict", str(song), "--model", str(output_dir), "--json"],
+                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    row = json.loads(predicted.stdout)[0]
+    assert row["tags_top"] == analysis.tags_top() and row["genre"] == analysis.genre

@@ -24,7 +24,7 @@ from ast_dora.benchmarks.song import random_genre_model
 from ast_dora.inference import GenreClassifier
 from ast_dora.models.factory import save_trained_model
 
-KINDS = ("vit_hybrid", "ast_dora")
+KINDS = ("vit_hybrid", "ast_dora", "musicnn")
 # The fp32 IR runs the same float32 arithmetic as PyTorch in another order (and OpenVINO's fused kernels).
 FP32_PROBABILITY_ATOL = 1e-5
 # NNCF int8 (weights and activations, calibrated on 16 windows of generated music): measured on these tiny models

@@ -133,6 +133,14 @@ class MusicnnForAudioClassification(MusicnnPreTrainedModel):
         self.post_init()
         self.set_backbone_frozen(config.freeze_backbone)
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # Loading weights gives every parameter requires_grad again: freeze what the config says is frozen.
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        model.set_backbone_frozen(model.config.freeze_backbone)
+        return loaded
+
     def set_backbone_frozen(self, frozen: bool) -> None:
         """Freeze (or unfreeze) the pretrained network: no gradients, and eval mode kept in `train()`."""
         self.config.freeze_backbone = bool(frozen)
