@@ -273,3 +273,25 @@ def test_trains_saves_reloads_and_predicts_with_the_pretrained_tags(tmp_path):
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     row = json.loads(predicted.stdout)[0]
     assert row["tags_top"] == analysis.tags_top() and row["genre"] == analysis.genre
+
+
+def test_exported_musicnn_gives_the_same_tags_and_the_app_shows_them(tmp_path):
+    """ONNX (fp32) and OpenVINO exports carry `tag_logits` beside `logits`: the song's tags match PyTorch's."""
+    from song_fixtures import export_tiny_onnx, generated_wav, save_tiny_model
+
+    from ast_dora import export as exporter
+    from ast_dora.inference import GenreClassifier
+
+    model_dir = export_tiny_onnx(save_tiny_model("musicnn", tmp_path / "musicnn"))
+    assert exporter.main(["openvino", str(model_dir)]) == 0
+    song = generated_wav(tmp_path / "song.wav", 10.0)
+    reference = GenreClassifier.from_pretrained(model_dir, bf16=False).analyse(song)
+    for backend, options in (("onnx", {"onnx_precision": "fp32"}), ("openvino", {})):
+        classifier = GenreClassifier.from_pretrained(model_dir, backend=backend, **options)
+        assert "tag_logits" in classifier.runner.output_names
+        analysis = classifier.analyse(song)
+        # fp32 graphs: float32 rounding only (1e-4 on probabilities of order 0.5).
+        np.testing.assert_allclose(analysis.tag_probabilities, reference.tag_probabilities, atol=1e-4, rtol=0)
+    import app
+
+    assert f"tagged {reference.tags_top()}" in app.summary_text(reference, 1.0, "musicnn")
