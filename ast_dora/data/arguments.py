@@ -199,11 +199,7 @@ class DataArguments:
         if self.class_weighting not in CLASS_WEIGHTINGS:
             raise ValueError(f"class_weighting={self.class_weighting!r} is not allowed; allowed values: {CLASS_WEIGHTINGS}.")
         _check_int(self, "num_folds", low=3)
-        if (self.split_seeds or self.compare) and not self.cross_validate:
-            raise ValueError(
-                "split_seeds and compare are options of a cross-validation: add --cross_validate true (with --split "
-                "folds), or drop them."
-            )
+        # split_seeds and compare mean nothing to one fold's run (`fold_run` keeps the command line it came from).
         if self.split_seeds and len(set(self.split_seeds)) != len(self.split_seeds):
             raise ValueError(f"split_seeds={self.split_seeds} repeats a seed; give each seed once.")
         if self.cross_validate and self.split != "folds":
