@@ -19,6 +19,12 @@ entry then carries its `split_seed`, `mean` / `std` are over all folds, and `"se
 and seeds) adds `"compare"`: per fold the paired difference of each test metric (this run minus that one), their
 mean and sample sd, and the folds won / tied / lost on test track accuracy.
 
+An ensemble of finished cross-validations on the same splits (each fold's test tracks scored by the weighted mean
+of the runs' track probabilities, `test_track_probabilities.json`) is evaluated without training anything:
+
+    python -m ast_dora.cross_validation ensemble runs/cv_musicnn runs/cv_mfcc_baseline --output_dir runs/cv_ensemble \
+        [--weights 0.5 0.5] [--compare runs/cv_mfcc_baseline]
+
 A rerun of a killed cross-validation reads the finished folds back (after checking that their `run_config.yaml`
 matches this config), resumes the interrupted fold from its last checkpoint (`ast_dora.trainer.resolve_checkpoint`)
 and trains the rest. `--overwrite_output_dir true` starts every fold afresh.
@@ -253,8 +259,89 @@ def run_cross_validation(run: RunConfig) -> dict[str, Any]:
     return summary
 
 
+def _run_fold_folders(run_dir: Path) -> list[tuple[int | None, int, Path]]:
+    """(split seed, fold, folder) of each fold of a finished cross-validation, from its cv_results.json."""
+    results = _other_results(run_dir)
+    several = bool(results.get("split_seeds"))
+    return [(fold.get("split_seed"), fold["fold"],
+             fold_dir(run_dir, fold["fold"], fold.get("split_seed") if several else None)) for fold in results["folds"]]
+
+
+def ensemble_cross_validations(runs: list[str], output_dir: str, weights: list[float] | None = None,
+                               compare: str | None = None) -> dict[str, Any]:
+    """Score every fold's test tracks by the weighted mean of `runs`' track probabilities; write cv_results.json /
+    .md into `output_dir` (with the paired comparison to `compare`, if given) and return the summary."""
+    if len(runs) < 2:
+        raise ConfigError("An ensemble needs at least two finished cross-validations.")
+    weights = [1.0 / len(runs)] * len(runs) if not weights else [float(w) for w in weights]
+    if len(weights) != len(runs) or min(weights) < 0 or sum(weights) <= 0:
+        raise ConfigError(f"--weights needs one non-negative weight per run ({len(runs)}), got {weights}.")
+    folds_of = [_run_fold_folders(Path(run)) for run in runs]
+    other = _other_results(compare) if compare else None
+    folds = []
+    for seed, k, _ in folds_of[0]:
+        mixed, labels, names = None, None, None
+        for run, run_folds, weight in zip(runs, folds_of, weights, strict=True):
+            folder = next((f for s, j, f in run_folds if (s, j) == (seed, k)), None)
+            if folder is None:
+                raise ConfigError(f"{run} has no split seed {seed} fold {k}: ensemble runs made on the same splits.")
+            path = folder / "test_track_probabilities.json"
+            if not path.is_file():
+                raise ConfigError(f"{path} is missing: rerun that cross-validation with this version (it writes it).")
+            tracks = json.loads(path.read_text())
+            if names is None:
+                names, labels = tracks["labels"], {t: e["label"] for t, e in tracks["tracks"].items()}
+                mixed = {t: [0.0] * len(names) for t in labels}
+            if tracks["labels"] != names or set(tracks["tracks"]) != set(labels):
+                raise ConfigError(f"{folder} holds other test tracks or labels than {runs[0]}'s fold: not the same splits.")
+            for track, entry in tracks["tracks"].items():
+                mixed[track] = [m + weight * p for m, p in zip(mixed[track], entry["probabilities"], strict=True)]
+        correct = [max(range(len(names)), key=mixed[t].__getitem__) == labels[t] for t in labels]
+        folds.append({"split_seed": seed, "fold": k, "test_track_accuracy": sum(correct) / len(correct)})
+    summary = summarize_folds(folds)
+    seeds = sorted({f["split_seed"] for f in folds if f["split_seed"] is not None})
+    if len(seeds) > 1:
+        summary["split_seeds"] = seeds
+        summary["seeds"] = {str(s): {key: value for key, value in summarize_folds(
+            [f for f in folds if f["split_seed"] == s]).items() if key in ("mean", "std", "num_folds")} for s in seeds}
+    summary["ensemble"] = {"runs": [str(r) for r in runs], "weights": weights}
+    if other is not None:
+        summary["compare"] = paired_comparison(folds, other, compare)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write(out / RESULTS_JSON, json.dumps(summary, indent=1) + "\n")
+    _write(out / RESULTS_MARKDOWN, markdown_table(summary))
+    return summary
+
+
+def build_parser():
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ast_dora.cross_validation",
+                                     description="Combine finished cross-validations (training: finetune/run.py).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    ensemble = commands.add_parser("ensemble", help="An ensemble of finished cross-validations on the same splits.")
+    ensemble.add_argument("runs", nargs="+", help="output_dir of each finished cross-validation.")
+    ensemble.add_argument("--output_dir", required=True, help="Where cv_results.json / .md of the ensemble go.")
+    ensemble.add_argument("--weights", type=float, nargs="+", default=None, help="One per run (default: equal).")
+    ensemble.add_argument("--compare", default=None, help="A finished cross-validation to compare with, fold by fold.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        summary = ensemble_cross_validations(args.runs, args.output_dir, args.weights, args.compare)
+    except ConfigError as error:
+        print(f"error: {error}")
+        return 2
+    print(markdown_table(summary))
+    return 0
+
+
 __all__ = [
     "DONE_MARKER",
+    "ensemble_cross_validations",
     "RESULTS_JSON",
     "RESULTS_MARKDOWN",
     "check_cross_validation",
@@ -267,3 +354,7 @@ __all__ = [
     "run_cross_validation",
     "summarize_folds",
 ]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

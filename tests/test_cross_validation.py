@@ -182,6 +182,20 @@ def test_repeated_cross_validation_and_paired_comparison(tmp_path):
         sum(d > 1e-9 for d in differences), sum(abs(d) <= 1e-9 for d in differences), sum(d < -1e-9 for d in differences))
     assert "folds won / tied / lost" in (second / "cv_results.md").read_text()
 
+    # An ensemble of the two, scored from their saved track probabilities, no training.
+    from ast_dora.cross_validation import main as cv_main
+
+    assert cv_main(["ensemble", str(second), str(first), "--weights", "0.7", "0.3", "--output_dir",
+                    str(tmp_path / "ensemble"), "--compare", str(first)]) == 0
+    ensemble = json.loads((tmp_path / "ensemble" / "cv_results.json").read_text())
+    for fold in ensemble["folds"]:
+        where = Path(f"seed_{fold['split_seed']}") / f"fold_{fold['fold']}" / "test_track_probabilities.json"
+        a, b = (json.loads((run / where).read_text())["tracks"] for run in (second, first))
+        hits = [int(np.argmax(0.7 * np.array(a[t]["probabilities"]) + 0.3 * np.array(b[t]["probabilities"])))
+                == a[t]["label"] for t in a]
+        assert fold["test_track_accuracy"] == pytest.approx(np.mean(hits))
+    assert ensemble["compare"]["won"] + ensemble["compare"]["tied"] + ensemble["compare"]["lost"] == 2 * NUM_FOLDS
+
 
 def test_compare_and_split_seeds_are_checked_before_any_work(tmp_path):
     data = make_three_label_folder(tmp_path / "data")
