@@ -252,7 +252,9 @@ def cache_frozen_features(
         store_file = folder / f"frozen-{frozen_fingerprint(model)}.npz"
         if store_file.exists():
             with np.load(store_file) as stored:
-                keys, rows = [bytes(k) for k in stored["keys"]], list(stored["values"])
+                keys, rows = [k.tobytes() for k in stored["keys"]], list(stored["values"])
+            if len(keys) and any(len(k) != 16 for k in keys):  # a store of fixed-width bytes: unreadable keys
+                keys, rows = [], []
     index = {key: i for i, key in enumerate(keys)}
     values = dataset.with_format("numpy", columns=["input_values"])
     wanted = [_row_key(values[i]["input_values"]) for i in range(len(dataset))]
@@ -274,7 +276,8 @@ def cache_frozen_features(
     finally:
         model.train(was_training)
     if store_file is not None and missing:
-        np.savez(store_file, keys=np.array(keys, dtype="S16"), values=np.stack(rows))
+        # (N, 16) uint8, not numpy's fixed-width bytes, which drop a key's trailing zero bytes.
+        np.savez(store_file, keys=np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, 16), values=np.stack(rows))
     logger.info("Frozen-feature cache: %d windows, %d computed in %.1f s%s", len(dataset), len(missing),
                 time.perf_counter() - start, f", stored in {store_file}" if store_file else "")
     column = np.stack([rows[index[key]] for key in wanted]) if wanted else np.zeros((0, 1), np.float32)

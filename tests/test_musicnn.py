@@ -295,3 +295,25 @@ def test_exported_musicnn_gives_the_same_tags_and_the_app_shows_them(tmp_path):
     import app
 
     assert f"tagged {reference.tags_top()}" in app.summary_text(reference, 1.0, "musicnn")
+
+
+def test_frozen_feature_cache_is_reused_by_window_content(tmp_path):
+    """Every window's features are read back from the store (keyed by content, all 16 bytes of each key kept) and
+    equal the network's own output."""
+    from datasets import Dataset
+
+    from ast_dora.prefix_cache import PREFIX_COLUMN, _row_key, cache_frozen_features
+
+    model = tiny_model()
+    rng = np.random.default_rng(0)
+    windows = rng.random((40, 187, 96), dtype=np.float32)
+    data = Dataset.from_dict({"input_values": windows.tolist(), "labels": [i % 3 for i in range(40)]})
+    first, hit = cache_frozen_features(model, data, batch_size=16, cache_dir=str(tmp_path))
+    assert not hit
+    stored = np.load(next(tmp_path.glob("frozen-*.npz")))["keys"]
+    assert stored.shape == (40, 16) and {k.tobytes() for k in stored} == {_row_key(w) for w in windows}
+    again, hit = cache_frozen_features(model, data.select(range(30, 0, -1)), batch_size=16, cache_dir=str(tmp_path))
+    assert hit  # another split of the same windows: nothing computed
+    with torch.no_grad():
+        expected = model.frozen_features(torch.from_numpy(windows[30:0:-1].copy())).numpy()
+    np.testing.assert_allclose(np.stack(again[PREFIX_COLUMN]), expected, atol=1e-6, rtol=0)
