@@ -22,12 +22,13 @@ as the rest arrive (the summary counts the windows done); API clients get the co
 Settings (flag or environment variable): `--backend` / `GENRE_BACKEND` (`torch`; `onnx` for ONNX Runtime on the
 model's `onnx/` export, int8 when there is one: `python -m ast_dora.export onnx OUTPUT_DIR --quantize int8`;
 `openvino` for OpenVINO on its `openvino/` export: `python -m ast_dora.export openvino OUTPUT_DIR --quantize int8`;
-default `auto`: the fastest export each model has, openvino int8 then onnx int8, torch for one without, see README
+default `auto`: the fastest export each model has, openvino int8 then onnx int8, torch for one without, see docs/serving.md
 "OpenVINO backend"; with exported models only, the app runs without torch installed), `--max_seconds` /
 `GENRE_MAX_SECONDS` (longest song accepted, default 600), `--max_windows` / `GENRE_MAX_WINDOWS` (analyse at most
 that many windows of a song, evenly spread over it; default 0: all), `--min_music_probability` /
 `GENRE_MIN_MUSIC_PROBABILITY` (default 0.5), `--max_file_size` / `GENRE_MAX_FILE_SIZE` (upload limit, default 50mb), `--examples_dir` /
-`GENRE_EXAMPLES_DIR` (where example clips are generated), `--no_bf16` / `GENRE_BF16=0`.
+`GENRE_EXAMPLES_DIR` (where example clips are generated), `--no_bf16` / `GENRE_BF16=0` (fp32 on every backend),
+`GENRE_CONCURRENCY` (analyses served at once; default one per two CPUs).
 
 On a ZeroGPU Space (Hugging Face sets `SPACES_ZERO_GPU`) the torch models are placed on `cuda` at startup and each
 analysis runs inside `spaces.GPU`, which attaches a GPU for its duration; elsewhere `spaces` is never imported.
@@ -45,7 +46,8 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from ast_dora.backends import BACKEND_CHOICES
+from ast_dora.backends import BACKEND_CHOICES, BackendError, get_backend
+from ast_dora.backends import DEFAULT_BACKEND as TORCH_BACKEND
 from ast_dora.inference import GenreClassifier, InvalidAudioError
 from ast_dora.inference import _format_duration as format_duration
 from ast_dora.music_detection import DEFAULT_MIN_MUSIC_PROBABILITY
@@ -104,10 +106,10 @@ def zero_gpu_options(backend: str, bf16: bool | None, environ=os.environ) -> dic
     still keeps fp32). Asking CUDA about bf16 at startup is not an option there: no GPU is attached yet."""
     if not on_zero_gpu(environ):
         return {"backend": backend, "bf16": bf16}
-    backend = "torch" if backend == "auto" else backend
-    if backend != "torch":
+    backend = TORCH_BACKEND if backend == "auto" else backend
+    if get_backend(backend).exported:
         return {"backend": backend, "bf16": bf16}
-    return {"backend": "torch", "device": "cuda", "bf16": True if bf16 is None else bf16}
+    return {"backend": TORCH_BACKEND, "device": "cuda", "bf16": True if bf16 is None else bf16}
 
 
 def gpu_function(function, environ=os.environ):
@@ -131,7 +133,7 @@ def load_classifiers(specs: list[str], max_seconds: float | None, bf16: bool | N
     classifiers = {}
     for spec in specs:
         start = time.perf_counter()
-        # bf16 is the torch backend's setting; an ONNX runner ignores it.
+        # bf16 holds for every backend (an exported runner compiles with it; its precision is in the log line).
         classifiers[spec] = GenreClassifier.from_pretrained(spec, backend=backend, max_seconds=max_seconds,
                                                             bf16=bf16, **options)
         logger.info("loaded %s in %.1f s: %r", spec, time.perf_counter() - start, classifiers[spec])
@@ -285,10 +287,19 @@ def build_demo(classifiers: dict[str, GenreClassifier], examples: list[str] | No
     return demo
 
 
+def concurrency_limit(environ=os.environ) -> int:
+    """Analyses served at once: `GENRE_CONCURRENCY` when set, else one per two CPUs this process may use (each
+    analysis's model pool spans every CPU; two at once on two CPUs only take turns), at least one."""
+    if environ.get("GENRE_CONCURRENCY", "").strip():
+        return max(1, int(environ["GENRE_CONCURRENCY"]))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cpus // 2)
+
+
 def launch(demo: gr.Blocks, server_name: str | None = None, port: int | None = None,
            max_file_size: str | int = DEFAULT_MAX_FILE_SIZE, allowed_paths: list[str] | None = None, **kwargs):
-    """Queue (one analysis at a time: a CPU's cores are better spent on one song) and serve."""
-    demo.queue(max_size=32, default_concurrency_limit=1)
+    """Queue and serve: `concurrency_limit()` analyses at once (every backend's runner is safe to share)."""
+    demo.queue(max_size=32, default_concurrency_limit=concurrency_limit())
     return demo.launch(
         server_name=server_name, server_port=port, max_file_size=max_file_size, allowed_paths=allowed_paths, **kwargs
     )
@@ -308,13 +319,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min_music_probability", type=float,
                         default=float(os.environ.get("GENRE_MIN_MUSIC_PROBABILITY", DEFAULT_MIN_MUSIC_PROBABILITY)),
                         help="An upload is music when AudioSet's \"Music\" probability reaches this (default "
-                        f"{DEFAULT_MIN_MUSIC_PROBABILITY}; README, \"Music check\").")
+                        f"{DEFAULT_MIN_MUSIC_PROBABILITY}; docs/serving.md, \"Music check\").")
     parser.add_argument("--max_file_size", default=os.environ.get("GENRE_MAX_FILE_SIZE", DEFAULT_MAX_FILE_SIZE),
                         help="Largest upload, e.g. 50mb (default).")
     parser.add_argument("--examples_dir", default=os.environ.get("GENRE_EXAMPLES_DIR"),
                         help="Where the generated example clips are written (default: the temp dir).")
     parser.add_argument("--no_bf16", action="store_true", default=os.environ.get("GENRE_BF16", "1") == "0",
-                        help="Keep fp32 even where the CPU has native bf16.")
+                        help="Compute in fp32 on every backend (default: bf16 where it is measured faster than fp32, `ast_dora.hardware`).")
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default=os.environ.get("GENRE_BACKEND", DEFAULT_BACKEND),
                         help="What runs the models: torch; onnx (ONNX Runtime on each model's onnx/ export, int8 "
                         "when present); openvino (OpenVINO on its openvino/ export, int8 when present); auto: the "
@@ -334,9 +345,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     max_seconds = args.max_seconds if args.max_seconds > 0 else None
-    classifiers = load_classifiers(model_specs(args.model), max_seconds, bf16=False if args.no_bf16 else None,
-                                   backend=args.backend, max_windows=args.max_windows or None,
-                                   min_music_probability=args.min_music_probability)
+    try:
+        classifiers = load_classifiers(model_specs(args.model), max_seconds, bf16=False if args.no_bf16 else None,
+                                       backend=args.backend, max_windows=args.max_windows or None,
+                                       min_music_probability=args.min_music_probability)
+    except BackendError as error:  # e.g. no export on a torch-free install: one line, no traceback
+        raise SystemExit(f"error: {error}") from None
     examples = example_files(args.examples_dir)
     demo = build_demo(classifiers, examples, max_seconds=max_seconds)
     launch(demo, server_name=args.host, port=args.port, max_file_size=args.max_file_size,

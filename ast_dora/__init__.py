@@ -1,30 +1,23 @@
 """Music-genre fine-tuning on GTZAN: AST + DoRA adapters and a from-scratch ViT-hybrid, one Trainer pipeline.
 
-Importing the package registers the ViT-hybrid, the MFCC baseline and musicnn with transformers' Auto classes.
+Importing the package imports no transformers configuration module and no torch (transformers' configuration
+module imports torch wherever it is installed): song analysis on an exported model runs without either. The
+models' classes register with transformers' Auto classes when the factory first uses one
+(`ast_dora.models.register_auto_classes()`; call it before using an Auto class on a saved model yourself).
 """
-
-from .models.genre_vit_hybrid import (
-    TORCH_INSTALLED,
-    GenreViTHybridConfig,
-    GenreViTHybridFeatureExtractor,
-    register_auto_classes,
-)
-from .models.mfcc_baseline import register_auto_classes as register_mfcc_baseline
-from .models.musicnn import register_auto_classes as register_musicnn
-
-if TORCH_INSTALLED:  # without torch (song analysis on an exported model): config and feature extractor only
-    from .models.genre_vit_hybrid import GenreViTHybridForAudioClassification, GenreViTHybridModel
-
-register_auto_classes()
-register_mfcc_baseline()
-register_musicnn()
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "GenreViTHybridConfig",
-    "GenreViTHybridFeatureExtractor",
-    "GenreViTHybridForAudioClassification",
-    "GenreViTHybridModel",
-    "__version__",
-]
+_LAZY = ("GenreViTHybridConfig", "GenreViTHybridFeatureExtractor", "GenreViTHybridForAudioClassification",
+         "GenreViTHybridModel")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from .models import genre_vit_hybrid
+
+        return getattr(genre_vit_hybrid, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [*_LAZY, "__version__"]

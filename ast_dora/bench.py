@@ -28,7 +28,9 @@ def available_benchmarks() -> dict[str, object]:
     return found
 
 
-def build_parser(modules: dict[str, object]) -> argparse.ArgumentParser:
+def build_parser(modules: dict[str, object] | None = None) -> argparse.ArgumentParser:
+    """One sub-command per benchmark module (`available_benchmarks()` when `modules` is not given)."""
+    modules = available_benchmarks() if modules is None else modules
     parser = argparse.ArgumentParser(prog="python -m ast_dora.bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     for name, module in modules.items():

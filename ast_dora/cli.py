@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .config import parse_config
+from .config import build_parser, parse_config
 from .training import prepare, train
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return run_search(run, prepared.data, prepared.feature_extractor)
 
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 if __name__ == "__main__":
     main()  # `python -m ast_dora.cli ...`: how a search starts its worker processes (ast_dora.search.processes)

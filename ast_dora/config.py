@@ -41,7 +41,7 @@ from transformers.utils import is_torch_bf16_gpu_available
 
 from .data import DataArguments
 from .errors import ConfigError
-from .hardware import cpu_has_fast_bf16
+from .hardware import bf16_probe_result
 from .models import get_model_spec, model_types
 
 logger = logging.getLogger(__name__)
@@ -191,6 +191,17 @@ class ModelArguments:
 class GenreTrainingArguments(TrainingArguments):
     """`TrainingArguments` plus the few run-level switches the pipeline adds."""
 
+    # `auto` is the project's own value (TrainingArguments' `bf16` is a bool): resolved to a bool in
+    # `__post_init__`, before transformers reads it (`resolve_training_bf16`); `bf16_choice` says how.
+    bf16: str = field(
+        default=False,
+        metadata={
+            "help": "bf16 mixed precision: true (forced), false (fp32) or auto (bf16 on a GPU with bf16; on the "
+            "CPU where a measured bf16-vs-fp32 matmul probe finds bf16 faster, fp32 elsewhere).",
+            "nargs": "?",
+            "const": "true",
+        },
+    )
     early_stopping_patience: int | None = field(
         default=None, metadata={"help": "Stop after this many evaluations without improvement (needs eval)."}
     )
@@ -230,19 +241,17 @@ class GenreTrainingArguments(TrainingArguments):
             raise ConfigError(f"mixup_alpha={self.mixup_alpha} must be >= 0 (0 turns mixup off).")
         if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1).")
-        if (self.bf16 or self.bf16_full_eval) and not self.use_cpu and not is_torch_bf16_gpu_available():
-            # One config for GPU and CPU: with no bf16 GPU, bf16 autocast runs on the CPU (fast with AMX).
+        setting = bf16_setting(self.bf16)
+        if setting is True and not self.use_cpu and not is_torch_bf16_gpu_available():
+            # One config for GPU and CPU: with no bf16 GPU, forced bf16 autocast runs on the CPU.
             self.use_cpu = True
         if not self.use_cpu and not torch.accelerator.is_available():
             # Without it, processes started by `accelerate launch --multi_gpu` / torchrun on a machine with no GPU
             # would each train alone on all the data: the Trainer only sets up gloo DDP when told it runs on CPU.
             self.use_cpu = True
-        if self.use_cpu and (self.bf16 or self.bf16_full_eval) and not cpu_has_fast_bf16():
-            logger.warning(
-                "bf16 is on but this CPU has no native bf16 (no AMX or AVX512-BF16): every bf16 matmul is emulated, "
-                "tens of times slower than fp32. Pass `--bf16 false` (or set `bf16: false` in the config) to train "
-                "in fp32 on this machine."
-            )
+        self.bf16_choice = resolve_training_bf16(setting, self.use_cpu)
+        self.bf16 = self.bf16_choice["bf16"]
+        super().__post_init__()
         super().__post_init__()
 
     def get_warmup_steps(self, num_training_steps: int) -> int:
@@ -250,6 +259,49 @@ class GenreTrainingArguments(TrainingArguments):
         if self.warmup_ratio is not None:
             return math.ceil(num_training_steps * self.warmup_ratio)
         return super().get_warmup_steps(num_training_steps)
+
+
+def bf16_setting(value) -> bool | str:
+    """A config's `bf16` as given: True, False or "auto" (YAML booleans and the strings true/false/yes/no/1/0)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return string_to_bool(value.strip() if isinstance(value, str) else value)
+    except Exception:
+        raise ConfigError(f"bf16={value!r}: use true, false or auto.") from None
+
+
+def resolve_training_bf16(setting: bool | str, use_cpu: bool) -> dict:
+    """What training computes in: `{"bf16": bool, "setting": True | False | "auto", "reason": str, "probe": ...}`.
+
+    An explicit true / false forces. `auto`: on a GPU, bf16 where it supports it; on the CPU, bf16 only where the
+    measured probe (`hardware.bf16_probe_result`, cached per machine) finds torch's bf16 matmul faster than fp32's:
+    a CPU with native bf16 can still run torch's bf16 at half fp32's speed. `probe` holds its figures (CPU only).
+    """
+    if setting == "auto" and not use_cpu:
+        bf16 = bool(is_torch_bf16_gpu_available())
+        return {"bf16": bf16, "setting": setting, "probe": None,
+                "reason": "auto: the GPU " + ("supports" if bf16 else "does not support") + " bf16"}
+    if setting is False:
+        return {"bf16": False, "setting": False, "probe": None, "reason": "bf16 false (forced)"}
+    probe = bf16_probe_result("torch") if use_cpu else None
+    if setting is True:
+        if probe is not None and not probe["faster"]:
+            logger.warning("bf16 is forced on the CPU, where it is measured slower than fp32 (%s): `bf16: auto` "
+                           "would train in fp32 here.", describe_probe(probe))
+        return {"bf16": True, "setting": True, "probe": probe, "reason": "bf16 true (forced)"}
+    bf16 = bool(probe["faster"])
+    return {"bf16": bf16, "setting": "auto", "probe": probe,
+            "reason": f"auto: the CPU's bf16 is {'faster' if bf16 else 'not faster'} than fp32 ({describe_probe(probe)})"}
+
+
+def describe_probe(probe: dict) -> str:
+    """`bf16 0.21 vs fp32 0.40 TFLOP/s (probe)`, or where it came from when nothing was timed."""
+    if "fp32" in probe and "bf16" in probe:
+        return f"bf16 {probe['bf16']:.2f} vs fp32 {probe['fp32']:.2f} TFLOP/s, {probe['source']}"
+    return probe["source"]  # "no native bf16" or "forced" (AST_DORA_BF16_PROBE)
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, GenreTrainingArguments)
@@ -472,3 +524,22 @@ def check_compatible(run: RunConfig) -> None:
             "true trains from cached frozen-layer outputs (there are no input_values to mix): pass --prefix_cache "
             "false to use mixup (every epoch then runs the frozen layers), or --mixup_alpha 0."
         )
+
+
+class RunConfigParser(argparse.ArgumentParser):
+    """The command line of `finetune/run.py` (and `python -m ast_dora.cli`) as an argparse parser: `parse_args(argv)`
+    is `parse_config(argv)`, so it reads the `--config` file (with its `base:` chain) and validates the overrides
+    exactly as a run does, and returns the `RunConfig` without running anything (the docs check uses it)."""
+
+    def parse_args(self, args=None, namespace=None) -> RunConfig:  # type: ignore[override]
+        return parse_config(args)
+
+
+def build_parser() -> RunConfigParser:
+    """The entry point's parser, by the project's CLI convention (every CLI module has a `build_parser()`)."""
+    parser = RunConfigParser(prog="finetune/run.py", add_help=False,
+                             description="Train, cross-validate or search from one YAML config plus overrides.")
+    parser.add_argument("--config", help="The YAML config (its `base:` files are read first).")
+    parser.add_argument("--storage", help="Optuna storage URL of a search (overrides search.storage).")
+    parser.add_argument("--workers", help="Worker processes of a search on this machine (overrides search.workers).")
+    return parser

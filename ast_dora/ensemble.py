@@ -143,6 +143,8 @@ class EnsembleClassifier:
             windows_planned=sum(a.windows_planned for a in analyses),
             windows_analysed=sum(a.windows_done for a in analyses),
             music=music,
+            # each member's precision, in the models' order (a member's own is in `per_model`)
+            precision=" + ".join(dict.fromkeys(a.precision for a in analyses if a.precision)) or None,
             ensemble={
                 "models": list(self.names),
                 "weights": [float(w) for w in self.weights],

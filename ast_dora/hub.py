@@ -33,11 +33,11 @@ import yaml
 from huggingface_hub import HfApi, SpaceCard, SpaceCardData
 
 from .backends import (
-    ONNX_RECORD_FILE,
-    ONNX_SUBFOLDER,
-    OPENVINO_SUBFOLDER,
+    RECORD_FILE,
     BackendError,
     check_export_is_current,
+    repo_files_have_export,
+    upload_patterns,
 )
 from .config import public_config
 from .model_card import CARD_KINDS, RunRecords, build_model_card, looks_like_hub_id
@@ -149,8 +149,9 @@ def _check_loadable(folder: Path, kind: str, source: Path) -> None:
         )
 
 
-# The exported copies of a model a push uploads: subfolder -> the files of that export (besides export.json).
-EXPORT_FILE_PATTERNS = {ONNX_SUBFOLDER: ("*.onnx",), OPENVINO_SUBFOLDER: ("*.xml", "*.bin")}
+# The exported copies of a model a push uploads: subfolder -> the files of that export (besides export.json),
+# from the backends' registry (each backend names its own).
+EXPORT_FILE_PATTERNS = upload_patterns()
 
 
 def _copy_onnx_export(output_dir: Path, folder: Path) -> None:
@@ -166,7 +167,7 @@ def _copy_onnx_export(output_dir: Path, folder: Path) -> None:
         except BackendError as error:
             raise HubError(str(error)) from None
         (folder / subfolder).mkdir()
-        for path in [*files, source / ONNX_RECORD_FILE]:
+        for path in [*files, source / RECORD_FILE]:
             if path.is_file():
                 _place(path, folder / subfolder / path.name)
 
@@ -282,15 +283,15 @@ def space_requirements(repo_root: Path, torch_free: bool = False) -> str:
 
 
 def model_has_export(model_id: str, token: str | None = None) -> bool:
-    """Whether the Hub model repo `model_id` holds an ONNX (`onnx/*.onnx`) or OpenVINO (`openvino/*.xml`) export."""
+    """Whether the Hub model repo `model_id` holds a file an exported backend runs (ONNX, OpenVINO, ...: the
+    backends' registry says which)."""
     try:
         files = HfApi(token=token).list_repo_files(model_id)
     except Exception as error:  # noqa: BLE001 (offline, private, missing: then it cannot be counted on)
         logger.warning("Could not list the files of %s (%s): keeping torch in the Space's requirements.", model_id,
                        type(error).__name__)
         return False
-    return any(f.startswith(f"{ONNX_SUBFOLDER}/") and f.endswith(".onnx") or
-               f.startswith(f"{OPENVINO_SUBFOLDER}/") and f.endswith(".xml") for f in files)
+    return repo_files_have_export(files)
 
 
 def _all_space_requirements(repo_root: Path) -> str:
@@ -305,6 +306,26 @@ def _all_space_requirements(repo_root: Path) -> str:
     kept = [dep for dep in dependencies if dep.split("[")[0].split("=")[0].split(">")[0].split("<")[0].strip().lower()
             not in SPACE_SKIPPED_REQUIREMENTS]
     return "# Generated from pyproject.toml by `python -m ast_dora.hub space` (gradio comes from sdk_version).\n" + "\n".join(kept) + "\n"
+
+
+def hardware_of_flavor(flavor: str) -> str:
+    """The `--hardware` a Hub hardware flavour is served as: ZeroGPU for `zero-*`, else the CPU setup."""
+    return "zerogpu" if flavor.startswith("zero") else "cpu"
+
+
+def current_space_hardware(api, space_id: str) -> str | None:
+    """The hardware flavour the Space `space_id` has (or asked for), None when there is no such Space."""
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    try:
+        runtime = api.get_space_runtime(space_id)
+    except RepositoryNotFoundError:
+        return None
+    except Exception as error:  # noqa: BLE001 (offline, no permission: then it cannot be kept)
+        raise HubError(f"Could not read the hardware of the Space {space_id} ({type(error).__name__}: {error}); give "
+                       "--hardware cpu or --hardware zerogpu to set it.") from None
+    flavor = runtime.requested_hardware or runtime.hardware
+    return str(flavor) if flavor else None
 
 
 def check_hardware(hardware: str) -> str:
@@ -395,21 +416,34 @@ def push_space(
     repo_root: str | Path = REPO_ROOT,
     title: str = "GTZAN music genre classifier",
     commit_message: str | None = None,
-    hardware: str = "cpu",
+    hardware: str | None = None,
     torch_free: bool | None = None,
 ):
-    """Create or update the Gradio Space `space_id` serving `model_ids` on `hardware` (`cpu` or `zerogpu`);
-    returns the `CommitInfo`."""
+    """Create or update the Gradio Space `space_id` serving `model_ids`; returns the `CommitInfo`.
+
+    `hardware` (`cpu` or `zerogpu`) is requested for the Space; None (the default) keeps an existing Space's
+    hardware (a redeploy never downgrades a ZeroGPU Space) and gives a new one the free CPU."""
     api = HfApi(token=token)
+    explicit = hardware is not None
+    try:
+        current = current_space_hardware(api, space_id)
+    except HubError:
+        if not explicit:  # the hardware to keep is unknown: ask for it
+            raise
+        current = None  # asked for explicitly: requested whatever it is now
+    if not explicit:
+        hardware = hardware_of_flavor(current) if current else "cpu"
+        logger.info("Space hardware: %s", f"keeping {current}" if current else "cpu-basic for the new Space")
     flavor = SPACE_HARDWARE[check_hardware(hardware)][0]
     with tempfile.TemporaryDirectory(prefix="ast_dora_space_") as tmp:
         folder = build_space_folder(Path(tmp) / "space", model_ids, repo_root=repo_root, title=title,
                                     hardware=hardware, torch_free=torch_free)
         repo_url = api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True,
                                    space_hardware=flavor)
-        # create_repo's hardware applies to a new Space only; an existing one is switched explicitly (ZeroGPU
-        # needs a PRO account or an Enterprise organisation: the Hub refuses the request otherwise).
-        api.request_space_hardware(repo_url.repo_id, flavor)
+        # create_repo's hardware applies to a new Space only; an existing one is switched only when asked
+        # (`--hardware`; ZeroGPU needs a PRO account or an Enterprise organisation: the Hub refuses otherwise).
+        if explicit and current != flavor:
+            api.request_space_hardware(repo_url.repo_id, flavor)
         # Set before the upload, so that the build the upload triggers already sees the models.
         api.add_space_variable(repo_url.repo_id, SPACE_MODELS_VARIABLE, ",".join(model_ids),
                                description="Comma-separated model ids the app serves")
@@ -508,9 +542,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="requirements.txt without torch, torchaudio, peft, accelerate, datasets: auto (default) "
                        "when every model has an ONNX or OpenVINO export on the Hub; yes; no.")
     space.add_argument("--token")
-    space.add_argument("--hardware", choices=tuple(SPACE_HARDWARE), default="cpu",
-                       help="cpu (default: the free 2-core CPU) or zerogpu (a GPU attached to each analysis; the "
-                       "Space's owner needs a PRO account or an Enterprise organisation).")
+    space.add_argument("--hardware", choices=tuple(SPACE_HARDWARE), default=None,
+                       help="cpu (the free 2-core CPU) or zerogpu (a GPU attached to each analysis; the Space's "
+                       "owner needs a PRO account or an Enterprise organisation). Default: keep an existing "
+                       "Space's hardware; cpu for a new one.")
 
     load = commands.add_parser("load", allow_abbrev=False, help="Load a pushed (or local) model; predict files or evaluate it.",
                                description="Extra arguments after --evaluate --config CONFIG are config overrides "
@@ -526,12 +561,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(format="%(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """The whole command line, checked without running anything: the arguments, and the config overrides that
+    follow `load --evaluate --config CONFIG` (any other extra argument is an error)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not (args.command == "load" and args.evaluate):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "load" and args.evaluate and not args.config:
+        parser.error("--evaluate needs --config CONFIG (the run config whose data to evaluate on).")
+    return args, extra
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(format="%(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    args, extra = parse_args(argv)
     try:
         if args.command == "push":
             if args.dry_run:
@@ -546,10 +590,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "space":
             if args.dry_run:
                 folder = build_space_folder(args.dry_run, args.models, repo_root=args.app_dir, title=args.title,
-                                            hardware=args.hardware, torch_free=_TORCH_FREE[args.torch_free])
+                                            hardware=args.hardware or "cpu", torch_free=_TORCH_FREE[args.torch_free])
+                hardware = (f"the hardware {SPACE_HARDWARE[args.hardware][0]}" if args.hardware else
+                            "the Space's hardware kept (cpu-basic for a new Space)")
                 print(f"Wrote the Space folder to {folder} (nothing uploaded); the Space variable "
-                      f"{SPACE_MODELS_VARIABLE}={','.join(args.models)} and the hardware "
-                      f"{SPACE_HARDWARE[args.hardware][0]} would be set.")
+                      f"{SPACE_MODELS_VARIABLE}={','.join(args.models)} would be set, {hardware}.")
                 print((folder / "requirements.txt").read_text().splitlines()[0])
             else:
                 commit = push_space(args.repo_id, args.models, args.token, args.private, args.app_dir, args.title,
@@ -558,8 +603,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from .models.factory import load_trained_model, model_type_of
 
-            if args.evaluate and not args.config:
-                parser.error("--evaluate needs --config CONFIG (the run config whose data to evaluate on).")
             hub_kwargs = {key: value for key, value in (("revision", args.revision), ("token", args.token)) if value}
             model, feature_extractor = load_trained_model(args.model, **hub_kwargs)
             labels = [model.config.id2label[i] for i in range(model.config.num_labels)]

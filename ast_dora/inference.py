@@ -16,12 +16,13 @@ Windows are featurised and classified a fixed-size batch at a time, so besides t
 (~0.3 GB per hour of audio at 22.05 kHz, float32) memory does not grow with the song's length.
 
 Speed on CPU: the model is a plain transformers model (AST-DoRA adapters are merged on load); it runs under
-`torch.inference_mode` and, where the CPU has native bf16 (AMX or AVX512-BF16; fp32 elsewhere, `bf16=False` to opt
-out), in bf16: the weights are cast once at load and the forward runs under bf16 autocast. Casting the weights
+`torch.inference_mode` and, where bf16 computes faster than fp32 (a bf16 GPU; on the CPU, where a short measured
+bf16-vs-fp32 matmul probe says so, `hardware.bf16_is_faster`, cached per machine: native bf16 instructions alone do
+not make torch's bf16 faster), in bf16; fp32 elsewhere, `bf16=False` / `True` to force: the weights are cast once at load and the forward runs under bf16 autocast. Casting the weights
 beats autocast alone, which re-casts fp32 activations around every matmul (a large share of the model's time in
 profiles of both models on a CPU with AMX). Features are always computed in fp32 numpy, as in training. The
 AST feature extractor (torchaudio's kaldi fbank, one window per call) is replaced by a batched numpy version
-computing the same numbers (`ASTFbankFeatures`).
+computing the same numbers (the model spec's `batched_features`: `ast_dora/models/ast_mlp/fbank.py`).
 
 Backends: `from_pretrained(..., backend="onnx")` runs the model in ONNX Runtime instead, `backend="openvino"` in
 OpenVINO (the int8 export when there is one; `python -m ast_dora.export onnx|openvino OUTPUT_DIR --quantize
@@ -50,13 +51,18 @@ from typing import Any
 import numpy as np
 
 from .backends import (
+    AUTO_ORDER,
+    DEFAULT_BACKEND,
     ONNX_AUDIOSET_OUTPUT,
     ONNX_OUTPUT,
     ONNX_TAGS_OUTPUT,
     BackendError,
     TorchRunner,
+    check_backend,
+    export_command,
+    get_backend,
     load_export_runner,
-    resolve_backend,
+    torch_importable,
 )
 from .genre_classification.audio_decoding import AudioDecodeError, decode_with_av, resample_with_av
 from .genre_classification.song_windows import (
@@ -70,7 +76,7 @@ from .genre_classification.song_windows import (
 )
 from .hardware import cpu_has_fast_bf16
 from .models import spec_for_config
-from .models.factory import load_trained_config, model_windows
+from .models.factory import load_saved_config, model_windows
 from .music_detection import (
     DEFAULT_MIN_MUSIC_PROBABILITY,
     NO_MUSIC_CHECK,
@@ -132,6 +138,8 @@ class SongAnalysis:
     # models analysed are counted here; `ensemble` holds "models", "weights" and the models' own "members" analyses.
     windows_analysed: int | None = None
     ensemble: dict[str, Any] | None = None
+    # What the model computed in, as its runner reads it back: "fp32", "bf16", "int8/fp32", "int8/bf16".
+    precision: str | None = None
     # A musicnn model's pretrained tags (`config.tag_labels`): mean over the windows of the tag head's sigmoid,
     # the network as pretrained whatever the genre training changed; None for the other models.
     tag_labels: list[str] | None = None
@@ -194,6 +202,7 @@ class SongAnalysis:
             "duration": self.duration,
             "windows_analysed": self.windows_done,
             "windows_total": self.windows_total,
+            "precision": self.precision,
             **(self.music.to_dict() if self.music is not None else NO_MUSIC_CHECK),
             "tags_top": self.tags_top(),
         }
@@ -214,105 +223,6 @@ class SongAnalysis:
                 for start, end, row in zip(self.window_starts, self.window_ends, self.window_probabilities, strict=True)
             ]
         return result
-
-
-# --------------------------------------------------------------------------------------------------------------
-# AST features, batched
-# --------------------------------------------------------------------------------------------------------------
-
-# torchaudio's kaldi fbank as ASTFeatureExtractor calls it: 25-ms Hann ("hanning", symmetric) frames every 10 ms,
-# snip_edges, per-frame DC removal, pre-emphasis 0.97, 512-point FFT, power, kaldi mel bank 20 Hz..Nyquist, log.
-_KALDI_EPSILON = float(np.finfo(np.float32).eps)
-_PREEMPHASIS = 0.97
-# Frames per block of the batched fbank: the block's frames and spectrum stay in cache.
-_FBANK_BLOCK = 1024
-
-
-def _mel(frequency: np.ndarray) -> np.ndarray:
-    return 1127.0 * np.log(1.0 + frequency / 700.0)
-
-
-def kaldi_mel_banks(num_bins: int, fft_length: int, sampling_rate: float, low_freq: float = 20.0,
-                    high_freq: float = 0.0) -> np.ndarray:
-    """Kaldi's triangular mel filters (`torchaudio.compliance.kaldi.get_mel_banks` without VTLN warping), in
-    numpy: (num_bins, fft_length // 2) float32, the FFT bins below Nyquist."""
-    nyquist = 0.5 * sampling_rate
-    if high_freq <= 0.0:
-        high_freq += nyquist
-    mel_low, mel_high = _mel(np.float64(low_freq)), _mel(np.float64(high_freq))
-    delta = (mel_high - mel_low) / (num_bins + 1)
-    left = mel_low + np.arange(num_bins, dtype=np.float64)[:, None] * delta
-    center, right = left + delta, left + 2 * delta
-    mel = _mel(sampling_rate / fft_length * np.arange(fft_length // 2, dtype=np.float64))[None, :]
-    up = (mel - left) / (center - left)
-    down = (right - mel) / (right - center)
-    return np.maximum(0.0, np.minimum(up, down)).astype(np.float32)
-
-
-class ASTFbankFeatures:
-    """`ASTFeatureExtractor(windows)["input_values"]` (its torchaudio kaldi fbank) for a batch of equal-length
-    windows in one numpy pass.
-
-    `ASTFeatureExtractor` calls `torchaudio.compliance.kaldi.fbank` once per window (with torchaudio installed;
-    without it, a numpy fbank that differs slightly). The same steps as torchaudio on all frames of the batch at
-    once, in numpy, give the same numbers (`tests/test_inference.py` states the tolerance) with no torch, so the
-    model's inputs are those it was trained on wherever it runs.
-    """
-
-    def __init__(self, feature_extractor):
-        self.feature_extractor = feature_extractor
-        sampling_rate = int(feature_extractor.sampling_rate)
-        self.frame_length = int(sampling_rate * 0.025)
-        self.frame_shift = int(sampling_rate * 0.010)
-        self.fft_length = 1 << (self.frame_length - 1).bit_length()
-        mel_banks = kaldi_mel_banks(feature_extractor.num_mel_bins, self.fft_length, float(sampling_rate))
-        # (fft_length // 2 + 1, num_mel_bins): the Nyquist bin gets no weight, as in kaldi.
-        self.mel_banks = np.ascontiguousarray(np.pad(mel_banks, ((0, 0), (0, 1))).T)
-        # torch.hann_window(periodic=False): 0.5 - 0.5 cos(2 pi n / (N - 1))
-        n = np.arange(self.frame_length, dtype=np.float64)
-        self.window = (0.5 - 0.5 * np.cos(2 * np.pi * n / (self.frame_length - 1))).astype(np.float32)
-
-    @staticmethod
-    def supports(feature_extractor) -> bool:
-        """An `ASTFeatureExtractor`, or its saved settings where transformers' class needs torch."""
-        from transformers import ASTFeatureExtractor
-
-        name = ASTFeatureExtractor.__name__
-        return type(feature_extractor).__name__ == name or getattr(feature_extractor, "feature_extractor_type", None) == name
-
-    def __call__(self, windows: np.ndarray) -> np.ndarray:
-        """(batch, samples) float32 -> (batch, max_length, num_mel_bins) float32."""
-        fe = self.feature_extractor
-        windows = np.ascontiguousarray(windows, dtype=np.float32)
-        batch, num_samples = windows.shape
-        if num_samples < self.frame_length:
-            raise ValueError(f"windows of {num_samples} samples are shorter than one {self.frame_length}-sample frame")
-        num_frames = 1 + (num_samples - self.frame_length) // self.frame_shift
-        kept = min(num_frames, fe.max_length)
-        item = windows.itemsize
-        frames = np.lib.stride_tricks.as_strided(
-            windows, (batch, kept, self.frame_length), (windows.strides[0], self.frame_shift * item, item),
-            writeable=False,
-        ).reshape(batch * kept, self.frame_length)
-        features = np.zeros((batch, fe.max_length, self.mel_banks.shape[1]), dtype=np.float32)
-        log_mel = features[:, :kept].reshape(batch * kept, -1) if kept == fe.max_length else None
-        out = np.empty((batch * kept, self.mel_banks.shape[1]), dtype=np.float32) if log_mel is None else log_mel
-        for start in range(0, len(frames), _FBANK_BLOCK):
-            block = frames[start : start + _FBANK_BLOCK]
-            block = block - block.mean(axis=-1, keepdims=True, dtype=np.float32)
-            # x[j] - 0.97 x[j - 1], the first sample against itself (kaldi's "replicate" edge)
-            emphasised = np.empty_like(block)
-            emphasised[:, 1:] = block[:, 1:] - _PREEMPHASIS * block[:, :-1]
-            emphasised[:, 0] = block[:, 0] - _PREEMPHASIS * block[:, 0]
-            emphasised *= self.window
-            spectrum = np.fft.rfft(emphasised, n=self.fft_length)
-            power = spectrum.real**2 + spectrum.imag**2
-            np.log(np.maximum(power @ self.mel_banks, _KALDI_EPSILON), out=out[start : start + len(block)])
-        if log_mel is None:
-            features[:, :kept] = out.reshape(batch, kept, -1)
-        if fe.do_normalize:
-            features = (features - np.float32(fe.mean)) / np.float32(fe.std * 2)
-        return features
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -359,8 +269,9 @@ class GenreClassifier:
             ViT-hybrid, 6 for AST: large enough for efficient matmuls, small enough to bound activations).
         first_batch_size: windows in a song's first batch (default: the spec's `inference_first_batch_size`, 8
             for the ViT-hybrid, 2 for AST, at most `batch_size`): the first streamed result comes that much sooner.
-        bf16: (torch models) `None` (default) runs the model in bf16 (weights cast to bf16, forward under bf16
-            autocast) where the hardware has native bf16, `True` forces it, `False` keeps fp32. The classifier owns
+        bf16: (torch models) `None` (default, `auto`) runs the model in bf16 (weights cast to bf16, forward under
+            bf16 autocast) where it is faster than fp32: a GPU with bf16; on the CPU, where the measured probe
+            (`hardware.bf16_is_faster("torch")`) says so. `True` forces bf16, `False` keeps fp32. The classifier owns
             `model`: it is moved to `device` and cast in place.
         device: (torch models) where the model runs (default: CUDA when available, else CPU).
         min_seconds / max_seconds: shorter (longer) audio is refused with `TooShortAudioError`
@@ -434,10 +345,13 @@ class GenreClassifier:
         tags = getattr(self.config, "tag_labels", None)
         self.tag_labels = list(tags) if tags and ONNX_TAGS_OUTPUT in self.runner.output_names else None
         self.min_music_probability = check_min_music_probability(min_music_probability)
-        self._fast_ast_features = ASTFbankFeatures(feature_extractor) if ASTFbankFeatures.supports(feature_extractor) else None
+        # The spec's batched numpy features when the model has them (AST's fbank), else the feature extractor.
+        make_features = self.spec.batched_features
+        self._batched_features = make_features(feature_extractor) if make_features is not None else None
 
     @classmethod
-    def from_pretrained(cls, path_or_id: str | os.PathLike, hub_kwargs: dict | None = None, backend: str = "torch",
+    def from_pretrained(cls, path_or_id: str | os.PathLike, hub_kwargs: dict | None = None,
+                        backend: str = DEFAULT_BACKEND,
                         onnx_precision: str = "auto", threads: int | None = None, **kwargs) -> GenreClassifier:
         """Load a model this project trained (local `output_dir` or Hub id; an adapter folder is merged).
 
@@ -447,28 +361,60 @@ class GenreClassifier:
         loading the PyTorch weights or importing torch; `onnx_precision` "int8" / "fp32" picks one file of
         either; `threads` sizes their thread pool (default: PyTorch's thread count, see `onnx_threads`).
         `backend="auto"` takes the fastest export the model has (`ast_dora.backends.AUTO_ORDER`), falling back
-        to the next, with one log line, when one does not load on this CPU, and to torch when none does. The
-        windows come with the model (`window_seconds` in its preprocessor_config.json) unless given here.
+        to the next, with one log line, when one does not load on this CPU, and to torch when none does (on an
+        install without torch, a `BackendError` naming the export to write). `bf16` (in `kwargs`) holds for every
+        backend: False computes fp32, True bf16 where the runtime can, None what the measured probe finds faster
+        (`runner.precision` says what it computes in). The windows come with the model (`window_seconds` in its
+        preprocessor_config.json) unless given here.
         `hub_kwargs` (revision, token, cache_dir) go to `from_pretrained`; `kwargs` to `__init__`.
         """
         path_or_id = str(path_or_id)
         hub_kwargs = hub_kwargs or {}
         kwargs.setdefault("name", path_or_id)
-        if backend == "auto" or resolve_backend(backend, path_or_id, **hub_kwargs) != "torch":
-            config, feature_extractor = load_trained_config(path_or_id, **hub_kwargs)
-            runner = load_export_runner(backend if backend == "auto" else resolve_backend(backend, path_or_id),
-                                        path_or_id, config, precision=onnx_precision, threads=threads, **hub_kwargs)
+        check_backend(backend)
+        if backend == "auto" or get_backend(backend).exported:
+            config, feature_extractor = load_saved_config(path_or_id, **hub_kwargs)  # no torch imported
+            # The precision setting holds for every backend: an exported runner compiles with it.
+            runner = load_export_runner(backend, path_or_id, config, precision=onnx_precision, threads=threads,
+                                        bf16=kwargs.get("bf16"), **hub_kwargs)
             if runner is not None:
-                return cls(runner, feature_extractor, **kwargs)
+                return cls(runner, feature_extractor, **{k: v for k, v in kwargs.items() if k != "bf16"})
+            if not torch_importable():
+                # A torch-free install and no export that loads: one line naming what is missing, no traceback.
+                best = AUTO_ORDER[0][0] if AUTO_ORDER else DEFAULT_BACKEND
+                raise BackendError(
+                    f"{path_or_id} has no exported copy that loads here, and PyTorch (which runs a model without "
+                    f"one) is not installed: export it with `{export_command(path_or_id, best)}`, or install torch."
+                )
+        elif not torch_importable():
+            raise BackendError(f"backend={backend!r} needs PyTorch, which is not installed: install it, or export "
+                               f"the model (`{export_command(path_or_id, AUTO_ORDER[0][0])}`) and use "
+                               "backend='auto'.")
         from .models.factory import load_trained_model
 
         model, feature_extractor = load_trained_model(path_or_id, **hub_kwargs)
         return cls(model, feature_extractor, **kwargs)
 
+    def close(self) -> None:
+        """Release the runner's resources (an exported runner's session or compiled model; a torch model)."""
+        self.runner.close()
+
+    def __enter__(self) -> GenreClassifier:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def precision(self) -> str:
+        """What the model computes in, as the runner reads it back ("fp32", "bf16", "int8/fp32", "int8/bf16")."""
+        return self.runner.precision
+
     @property
     def features_implementation(self) -> str:
-        """What computes the features: `ASTFbankFeatures` (batched numpy) or the feature extractor's own class."""
-        return type(self._fast_ast_features or self.feature_extractor).__name__
+        """What computes the features: the spec's batched numpy features (e.g. `ASTFbankFeatures`) or the feature
+        extractor's own class."""
+        return type(self._batched_features or self.feature_extractor).__name__
 
     def __repr__(self) -> str:
         return (
@@ -533,8 +479,8 @@ class GenreClassifier:
     def features(self, windows: np.ndarray) -> np.ndarray:
         """(batch, window samples) float32 -> the model's `input_values` for those windows (float32 numpy)."""
         # Features are computed exactly as in training, in fp32 numpy, never under the model's bf16 autocast.
-        if self._fast_ast_features is not None:
-            return self._fast_ast_features(windows)
+        if self._batched_features is not None:
+            return self._batched_features(windows)
         output = self.feature_extractor(list(windows), sampling_rate=self.sampling_rate, return_tensors="np")
         return np.asarray(output["input_values"], dtype=np.float32)
 
@@ -656,6 +602,7 @@ class GenreClassifier:
             windows_planned=windows_planned,
             music=None if audioset is None else MusicCheck(list(self.audioset_labels), audioset,
                                                            self.min_music_probability),
+            precision=self.runner.precision,
             tag_labels=None if tags is None else list(self.tag_labels),
             tag_probabilities=tags,
         )
@@ -673,7 +620,6 @@ def _format_duration(seconds: float) -> str:
 
 
 __all__ = [
-    "ASTFbankFeatures",
     "GenreClassifier",
     "InvalidAudioError",
     "NotAudioError",

@@ -10,7 +10,7 @@ The model returns them as `audioset_logits` (the ONNX export as a second graph o
 Here, window by window: AudioSet is multi-label, so each class's probability is the sigmoid of its logit; a song's
 probability of a class is the mean over its windows (as the genre's is). "Music" is found by name in the base
 checkpoint's classes (`config.audioset_labels`, copied from its `id2label`), never by index. A song is music when
-its `music_probability` reaches `min_music_probability` (default `DEFAULT_MIN_MUSIC_PROBABILITY`, see README,
+its `music_probability` reaches `min_music_probability` (default `DEFAULT_MIN_MUSIC_PROBABILITY`, see docs/serving.md,
 "Music check"). A model without the branch (the ViT-hybrid, or an AST-DoRA model saved before it) reports `None`.
 """
 

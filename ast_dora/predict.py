@@ -9,7 +9,9 @@
 Prints a table (genre, confidence, majority vote, top genres) or, with `--json`, a JSON list with one object
 per song: `file`, `genre`, `confidence`, `probabilities` (genre -> probability, mean over windows), `vote`
 (majority-vote genre), `duration`, `windows_analysed` and `windows_total` (`--max_windows` analyses at most that
-many, evenly spread) and `segments` (`{start, end, probabilities}` per window), and the music check of an AST-DoRA model:
+many, evenly spread), `precision` (what the model computed in, read back from its backend: `fp32`, `bf16`,
+`int8/fp32`, `int8/bf16`; `--no_bf16` gives fp32 on every backend) and `segments` (`{start, end, probabilities}`
+per window), and the music check of an AST-DoRA model:
 `music_probability` (AudioSet's "Music" for the song), `is_music` (`music_probability` >=
 `--min_music_probability`) and `audioset_top` (`[{"label", "score"}]`, the song's top AudioSet classes); `null` for
 a model without it (the ViT-hybrid); `tags_top` (a musicnn model: its pretrained network's top tags for the song,
@@ -56,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="With --ensemble: one weight per --model, in order (default: equal).")
     parser.add_argument("--min_music_probability", type=float, default=DEFAULT_MIN_MUSIC_PROBABILITY,
                         help="A song is music (`is_music`) when AudioSet's \"Music\" probability reaches this "
-                        f"(default {DEFAULT_MIN_MUSIC_PROBABILITY}; README, \"Music check\").")
+                        f"(default {DEFAULT_MIN_MUSIC_PROBABILITY}; docs/serving.md, \"Music check\").")
     parser.add_argument("--json", action="store_true", help="Print JSON (a list, one object per song).")
     parser.add_argument("--plot", default=None, metavar="OUT.png",
                         help="Save the probability bars and the timeline; with several songs, OUT_<song>.png each.")
@@ -76,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "openvino: OpenVINO on its openvino/ export (`python -m ast_dora.export openvino MODEL_DIR "
                         "--quantize int8`); auto: the fastest export the model has (openvino int8, onnx int8, ...), "
                         "else torch.")
-    parser.add_argument("--no_bf16", action="store_true", help="Keep fp32 even where the hardware has native bf16.")
+    parser.add_argument("--no_bf16", action="store_true", help="Compute in fp32 on every backend (default: bf16 where it is measured faster than fp32, `ast_dora.hardware`).")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available; onnx: cpu).")
     parser.add_argument("--revision", default=None, help="Hub revision of --model.")
     parser.add_argument("--token", default=None, help="Hub token for a private --model.")

@@ -19,6 +19,7 @@ from .errors import ConfigError
 from .evaluation import SPLIT_PREFIXES, make_compute_metrics, write_reports
 from .models import base_model_of
 from .models.factory import build_model
+from .workers import start_method
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,15 @@ class GenreTrainer(Trainer):
                 )
             inputs = mixup_batch(inputs, alpha, base_model_of(model).config.num_labels)
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    def _get_dataloader(self, *args, **kwargs):
+        # DataLoader workers start by fork only where no native thread pool (OpenVINO, ONNX Runtime) runs in this
+        # process (`workers.py`); an explicit `dataloader_multiprocessing_context` is kept.
+        if self.args.dataloader_num_workers and self.args.dataloader_multiprocessing_context is None:
+            method = start_method()
+            if method != "fork":
+                self.args.dataloader_multiprocessing_context = method
+        return super()._get_dataloader(*args, **kwargs)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         dataset = self.eval_dataset if eval_dataset is None else eval_dataset

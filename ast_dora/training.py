@@ -19,7 +19,15 @@ import transformers
 import yaml
 from transformers import set_seed
 
-from .config import RESUME_NEUTRAL_FIELDS, ConfigError, RunConfig, is_secret_key, parse_config, public_config
+from .config import (
+    RESUME_NEUTRAL_FIELDS,
+    ConfigError,
+    RunConfig,
+    build_parser,
+    is_secret_key,
+    parse_config,
+    public_config,
+)
 from .data import GenreData, build_datasets
 from .models import get_model_spec
 from .models.factory import (
@@ -210,4 +218,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return run_training(parse_config(argv))
 
 
-__all__ = ["RUN_CONFIG_NAME", "PreparedRun", "check_resumable", "config_differences", "main", "prepare", "run_training", "setup_logging", "train", "write_run_config"]
+__all__ = ["RUN_CONFIG_NAME", "PreparedRun", "build_parser", "check_resumable", "config_differences", "main", "prepare", "run_training", "setup_logging", "train", "write_run_config"]

@@ -310,11 +310,3 @@ def one_torch_thread():
     yield
     torch.set_num_threads(threads)
 
-
-def pytest_collection_modifyitems(session, config, items):
-    """OpenVINO's tests run first. In a process that had run the rest of the suite, the interpreter died (SIGSEGV,
-    no Python frame printed even with PYTHONFAULTHANDLER=1) while `test_the_app_answers_without_torch` waited for
-    its subprocess, twice at the same point; run first (or after the browser tests alone) the module passes. The
-    native cause is not found yet; this order keeps the suite's other tests from being lost to it."""
-    first = [item for item in items if item.path.name == "test_openvino.py"]
-    items[:] = first + [item for item in items if item.path.name != "test_openvino.py"]

@@ -145,3 +145,101 @@ def test_app_and_entry_point_ask_the_registry_too():
     root = PACKAGE.parent
     for path in (root / "app.py", root / "finetune" / "run.py"):
         assert not model_type_literals(path), path
+
+
+# ---- backends: one home each ------------------------------------------------------------------------------------
+
+# The packages a backend runs on: imported only by its module in ast_dora/backends/. `hardware.py` measures
+# engines' bf16 speed (torch's and OpenVINO's matmul probe) and `benchmarks/` their matmul peaks: they time the
+# runtimes themselves, not a backend.
+BACKEND_RUNTIMES = {"onnxruntime", "openvino", "nncf"}
+RUNTIME_MEASURERS = ("hardware.py", "benchmarks")
+
+
+def backend_names() -> set[str]:
+    from ast_dora.backends import backend_names
+
+    return set(backend_names())
+
+
+def backend_name_comparisons(path: Path, names: set[str]) -> list[tuple[int, str]]:
+    """Comparisons of something called `backend` (a variable, an attribute) with a backend's name: the code that
+    asks "which backend?" instead of asking the registry."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if not isinstance(node, ast.Compare):
+            continue
+        sides = [node.left, *node.comparators]
+        named = any("backend" in (getattr(side, "id", None) or getattr(side, "attr", None) or "") for side in sides)
+        constants = [c.value for side in sides for c in ast.walk(side) if isinstance(c, ast.Constant)]
+        found += [(node.lineno, value) for value in constants if named and value in names]
+    return found
+
+
+def runtime_imports(path: Path) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+            [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+        found += [(node.lineno, name) for name in names if name.split(".")[0] in BACKEND_RUNTIMES]
+    return found
+
+
+def test_backend_checks_catch_a_comparison_and_a_runtime_import(tmp_path):
+    module = tmp_path / "mod.py"
+    module.write_text('import openvino\n\ndef f(args):\n    return args.backend in ("onnx", "x")\n')
+    assert backend_name_comparisons(module, backend_names()) == [(4, "onnx")]
+    assert runtime_imports(module) == [(1, "openvino")]
+
+
+OUTSIDE_BACKENDS = [p for p in [*sorted(PACKAGE.rglob("*.py")), PACKAGE.parent / "app.py"]
+                    if "backends" not in p.relative_to(PACKAGE.parent).parts]
+
+
+@pytest.mark.parametrize("path", OUTSIDE_BACKENDS, ids=lambda p: str(p.relative_to(PACKAGE.parent)))
+def test_backends_are_known_only_inside_backends(path):
+    assert not backend_name_comparisons(path, backend_names()), (
+        f"{path.relative_to(PACKAGE.parent)} compares a backend with a backend's name: ask the registry "
+        "(ast_dora.backends.get_backend(name).exported, .calibrated, ...) instead."
+    )
+    relative = path.relative_to(PACKAGE.parent).parts
+    if not any(part in RUNTIME_MEASURERS for part in relative):
+        assert not runtime_imports(path), (
+            f"{path.relative_to(PACKAGE.parent)} imports a backend's runtime: only its module in "
+            "ast_dora/backends/ does."
+        )
+
+
+def test_every_registered_backend_provides_the_interface():
+    """Adding a backend is one module and one `register_backend` line: each registered one fills in what the rest
+    of the project asks of it (docs/architecture.md, "How to add a backend")."""
+    import inspect
+
+    from ast_dora.backends import AUTO_ORDER, Backend, exported_backends, get_backend, upload_patterns
+    from ast_dora.backends import backend_names as registered
+
+    names = registered()
+    assert names[0] == "torch" and len(set(names)) == len(names)
+    for name in names:
+        backend = get_backend(name)
+        assert isinstance(backend, Backend) and backend.name == name and backend.runtime
+        assert type(backend).load_runner is not Backend.load_runner, f"{name} has no load_runner"
+        module = inspect.getmodule(type(backend))
+        assert module.__name__ == f"ast_dora.backends.{name}", "one module per backend, named after it"
+        if backend.exported:
+            assert type(backend).export is not Backend.export, f"{name} exports nothing"
+            assert backend.files and set(backend.auto_rank) == set(backend.files) and backend.upload_patterns
+            assert upload_patterns()[backend.subfolder] == backend.upload_patterns
+            assert all((name, precision) in AUTO_ORDER for precision in backend.files)
+    ranks = [get_backend(name).auto_rank[precision] for name, precision in AUTO_ORDER]
+    assert ranks == sorted(ranks) and len(AUTO_ORDER) == sum(len(b.files) for b in exported_backends())
+
+
+def test_each_spec_names_its_configs_model_type():
+    """The specs name config.json's model_type as a string (importing a transformers config class imports torch);
+    it must be the config class's."""
+    from ast_dora.models import get_model_spec, model_types
+
+    for model_type in model_types():
+        spec = get_model_spec(model_type)
+        assert spec.model_class.config_class.model_type == spec.hf_model_type, model_type

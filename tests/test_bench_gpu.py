@@ -51,6 +51,7 @@ def expected_step_names() -> list[str]:
             + [f"{t} song" for t in types] + ["projection"])
 
 
+@pytest.mark.slow
 def test_every_step_passes_without_the_packages_training_does_not_need(gpu_check):
     result, stdout = gpu_check
     failed = {step["name"]: step.get("error") for step in result["steps"] if not step["ok"]}
@@ -63,6 +64,7 @@ def test_every_step_passes_without_the_packages_training_does_not_need(gpu_check
     assert all(name in stdout for name in expected_step_names()) and "all steps passed" in stdout
 
 
+@pytest.mark.slow
 def test_steps_report_the_issue_figures(gpu_check):
     result, _ = gpu_check
     steps = {step["name"]: step for step in result["steps"]}

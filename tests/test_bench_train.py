@@ -55,3 +55,26 @@ def test_train_benchmark_writes_the_issue_keys(model_type, tmp_path, capsys):
         assert written["cache_speedup"] > 0
         assert written["loss_max_rel_diff_cached_vs_uncached"] < 1e-3
     assert "MFU" in capsys.readouterr().out
+
+
+def test_train_benchmark_reports_the_precision_auto_chose(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("AST_DORA_BF16_PROBE", "slower")  # the probe's answer, forced (hardware.py)
+    out = tmp_path / "auto.json"
+    main(["train", "--model_type", "vit_hybrid", "--size", "tiny", "--no_song", "--peak_seconds", "0.2", "--steps", "2",
+          "--batch_size", "4", "--json", str(out)])
+    written = json.loads(out.read_text())
+    assert written["precision"] == "fp32" and written["bf16"] is False and written["mfu_against"] == "fp32"
+    assert written["precision_choice"] == "auto: the CPU's bf16 is not faster than fp32 (forced)"
+    assert written["bf16_probe"]["source"] == "forced"
+    assert "precision fp32: auto: the CPU's bf16 is not faster" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_int8_peak_is_the_backends_own_int8_matmul(backend):
+    pytest.importorskip("onnxruntime" if backend == "onnx" else "openvino")
+    measured = peak.measure_int8_matmul_peak(backend, (64, 128, 512), threads=1, seconds=0.05, repeats=1)
+    assert measured["tops"] > 0 and measured["shape"] == [64, 128, 512] and measured["threads"] == 1
+    if backend == "openvino":  # the CPU plugin must run the FakeQuantize-MatMul pattern as an int8 kernel
+        assert "FullyConnected u8" in measured["kernel"] or "FullyConnected i8" in measured["kernel"], measured
+    with pytest.raises(ValueError, match="int8 peak is measured for"):
+        peak.measure_int8_matmul_peak("torch")

@@ -16,6 +16,9 @@ from song_fixtures import export_tiny_onnx, generated_wav, running_app, save_tin
 
 from ast_dora.inference import GenreClassifier
 
+# Starts the app and a headless browser for each test (not timed here: Chromium is not on the development machine).
+pytestmark = pytest.mark.slow
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

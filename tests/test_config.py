@@ -106,13 +106,41 @@ def test_config_overrides_keep_types():
         ModelArguments(config_overrides="hidden_size").parsed_config_overrides()
 
 
-@pytest.mark.parametrize("native_bf16", [False, True], ids=["emulated", "native"])
-def test_bf16_on_a_cpu_without_native_bf16_says_to_use_fp32(tmp_path, monkeypatch, caplog, native_bf16):
-    monkeypatch.setattr(config_module, "cpu_has_fast_bf16", lambda: native_bf16)
+@pytest.mark.parametrize("probe", ["faster", "slower"])
+def test_auto_bf16_follows_the_measured_probe_and_an_explicit_setting_forces(tmp_path, monkeypatch, caplog, probe):
+    """Training and torch serving: `auto` (the real configs' `bf16: auto`, serving's `bf16=None`) computes in bf16
+    where the probe measures bf16 faster and in fp32 where slower; true / false force either way."""
+    from ast_dora.benchmarks.song import random_genre_model
+    from ast_dora.inference import GenreClassifier
+
+    monkeypatch.setenv("AST_DORA_BF16_PROBE", probe)  # the probe's answer, forced (hardware.py)
+    faster = probe == "faster"
+
+    def training(bf16):
+        return config_module.GenreTrainingArguments(output_dir=str(tmp_path), bf16=bf16, use_cpu=True,
+                                                    report_to="none")
+
+    auto = training("auto")
+    assert auto.bf16 is faster and auto.bf16_choice["setting"] == "auto"
+    assert auto.bf16_choice["reason"].startswith("auto: the CPU's bf16 is " + ("faster" if faster else "not faster"))
+    for path in ("vit_hybrid.yaml", "ast_dora.yaml"):
+        assert parse_config(["--config", str(REPO / "configs" / path), "--use_cpu", "true"]).training.bf16 is faster
     with caplog.at_level(logging.WARNING, logger="ast_dora.config"):
-        args = config_module.GenreTrainingArguments(output_dir=str(tmp_path), bf16=True, use_cpu=True, report_to="none")
-    assert args.bf16  # a warning, not a silent change of precision
-    assert ("no native bf16" in caplog.text and "--bf16 false" in caplog.text) is (not native_bf16)
+        forced = training(True)
+    assert forced.bf16 is True and forced.bf16_choice["reason"] == "bf16 true (forced)"
+    assert ("measured slower than fp32" in caplog.text) is not faster  # forced, but told what auto would do
+    assert training(False).bf16 is False and training("false").bf16 is False
+    assert parse_config(["--config", str(REPO / "configs" / "vit_hybrid.yaml"), "--use_cpu", "true",
+                         "--bf16", "false"]).training.bf16 is False
+    with pytest.raises(ConfigError, match="use true, false or auto"):
+        training("sometimes")
+
+    def serving(bf16):
+        model, feature_extractor = random_genre_model("vit_hybrid", size="tiny")
+        return GenreClassifier(model, feature_extractor, bf16=bf16, device="cpu")
+
+    assert serving(None).bf16 is faster
+    assert serving(True).bf16 is True and serving(False).bf16 is False
 
 
 def test_run_py_reports_a_missing_data_folder_in_one_line(tmp_path):

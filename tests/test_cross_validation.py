@@ -71,6 +71,7 @@ def test_cross_validate_needs_the_folds_protocol():
         parse_config(["--model_type", "vit_hybrid", "--data_dir", "x", "--cross_validate", "true", "--output_dir", "o"])
 
 
+@pytest.mark.slow
 def test_killed_cross_validation_continues_and_matches_an_uninterrupted_one(tmp_path):
     data_dir = make_three_label_folder(tmp_path / "library")
     cache_dir = tmp_path / "features"

@@ -52,6 +52,7 @@ def metrics_of(output_dir: Path) -> dict:
     return json.loads((output_dir / "all_results.json").read_text())
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(synthetic_gtzan_folder, tmp_path):
     cache_dir = tmp_path / "features"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -385,6 +385,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_remote_code_loads_without_the_project(tmp_path):
     register_auto_classes()
     torch.manual_seed(0)

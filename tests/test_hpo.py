@@ -249,6 +249,7 @@ class PruneTrialOne(optuna.pruners.BasePruner):
         return trial.number == 1
 
 
+@pytest.mark.slow
 def test_search_writes_its_outputs_and_the_best_config_trains(tmp_path, data_root, monkeypatch):
     monkeypatch.setitem(hpo.PRUNERS, "prune_trial_one", PruneTrialOne)
     search = {
@@ -324,6 +325,7 @@ def read_trial_states(db: Path) -> list[tuple[int, str, bool]]:
         return []  # no database or no tables yet
 
 
+@pytest.mark.slow
 def test_killed_search_resumes_and_keeps_its_finished_trials(tmp_path, data_root):
     search = {**SEARCH, "n_trials": 2, "pruner": "none"}
     config = write_config(tmp_path, data_root, search=search, num_train_epochs=1)
@@ -449,6 +451,7 @@ def postgres_study_exists(url: str, study_name: str) -> bool:
         return False  # no tables yet
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study_on_postgresql(tmp_path, data_root, postgres_url):
     """A `finetune/run.py` subprocess and this process (the same `main()`, spared a second start-up of
     torch) work on one study until it has `n_trials` finished trials between them."""
@@ -549,6 +552,7 @@ def test_failed_trials_do_not_stop_the_search(tmp_path, data_root, monkeypatch, 
     assert not list(output_dir.glob("run-*")), "failed trials' checkpoints are removed too"
 
 
+@pytest.mark.slow
 def test_worker_killed_on_another_machine_is_noticed_by_heartbeat(tmp_path, data_root, postgres_url, monkeypatch):
     """Worker A (a `finetune/run.py` subprocess) is SIGKILLed inside a trial; worker B (this process, told it
     runs on another machine, so A's process id means nothing to it) finds the trial without heartbeats after
@@ -609,6 +613,7 @@ def test_worker_killed_on_another_machine_is_noticed_by_heartbeat(tmp_path, data
     assert rows[retries[0].number]["user_attrs_retry_of"] == str(dead.number)
 
 
+@pytest.mark.slow
 def test_two_worker_processes_share_a_journal_study(tmp_path, data_root, caplog):
     """`search.workers: 2` with no storage: two worker processes on Optuna's journal file in output_dir, each on
     one of the two cores, 6 trials between them and none lost or run twice; the same command again finds that

@@ -56,6 +56,7 @@ class RecordingHubApi:
 
     calls: list[tuple[str, dict]] = []
     repo_files: dict[str, list[str]] = {}  # what `list_repo_files` answers, per repo
+    space_hardware: dict[str, str] = {}  # existing Spaces and their hardware flavour (others: no such Space)
 
     def __init__(self, token=None, **kwargs):
         self.token = token
@@ -79,6 +80,17 @@ class RecordingHubApi:
 
     def request_space_hardware(self, *args, **kwargs):
         self._record("request_space_hardware", *args, **kwargs)
+
+    def get_space_runtime(self, *args, **kwargs):
+        import httpx2
+        from huggingface_hub.errors import RepositoryNotFoundError
+
+        arguments = self._record("get_space_runtime", *args, **kwargs)
+        flavor = RecordingHubApi.space_hardware.get(arguments["repo_id"])
+        if flavor is None:
+            response = httpx2.Response(404, request=httpx2.Request("GET", "https://huggingface.co/api/spaces/x"))
+            raise RepositoryNotFoundError("404 Client Error: Repository Not Found", response=response)
+        return SimpleNamespace(hardware=flavor, requested_hardware=flavor, stage="RUNNING")
     def list_repo_files(self, *args, **kwargs):
         arguments = self._record("list_repo_files", *args, **kwargs)
         return list(RecordingHubApi.repo_files.get(arguments["repo_id"], ["config.json", "model.safetensors"]))
@@ -104,6 +116,7 @@ def fail_if_trainer_reaches_the_hub(*args, **kwargs):
 def fake_hub(monkeypatch):
     RecordingHubApi.calls = []
     RecordingHubApi.repo_files = {}
+    RecordingHubApi.space_hardware = {}
     monkeypatch.setattr(hub, "HfApi", RecordingHubApi)
     return RecordingHubApi
 
@@ -302,6 +315,7 @@ def clean_process(vit_run, ast_run, tmp_path_factory):
     return SimpleNamespace(folders=folders, loaded=loaded, logits=logits, pipeline_scores=pipeline_scores, song=song)
 
 
+@pytest.mark.slow
 def test_vit_hybrid_upload_folder_loads_in_a_clean_process(vit_run, clean_process):
     folder = clean_process.folders["vit"]
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "configuration_genre_vit_hybrid.py",
@@ -473,8 +487,9 @@ def test_upload_carries_the_onnx_export_which_runs_without_the_base(ast_run, tmp
     assert "--backend onnx" in (folder / "README.md").read_text()
     # The export is the merged model: the adapter repo's ONNX files reproduce the trained logits on their own.
     classifier = GenreClassifier.from_pretrained(folder, backend="onnx", onnx_precision="fp32")
-    inputs = classifier.feature_extractor([ast_run.waveform], sampling_rate=16000, return_tensors="pt")
-    np.testing.assert_allclose(classifier.runner(inputs["input_values"]), ast_run.logits, atol=LOGITS_ATOL)
+    # (an exported classifier computes AST's features with the batched numpy fbank, the served path)
+    inputs = classifier.features(np.asarray([ast_run.waveform], dtype=np.float32))
+    np.testing.assert_allclose(classifier.runner(inputs), ast_run.logits, atol=LOGITS_ATOL)
 
     # weights saved again after the export: pushing the old ONNX files is refused
     model, feature_extractor = load_trained_model(str(output_dir))
@@ -576,10 +591,27 @@ def test_space_command_sends_app_requirements_and_readme_header(app_dir, fake_hu
     assert header.sdk == "gradio" and header.app_file == "app.py"
     assert header.models == ["me/gtzan-ast-dora", "me/gtzan-vit"]
     assert header.sdk_version == importlib.metadata.version("gradio")
-    # the free CPU unless told otherwise
+    # a new Space gets the free CPU unless told otherwise (create_repo's hardware: no separate request)
     assert create["space_hardware"] == "cpu-basic" and header.suggested_hardware == "cpu-basic"
+    assert fake_hub.called("request_space_hardware") == []
+
+
+def test_space_redeploy_keeps_the_spaces_hardware_unless_asked(app_dir, fake_hub):
+    fake_hub.space_hardware = {"me/zero": "zero-a10g"}
+    command = ["space", "--repo_id", "me/zero", "--models", "me/gtzan-vit", "--app_dir", str(app_dir)]
+    assert hub.main(command) == 0
+    # no --hardware: the ZeroGPU Space stays one (no request; its requirements keep `spaces` and torch)
+    assert fake_hub.called("request_space_hardware") == []
+    [upload] = fake_hub.called("upload_folder")
+    assert SpaceCard(upload["readme"]).data.suggested_hardware == "zero-a10g"
+    fake_hub.calls.clear()
+    assert hub.main([*command, "--hardware", "cpu"]) == 0  # asked for explicitly: switched
     [hardware] = fake_hub.called("request_space_hardware")
-    assert (hardware["repo_id"], hardware["hardware"]) == ("me/gtzan-genres", "cpu-basic")
+    assert (hardware["repo_id"], hardware["hardware"]) == ("me/zero", "cpu-basic")
+    fake_hub.calls.clear()
+    fake_hub.space_hardware = {"me/zero": "cpu-basic"}
+    assert hub.main([*command, "--hardware", "cpu"]) == 0  # already so: nothing to request
+    assert fake_hub.called("request_space_hardware") == []
 
 
 def test_space_for_zerogpu_asks_for_it_and_installs_spaces(app_dir, fake_hub, tmp_path):
@@ -598,6 +630,7 @@ def test_space_for_zerogpu_asks_for_it_and_installs_spaces(app_dir, fake_hub, tm
         hub.main(["space", "--repo_id", "me/x", "--models", "me/a", "--hardware", "tpu"])
 
 
+@pytest.mark.slow
 def test_space_folder_requirements_come_from_the_repo(app_dir, tmp_path):
     generated = hub.build_space_folder(tmp_path / "generated", ["me/a"], repo_root=app_dir)
     requirements = (generated / "requirements.txt").read_text()
@@ -631,6 +664,7 @@ print(json.dumps({"package": ast_dora.__file__, "genre": result["genre"], "windo
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/maps")
+@pytest.mark.slow
 def test_space_folder_app_decodes_mp3_without_system_ffmpeg(tmp_path):
     import av
 

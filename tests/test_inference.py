@@ -22,13 +22,13 @@ from transformers import ASTFeatureExtractor
 from ast_dora import predict
 from ast_dora.data import cut_windows, decode_audio
 from ast_dora.inference import (
-    ASTFbankFeatures,
     GenreClassifier,
     NotAudioError,
     SilentAudioError,
     TooLongAudioError,
     TooShortAudioError,
 )
+from ast_dora.models.ast_mlp.fbank import ASTFbankFeatures
 
 NUM_GENRES = 10
 

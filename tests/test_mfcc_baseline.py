@@ -149,6 +149,7 @@ print(json.dumps({"class": type(model).__name__, "logits": logits[0].tolist(), "
 """
 
 
+@pytest.mark.slow
 def test_trains_saves_reloads_and_predicts(tmp_path):
     """configs/mfcc_baseline.yaml through finetune/run.py on a tiny folder (ten pitches, 3 tracks per genre), then
     the saved folder as remote code without the project, the whole-song pipeline and `predict`."""

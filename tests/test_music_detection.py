@@ -24,6 +24,7 @@ from ast_dora import predict
 from ast_dora.config import ModelArguments
 from ast_dora.data.sounds import coloured_noise, speech_like
 from ast_dora.data.synthetic import synthesize_track
+from ast_dora.export import export_openvino
 from ast_dora.inference import GenreClassifier
 from ast_dora.models.ast_mlp.dora import build_ast_dora
 from ast_dora.models.factory import load_trained_model, save_trained_model
@@ -33,6 +34,7 @@ from ast_dora.music_detection import MusicCheck, music_index
 LABELS = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
 # The AudioSet branch runs the same float32 ops as the checkpoint's own forward: rounding only.
 ATOL = 1e-5
+INT8_CALIBRATION_WINDOWS = 32  # a quarter of them speech-like voices and noise (export.NON_MUSIC_SHARE)
 
 
 def model_args(path, **kwargs):
@@ -147,6 +149,8 @@ def stand_in_models(stand_in, tmp_path_factory):
     model = build_ast_dora(model_args(stand_in), LABELS)
     save_trained_model(model, ASTFeatureExtractor.from_pretrained(stand_in), root / "ast_dora")
     export_tiny_onnx(root / "ast_dora")
+    # NNCF int8, calibrated as the command does by default (generated music plus speech-like voices and noise)
+    export_openvino(root / "ast_dora", quantize="int8", calibration_windows=INT8_CALIBRATION_WINDOWS)
     return {"ast_dora": root / "ast_dora", "vit_hybrid": save_tiny_model("vit_hybrid", root / "vit_hybrid")}
 
 
@@ -181,6 +185,7 @@ def check_music_fields(result, name):
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
+@pytest.mark.slow
 def test_speech_and_noise_are_not_music_through_the_classifier(stand_in_models, clips, backend):
     classifier = GenreClassifier.from_pretrained(stand_in_models["ast_dora"], backend=backend)
     assert classifier.music_check
@@ -190,6 +195,19 @@ def test_speech_and_noise_are_not_music_through_the_classifier(stand_in_models, 
         assert len(analysis.music.window_probabilities) == analysis.windows_done
 
 
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_int8_music_check_agrees_with_torch_fp32(stand_in_models, clips, backend):
+    """The int8 exports (ONNX Runtime dynamic, OpenVINO NNCF) give every clip (speech-like, noise, music) the
+    music verdict PyTorch fp32 gives it: the music check survives quantisation."""
+    reference = GenreClassifier.from_pretrained(stand_in_models["ast_dora"], bf16=False)
+    int8 = GenreClassifier.from_pretrained(stand_in_models["ast_dora"], backend=backend, onnx_precision="int8")
+    assert int8.precision.startswith("int8/")
+    for name, path in clips.items():
+        expected, got = reference.analyse(path), int8.analyse(path)
+        assert got.is_music is expected.is_music is EXPECTED[name][0], (name, got.music.music_probability, expected.music.music_probability)
+
+
+@pytest.mark.slow
 def test_predict_json_and_table_say_not_music(stand_in_models, clips, capsys):
     songs = [str(clips[name]) for name in ("speech", "noise", "rock")]
     assert predict.main([*songs, "--model", str(stand_in_models["ast_dora"]), "--json", "--quiet"]) == 0
@@ -207,6 +225,7 @@ def test_predict_json_and_table_say_not_music(stand_in_models, clips, capsys):
     assert json.loads(capsys.readouterr().out)[0]["is_music"] is False
 
 
+@pytest.mark.slow
 def test_app_checks_every_upload_whichever_model_is_picked(stand_in_models, clips, tmp_path):
     models = [stand_in_models["vit_hybrid"], stand_in_models["ast_dora"]]
     with running_app(models, tmp_path, backend="torch") as url:

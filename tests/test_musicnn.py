@@ -284,6 +284,10 @@ def test_exported_musicnn_gives_the_same_tags_and_the_app_shows_them(tmp_path):
 
     model_dir = export_tiny_onnx(save_tiny_model("musicnn", tmp_path / "musicnn"))
     assert exporter.main(["openvino", str(model_dir)]) == 0
+    for subfolder in ("onnx", "openvino"):
+        # the export's self-check compared the tags too (as sigmoid probabilities), file by file
+        files = json.loads((model_dir / subfolder / "export.json").read_text())["files"]
+        assert files and all(info["passed"] and info["tags_check"]["windows"] > 0 for info in files.values())
     song = generated_wav(tmp_path / "song.wav", 10.0)
     reference = GenreClassifier.from_pretrained(model_dir, bf16=False).analyse(song)
     for backend, options in (("onnx", {"onnx_precision": "fp32"}), ("openvino", {})):
@@ -295,6 +299,17 @@ def test_exported_musicnn_gives_the_same_tags_and_the_app_shows_them(tmp_path):
     import app
 
     assert f"tagged {reference.tags_top()}" in app.summary_text(reference, 1.0, "musicnn")
+
+
+def test_the_backends_name_the_tag_output_and_ask_for_it_by_its_flag():
+    from ast_dora.backends import TAG_LOGITS, extra_output_kwargs, extra_output_names
+
+    model = MusicnnForAudioClassification(MusicnnConfig(**TINY_CONFIG))
+    assert extra_output_names(model) == [TAG_LOGITS] == ["tag_logits"]
+    assert extra_output_kwargs(["logits", TAG_LOGITS]) == {"output_tags": True}
+    assert extra_output_kwargs(["logits"]) == {}
+    output = model(input_values=torch.zeros(2, 187, 96), **extra_output_kwargs([TAG_LOGITS]))
+    assert output[TAG_LOGITS].shape == (2, len(TINY_CONFIG["tag_labels"]))
 
 
 def test_frozen_feature_cache_is_reused_by_window_content(tmp_path):

@@ -140,6 +140,7 @@ def songs(tmp_path_factory):
             "3min": generated_song(root / "song_3min.mp3", seconds=180.0)}
 
 
+@pytest.mark.slow
 def test_three_minute_mp3_in_bounded_memory_equals_the_song_analysis(model_dirs, songs, tmp_path):
     batch_size = 8
     result = run_clean("""

@@ -59,6 +59,7 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("features")
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_and_matches_uninterrupted_run(synthetic_gtzan_folder, cache_dir, tmp_path):
     reference_dir, killed_dir = tmp_path / "uninterrupted", tmp_path / "killed"
     # The uninterrupted run goes alongside the one that gets killed (one thread each, two cores).
@@ -133,6 +134,7 @@ def truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
+@pytest.mark.slow
 def test_unreadable_checkpoint_is_skipped_and_the_run_matches_an_uninterrupted_one(
     synthetic_gtzan_folder, cache_dir, tmp_path
 ):

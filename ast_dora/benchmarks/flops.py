@@ -65,6 +65,11 @@ def forward_flops(model) -> float:
 
 def forward_flops_of_config(config) -> float:
     """`forward_flops` from the model's config alone (e.g. a model run from its ONNX export)."""
+    if not hasattr(config, "to_json_string"):
+        # An exported model's config.json read without transformers (`SavedConfig`): its transformers config.
+        from ..models import spec_for_config
+
+        config = spec_for_config(config).model_class.config_class.from_dict(config.to_dict())
     if isinstance(config, GenreViTHybridConfig):
         return vit_hybrid_flops(config)["forward"]
     if isinstance(config, ASTConfig):

@@ -113,7 +113,7 @@ class Check:
         self.device = device
         self.config_dir = Path(config_dir)
         # The configs ask for bf16; it is kept where the device computes it natively (elsewhere it is emulated, far
-        # slower than fp32: README, "Speed and scale").
+        # slower than fp32: docs/training.md, "Speed and scale").
         self.bf16_native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_fast_bf16()
         self.specs = [get_model_spec(t) for t in model_types() if get_model_spec(t).gpu_check is not None]
         self.peak: dict[str, float] | None = None

@@ -7,6 +7,7 @@ same CPU, the same thread count and the same load from other processes.
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import torch
@@ -80,5 +81,58 @@ def measure_matmul_peak(
     return peaks
 
 
+def build_parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog="python -m ast_dora.benchmarks.peak",
+                                   description="Print this machine's measured bf16 and fp32 matmul peak (TFLOP/s).")
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    build_parser().parse_args(argv)
+    peaks = measure_matmul_peak()
+    print(peaks)
+    return peaks
+
+
+
+
+# ----------------------------------------------------------------------------------------------------------
+# int8: the exported backends' own int8 matmul
+# ----------------------------------------------------------------------------------------------------------
+
+def _best_ops_rate(run, ops: float, seconds: float, repeats: int) -> float:
+    """Best TOP/s of `run()` over `repeats` loops of about `seconds` each (after one warm-up call)."""
+    start = time.perf_counter()
+    run()
+    per_call = max(time.perf_counter() - start, 1e-6)
+    loop = max(1, int(seconds / per_call))
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(loop):
+            run()
+        best = max(best, ops * loop / (time.perf_counter() - start))
+    return best / 1e12
+
+
+def measure_int8_matmul_peak(backend: str, shape: tuple[int, int, int] = (512, 768, 3072), threads: int | None = None,
+                             seconds: float = 1.0, repeats: int = 3) -> dict:
+    """`{"tops": TOP/s, "shape": [m, k, n], "kernel": ..., "threads": ...}`: the best rate of `backend`'s own int8
+    matmul of a transformer layer's shape (tokens x hidden @ hidden x 4 hidden), measured now. 2 m k n operations
+    per call, so the figure is comparable with a model's FLOP/s counted the same way."""
+    import os
+
+    from ..backends import get_backend
+
+    kernel_of = getattr(get_backend(backend), "int8_matmul", None)
+    if kernel_of is None:
+        raise ValueError(f"backend={backend!r} runs no int8 matmul of its own: the int8 peak is measured for "
+                         "an exported backend with int8 files (onnx, openvino).")
+    threads = int(threads or torch.get_num_threads() or os.cpu_count() or 1)
+    m, k, n = shape
+    run, kernel = kernel_of(m, k, n, threads)
+    return {"tops": _best_ops_rate(run, 2.0 * m * k * n, seconds, repeats), "shape": [m, k, n], "kernel": kernel,
+            "threads": threads, "backend": backend}
+
+
 if __name__ == "__main__":
-    print(measure_matmul_peak())
+    main()

@@ -43,10 +43,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..backends import BACKENDS, ONNX_PRECISIONS, OPENVINO_PRECISIONS
+from ..backends import BACKENDS, DEFAULT_BACKEND, FILE_PRECISIONS, get_backend
 from ..models import model_types
 from .flops import forward_flops_of_config
-from .peak import measure_matmul_peak
+from .peak import measure_int8_matmul_peak, measure_matmul_peak
 
 
 def add_arguments(parser) -> None:
@@ -65,11 +65,11 @@ def add_arguments(parser) -> None:
                         help="Windows in the song's first batch (model's default: a short one, for first_result_s).")
     parser.add_argument("--hop_seconds", type=float, default=None,
                         help="Seconds between windows (default: the window length, as `predict` analyses songs).")
-    parser.add_argument("--no_bf16", action="store_true", help="Keep fp32 even where the CPU has native bf16.")
-    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+    parser.add_argument("--no_bf16", action="store_true", help="Compute in fp32 on every backend (default: bf16 where it is measured faster than fp32, `ast_dora.hardware`).")
+    parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
                         help="torch (default), onnx (ONNX Runtime on the model's onnx/ export) or openvino "
                         "(OpenVINO on its openvino/ export).")
-    parser.add_argument("--onnx_precision", choices=("auto", *sorted(set(ONNX_PRECISIONS) | set(OPENVINO_PRECISIONS))),
+    parser.add_argument("--onnx_precision", choices=("auto", *FILE_PRECISIONS),
                         default="auto", help="With --backend onnx / openvino: the int8 or fp32 file (default auto: "
                         "int8 when present).")
     parser.add_argument("--calibration_windows", type=int, default=32,
@@ -195,19 +195,17 @@ def wait_for_idle_cpus(timeout: float, idle: float = 0.9, quiet_seconds: int = 3
     return time.perf_counter() - start
 
 
-def _export_random_model(model_type: str, size: str, folder: Path, backend: str = "onnx",
+def _export_random_model(model_type: str, size: str, folder: Path, backend: str,
                          calibration_windows: int = 32) -> Path:
-    """Save a random model like a training run would and export it (fp32 and int8) to ONNX or OpenVINO."""
-    from ..export import export_onnx, export_openvino
+    """Save a random model like a training run would and export it (fp32 and int8) for `backend`."""
+    from ..export import export_model
     from ..models.factory import save_trained_model
 
     model, feature_extractor = random_genre_model(model_type, size)
     save_trained_model(model, feature_extractor, folder)
     del model
-    if backend == "openvino":
-        export_openvino(folder, quantize="int8", calibration_windows=calibration_windows)
-    else:
-        export_onnx(folder, quantize="int8")
+    options = {"calibration_windows": calibration_windows} if get_backend(backend).calibrated else {}
+    export_model(backend, folder, quantize="int8", **options)
     return folder
 
 
@@ -219,7 +217,7 @@ def run(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     options = dict(batch_size=args.batch_size, first_batch_size=args.first_batch_size, bf16=False if args.no_bf16 else None, hop_seconds=args.hop_seconds)
-    if args.backend in ("onnx", "openvino"):
+    if get_backend(args.backend).exported:
         options.update(backend=args.backend, onnx_precision=args.onnx_precision)
     workdir = tempfile.mkdtemp(prefix="bench_song_")
     try:
@@ -228,14 +226,13 @@ def run(args) -> dict:
         if args.model:
             classifier = GenreClassifier.from_pretrained(args.model, **options)
             model_name = args.model
-        elif args.backend in ("onnx", "openvino"):
+        elif get_backend(args.backend).exported:
             _export_random_model(args.model_type, args.size, Path(workdir) / "model", args.backend,
                                  args.calibration_windows)
             export_seconds = time.perf_counter() - load_start
             load_start = time.perf_counter()
             classifier = GenreClassifier.from_pretrained(Path(workdir) / "model", **options)
-            model_name = (f"random {args.model_type} ({args.size} size), exported to "
-                          f"{'ONNX' if args.backend == 'onnx' else 'OpenVINO'}")
+            model_name = f"random {args.model_type} ({args.size} size), exported for {args.backend}"
         else:
             model, feature_extractor = random_genre_model(args.model_type, args.size)
             classifier = GenreClassifier(model, feature_extractor, **options)
@@ -266,8 +263,17 @@ def run(args) -> dict:
     # the model stage can only be judged against it.
     peak = measure_matmul_peak(("bf16", "fp32"), seconds=1.0)
     model_tflops = forward_flops_of_config(classifier.config) * timing["windows"] / timing["model_s"] / 1e12
-    # int8 has no measured peak here; its rate is put against the fp32 one (it can exceed 100%).
-    utilisation_of = "bf16" if classifier.bf16 else "fp32"
+    # An int8 model is judged against its backend's own int8 matmul of a transformer layer's shape (tokens x
+    # hidden @ hidden x 4 hidden), measured here beside the fp32 and bf16 peaks: that, not another backend, is
+    # its yardstick.
+    int8_peak = None
+    if str(classifier.runner.precision).startswith("int8"):
+        hidden = int(getattr(classifier.config, "hidden_size", 768))
+        int8_peak = measure_int8_matmul_peak(classifier.backend, (512, hidden, 4 * hidden), threads=args.threads)
+    precision = str(classifier.runner.precision)
+    utilisation_of = ("int8" if int8_peak and precision.startswith("int8") else "bf16" if classifier.bf16
+                      else "fp32")
+    peak_of = {**peak, "int8": int8_peak["tops"] if int8_peak else None}
     results = {
         "benchmark": "song",
         "model": model_name,
@@ -303,17 +309,20 @@ def run(args) -> dict:
         "peak_bf16_tflops": peak["bf16"],
         "peak_fp32_tflops": peak["fp32"],
         "model_tflops": model_tflops,
-        "model_utilisation": model_tflops / peak[utilisation_of],
+        "peak_int8_tops": int8_peak["tops"] if int8_peak else None,
+        "peak_int8": int8_peak,
+        "model_utilisation": model_tflops / peak_of[utilisation_of],
         "model_utilisation_of": utilisation_of,
         # CPU seconds of all threads per run: on a shared machine the wall-clock latency grows with the other
         # processes' load; the CPU time much less so (on idle cores, latency ~ cpu_s / threads at best).
         "cpu_s": timing["cpu_s"],
         "model_load_s": load_seconds,
-        "onnx_export_s": export_seconds if classifier.backend == "onnx" else None,
+        "onnx_export_s": export_seconds,  # the older name of export_s
         "export_s": export_seconds,
-        "calibration_windows": args.calibration_windows if export_seconds and classifier.backend == "openvino" else None,
-        "onnxruntime": _onnxruntime_version() if classifier.backend == "onnx" else None,
-        "openvino": _openvino_version() if classifier.backend == "openvino" else None,
+        "calibration_windows": args.calibration_windows if export_seconds and get_backend(classifier.backend).calibrated
+        else None,
+        # the runtime's version, under its package name (onnxruntime, openvino)
+        **(get_backend(classifier.backend).versions() if get_backend(classifier.backend).exported else {}),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "music_check": without_check is not None,
         "latency_with_music_check_s": None if with_check is None else with_check["latency_s"],
@@ -327,18 +336,6 @@ def run(args) -> dict:
     }
     print(format_table(results))
     return results
-
-
-def _openvino_version() -> str:
-    import openvino
-
-    return openvino.__version__
-
-
-def _onnxruntime_version() -> str:
-    import onnxruntime
-
-    return onnxruntime.__version__
 
 
 def format_table(r: dict) -> str:
@@ -355,7 +352,9 @@ def format_table(r: dict) -> str:
         f"{r['cpu_s']:.2f} CPU s; peak RSS {r['peak_rss_mb']:.0f} MB",
         f"  model stage {r['model_tflops']:.2f} TFLOP/s = {r['model_utilisation']:.0%} of this machine's measured "
         f"{r['model_utilisation_of']} matmul peak (bf16 {r['peak_bf16_tflops']:.2f}, fp32 "
-        f"{r['peak_fp32_tflops']:.2f} TFLOP/s)",
+        f"{r['peak_fp32_tflops']:.2f} TFLOP/s"
+        + (f"; int8 {r['peak_int8_tops']:.2f} TOP/s: {r['peak_int8']['kernel']}, "
+           f"{'x'.join(map(str, r['peak_int8']['shape']))}" if r.get("peak_int8") else "") + ")",
         *([f"  music check (AudioSet head): {r['music_check_share']:.1%} of the song's analysis time "
            f"({r['latency_with_music_check_s']:.2f} s with it, {r['latency_without_music_check_s']:.2f} s without, "
            f"medians of {len(r['latencies_s'])} alternating pairs); {r['music_check_cpu_share']:.1%} of its CPU "

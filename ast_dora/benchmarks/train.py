@@ -7,7 +7,9 @@ clipping, the LR schedule) on synthetic inputs - no data set needed - and report
 
 - `samples_per_s`: steady-state training throughput (wall time between optimizer steps after `--warmup`
   steps, data loading included),
-- `mfu`: analytic training FLOPs per sample x samples/s / measured bf16 peak (fp32 peak with `--no_bf16`).
+- `mfu`: analytic training FLOPs per sample x samples/s / the measured matmul peak of the precision trained in
+  (`--bf16 auto`, the default, as the configs' `bf16: auto`: bf16 where a measured probe finds it faster than
+  fp32, `hardware.py`; reported as `precision`, `precision_choice` and the probe's figures `bf16_probe`).
   Training FLOPs count the matmuls - patch projection, attention projections, attention scores and values,
   FFN, head - forward, plus their backward: 2x forward for trained weights (the ViT-hybrid: 3x forward in
   all), and for AST-DoRA only what runs: no backward below `min_layer`, input gradients only (1x) through
@@ -52,7 +54,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--warmup", type=int, default=None, help="Untimed steps first (vit_hybrid 2, ast_dora 1).")
     parser.add_argument("--samples", type=int, default=32, help="ast_dora: windows per epoch (default 32).")
     parser.add_argument("--min_layer", type=int, default=10, help="ast_dora: first adapted layer (default 10).")
-    parser.add_argument("--no_bf16", action="store_true", help="Train in fp32 (MFU then against the fp32 peak).")
+    parser.add_argument("--bf16", default="auto",
+                        help="auto (default: bf16 where a measured bf16-vs-fp32 matmul probe finds it faster, as the "
+                        "configs' `bf16: auto`), true or false. MFU is against the chosen precision's peak.")
+    parser.add_argument("--no_bf16", action="store_true", help="Train in fp32 (= --bf16 false).")
     parser.add_argument("--optim", default="adamw_torch_fused", help="TrainingArguments.optim (default fused AdamW).")
     parser.add_argument("--torch_compile", action="store_true", help="TrainingArguments.torch_compile.")
     parser.add_argument("--plain_loop", action="store_true",
@@ -395,6 +400,11 @@ def run(args) -> dict:
         logging.getLogger(name).setLevel(logging.ERROR)  # keep the table readable
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    # The precision training would choose here (`config.resolve_training_bf16`); every path below follows it.
+    from ..config import bf16_setting, resolve_training_bf16
+
+    choice = resolve_training_bf16(False if args.no_bf16 else bf16_setting(args.bf16), not torch.cuda.is_available())
+    args.no_bf16 = not choice["bf16"]
     load_before = os.getloadavg()
     peak_before = measure_matmul_peak(("bf16", "fp32"), seconds=args.peak_seconds)
     start = time.perf_counter()
@@ -421,6 +431,9 @@ def run(args) -> dict:
         "model_timing_s": bench_seconds,
         "mfu_against": "fp32" if args.no_bf16 else "bf16",
         "bf16": not args.no_bf16,
+        "precision": "bf16" if choice["bf16"] else "fp32",
+        "precision_choice": choice["reason"],
+        "bf16_probe": choice["probe"],
         "optim": args.optim if not args.plain_loop else "torch.optim.AdamW",
         "torch_compile": args.torch_compile,
         "peak_memory_mb": peak_memory,
@@ -447,6 +460,7 @@ def format_table(r: dict) -> str:
         f"{r['peak_fp32_tflops']:.2f} TFLOP/s "
         f"({r['torch_threads']} threads, {r['cpu_count']} cores, {r['cpu_capability']}, load average "
         f"{r['load_average_before'][0]:.2f} -> {r['load_average_after'][0]:.2f})",
+        f"  precision {r['precision']}: {r['precision_choice']}",
     ]
     head = f"  {'path':<22}{'samples/s':>10}{'GFLOP/sample':>14}{'TFLOP/s':>9}{'MFU':>7}"
     lines += [head, "  " + "-" * (len(head) - 2)]

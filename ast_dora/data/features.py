@@ -24,6 +24,7 @@ import numpy as np
 from datasets import Dataset
 from datasets.fingerprint import Hasher
 
+from ..workers import datasets_start_method, in_worker_process
 from .decode import AudioDecodeError, decode_audio
 from .windows import cut_windows
 
@@ -93,15 +94,12 @@ def window_features(labels_feature, input_feature) -> datasets.Features:
     )
 
 
-_MAIN_PID = os.getpid()
-
-
 def tracks_to_windows(batch, *, feature_extractor, sampling_rate: int, window: int, hop: int, as_waveform: bool):
     """Batched map function: a batch of tracks in, all their windows out (features, or raw float32 bytes).
 
     An unreadable track is skipped with one warning naming it; it yields no rows (counted by the caller).
     """
-    if os.getpid() != _MAIN_PID:  # a `num_proc` worker: one thread each, the processes are the parallelism
+    if in_worker_process():  # a `num_proc` worker: one thread each, the processes are the parallelism
         import torch
 
         torch.set_num_threads(1)
@@ -190,28 +188,30 @@ def map_tracks_to_windows(
         hit = _cache_exists(cache_file)
     if num_proc is not None and num_proc > len(tracks):
         num_proc = max(1, len(tracks))
-    mapped = tracks.map(
-        tracks_to_windows,
-        batched=True,
-        batch_size=batch_size,
-        # a few tracks' windows per Arrow record batch: big rows (a 1024x128 AST window is 512 KB)
-        writer_batch_size=64,
-        remove_columns=tracks.column_names,
-        features=features,
-        fn_kwargs={
-            "feature_extractor": feature_extractor,
-            "sampling_rate": int(sampling_rate),
-            "window": int(window),
-            "hop": int(hop),
-            "as_waveform": as_waveform,
-        },
-        num_proc=num_proc if (num_proc or 1) > 1 else None,
-        load_from_cache_file=use_cache,
-        cache_file_name=cache_file,
-        keep_in_memory=not use_cache,
-        new_fingerprint=fingerprint,
-        desc=f"Decoding + {'windows' if as_waveform else 'features'} ({kind})",
-    )
+    # Workers start by fork only where no native thread pool (OpenVINO, ONNX Runtime) runs here (`workers.py`).
+    with datasets_start_method():
+        mapped = tracks.map(
+            tracks_to_windows,
+            batched=True,
+            batch_size=batch_size,
+            # a few tracks' windows per Arrow record batch: big rows (a 1024x128 AST window is 512 KB)
+            writer_batch_size=64,
+            remove_columns=tracks.column_names,
+            features=features,
+            fn_kwargs={
+                "feature_extractor": feature_extractor,
+                "sampling_rate": int(sampling_rate),
+                "window": int(window),
+                "hop": int(hop),
+                "as_waveform": as_waveform,
+            },
+            num_proc=num_proc if (num_proc or 1) > 1 else None,
+            load_from_cache_file=use_cache,
+            cache_file_name=cache_file,
+            keep_in_memory=not use_cache,
+            new_fingerprint=fingerprint,
+            desc=f"Decoding + {'windows' if as_waveform else 'features'} ({kind})",
+        )
     logger.info("%s: %d windows from %d tracks (%s)", kind, len(mapped), len(tracks),
                 "cache hit" if hit else ("computed, cached at " + cache_file if cache_file else "computed, not cached"))
     return MapResult(mapped, hit, fingerprint, cache_file)

@@ -893,7 +893,7 @@ def generate_synthetic_gtzan(
     """Write `<root>/<genre>/<genre>.NNNNN.wav` (16-bit PCM) for GTZAN's ten genres plus `manifest.json`.
 
     Track `i` of genre `g` is drawn from `np.random.default_rng([seed, g, i])`, so any subset regenerates
-    identically whatever `num_workers` (processes, forked) is. Returns the written paths.
+    identically whatever `num_workers` (processes) is. Returns the written paths.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -902,10 +902,12 @@ def generate_synthetic_gtzan(
         (root / genre).mkdir(exist_ok=True)
     jobs = [(g, i) for g in range(len(GTZAN_GENRES)) for i in range(tracks_per_genre)]
     if num_workers > 1:
-        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        from ..workers import mp_context
+
+        # fork where no native thread pool runs in this process, forkserver where one may (`workers.py`)
+        with ProcessPoolExecutor(num_workers, mp_context=mp_context()) as pool:
             n = len(jobs)
             paths = list(pool.map(_write_track, [root] * n, [g for g, _ in jobs], [i for _, i in jobs],
                                   [duration_seconds] * n, [sampling_rate] * n, [seed] * n, chunksize=8))
@@ -953,7 +955,7 @@ def ensure_synthetic_gtzan(root: str | Path, tracks_per_genre: int, duration_sec
     return root
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ast_dora.data.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", help="Folder to write <genre>/<genre>.NNNNN.wav into.")
     parser.add_argument("--tracks_per_genre", type=int, default=20)
@@ -961,7 +963,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sampling_rate", type=int, default=22050)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num_workers", type=int, default=1, help="Processes writing tracks in parallel.")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.perf_counter()
     paths = generate_synthetic_gtzan(args.out_dir, args.tracks_per_genre, args.duration, args.sampling_rate, args.seed,

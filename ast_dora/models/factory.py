@@ -7,14 +7,20 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from transformers import AutoConfig, AutoFeatureExtractor, SequenceFeatureExtractor
 from transformers.dynamic_module_utils import custom_object_save
 
 if TYPE_CHECKING:  # torch and peft are imported where a model is built or loaded, not for exported backends
     import torch
-    from transformers import PreTrainedModel
+    from transformers import PreTrainedModel, SequenceFeatureExtractor
 
-from .registry import ModelSpec, base_model_of, get_model_spec, spec_for_config, spec_for_model
+from .registry import (
+    ModelSpec,
+    base_model_of,
+    get_model_spec,
+    register_auto_classes,
+    spec_for_config,
+    spec_for_model,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +142,9 @@ def load_trained_model(path_or_id: str, **hub_kwargs) -> tuple[PreTrainedModel, 
     An adapter-only folder (`adapter_config.json`) is put on top of the base checkpoint it names and merged.
     """
     from peft import PeftConfig, PeftModel
+    from transformers import AutoConfig, AutoFeatureExtractor
 
+    register_auto_classes()
     config = AutoConfig.from_pretrained(path_or_id, **hub_kwargs)
     model_class = spec_for_config(config).model_class
     if _find_file(path_or_id, "adapter_config.json", **hub_kwargs) is not None:
@@ -150,8 +158,11 @@ def load_trained_model(path_or_id: str, **hub_kwargs) -> tuple[PreTrainedModel, 
 
 
 def load_trained_config(path_or_id: str, **hub_kwargs):
-    """(config, feature extractor) of a saved model without its weights: what a backend that runs an exported copy
-    of the model (ONNX) needs besides that copy."""
+    """(config, feature extractor) of a saved model without its weights, as transformers objects (imports torch
+    where it is installed: transformers' configuration module does)."""
+    from transformers import AutoConfig, AutoFeatureExtractor
+
+    register_auto_classes()
     config = AutoConfig.from_pretrained(path_or_id, **hub_kwargs)
     spec = spec_for_config(config)  # fails clearly for a model this project did not train
     try:
@@ -160,6 +171,43 @@ def load_trained_config(path_or_id: str, **hub_kwargs):
         if spec.torch_free_feature_extractor is None:
             raise
         return config, spec.torch_free_feature_extractor(path_or_id, **hub_kwargs)
+
+
+class SavedConfig:
+    """A saved model's config.json as attributes, read without transformers' configuration module (which imports
+    torch wherever it is installed): what a backend running an exported copy needs (labels, model type, the
+    AudioSet classes). `id2label` has int keys, as `PretrainedConfig`'s."""
+
+    def __init__(self, values: dict):
+        self.__dict__.update(values)
+        self.id2label = {int(k): v for k, v in values.get("id2label", {}).items()}
+        self.label2id = {k: int(v) for k, v in values.get("label2id", {}).items()}
+        self.num_labels = len(self.id2label)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def __repr__(self) -> str:
+        return f"SavedConfig(model_type={getattr(self, 'model_type', None)!r}, num_labels={self.num_labels})"
+
+
+def load_saved_config(path_or_id: str, **hub_kwargs):
+    """(config, feature extractor) of a saved model for an exported backend, importing no torch: config.json as a
+    `SavedConfig`, and the spec's `torch_free_feature_extractor` (AutoFeatureExtractor for a model without one)."""
+    import json
+
+    path = _find_file(path_or_id, "config.json", **hub_kwargs)
+    if path is None:
+        raise FileNotFoundError(f"{path_or_id} has no config.json: give a model folder or Hub id saved by this project.")
+    with open(path) as f:
+        config = SavedConfig(json.load(f))
+    spec = spec_for_config(config)  # fails clearly for a model this project did not train
+    if spec.torch_free_feature_extractor is None:
+        from transformers import AutoFeatureExtractor
+
+        register_auto_classes()
+        return config, AutoFeatureExtractor.from_pretrained(path_or_id, **hub_kwargs)
+    return config, spec.torch_free_feature_extractor(path_or_id, **hub_kwargs)
 
 
 def find_model_file(path_or_id: str, filename: str, **hub_kwargs) -> str | None:

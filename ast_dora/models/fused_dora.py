@@ -7,7 +7,7 @@ peft computes a DoRA linear as `base(x) + (m/n - 1) * (base(x) - bias) + (m/n) *
 
 - peft's form runs five full-size elementwise ops, promoted to fp32 under bf16 autocast (the magnitude is an
   fp32 parameter): on the AST's fc1/fc2 (8 windows x 1214 tokens x 3072) most of a training step from the
-  frozen-prefix cache (README, "Speed on CPU", has the step times of the three forms; `python -m ast_dora.bench
+  frozen-prefix cache (docs/results.md, "Training speed and MFU", has the step times of the three forms; `python -m ast_dora.bench
   train --model_type ast_dora` measures them).
 - `_lean_forward` writes the first form: the rank-r product added inside the base GEMM (`addmm`), the per-row
   scale applied once.

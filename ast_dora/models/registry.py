@@ -74,8 +74,16 @@ class ModelSpec:
     int8_ignored_patterns: tuple[str, ...] = ()
     # (path_or_id, **hub_kwargs) -> the saved feature extractor's settings where its class cannot be built
     # without torch (transformers' `ASTFeatureExtractor`): song analysis computes the features itself in numpy
-    # (`ast_dora.inference.ASTFbankFeatures`). None: the class loads without torch.
+    # (the spec's `batched_features`). None: the class loads without torch.
     torch_free_feature_extractor: Callable[..., Any] | None = None
+    # feature_extractor -> a callable (batch, samples) float32 -> input_values (float32 numpy) that song analysis
+    # calls instead of the feature extractor: the same numbers, a batch at a time, numpy only (no torch). None:
+    # the feature extractor itself (`ast_dora.models.ast_mlp.fbank.ASTFbankFeatures` is AST's).
+    batched_features: Callable[[Any], Callable[[Any], Any]] | None = None
+    # () -> registers the model's classes with transformers' Auto classes (idempotent). Called by the factory
+    # before it uses an Auto class (`register_auto_classes`), never at import: transformers' configuration module
+    # imports torch wherever it is installed, and song analysis on an exported model must not.
+    register_auto_classes: Callable[[], None] | None = None
 
     @property
     def model_class(self) -> type:
@@ -91,6 +99,13 @@ def register_model(spec: ModelSpec) -> ModelSpec:
         raise ValueError(f"A model named {spec.name!r} is already registered.")
     _REGISTRY[spec.name] = spec
     return spec
+
+
+def register_auto_classes() -> None:
+    """Every registered model's classes with transformers' Auto classes (idempotent)."""
+    for spec in _REGISTRY.values():
+        if spec.register_auto_classes is not None:
+            spec.register_auto_classes()
 
 
 def model_types() -> tuple[str, ...]:
@@ -137,6 +152,7 @@ __all__ = [
     "base_model_of",
     "get_model_spec",
     "model_types",
+    "register_auto_classes",
     "register_model",
     "spec_for_config",
     "spec_for_model",

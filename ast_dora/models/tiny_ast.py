@@ -8,7 +8,7 @@ What DoRA adapts in the real method is a *pretrained* encoder: AudioSet's ontolo
 so the frozen AST already separates them and the adapters and head only refine. A random frozen encoder has
 nothing to refine (smoke accuracy stalled at 0.55-0.65 on one). So `make_tiny_ast(..., pretrain=True)` - what
 `make_tiny_checkpoint: true` runs - first trains the whole tiny AST for a few epochs on synthetic tracks drawn
-with another seed (`PRETRAIN_SEED`), i.e. other tracks than any smoke run trains or is evaluated on, once (README, "Smoke
+with another seed (`PRETRAIN_SEED`), i.e. other tracks than any smoke run trains or is evaluated on, once (docs/results.md, "Smoke
 runs", says how long); then the checkpoint is reused.
 
 Like the AudioSet AST, the pretrained stand-in's head is a multi-label classifier of sounds, with AudioSet's names
@@ -215,12 +215,17 @@ def pretrain_on_synthetic_sounds(model: ASTForAudioClassification, feature_extra
                 PRETRAIN_SEED, time.perf_counter() - start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ast_dora.models.tiny_ast", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pretrain", action="store_true", help="Pretrain on synthetic genres, speech and noise (as the smoke run does).")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(make_tiny_ast(args.path, args.seed, pretrain=args.pretrain))
 

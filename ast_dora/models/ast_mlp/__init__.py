@@ -1,13 +1,16 @@
-import importlib.util
+"""AST with an MLP head and DoRA adapters. The modeling module (torch) is imported when one of its classes is
+first asked for (`ast_dora.models.ast_mlp.ASTWithMLPHeadForAudioClassification`), not with the package: song
+analysis on an exported model imports the spec and the numpy fbank only, never torch."""
 
-# Without torch installed (song analysis on an exported model) there is no model class to register; the spec
-# (`spec.py`) imports it only when a model is built or loaded.
-if importlib.util.find_spec("torch") is not None:
-    from .modeling_ast_mlp import ASTGenreMLPHead, ASTWithMLPHeadForAudioClassification
+import importlib
 
-    # `save_pretrained` then copies modeling_ast_mlp.py next to the weights and writes `auto_map` into config.json,
-    # so a saved model loads without this project:
-    # `AutoModelForAudioClassification.from_pretrained(path, trust_remote_code=True)`.
-    ASTWithMLPHeadForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
+_MODELING = {"ASTGenreMLPHead": "modeling_ast_mlp", "ASTWithMLPHeadForAudioClassification": "modeling_ast_mlp"}
+
+
+def __getattr__(name: str):
+    if name in _MODELING:
+        return getattr(importlib.import_module(f".{_MODELING[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["ASTGenreMLPHead", "ASTWithMLPHeadForAudioClassification"]

@@ -290,3 +290,7 @@ __all__ = [
     "genre_cross_entropy",
     "has_audioset_branch",
 ]
+
+# `save_pretrained` then copies this file next to the weights and writes `auto_map` into config.json, so a saved
+# model loads without this project (transformers marks a class it loads as remote code the same way).
+ASTWithMLPHeadForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from transformers import ASTConfig, ASTFeatureExtractor
-
 from ..registry import GPUCheckSettings, ModelSpec
 
 # The builders import torch and peft: here only when called, so that the registry imports neither.
@@ -25,6 +23,24 @@ def _dora(name: str):
     return call
 
 
+# config.json's `model_type` (transformers' `ASTConfig.model_type`; a test holds the two equal): the spec
+# imports no transformers configuration module, which imports torch wherever it is installed.
+HF_MODEL_TYPE = "audio-spectrogram-transformer"
+
+
+def default_feature_extractor():
+    """The AudioSet checkpoints' feature extractor: their settings are the class defaults."""
+    from transformers import ASTFeatureExtractor
+
+    return ASTFeatureExtractor()
+
+
+def batched_features(feature_extractor):
+    from .fbank import ASTFbankFeatures  # numpy only
+
+    return ASTFbankFeatures(feature_extractor)
+
+
 def feature_settings(path_or_id: str, **hub_kwargs):
     """The saved `ASTFeatureExtractor`'s settings (preprocessor_config.json) as attributes, for a process without
     torch, where transformers' class cannot be built; `feature_extractor_type` names the class they belong to."""
@@ -38,7 +54,7 @@ def feature_settings(path_or_id: str, **hub_kwargs):
         raise FileNotFoundError(f"{path_or_id} has no preprocessor_config.json: save the model with its feature extractor.")
     with open(path) as f:
         settings = json.load(f)
-    if settings.get("feature_extractor_type") != ASTFeatureExtractor.__name__:
+    if settings.get("feature_extractor_type") != "ASTFeatureExtractor":
         raise ValueError(f"{path} describes a {settings.get('feature_extractor_type')}, not an ASTFeatureExtractor.")
     return SimpleNamespace(**settings)
 
@@ -53,15 +69,16 @@ DEFAULT_CHECKPOINT = "MIT/ast-finetuned-audioset-10-10-0.4593"
 SPEC = ModelSpec(
     name="ast_dora",
     display_name="AST-DoRA",
-    hf_model_type=ASTConfig.model_type,
+    hf_model_type=HF_MODEL_TYPE,
     load_model_class=_model_class,
     torch_free_feature_extractor=feature_settings,
+    batched_features=batched_features,
     # int8 (NNCF) leaves the patch projection (the raw spectrogram in) and the classifier head (the logits out) in
     # fp32: the two layers whose rounding every window's answer feels most, a few percent of the compute.
     int8_ignored_patterns=(r".*patch_embeddings.*", r".*classifier.*", r"logits"),
     build_model=build_ast_dora,
     build_feature_extractor=build_feature_extractor,
-    default_feature_extractor=ASTFeatureExtractor,  # the AudioSet checkpoints' settings are the class defaults
+    default_feature_extractor=default_feature_extractor,
     random_model=random_model,
     # AST checkpoints take 1024 frames of 10 ms, i.e. 10.24 s, cut back to back.
     window_seconds=10.24,

@@ -177,5 +177,8 @@ class GenreViTHybridConfig(PretrainedConfig):
     def num_patches(self) -> int:
         return self.grid_size[0] * self.grid_size[1]
 
+# Marked for `save_pretrained`, which then copies this file beside the weights and writes `auto_map`, so a saved
+# model loads without this project (transformers marks a class it loads as remote code the same way).
+GenreViTHybridConfig.register_for_auto_class("AutoConfig")
 
 __all__ = ["GenreViTHybridConfig"]

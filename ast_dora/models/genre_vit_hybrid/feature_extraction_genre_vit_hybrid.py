@@ -5,6 +5,7 @@ project installed, so it may import only numpy and transformers (and scipy's FFT
 numpy only (transformers' convention for feature extractors): song analysis on an exported model runs it without torch installed.
 """
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +15,10 @@ try:  # scipy's pocketfft computes float32 FFTs in float32, about 3x faster than
     from scipy import fft as _fft
 except ImportError:  # pragma: no cover (scipy is a dependency of the project, not of this remote code)
     _fft = np.fft
+try:  # installed with scikit-learn (a dependency of the project); without it BLAS keeps its own threads
+    from threadpoolctl import ThreadpoolController
+except ImportError:  # pragma: no cover
+    ThreadpoolController = None
 from transformers.audio_utils import mel_filter_bank
 from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
 from transformers.feature_extraction_utils import BatchFeature
@@ -24,6 +29,9 @@ _CHUNK_WINDOWS = 64
 _ROW_BLOCK = 256
 # Groups of adjacent mel filters; each group multiplies only the FFT bins it covers (the bank is ~98% zeros).
 _MEL_BANDS = 8
+# The band matmuls are small (256 x <= 372 x 16): run on one BLAS thread. Threaded OpenBLAS on these shapes took
+# 1-11 s instead of 0.04 s for a 3-minute song on a busy 2-core machine (docs/results.md, "ViT-hybrid features").
+_BLAS_CONTROLLER = None
 # Attributes computed from the others in `__init__`; never serialised.
 _DERIVED = ("mel_filters", "window", "_mel_bands")
 
@@ -202,26 +210,29 @@ class GenreViTHybridFeatureExtractor(SequenceFeatureExtractor):
         """(B, samples) float32 -> (B, 1, H, W) float32 in [0, 1]."""
         mel = self._mel_power(waves)  # (B, frames, mel)
 
-        # power_to_db(ref=max, amin, top_db) per window, as librosa.
-        log_mel = 10.0 * np.log10(np.maximum(mel, np.float32(self.amin)))
-        peak = mel.max(axis=(1, 2), keepdims=True)
-        log_mel -= 10.0 * np.log10(np.maximum(peak, np.float32(self.amin)))
+        # power_to_db(ref=max, amin, top_db) per window, as librosa, then min-max to [0, 1]. The reference (the
+        # window's peak) and the factor 10 cancel in the min-max, so the image is log10(power) clipped at
+        # `top_db` / 10 below its peak; and min-max is affine per window, which commutes with the bilinear resize
+        # (its weights sum to 1): it is applied to the resized image, 7x smaller.
+        log_mel = np.log10(np.maximum(mel, np.float32(self.amin), out=mel), out=mel)
+        high = log_mel.max(axis=(1, 2), keepdims=True)
         if self.top_db is not None:
-            log_mel = np.maximum(log_mel, log_mel.max(axis=(1, 2), keepdims=True) - np.float32(self.top_db))
-
+            np.maximum(log_mel, high - np.float32(self.top_db / 10.0), out=log_mel)
         low = log_mel.min(axis=(1, 2), keepdims=True)
-        span = log_mel.max(axis=(1, 2), keepdims=True) - low
-        # A silent window is constant (span 0): map it to zeros instead of 0/0.
-        scaled = (log_mel - low) / np.where(span > 0, span, np.float32(1.0))
+        span = high - low
 
         # Bilinear resizing (half-pixel centres, no antialiasing: torch's `interpolate(mode="bilinear",
         # align_corners=False)`) is separable: two taps per output along time, then along mel, (mel, time) out.
         height, width = self.image_size
-        left, right, fraction = _bilinear_taps(scaled.shape[1], width)
-        resized = scaled[:, left] * (1 - fraction)[:, None] + scaled[:, right] * fraction[:, None]  # (B, W, mel)
-        left, right, fraction = _bilinear_taps(scaled.shape[2], height)
+        left, right, fraction = _bilinear_taps(log_mel.shape[1], width)
+        resized = log_mel[:, left] * (1 - fraction)[:, None] + log_mel[:, right] * fraction[:, None]  # (B, W, mel)
+        left, right, fraction = _bilinear_taps(log_mel.shape[2], height)
         resized = resized[:, :, left] * (1 - fraction) + resized[:, :, right] * fraction  # (B, W, H)
         resized = resized.transpose(0, 2, 1)
+        # A silent window is constant (span 0): map it to zeros instead of 0/0.
+        resized -= low
+        resized /= np.where(span > 0, span, np.float32(1.0))
+        np.clip(resized, 0.0, 1.0, out=resized)  # the resize's rounding may step a hair outside [low, high]
         return np.ascontiguousarray(resized[:, None], dtype=np.float32)
 
     def __call__(
@@ -250,10 +261,21 @@ class GenreViTHybridFeatureExtractor(SequenceFeatureExtractor):
                 "(e.g. datasets' Audio(sampling_rate=...) or torchaudio.functional.resample)."
             )
         waves = self._to_batch(raw_speech)
-        features = np.concatenate(
-            [self._extract(waves[i : i + _CHUNK_WINDOWS]) for i in range(0, len(waves), _CHUNK_WINDOWS)]
-        )
+        with _one_blas_thread():
+            features = np.concatenate(
+                [self._extract(waves[i : i + _CHUNK_WINDOWS]) for i in range(0, len(waves), _CHUNK_WINDOWS)]
+            )
         return BatchFeature({"input_values": features}, tensor_type=return_tensors)
+
+
+def _one_blas_thread():
+    """Within the block, BLAS (numpy's matmul) runs on one thread, where threadpoolctl is installed."""
+    global _BLAS_CONTROLLER
+    if ThreadpoolController is None:
+        return contextlib.nullcontext()
+    if _BLAS_CONTROLLER is None:
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
 
 
 def _as_float32(wave) -> np.ndarray:
@@ -271,5 +293,10 @@ def _bilinear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray,
     right = np.minimum(left + 1, size_in - 1)
     return left, right, (source - left).astype(np.float32)
 
+# Marked for `save_pretrained`, which then copies this file beside the weights and writes `auto_map`, so a saved
+# model loads without this project (transformers marks a class it loads as remote code the same way).
+# What `register_for_auto_class("AutoFeatureExtractor")` sets, without the check that imports transformers'
+# Auto modules (and with them torch, wherever it is installed): the feature extractor loads without torch.
+GenreViTHybridFeatureExtractor._auto_class = "AutoFeatureExtractor"
 
 __all__ = ["GenreViTHybridFeatureExtractor"]

@@ -490,6 +490,10 @@ class GenreViTHybridForAudioClassification(GenreViTHybridPreTrainedModel):
             attentions=outputs.attentions,
         )
 
+# Marked for `save_pretrained`, which then copies this file beside the weights and writes `auto_map`, so a saved
+# model loads without this project (transformers marks a class it loads as remote code the same way).
+GenreViTHybridModel.register_for_auto_class("AutoModel")
+GenreViTHybridForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
 
 __all__ = [
     "DropPath",

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from transformers import AutoFeatureExtractor
-
 from ..builders import hub_kwargs, label_kwargs
 from ..registry import GPUCheckSettings, ModelSpec
-from .configuration_genre_vit_hybrid import GenreViTHybridConfig
+from . import register_auto_classes
 from .feature_extraction_genre_vit_hybrid import GenreViTHybridFeatureExtractor
 
 # ModelArguments fields that go onto the config when set (empty keeps the published architecture's value).
@@ -17,6 +15,9 @@ TINY_CONFIG = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, i
 
 def build_feature_extractor(model_args) -> GenreViTHybridFeatureExtractor:
     if model_args.model_name_or_path:
+        from transformers import AutoFeatureExtractor
+
+        register_auto_classes()
         return AutoFeatureExtractor.from_pretrained(model_args.model_name_or_path, **hub_kwargs(model_args))
     return GenreViTHybridFeatureExtractor()
 
@@ -25,12 +26,28 @@ def _config_fields(model_args) -> dict:
     return {name: getattr(model_args, name) for name in CONFIG_FIELDS if getattr(model_args, name) is not None}
 
 
-def model_class():
-    from .modeling_genre_vit_hybrid import (
-        GenreViTHybridForAudioClassification,  # torch: only when a model is built
-    )
+# config.json's `model_type` (GenreViTHybridConfig.model_type; a test holds the two equal): the spec imports no transformers
+# configuration module, which imports torch wherever it is installed.
+HF_MODEL_TYPE = "genre_vit_hybrid"
 
-    return GenreViTHybridForAudioClassification
+
+def config_class():
+    from .configuration_genre_vit_hybrid import GenreViTHybridConfig
+
+    return GenreViTHybridConfig
+
+
+def torch_free_feature_extractor(path_or_id: str, **hub_kwargs) -> GenreViTHybridFeatureExtractor:
+    """The saved feature extractor, loaded by its own class (numpy; no Auto class, no torch)."""
+    return GenreViTHybridFeatureExtractor.from_pretrained(path_or_id, **hub_kwargs)
+
+
+def model_class():
+    """The model class (torch: imported here, only when a model is built or loaded), registered with the Auto
+    classes."""
+    from . import __getattr__ as load_modeling  # the package's lazy loader registers the model classes
+
+    return load_modeling("GenreViTHybridForAudioClassification")
 
 
 def build_model(model_args, labels: list[str]):
@@ -41,12 +58,12 @@ def build_model(model_args, labels: list[str]):
         return GenreViTHybridForAudioClassification.from_pretrained(
             model_args.model_name_or_path, ignore_mismatched_sizes=True, **overrides, **hub_kwargs(model_args)
         )
-    return GenreViTHybridForAudioClassification(GenreViTHybridConfig(**overrides))
+    return GenreViTHybridForAudioClassification(config_class()(**overrides))
 
 
 def random_model(model_args, size: str, labels: list[str]):
     # The run's loss and regularisation fields apply here too (the GPU check trains with the config's focal loss).
-    config = GenreViTHybridConfig(
+    config = config_class()(
         **(TINY_CONFIG if size == "tiny" else {}), **_config_fields(model_args), **label_kwargs(labels)
     )
     return model_class()(config)
@@ -55,7 +72,9 @@ def random_model(model_args, size: str, labels: list[str]):
 SPEC = ModelSpec(
     name="vit_hybrid",
     display_name="ViT-hybrid",
-    hf_model_type=GenreViTHybridConfig.model_type,
+    hf_model_type=HF_MODEL_TYPE,
+    register_auto_classes=register_auto_classes,
+    torch_free_feature_extractor=torch_free_feature_extractor,
     load_model_class=model_class,
     # int8 (NNCF) leaves the patch projection (the raw spectrogram in) and the classifier head (the logits out) in
     # fp32: the two layers whose rounding every window's answer feels most, a few percent of the compute.
@@ -79,7 +98,7 @@ SPEC = ModelSpec(
     ),
     card_summary={"model": "a ViT-hybrid trained from scratch"},
     upload_kinds=("model",),
-    # Its 118 tokens are too short for PyTorch's CPU SDPA kernel to pay off in bf16 (README, "Speed on CPU").
+    # Its 118 tokens are too short for PyTorch's CPU SDPA kernel to pay off in bf16 (docs/results.md, "Training speed and MFU").
     eager_attention_on_cpu_bf16=True,
     gpu_check=GPUCheckSettings(
         batch_sizes=((64,), (256, 128)),  # configs/vit_hybrid.yaml's batch, then the largest that fits

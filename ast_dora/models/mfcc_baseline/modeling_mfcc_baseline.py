@@ -149,6 +149,9 @@ class MfccBaselineForAudioClassification(MfccBaselinePreTrainedModel):
             )
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
+# Marked for `save_pretrained`, which then copies this file beside the weights and writes `auto_map`, so a saved
+# model loads without this project (transformers marks a class it loads as remote code the same way).
+MfccBaselineForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
 
 __all__ = [
     "MfccBaselineForAudioClassification",

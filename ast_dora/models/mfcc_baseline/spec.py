@@ -2,29 +2,46 @@
 
 from __future__ import annotations
 
-from transformers import AutoFeatureExtractor
-
 from ..builders import hub_kwargs, label_kwargs
 from ..registry import ModelSpec
-from .configuration_mfcc_baseline import MfccBaselineConfig
+from . import register_auto_classes
 from .feature_extraction_mfcc_baseline import MfccBaselineFeatureExtractor
 
 # Short windows give the classifier many examples per track; 3-s windows with a 1-s hop were the best of full
-# clips, 10, 6, 4 and 3 s in a probe on the real clips (README, "Real music").
+# clips, 10, 6, 4 and 3 s in a probe on the real clips (docs/results.md, "Real music").
 WINDOW_SECONDS, HOP_SECONDS = 3.0, 1.0
 TINY_CONFIG = dict(hidden_size=0)
 
 
-def model_class():
-    from .modeling_mfcc_baseline import (
-        MfccBaselineForAudioClassification,  # torch: only when a model is built
-    )
+# config.json's `model_type` (MfccBaselineConfig.model_type; a test holds the two equal): the spec imports no transformers
+# configuration module, which imports torch wherever it is installed.
+HF_MODEL_TYPE = "genre_mfcc_baseline"
 
-    return MfccBaselineForAudioClassification
+
+def config_class():
+    from .configuration_mfcc_baseline import MfccBaselineConfig
+
+    return MfccBaselineConfig
+
+
+def torch_free_feature_extractor(path_or_id: str, **hub_kwargs) -> MfccBaselineFeatureExtractor:
+    """The saved feature extractor, loaded by its own class (numpy; no Auto class, no torch)."""
+    return MfccBaselineFeatureExtractor.from_pretrained(path_or_id, **hub_kwargs)
+
+
+def model_class():
+    """The model class (torch: imported here, only when a model is built or loaded), registered with the Auto
+    classes."""
+    from . import __getattr__ as load_modeling  # the package's lazy loader registers the model classes
+
+    return load_modeling("MfccBaselineForAudioClassification")
 
 
 def build_feature_extractor(model_args) -> MfccBaselineFeatureExtractor:
     if model_args.model_name_or_path:
+        from transformers import AutoFeatureExtractor
+
+        register_auto_classes()
         return AutoFeatureExtractor.from_pretrained(model_args.model_name_or_path, **hub_kwargs(model_args))
     return MfccBaselineFeatureExtractor(window_seconds=WINDOW_SECONDS)
 
@@ -36,19 +53,21 @@ def build_model(model_args, labels: list[str]):
         return MfccBaselineForAudioClassification.from_pretrained(
             model_args.model_name_or_path, ignore_mismatched_sizes=True, **overrides, **hub_kwargs(model_args)
         )
-    return MfccBaselineForAudioClassification(MfccBaselineConfig(**overrides))
+    return MfccBaselineForAudioClassification(config_class()(**overrides))
 
 
 def random_model(model_args, size: str, labels: list[str]):
     return model_class()(
-        MfccBaselineConfig(**(TINY_CONFIG if size == "tiny" else {}), **label_kwargs(labels))
+        config_class()(**(TINY_CONFIG if size == "tiny" else {}), **label_kwargs(labels))
     )
 
 
 SPEC = ModelSpec(
     name="mfcc_baseline",
     display_name="MFCC baseline",
-    hf_model_type=MfccBaselineConfig.model_type,
+    hf_model_type=HF_MODEL_TYPE,
+    register_auto_classes=register_auto_classes,
+    torch_free_feature_extractor=torch_free_feature_extractor,
     load_model_class=model_class,
     build_model=build_model,
     build_feature_extractor=build_feature_extractor,

@@ -213,5 +213,6 @@ class MusicnnForAudioClassification(MusicnnPreTrainedModel):
             )
         return MusicnnOutput(loss=loss, logits=logits, tag_logits=tag_logits if output_tags else None)
 
+MusicnnForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
 
 __all__ = ["MusicnnBackbone", "MusicnnForAudioClassification", "MusicnnOutput", "MusicnnPreTrainedModel"]

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import AutoFeatureExtractor
-
 from ...errors import ConfigError
 from ..builders import hub_kwargs, label_kwargs
 from ..registry import ModelSpec
-from .configuration_musicnn import MusicnnConfig
+from . import register_auto_classes
 from .feature_extraction_musicnn import MusicnnFeatureExtractor
 
 # The published models' input: 187 frames = 3 s at 16 kHz; patches back to back as upstream's tagger cuts them.
@@ -25,10 +23,28 @@ TINY_CONFIG = dict(
 )
 
 
-def model_class():
-    from .modeling_musicnn import MusicnnForAudioClassification  # torch: only when a model is built
+# config.json's `model_type` (MusicnnConfig.model_type; a test holds the two equal): the spec imports no transformers
+# configuration module, which imports torch wherever it is installed.
+HF_MODEL_TYPE = "genre_musicnn"
 
-    return MusicnnForAudioClassification
+
+def config_class():
+    from .configuration_musicnn import MusicnnConfig
+
+    return MusicnnConfig
+
+
+def torch_free_feature_extractor(path_or_id: str, **hub_kwargs) -> MusicnnFeatureExtractor:
+    """The saved feature extractor, loaded by its own class (numpy; no Auto class, no torch)."""
+    return MusicnnFeatureExtractor.from_pretrained(path_or_id, **hub_kwargs)
+
+
+def model_class():
+    """The model class (torch: imported here, only when a model is built or loaded), registered with the Auto
+    classes."""
+    from . import __getattr__ as load_modeling  # the package's lazy loader registers the model classes
+
+    return load_modeling("MusicnnForAudioClassification")
 
 
 def _check_local(model_args) -> None:
@@ -44,6 +60,9 @@ def _check_local(model_args) -> None:
 def build_feature_extractor(model_args) -> MusicnnFeatureExtractor:
     if model_args.model_name_or_path:
         _check_local(model_args)
+        from transformers import AutoFeatureExtractor
+
+        register_auto_classes()
         return AutoFeatureExtractor.from_pretrained(model_args.model_name_or_path, **hub_kwargs(model_args))
     return MusicnnFeatureExtractor(window_seconds=WINDOW_SECONDS)
 
@@ -57,22 +76,20 @@ def build_model(model_args, labels: list[str]):
         return MusicnnForAudioClassification.from_pretrained(
             model_args.model_name_or_path, ignore_mismatched_sizes=True, **overrides, **hub_kwargs(model_args)
         )
-    return MusicnnForAudioClassification(MusicnnConfig(**overrides))
+    return MusicnnForAudioClassification(config_class()(**overrides))
 
 
 def random_model(model_args, size: str, labels: list[str]):
-    return model_class()(MusicnnConfig(**(TINY_CONFIG if size == "tiny" else {}), **label_kwargs(labels)))
+    return model_class()(config_class()(**(TINY_CONFIG if size == "tiny" else {}), **label_kwargs(labels)))
 
 
 def write_tiny_checkpoint(path: str) -> None:
     """An offline stand-in for a converted musicnn: tiny, random, saved as the converter saves (smoke runs)."""
     if (Path(path) / "config.json").is_file():
         return
-    from . import register_auto_classes
-
     register_auto_classes()
     tags = TINY_CONFIG["tag_labels"]
-    model = model_class()(MusicnnConfig(**TINY_CONFIG, **label_kwargs(tags)))
+    model = model_class()(config_class()(**TINY_CONFIG, **label_kwargs(tags)))
     model.save_pretrained(path)
     MusicnnFeatureExtractor(window_seconds=WINDOW_SECONDS).save_pretrained(path)
 
@@ -80,7 +97,9 @@ def write_tiny_checkpoint(path: str) -> None:
 SPEC = ModelSpec(
     name="musicnn",
     display_name="musicnn",
-    hf_model_type=MusicnnConfig.model_type,
+    hf_model_type=HF_MODEL_TYPE,
+    register_auto_classes=register_auto_classes,
+    torch_free_feature_extractor=torch_free_feature_extractor,
     load_model_class=model_class,
     build_model=build_model,
     build_feature_extractor=build_feature_extractor,
