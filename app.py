@@ -184,10 +184,12 @@ def summary_text(analysis, seconds: float, model_label: str) -> str:
         )
     sampled = (f" ({analysis.windows_planned} of its {analysis.windows_total} windows, spread over it)"
                if analysis.windows_planned < analysis.windows_total else "")
+    # A musicnn model also says what its pretrained network tags the song with.
+    tags = f" · tagged {analysis.tags_top()}" if getattr(analysis, "tags_top", None) and analysis.tags_top() else ""
     return (
         f"**{analysis.genre}** ({analysis.confidence:.0%}) · majority vote of {analysis.windows_planned} "
         f"windows: **{analysis.vote}** · {format_duration(analysis.duration)} of audio{sampled} analysed in "
-        f"{seconds:.1f} s by {model_label}"
+        f"{seconds:.1f} s by {model_label}{tags}"
     )
 
 

@@ -69,6 +69,8 @@ RESUME_NEUTRAL_FIELDS = frozenset({
     "dataloader_num_workers", "dataloader_prefetch_factor", "dataloader_persistent_workers",
     "dataloader_pin_memory", "dataloader_multiprocessing_context", "preprocessing_num_workers", "cache_features",
     "features_cache_dir", "cache_dir", "torch_empty_cache_steps", "ddp_timeout",
+    # a cross-validation's comparison with another run (read after training)
+    "compare",
     # the Hub upload at the end
     "push_to_hub", "push_merged", "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push",
     "hub_revision",
@@ -135,7 +137,8 @@ class ModelArguments:
         default=True,
         metadata={
             "help": "ast_dora: compute the hidden states entering layer min_layer once per window (cached, bf16) and "
-            "train the top layers and head from them. Off by itself when waveform augmentation is on."
+            "train the top layers and head from them; musicnn (frozen backbone): its penultimate features once per "
+            "window, the head trained from them. Off by itself when waveform augmentation is on."
         },
     )
 
@@ -506,7 +509,21 @@ def parse_config(argv: list[str] | None = None) -> RunConfig:
     raw.update(given_stage_values(rest))  # as typed: TrainingArguments turns do_eval on by itself
     run = RunConfig(model_args, data_args, training_args, search, known.config, raw, argv)
     check_stages(run)
+    check_compatible(run)
     return run
+
+
+def check_compatible(run: RunConfig) -> None:
+    """Refuse, before any data or model is built, settings that cannot train together."""
+    spec = get_model_spec(run.model.model_type)
+    frozen = run.model.parsed_config_overrides().get("freeze_backbone", True)  # musicnn: a trained backbone has no cache
+    cache_on = spec.prefix_cache and run.model.prefix_cache and not run.data.augmentation_enabled and frozen
+    if run.training.mixup_alpha > 0 and cache_on:
+        raise ConfigError(
+            f"mixup_alpha={run.training.mixup_alpha} mixes input_values, and {run.model.model_type} with prefix_cache "
+            "true trains from cached frozen-layer outputs (there are no input_values to mix): pass --prefix_cache "
+            "false to use mixup (every epoch then runs the frozen layers), or --mixup_alpha 0."
+        )
 
 
 class RunConfigParser(argparse.ArgumentParser):

@@ -108,8 +108,21 @@ def write_reports(
 ) -> dict[str, str]:
     """Per-class reports (JSON + text) and confusion-matrix PNGs, at segment and track level."""
     output_dir = Path(output_dir)
-    results = compute_genre_metrics(softmax(np.asarray(logits)), labels, track_ids, label_names)
+    probabilities = softmax(np.asarray(logits))
+    results = compute_genre_metrics(probabilities, labels, track_ids, label_names)
     written = {}
+    if track_ids is not None and len(track_ids) == len(labels):
+        # Each track's mean window probabilities and label: what the track accuracy is computed from, kept so that
+        # runs can be combined afterwards (an ensemble of two cross-validations: `ast_dora.cross_validation`).
+        tracks: dict[str, dict] = {}
+        for track, row, label in zip(track_ids, probabilities, np.asarray(labels).tolist(), strict=True):
+            entry = tracks.setdefault(str(track), {"label": label, "sum": np.zeros(len(row)), "windows": 0})
+            entry["sum"] += row
+            entry["windows"] += 1
+        (output_dir / f"{split}_track_probabilities.json").write_text(json.dumps({
+            "labels": list(label_names),
+            "tracks": {t: {"label": e["label"], "probabilities": (e["sum"] / e["windows"]).tolist()} for t, e in tracks.items()},
+        }))
     for level, prefix in REPORT_LEVELS.items():
         if f"{prefix}per_class" not in results:
             continue

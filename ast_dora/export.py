@@ -17,9 +17,10 @@ whose source weights have changed since.
 
 Every export then loads each file as predict and the app load it (`backends.load_runner`: the same precision
 resolution, `auto` bf16 included, and the same threads), runs it on a few windows of generated music, speech-like
-voices and noise, and compares every output (the genre logits and, for AST-DoRA, the AudioSet logits) with
-PyTorch fp32, held to the tolerance of the precision the runner reports it computes in (`export.json`'s
-`files.<name>`: `precision`, `check`, `audioset_check`, `tolerance`, `passed`; exit status 1 when one fails).
+voices and noise, and compares every output (the genre logits and, for AST-DoRA, the AudioSet logits; for
+musicnn, the tag logits) with PyTorch fp32, held to the tolerance of the precision the runner reports it computes
+in (`export.json`'s `files.<name>`: `precision`, `check`, `audioset_check`, `tags_check`, `tolerance`, `passed`;
+exit status 1 when one fails).
 `--check CONFIG` measures it properly: on the test split (`--split`) of the run config CONFIG (the config the
 model was trained with, so the same data, split seed and windows; data paths relative to the working
 directory), the top-1 agreement of each exported file with PyTorch fp32 over the windows, the largest difference
@@ -175,7 +176,8 @@ def export_model(backend: str, model_dir: str | os.PathLike, quantize: str | Non
                  check_windows: int = CHECK_WINDOWS) -> dict:
     """Write `model_dir/<backend's subfolder>/` (fp32, plus int8 with `quantize="int8"`) and its `export.json`;
     returns that record. Each file is then loaded as it is served and checked against PyTorch fp32 (the
-    record's `files.<name>`: `check` for the genre logits, `audioset_check` for the AudioSet logits, `passed`)."""
+    record's `files.<name>`: `check` for the genre logits, `audioset_check` for the AudioSet logits, `tags_check`
+    for musicnn's tag logits, `passed`)."""
     backend_obj = get_backend(backend)
     if not backend_obj.exported:
         raise ExportError(f"The {backend} backend runs the saved model itself: export one of "
@@ -359,6 +361,8 @@ def format_export(record: dict, model_dir: Path, subfolder: str | None = None) -
                 f"agreement {c['top1_agreement']:.0%}")
         if "audioset_check" in info:
             line += f"; AudioSet max |probability difference| {info['audioset_check']['max_probability_difference']:.2e}"
+        if "tags_check" in info:
+            line += f"; tags max |probability difference| {info['tags_check']['max_probability_difference']:.2e}"
         line += f"; tolerance {info['tolerance']:g}: {'ok' if info['passed'] else 'FAILED'}"
         lines.append(line)
     return "\n".join(lines)

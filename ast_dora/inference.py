@@ -55,6 +55,7 @@ from .backends import (
     DEFAULT_BACKEND,
     ONNX_AUDIOSET_OUTPUT,
     ONNX_OUTPUT,
+    ONNX_TAGS_OUTPUT,
     BackendError,
     TorchRunner,
     check_backend,
@@ -139,6 +140,10 @@ class SongAnalysis:
     ensemble: dict[str, Any] | None = None
     # What the model computed in, as its runner reads it back: "fp32", "bf16", "int8/fp32", "int8/bf16".
     precision: str | None = None
+    # A musicnn model's pretrained tags (`config.tag_labels`): mean over the windows of the tag head's sigmoid,
+    # the network as pretrained whatever the genre training changed; None for the other models.
+    tag_labels: list[str] | None = None
+    tag_probabilities: np.ndarray | None = None
 
     def __post_init__(self):
         if self.windows_total is None:
@@ -176,6 +181,13 @@ class SongAnalysis:
         order = np.argsort(-self.probabilities, kind="stable")[:k]
         return [(self.labels[i], float(self.probabilities[i])) for i in order]
 
+    def tags_top(self, k: int = 5) -> str | None:
+        """The song's top pretrained tags, e.g. "rock 0.61, guitar 0.40, 80s 0.22" (None without tags)."""
+        if self.tag_probabilities is None:
+            return None
+        order = np.argsort(-self.tag_probabilities, kind="stable")[:k]
+        return ", ".join(f"{self.tag_labels[i]} {self.tag_probabilities[i]:.2f}" for i in order)
+
     def label_probabilities(self) -> dict[str, float]:
         return {label: float(p) for label, p in zip(self.labels, self.probabilities, strict=True)}
 
@@ -192,6 +204,7 @@ class SongAnalysis:
             "windows_total": self.windows_total,
             "precision": self.precision,
             **(self.music.to_dict() if self.music is not None else NO_MUSIC_CHECK),
+            "tags_top": self.tags_top(),
         }
         if self.ensemble is not None:
             result["models"] = list(self.ensemble["models"])
@@ -329,6 +342,8 @@ class GenreClassifier:
         if self.audioset_labels is not None:
             music_index(self.audioset_labels)  # a clear error now if there is no "Music" class
         self.music_check = bool(music_check) and self.audioset_labels is not None
+        tags = getattr(self.config, "tag_labels", None)
+        self.tag_labels = list(tags) if tags and ONNX_TAGS_OUTPUT in self.runner.output_names else None
         self.min_music_probability = check_min_music_probability(min_music_probability)
         # The spec's batched numpy features when the model has them (AST's fbank), else the feature extractor.
         make_features = self.spec.batched_features
@@ -476,12 +491,17 @@ class GenreClassifier:
     def _probabilities(self, input_values: np.ndarray) -> np.ndarray:
         return softmax(self.runner(input_values))
 
-    def _outputs(self, input_values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(genre probabilities (batch, labels), AudioSet probabilities (batch, classes) or None)."""
-        if not self.music_check:
-            return self._probabilities(input_values), None
-        outputs = self.runner.outputs(input_values, [ONNX_OUTPUT, ONNX_AUDIOSET_OUTPUT])
-        return softmax(outputs[ONNX_OUTPUT]), sigmoid(outputs[ONNX_AUDIOSET_OUTPUT])
+    def _outputs(self, input_values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(genre probabilities (batch, labels), AudioSet probabilities (batch, classes) or None, tag
+        probabilities (batch, tags) or None)."""
+        if not self.music_check and self.tag_labels is None:
+            return self._probabilities(input_values), None, None
+        names = [ONNX_OUTPUT, *([ONNX_AUDIOSET_OUTPUT] if self.music_check else []),
+                 *([ONNX_TAGS_OUTPUT] if self.tag_labels is not None else [])]
+        outputs = self.runner.outputs(input_values, names)
+        audioset, tags = (sigmoid(outputs[name]) if name in outputs else None
+                          for name in (ONNX_AUDIOSET_OUTPUT, ONNX_TAGS_OUTPUT))
+        return softmax(outputs[ONNX_OUTPUT]), audioset, tags
 
     def analyse(
         self,
@@ -537,6 +557,7 @@ class GenreClassifier:
         order = visiting_order(len(starts), max_windows)
         probabilities = np.empty((len(order), len(self.labels)))
         audioset = np.empty((len(order), len(self.audioset_labels))) if self.music_check else None
+        tags = np.empty((len(order), len(self.tag_labels))) if self.tag_labels is not None else None
         feature_seconds = model_seconds = 0.0
         # A short first batch (the first result sooner), then full batches.
         batches = window_batches(waveform, starts[order], self.window, self.batch_size,
@@ -546,9 +567,11 @@ class GenreClassifier:
             tick = time.perf_counter()
             input_values = self.features(windows)
             tock = time.perf_counter()
-            probabilities[first:done], batch_audioset = self._outputs(input_values)
+            probabilities[first:done], batch_audioset, batch_tags = self._outputs(input_values)
             if audioset is not None:
                 audioset[first:done] = batch_audioset
+            if tags is not None:
+                tags[first:done] = batch_tags
             feature_seconds += tock - tick
             model_seconds += time.perf_counter() - tock
             in_time = np.argsort(order[:done], kind="stable")  # the windows done, in time order (copies)
@@ -557,11 +580,12 @@ class GenreClassifier:
                 {"decode": decoded - start, "features": feature_seconds, "model": model_seconds},
                 windows_planned=len(order),
                 audioset=None if audioset is None else audioset[:done][in_time],
+                tags=None if tags is None else tags[:done].mean(axis=0),
             )
 
     def _song_analysis(self, audio, probabilities: np.ndarray, starts: np.ndarray, windows_total: int,
                        duration: float, timings: dict[str, float], windows_planned: int | None = None,
-                       audioset: np.ndarray | None = None) -> SongAnalysis:
+                       audioset: np.ndarray | None = None, tags: np.ndarray | None = None) -> SongAnalysis:
         mean_probabilities, vote = aggregate_windows(probabilities)
         return SongAnalysis(
             labels=list(self.labels),
@@ -579,6 +603,8 @@ class GenreClassifier:
             music=None if audioset is None else MusicCheck(list(self.audioset_labels), audioset,
                                                            self.min_music_probability),
             precision=self.runner.precision,
+            tag_labels=None if tags is None else list(self.tag_labels),
+            tag_probabilities=tags,
         )
 
     analyze = analyse

@@ -14,7 +14,8 @@ many, evenly spread), `precision` (what the model computed in, read back from it
 per window), and the music check of an AST-DoRA model:
 `music_probability` (AudioSet's "Music" for the song), `is_music` (`music_probability` >=
 `--min_music_probability`) and `audioset_top` (`[{"label", "score"}]`, the song's top AudioSet classes); `null` for
-a model without it (the ViT-hybrid). When `is_music` is false the table says "not music" and what it sounds like
+a model without it (the ViT-hybrid); `tags_top` (a musicnn model: its pretrained network's top tags for the song,
+e.g. "rock 0.61, guitar 0.40, 80s 0.22"; `null` for the others). When `is_music` is false the table says "not music" and what it sounds like
 instead of the genre (the JSON keeps `genre`). With `--ensemble`, one object per song for all the `--model`s:
 `probabilities` is the weighted mean of theirs (`--weights`, equal by default), `models` names them, `per_model`
 holds each one's answer, and `segments` are cells of a common time grid. A file that cannot

@@ -1,4 +1,8 @@
-"""Frozen-prefix cache for AST-DoRA: run the frozen layers once per window instead of once per epoch.
+"""Frozen-prefix cache: run a model's frozen layers once per window instead of once per epoch.
+
+Two kinds of model use it (specs with `prefix_cache`). A model with `frozen_features` (musicnn, whose whole
+pretrained network is frozen and whose genre head reads its penultimate features) gets the content-addressed
+cache of `cache_frozen_features`, below; AST-DoRA gets the hidden states entering its first adapted layer:
 
 DoRA adapts only the FFN of encoder layers >= `min_layer`; the patch embedding and layers `< min_layer` are
 frozen and (without waveform augmentation) see the same input every epoch, so their output - the hidden
@@ -206,6 +210,83 @@ def cache_prefix_hidden_states(
     return formatted, hit
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Content-addressed cache of a frozen network's output (models with `frozen_features`, e.g. musicnn)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def frozen_fingerprint(model: nn.Module) -> str:
+    """Fingerprint of what `frozen_features` computes: the model class and its frozen modules' weights."""
+    base = base_ast_model(model)
+    digest = xxhash.xxh3_64()
+    for module in base.frozen_modules():
+        for name, tensor in module.state_dict().items():
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    return Hasher.hash(["ast_dora.frozen", CACHE_VERSION, type(base).__name__, digest.hexdigest()])
+
+
+def _row_key(values: np.ndarray) -> bytes:
+    return xxhash.xxh3_128(np.ascontiguousarray(values, dtype=np.float32).data).digest()
+
+
+def cache_frozen_features(
+    model: nn.Module, dataset: Dataset, *, batch_size: int = 32, cache_dir: str | None = None, use_cache: bool = True,
+) -> tuple[Dataset, bool]:
+    """`dataset` (windows with `input_values`) -> the same rows with `prefix_hidden_states` (the model's
+    `frozen_features`, float32) instead of `input_values`. Returns (dataset, cache_hit).
+
+    The store is keyed by a hash of each window's `input_values` (and the frozen weights, in the file name), not
+    by the split: the folds and split seeds of a cross-validation cut the same windows into other splits, and each
+    window's features are computed once for all of them.
+    """
+    from .data.features import default_cache_dir
+
+    base = base_ast_model(model)
+    store_file = None
+    keys: list[bytes] = []
+    rows: list[np.ndarray] = []
+    if use_cache:
+        folder = Path(cache_dir) if cache_dir else default_cache_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        store_file = folder / f"frozen-{frozen_fingerprint(model)}.npz"
+        if store_file.exists():
+            with np.load(store_file) as stored:
+                keys, rows = [k.tobytes() for k in stored["keys"]], list(stored["values"])
+            if len(keys) and any(len(k) != 16 for k in keys):  # a store of fixed-width bytes: unreadable keys
+                keys, rows = [], []
+    index = {key: i for i, key in enumerate(keys)}
+    values = dataset.with_format("numpy", columns=["input_values"])
+    wanted = [_row_key(values[i]["input_values"]) for i in range(len(dataset))]
+    missing = [i for i, key in enumerate(wanted) if key not in index]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    try:
+        for first in range(0, len(missing), batch_size):
+            chunk = missing[first:first + batch_size]
+            batch = torch.as_tensor(np.stack([values[i]["input_values"] for i in chunk])).to(device)
+            features = base.frozen_features(batch).float().cpu().numpy()
+            for i, row in zip(chunk, features, strict=True):
+                if wanted[i] not in index:
+                    index[wanted[i]] = len(rows)
+                    keys.append(wanted[i])
+                    rows.append(row)
+    finally:
+        model.train(was_training)
+    if store_file is not None and missing:
+        # (N, 16) uint8, not numpy's fixed-width bytes, which drop a key's trailing zero bytes.
+        np.savez(store_file, keys=np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, 16), values=np.stack(rows))
+    logger.info("Frozen-feature cache: %d windows, %d computed in %.1f s%s", len(dataset), len(missing),
+                time.perf_counter() - start, f", stored in {store_file}" if store_file else "")
+    column = np.stack([rows[index[key]] for key in wanted]) if wanted else np.zeros((0, 1), np.float32)
+    cached = dataset.remove_columns(["input_values"])
+    cached = cached.add_column(PREFIX_COLUMN, list(column)) if len(cached) else cached
+    formatted = cached.with_format("numpy", columns=[PREFIX_COLUMN, "labels"], output_all_columns=True)
+    return formatted, not missing
+
+
 def collate_prefix_batch(rows: list[dict]) -> dict[str, torch.Tensor]:
     """Data collator for cached splits: `prefix_hidden_states` (int16 bits of bf16) and `labels`."""
     return {
@@ -242,6 +323,8 @@ def apply_prefix_cache(run, data, model, feature_extractor, training_args):
             "epoch; training runs through all layers (set the augment_*_prob fields to 0 to use the cache)."
         )
         return data, None
+    if hasattr(base_ast_model(model), "frozen_features"):
+        return _apply_frozen_feature_cache(run, data, model, training_args)
     min_layer = run.model.min_layer
     set_prefix_layer(model, min_layer)
     model.to(training_args.device)  # where the Trainer would put it: the prefix runs there
@@ -261,8 +344,26 @@ def apply_prefix_cache(run, data, model, feature_extractor, training_args):
     return data, collate_prefix_batch
 
 
+def _apply_frozen_feature_cache(run, data, model, training_args):
+    """`apply_prefix_cache` for a model with `frozen_features`: only while its config keeps it frozen."""
+    if not getattr(base_ast_model(model).config, "freeze_backbone", True):
+        return data, None
+    model.to(training_args.device)
+    cached, hits = {}, {}
+    with training_args.main_process_first(desc="frozen-feature cache"):
+        for split, dataset in data.datasets.items():
+            cached[split], hits[split] = cache_frozen_features(
+                model, dataset, batch_size=training_args.per_device_eval_batch_size,
+                cache_dir=run.data.features_cache_dir, use_cache=run.data.cache_features,
+            )
+    logger.info("Training the genre head from the frozen-feature cache: only the head runs each step.")
+    data = dataclasses.replace(data, datasets=DatasetDict(cached), cache_hits={**data.cache_hits, "prefix": all(hits.values())})
+    return data, collate_prefix_batch
+
+
 __all__ = [
     "PREFIX_COLUMN",
+    "cache_frozen_features",
     "apply_prefix_cache",
     "cache_prefix_hidden_states",
     "collate_prefix_batch",

@@ -20,7 +20,8 @@ from transformers import BatchFeature, SequenceFeatureExtractor
 
 GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = REPO_ROOT.parent / "shared"
+# `../shared` beside the repository; AST_DORA_SHARED_DIR names it for a checkout elsewhere (a git worktree).
+SHARED_DIR = Path(os.environ.get("AST_DORA_SHARED_DIR") or REPO_ROOT.parent / "shared")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -35,10 +35,11 @@ def test_every_shipped_config_parses():
         "ast_dora.yaml",
         "mfcc_baseline.yaml",
         "small_data_vit_hybrid.yaml",
+        "small_data_musicnn.yaml",
     }
     for path in CONFIGS:
         run = parse_config(["--config", str(path)])
-        assert run.model.model_type in ("vit_hybrid", "ast_dora", "mfcc_baseline"), path
+        assert run.model.model_type in ("vit_hybrid", "ast_dora", "mfcc_baseline", "musicnn"), path
 
 
 def test_real_configs_carry_the_published_values():

@@ -139,3 +139,71 @@ def test_a_finished_fold_of_other_settings_is_refused_not_mixed_in(tmp_path):
     (fold_dir(tmp_path / "cv", 0) / DONE_MARKER).write_text("{}")
     with pytest.raises(ConfigError, match=r"fold_0 is a finished fold .* differs from this config in learning_rate"):
         run_cross_validation(parse_config(argv))
+
+
+def baseline_cv(data_dir: Path, cache_dir: Path, output_dir: Path, *extra: str) -> list[str]:
+    """The MFCC baseline (seconds per fold) over 3 folds of each split seed given in `extra`."""
+    return [
+        sys.executable, str(REPO_ROOT / "finetune" / "run.py"), "--config", str(REPO_ROOT / "configs" / "mfcc_baseline.yaml"),
+        "--data_dir", str(data_dir), "--features_cache_dir", str(cache_dir), "--output_dir", str(output_dir),
+        "--split", "folds", "--num_folds", str(NUM_FOLDS), "--cross_validate", "true", "--num_train_epochs", "3",
+        "--save_strategy", "no", "--disable_tqdm", "true", *extra,
+    ]
+
+
+def test_repeated_cross_validation_and_paired_comparison(tmp_path):
+    data = make_three_label_folder(tmp_path / "data")
+    cache, env = tmp_path / "cache", subprocess_env()
+    first, second = tmp_path / "lr_small", tmp_path / "lr_large"
+    seeds = ["--split_seeds", "1", "2"]
+    done = subprocess.run(baseline_cv(data, cache, first, *seeds, "--learning_rate", "1e-4"), env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = subprocess.run(baseline_cv(data, cache, second, *seeds, "--learning_rate", "0.05", "--compare", str(first)),
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((second / "cv_results.json").read_text())
+    assert results["split_seeds"] == [1, 2] and len(results["folds"]) == 2 * NUM_FOLDS
+    assert {(f["split_seed"], f["fold"]) for f in results["folds"]} == {(s, k) for s in (1, 2) for k in range(NUM_FOLDS)}
+    for seed in (1, 2):
+        assert (second / f"seed_{seed}" / "fold_0" / "all_results.json").is_file()
+        values = [f["test_track_accuracy"] for f in results["folds"] if f["split_seed"] == seed]
+        assert results["seeds"][str(seed)]["mean"]["test_track_accuracy"] == pytest.approx(np.mean(values))
+    # The seeds cut the tracks differently: other test tracks in fold 0.
+    splits = [json.loads((first / f"seed_{s}" / "fold_0" / "splits.json").read_text())["test"] for s in (1, 2)]
+    assert splits[0] != splits[1]
+    compare = results["compare"]
+    theirs = {(f["split_seed"], f["fold"]): f for f in json.loads((first / "cv_results.json").read_text())["folds"]}
+    differences = [f["test_track_accuracy"] - theirs[(f["split_seed"], f["fold"])]["test_track_accuracy"]
+                   for f in results["folds"]]
+    assert [row["test_track_accuracy"] for row in compare["differences"]] == pytest.approx(differences)
+    assert compare["mean"]["test_track_accuracy"] == pytest.approx(np.mean(differences))
+    assert compare["std"]["test_track_accuracy"] == pytest.approx(np.std(differences, ddof=1))
+    assert (compare["won"], compare["tied"], compare["lost"]) == (
+        sum(d > 1e-9 for d in differences), sum(abs(d) <= 1e-9 for d in differences), sum(d < -1e-9 for d in differences))
+    assert "folds won / tied / lost" in (second / "cv_results.md").read_text()
+
+    # An ensemble of the two, scored from their saved track probabilities, no training.
+    from ast_dora.cross_validation import main as cv_main
+
+    assert cv_main(["ensemble", str(second), str(first), "--weights", "0.7", "0.3", "--output_dir",
+                    str(tmp_path / "ensemble"), "--compare", str(first)]) == 0
+    ensemble = json.loads((tmp_path / "ensemble" / "cv_results.json").read_text())
+    for fold in ensemble["folds"]:
+        where = Path(f"seed_{fold['split_seed']}") / f"fold_{fold['fold']}" / "test_track_probabilities.json"
+        a, b = (json.loads((run / where).read_text())["tracks"] for run in (second, first))
+        hits = [int(np.argmax(0.7 * np.array(a[t]["probabilities"]) + 0.3 * np.array(b[t]["probabilities"])))
+                == a[t]["label"] for t in a]
+        assert fold["test_track_accuracy"] == pytest.approx(np.mean(hits))
+    assert ensemble["compare"]["won"] + ensemble["compare"]["tied"] + ensemble["compare"]["lost"] == 2 * NUM_FOLDS
+
+
+def test_compare_and_split_seeds_are_checked_before_any_work(tmp_path):
+    data = make_three_label_folder(tmp_path / "data")
+    command = baseline_cv(data, tmp_path / "cache", tmp_path / "run", "--compare", str(tmp_path / "nothing"))
+    done = subprocess.run(command, env=subprocess_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "has no cv_results.json" in done.stderr + done.stdout
+    assert not (tmp_path / "run" / "fold_0").exists()
+    with pytest.raises(ConfigError, match="repeats"):
+        parse_config(["--synthetic", "true", "--output_dir", str(tmp_path), "--split", "folds", "--cross_validate",
+                      "true", "--split_seeds", "1", "1"])

@@ -25,7 +25,7 @@ from ast_dora.genre_classification.song_windows import visiting_order
 from ast_dora.inference import GenreClassifier, SilentAudioError
 from ast_dora.models.factory import save_trained_model
 
-KINDS = ("vit_hybrid", "ast_dora")
+KINDS = ("vit_hybrid", "ast_dora", "musicnn")
 NUM_GENRES = 10
 # fp32 ONNX runs the same float32 arithmetic as PyTorch in another order: rounding only.
 FP32_PROBABILITY_ATOL = 1e-5

@@ -24,7 +24,7 @@ from ast_dora.benchmarks.song import random_genre_model
 from ast_dora.inference import GenreClassifier
 from ast_dora.models.factory import save_trained_model
 
-KINDS = ("vit_hybrid", "ast_dora")
+KINDS = ("vit_hybrid", "ast_dora", "musicnn")
 # The fp32 IR runs the same float32 arithmetic as PyTorch in another order (and OpenVINO's fused kernels).
 FP32_PROBABILITY_ATOL = 1e-5
 # bf16 (8 bits of mantissa) where OpenVINO computes in it: the tolerance the export's self-check uses.
@@ -214,8 +214,8 @@ NOT_INSTALLED = ("torch", "torchaudio", "torchcodec", "torchvision", "peft", "ac
 
 @pytest.mark.slow
 def test_song_analysis_on_onnx_and_openvino_imports_no_torch(exported, song, tmp_path):
-    export_tiny_onnx(exported["ast_dora"])
-    export_tiny_onnx(exported["vit_hybrid"])
+    for kind in KINDS:
+        export_tiny_onnx(exported[kind])
     reference = {kind: GenreClassifier.from_pretrained(exported[kind], bf16=False).analyse(song) for kind in KINDS}
     script = textwrap.dedent(f"""
         import json, sys
@@ -247,8 +247,8 @@ def test_song_analysis_on_onnx_and_openvino_imports_no_torch(exported, song, tmp
 def test_exported_analysis_imports_no_torch_even_where_it_is_installed(exported, song):
     """Torch-free means torch-free: with torch installed, an onnx and an openvino analysis of every model (and
     predict's) import neither torch nor transformers' configuration module (which imports torch)."""
-    export_tiny_onnx(exported["vit_hybrid"])
-    export_tiny_onnx(exported["ast_dora"])
+    for kind in KINDS:
+        export_tiny_onnx(exported[kind])
     script = textwrap.dedent(f"""
         import importlib.util, json, sys
         assert importlib.util.find_spec("torch") is not None  # installed
@@ -270,7 +270,7 @@ def test_exported_analysis_imports_no_torch_even_where_it_is_installed(exported,
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["loaded"] == [], report["loaded"]
-    assert len(report["genres"]) == 4 and all(precision for _, precision in report["genres"].values())
+    assert len(report["genres"]) == 2 * len(KINDS) and all(precision for _, precision in report["genres"].values())
 
 
 def test_a_model_without_an_export_on_a_torch_free_install_fails_in_one_line(exported, song, tmp_path):

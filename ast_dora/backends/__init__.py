@@ -2,7 +2,8 @@
 
 A backend turns a batch of `input_values` (a float32 numpy array computed by `GenreClassifier.features`) into
 logits (`runner(input_values)`, numpy), or into all of the model's named outputs (`runner.outputs(input_values)`:
-`logits` and, for an AST-DoRA model with the AudioSet branch, `audioset_logits`); `GenreClassifier` calls nothing
+`logits` and, for an AST-DoRA model with the AudioSet branch, `audioset_logits`, for a musicnn model with its
+pretrained tags, `tag_logits`); `GenreClassifier` calls nothing
 else of the model, so windows, features, aggregation and streaming are the same for all of them. Every runner
 reports the precision it computes in (`runner.precision`: "fp32", "bf16", "int8/fp32", "int8/bf16"), read back
 from its runtime, and is safe to call from several threads at once.
@@ -36,10 +37,13 @@ from .base import (
     PROBABILITY_TOLERANCE,
     QUANTIZATIONS,
     RECORD_FILE,
+    TAG_LOGITS,
     Backend,
     BackendError,
     compare_outputs,
     default_threads,
+    extra_output_kwargs,
+    extra_output_names,
     tolerance_for,
     weights_fingerprint,
 )
@@ -94,10 +98,11 @@ BACKEND_CHOICES = ("auto", *BACKENDS)
 AUTO_ORDER = auto_order()
 DEFAULT_BACKEND = BACKENDS[0]
 # Compatibility names (the graph's names and the exported files of the two exported backends).
-ONNX_INPUT, ONNX_OUTPUT, ONNX_AUDIOSET_OUTPUT, ONNX_RECORD_FILE = (
+ONNX_INPUT, ONNX_OUTPUT, ONNX_AUDIOSET_OUTPUT, ONNX_TAGS_OUTPUT, ONNX_RECORD_FILE = (
     INPUT_NAME,
     LOGITS,
     AUDIOSET_LOGITS,
+    TAG_LOGITS,
     RECORD_FILE,
 )
 ONNX_SUBFOLDER, ONNX_FP32_FILE, ONNX_INT8_FILE = _onnx.SUBFOLDER, _onnx.FP32_FILE, _onnx.INT8_FILE
@@ -291,6 +296,7 @@ __all__ = [
     "ONNX_PRECISIONS",
     "ONNX_RECORD_FILE",
     "ONNX_SUBFOLDER",
+    "ONNX_TAGS_OUTPUT",
     "OPENVINO_FP32_FILE",
     "OPENVINO_INT8_FILE",
     "OPENVINO_PRECISIONS",
@@ -300,6 +306,7 @@ __all__ = [
     "PROBABILITY_TOLERANCE",
     "QUANTIZATIONS",
     "RECORD_FILE",
+    "TAG_LOGITS",
     "TorchRunner",
     "auto_order",
     "backend_names",
@@ -310,6 +317,8 @@ __all__ = [
     "default_threads",
     "export_command",
     "exported_backends",
+    "extra_output_kwargs",
+    "extra_output_names",
     "find_export",
     "get_backend",
     "has_export",

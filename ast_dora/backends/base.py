@@ -22,7 +22,11 @@ INPUT_NAME = "input_values"
 LOGITS = "logits"
 # The second output of an AST-DoRA model: the pretrained AudioSet classifier's logits (music detection).
 AUDIOSET_LOGITS = "audioset_logits"
-OUTPUT_NAMES = (LOGITS, AUDIOSET_LOGITS)
+# The second output of a musicnn model: the pretrained tag head's logits (`config.tag_labels`; `tags_top`).
+TAG_LOGITS = "tag_logits"
+OUTPUT_NAMES = (LOGITS, AUDIOSET_LOGITS, TAG_LOGITS)
+# Each extra output -> the forward flag that makes a model return it (`output_audioset=True`, ...).
+_OUTPUT_FLAGS = {AUDIOSET_LOGITS: "output_audioset", TAG_LOGITS: "output_tags"}
 RECORD_FILE = "export.json"  # how an export's files were made, and from which weights (`weights_fingerprint`)
 # Largest difference of a window's probability (softmax over genres; sigmoid per AudioSet class) from PyTorch
 # fp32 that an export's self-check accepts, by the precision the runner reports it computes in (the coarsest
@@ -84,6 +88,19 @@ def weights_fingerprint(model_dir: str | os.PathLike) -> dict[str, str]:
     return fingerprint
 
 
+def extra_output_names(model) -> list[str]:
+    """The outputs beside `logits` a torch model computes when asked, in `OUTPUT_NAMES` order: AudioSet's for a
+    model with the AudioSet branch (AST-DoRA), the pretrained tags' for one whose config names tags (musicnn).
+    Read from attributes only (no torch import)."""
+    names = [AUDIOSET_LOGITS] if getattr(model, "audioset", None) is not None else []
+    return names + ([TAG_LOGITS] if getattr(getattr(model, "config", None), "tag_labels", None) else [])
+
+
+def extra_output_kwargs(names) -> dict[str, bool]:
+    """The forward flags that make a model return the outputs `names` (e.g. `{"output_audioset": True}`)."""
+    return {flag: True for name, flag in _OUTPUT_FLAGS.items() if name in names}
+
+
 def tolerance_for(precision: str) -> float:
     """The self-check's probability tolerance for a reported precision ("fp32", "bf16", "int8/fp32", ...)."""
     parts = precision.split("/")
@@ -102,8 +119,8 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 def compare_outputs(reference: Mapping[str, np.ndarray], other: Mapping[str, np.ndarray]) -> dict[str, dict]:
     """How far each named output of `other` is from `reference`, window by window: genre logits as softmax
-    probabilities (top-1 agreement, largest probability and logit difference), AudioSet logits as independent
-    sigmoid probabilities (largest difference, agreement of each window's top class)."""
+    probabilities (top-1 agreement, largest probability and logit difference), AudioSet and tag logits as
+    independent sigmoid probabilities (largest difference, agreement of each window's top class)."""
     result = {}
     for name, ref in reference.items():
         out = np.asarray(other[name])
@@ -192,6 +209,8 @@ class Backend:
         result = {"precision": runner.precision, "tolerance": tolerance, "check": compared[LOGITS]}
         if AUDIOSET_LOGITS in compared:
             result["audioset_check"] = compared[AUDIOSET_LOGITS]
+        if TAG_LOGITS in compared:
+            result["tags_check"] = compared[TAG_LOGITS]
         result["passed"] = all(c["max_probability_difference"] <= tolerance for c in compared.values())
         return result
 
@@ -226,8 +245,11 @@ __all__ = [
     "PROBABILITY_TOLERANCE",
     "QUANTIZATIONS",
     "RECORD_FILE",
+    "TAG_LOGITS",
     "compare_outputs",
     "default_threads",
+    "extra_output_kwargs",
+    "extra_output_names",
     "read_record",
     "tolerance_for",
     "weights_fingerprint",

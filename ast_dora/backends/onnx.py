@@ -3,7 +3,8 @@ the Hub's ONNX layout (what transformers.js reads).
 
 Export: `torch.onnx.export` (the TorchScript-based one, `dynamo=False`: optimum's exporter only knows
 transformers' own architectures, not these remote-code models), opset 18, a dynamic batch axis; input
-`input_values`, outputs `logits` (and `audioset_logits` for a model with the AudioSet branch). int8 is
+`input_values`, outputs `logits` (and `audioset_logits` for a model with the AudioSet branch, `tag_logits` for musicnn's
+pretrained tags). int8 is
 `onnxruntime.quantization.quantize_dynamic`: MatMul and Gemm weights in int8, activations quantized per run;
 convolutions, normalisation and softmax stay fp32, so the runner computes in "int8/fp32". ONNX Runtime's CPU
 provider has no bf16 kernels: the precision is fp32 whatever `bf16` asks (reported as such).
@@ -20,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from .base import (
-    AUDIOSET_LOGITS,
     CPU,
     INPUT_NAME,
     LOGITS,
@@ -28,6 +28,8 @@ from .base import (
     Backend,
     BackendError,
     default_threads,
+    extra_output_kwargs,
+    extra_output_names,
 )
 
 logger = logging.getLogger(__name__)
@@ -59,21 +61,18 @@ def trace_to_onnx(model, example, path: Path, opset: int = OPSET) -> None:
 
     class NamedOutputs(torch.nn.Module):
         """The model as ONNX sees it: `input_values` in, `logits` (and `audioset_logits` for a model with the
-        AudioSet branch) out: no loss, no ModelOutput."""
+        AudioSet branch, `tag_logits` for one with pretrained tags) out: no loss, no ModelOutput."""
 
         def __init__(self, inner):
             super().__init__()
             self.model = inner
-            self.output_names = [
-                LOGITS,
-                *([AUDIOSET_LOGITS] if getattr(inner, "audioset", None) is not None else []),
-            ]
+            self.output_names = [LOGITS, *extra_output_names(inner)]
 
         def forward(self, input_values):
             if len(self.output_names) == 1:
                 return (self.model(input_values=input_values).logits,)
-            output = self.model(input_values=input_values, output_audioset=True)
-            return output.logits, output.audioset_logits
+            output = self.model(input_values=input_values, **extra_output_kwargs(self.output_names))
+            return tuple(output[name] for name in self.output_names)
 
     # "<name>.tmp" never matches an upload pattern ("*.onnx")
     tmp = path.with_name(path.name + ".tmp")

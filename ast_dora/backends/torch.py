@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from .base import AUDIOSET_LOGITS, LOGITS, Backend
+from .base import LOGITS, Backend, extra_output_kwargs, extra_output_names
 
 
 def torch_importable() -> bool:
@@ -73,7 +73,7 @@ class TorchRunner:
 
     @property
     def output_names(self) -> list[str]:
-        return [LOGITS, *([AUDIOSET_LOGITS] if getattr(self.model, "audioset", None) is not None else [])]
+        return [LOGITS, *extra_output_names(self.model)]
 
     def __call__(self, input_values) -> np.ndarray:
         """`input_values`: a numpy array (or a torch tensor) of the feature extractor's output."""
@@ -84,7 +84,7 @@ class TorchRunner:
         import torch
 
         names = self.output_names if names is None else names
-        extra = {"output_audioset": True} if AUDIOSET_LOGITS in names else {}
+        extra = extra_output_kwargs(names)
         input_values = torch.as_tensor(input_values)
         # Entered per call, never across a `yield` of the streaming analysis: autocast is thread state.
         with (

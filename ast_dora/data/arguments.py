@@ -102,6 +102,21 @@ class DataArguments:
         },
     )
     split_seed: int = field(default=42, metadata={"help": "Seed of the stratified and k-fold shuffles."})
+    split_seeds: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "cross_validate: repeat the folds for each of these split seeds (e.g. 42 7 13; seed s fold k under "
+            "output_dir/seed_s/fold_k/); cv_results.json then has per-seed and overall mean ± sd."
+        },
+    )
+    compare: str | None = field(
+        default=None,
+        metadata={
+            "help": "cross_validate: output_dir of a finished cross-validation of another model on the same splits; "
+            "cv_results.json then adds the paired per-fold differences (this minus that), their mean and sd, and "
+            "folds won / tied / lost."
+        },
+    )
     split_lists_dir: str | None = field(
         default=None,
         metadata={"help": "Folder with the Kereliuk/Sturm split lists (default: <repo>/data/gtzan_splits)."},
@@ -184,6 +199,9 @@ class DataArguments:
         if self.class_weighting not in CLASS_WEIGHTINGS:
             raise ValueError(f"class_weighting={self.class_weighting!r} is not allowed; allowed values: {CLASS_WEIGHTINGS}.")
         _check_int(self, "num_folds", low=3)
+        # split_seeds and compare mean nothing to one fold's run (`fold_run` keeps the command line it came from).
+        if self.split_seeds and len(set(self.split_seeds)) != len(self.split_seeds):
+            raise ValueError(f"split_seeds={self.split_seeds} repeats a seed; give each seed once.")
         if self.cross_validate and self.split != "folds":
             raise ValueError(
                 f"cross_validate=True runs every fold of split=folds, but split={self.split!r}: pass --split folds "

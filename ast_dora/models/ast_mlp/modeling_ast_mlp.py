@@ -31,6 +31,8 @@ from transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogra
     ASTPreTrainedModel,
 )
 
+from .genre_loss import genre_loss
+
 try:  # how ASTModel itself records `output_hidden_states` / `output_attentions` in recent transformers
     from transformers.utils.output_capturing import capture_outputs
 except ImportError:  # older transformers 5: the forward still works, without those two optional outputs
@@ -45,28 +47,10 @@ def genre_cross_entropy(
     num_items_in_batch: torch.Tensor | int | None = None,
     class_weights: list[float] | None = None,
 ) -> torch.Tensor:
-    """Mean cross-entropy over the batch; with `num_items_in_batch`, the sum divided by it.
-
-    Under gradient accumulation the Trainer passes `num_items_in_batch` (the labels of all micro-batches of one
-    optimizer step) to a model whose forward takes `**kwargs`, and then does not divide the loss by the number of
-    micro-batches itself: summing here and dividing by the step's count gives the mean over the whole step.
-    Labels equal to -100 are skipped either way. `class_weights` (`config.class_weights`: one float per label)
-    multiplies each sample's term by its class's weight; the divisor stays the count of samples.
-    """
-    if class_weights is None:
-        if num_items_in_batch is None:
-            return nn.functional.cross_entropy(logits.float(), labels)
-        total = nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
-    else:
-        valid = labels != -100
-        losses = nn.functional.cross_entropy(logits.float(), labels, reduction="none")
-        weight = torch.tensor(class_weights, dtype=losses.dtype, device=losses.device)
-        total = torch.where(valid, losses * weight[labels.clamp_min(0)], torch.zeros_like(losses)).sum()
-        if num_items_in_batch is None:
-            return total / valid.sum().clamp_min(1)
-    if torch.is_tensor(num_items_in_batch):
-        num_items_in_batch = num_items_in_batch.to(total.device)
-    return total / num_items_in_batch
+    """Cross-entropy of the genre head: the project's one genre loss (`genre_loss.py`: class ids or target
+    distributions such as mixup's, -100 skipped, each sample's term times its class weight, the sum divided by the
+    count of samples or by `num_items_in_batch`, which the Trainer passes under gradient accumulation)."""
+    return genre_loss(logits, labels, num_items_in_batch, class_weights=class_weights)
 
 
 class ASTGenreMLPHead(nn.Module):

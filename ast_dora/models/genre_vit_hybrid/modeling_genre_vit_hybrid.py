@@ -25,6 +25,7 @@ from transformers.utils import TransformersKwargs, can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_genre_vit_hybrid import GenreViTHybridConfig
+from .genre_loss import genre_loss
 
 # ---------------------------------------------------------------------------------------------------------------
 # Small reusable layers, as timm writes them
@@ -135,15 +136,6 @@ def class_weight_of(config, labels: torch.Tensor, dtype: torch.dtype = torch.flo
     return torch.tensor(weights, dtype=dtype, device=labels.device)
 
 
-def _weighted_sum(losses: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor | None):
-    """The valid samples' losses summed, each times its class's weight; a target distribution (mixup) weighs its
-    sample by the targets' mean of the class weights."""
-    if weight is not None:
-        weight = weight.to(losses.device, losses.dtype)
-        losses = losses * ((labels.float() * weight).sum(-1) if labels.is_floating_point() else weight[labels.clamp_min(0)])
-    return torch.where(valid, losses, torch.zeros_like(losses)).sum()
-
-
 def focal_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -152,29 +144,11 @@ def focal_loss(
     ignore_index: int = -100,
     weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Focal loss (Lin et al. 2017): mean over samples of -(1 - p_t)^gamma * log p_t; gamma = 0 is cross-entropy.
-
-    Computed from `log_softmax` in fp32, with `1 - p_t` as `-expm1(log p_t)` so confident samples keep precision.
-    Labels equal to `ignore_index` are skipped; float `(batch, classes)` labels are target distributions (mixup).
-    With `num_items_in_batch` (the Trainer passes it under gradient
-    accumulation) the sum is divided by it instead of by this batch's count, like transformers' own losses.
-    `weight` (one per class, `config.class_weights`) multiplies each sample's loss by its class's weight; the
-    divisor stays the count of samples.
-    """
-    log_probs = F.log_softmax(logits.float(), dim=-1)
-    if labels.is_floating_point():  # (batch, classes) target distributions, e.g. mixup's: sum_c -t_c (1-p_c)^g log p_c
-        valid = torch.ones(labels.shape[0], dtype=torch.bool, device=labels.device)
-        losses = -(labels.float() * (-torch.expm1(log_probs)).pow(gamma) * log_probs).sum(dim=-1)
-    else:
-        valid = labels != ignore_index
-        log_pt = log_probs.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-        losses = -((-torch.expm1(log_pt)).pow(gamma) * log_pt)
-    total = _weighted_sum(losses, labels, valid, weight)
-    if num_items_in_batch is None:
-        return total / valid.sum().clamp_min(1)
-    if torch.is_tensor(num_items_in_batch):
-        num_items_in_batch = num_items_in_batch.to(total.device)
-    return total / num_items_in_batch
+    """Focal loss (Lin et al. 2017): -(1 - p_t)^gamma * log p_t per sample; gamma = 0 is cross-entropy. The
+    project's one genre loss (`genre_loss.py`: class ids or target distributions, `ignore_index`, `weight` per
+    class multiplying each sample's term, `num_items_in_batch` as the divisor)."""
+    return genre_loss(logits, labels, num_items_in_batch, class_weights=weight, focal_gamma=gamma,
+                      ignore_index=ignore_index)
 
 
 def cross_entropy_loss(
@@ -185,19 +159,9 @@ def cross_entropy_loss(
     weight: torch.Tensor | None = None,
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """Mean cross-entropy (class ids, or (batch, classes) target distributions such as mixup's); `weight`
-    multiplies each sample's loss by its class's weight, the divisor stays the count of samples (or
-    `num_items_in_batch`), unlike `F.cross_entropy(weight=...)`, which divides by the sum of the weights."""
-    losses = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="none",
-                             label_smoothing=label_smoothing)
-    valid = (torch.ones(labels.shape[0], dtype=torch.bool, device=labels.device) if labels.is_floating_point()
-             else labels != ignore_index)
-    total = _weighted_sum(losses, labels, valid, weight)
-    if num_items_in_batch is None:
-        return total / valid.sum().clamp_min(1)
-    if torch.is_tensor(num_items_in_batch):
-        num_items_in_batch = num_items_in_batch.to(total.device)
-    return total / num_items_in_batch
+    """Cross-entropy, label-smoothed: the project's one genre loss (`genre_loss.py`) with focal_gamma 0."""
+    return genre_loss(logits, labels, num_items_in_batch, class_weights=weight, label_smoothing=label_smoothing,
+                      ignore_index=ignore_index)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ project installed, so it may import only torch, numpy, transformers and its sibl
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
@@ -15,6 +14,7 @@ from transformers.modeling_utils import PreTrainedModel
 from transformers.utils import can_return_tuple
 
 from .configuration_mfcc_baseline import MfccBaselineConfig
+from .genre_loss import genre_loss
 
 
 def weighted_cross_entropy(
@@ -25,22 +25,11 @@ def weighted_cross_entropy(
     label_smoothing: float = 0.0,
     ignore_index: int = -100,
 ) -> torch.Tensor:
-    """Cross-entropy, optionally class-weighted and label-smoothed, summed over the batch and divided by the
-    number of labelled items: this batch's, or `num_items_in_batch` (what the Trainer passes under gradient
-    accumulation, so that accumulated steps give the loss of one large batch). With `class_weights` each item's
-    loss is multiplied by its class's weight (the sum is still divided by the count of items, not of weights).
-    Float `(batch, classes)` labels are target distributions (mixup), one item per row."""
-    weight = None if class_weights is None else class_weights.to(device=logits.device, dtype=torch.float32)
-    total = F.cross_entropy(
-        logits.float(), labels, weight=weight, ignore_index=ignore_index, reduction="sum",
-        label_smoothing=label_smoothing,
-    )
-    if num_items_in_batch is None:
-        count = labels.shape[0] if labels.is_floating_point() else (labels != ignore_index).sum().clamp_min(1)
-        return total / count
-    if torch.is_tensor(num_items_in_batch):
-        num_items_in_batch = num_items_in_batch.to(total.device)
-    return total / num_items_in_batch
+    """Cross-entropy, optionally class-weighted and label-smoothed: the project's one genre loss
+    (`genre_loss.py`: class ids or mixup's target distributions, -100 skipped, each sample's term times its class
+    weight, the sum divided by the count of samples or by `num_items_in_batch`)."""
+    return genre_loss(logits, labels, num_items_in_batch, class_weights=class_weights,
+                      label_smoothing=label_smoothing, ignore_index=ignore_index)
 
 
 class MfccBaselineStandardizer(nn.Module):

@@ -1,0 +1,1 @@
+../genre_loss.py
