@@ -122,8 +122,14 @@ def gpu_function(function, environ=os.environ):
     return spaces.GPU(duration=ZERO_GPU_DURATION)(function)
 
 
-def load_classifiers(specs: list[str], max_seconds: float | None, bf16: bool | None = None,
-                     backend: str = DEFAULT_BACKEND, environ=os.environ, **options) -> dict[str, GenreClassifier]:
+def load_classifiers(
+    specs: list[str],
+    max_seconds: float | None,
+    bf16: bool | None = None,
+    backend: str = DEFAULT_BACKEND,
+    environ=os.environ,
+    **options,
+) -> dict[str, GenreClassifier]:
     """Load every model once at startup (each request then only runs it): spec -> classifier. `options` go to
     `GenreClassifier.from_pretrained` (e.g. batch_size); on ZeroGPU torch models are placed on `cuda`
     (`zero_gpu_options`)."""
@@ -134,8 +140,9 @@ def load_classifiers(specs: list[str], max_seconds: float | None, bf16: bool | N
     for spec in specs:
         start = time.perf_counter()
         # bf16 holds for every backend (an exported runner compiles with it; its precision is in the log line).
-        classifiers[spec] = GenreClassifier.from_pretrained(spec, backend=backend, max_seconds=max_seconds,
-                                                            bf16=bf16, **options)
+        classifiers[spec] = GenreClassifier.from_pretrained(
+            spec, backend=backend, max_seconds=max_seconds, bf16=bf16, **options
+        )
         logger.info("loaded %s in %.1f s: %r", spec, time.perf_counter() - start, classifiers[spec])
     return classifiers
 
@@ -152,7 +159,9 @@ def example_files(examples_dir: str | os.PathLike | None = None) -> list[str]:
 
     folder = Path(examples_dir or Path(tempfile.gettempdir()) / "ast_dora_examples")
     folder.mkdir(parents=True, exist_ok=True)
-    files = sorted(str(p) for p in SHARED_AUDIO.glob("*") if p.suffix.lower() in (".mp3", ".ogg", ".flac", ".wav"))
+    files = sorted(
+        str(p) for p in SHARED_AUDIO.glob("*") if p.suffix.lower() in (".mp3", ".ogg", ".flac", ".wav")
+    )
     for i, genre in enumerate(EXAMPLE_GENRES):
         path = folder / f"generated_{genre}.wav"
         if not path.is_file():
@@ -182,10 +191,17 @@ def summary_text(analysis, seconds: float, model_label: str) -> str:
             f"**{analysis.genre}** ({analysis.confidence:.0%}) so far · {analysis.windows_done}/{analysis.windows_planned} "
             f"windows analysed in {seconds:.1f} s by {model_label} …"
         )
-    sampled = (f" ({analysis.windows_planned} of its {analysis.windows_total} windows, spread over it)"
-               if analysis.windows_planned < analysis.windows_total else "")
+    sampled = (
+        f" ({analysis.windows_planned} of its {analysis.windows_total} windows, spread over it)"
+        if analysis.windows_planned < analysis.windows_total
+        else ""
+    )
     # A musicnn model also says what its pretrained network tags the song with.
-    tags = f" · tagged {analysis.tags_top()}" if getattr(analysis, "tags_top", None) and analysis.tags_top() else ""
+    tags = (
+        f" · tagged {analysis.tags_top()}"
+        if getattr(analysis, "tags_top", None) and analysis.tags_top()
+        else ""
+    )
     return (
         f"**{analysis.genre}** ({analysis.confidence:.0%}) · majority vote of {analysis.windows_planned} "
         f"windows: **{analysis.vote}** · {format_duration(analysis.duration)} of audio{sampled} analysed in "
@@ -208,7 +224,11 @@ def music_checker(classifiers: dict[str, GenreClassifier]) -> GenreClassifier | 
 def make_analyse(classifiers: dict[str, GenreClassifier], stream_interval: float = STREAM_INTERVAL_SECONDS):
     default_spec = BOTH if len(classifiers) > 1 else next(iter(classifiers))
     checker = music_checker(classifiers)
-    ensemble = GenreClassifier.ensemble(list(classifiers.values()), names=list(classifiers)) if len(classifiers) > 1 else None
+    ensemble = (
+        GenreClassifier.ensemble(list(classifiers.values()), names=list(classifiers))
+        if len(classifiers) > 1
+        else None
+    )
 
     def analyse(audio_path: str | None, model: str | None = None, progress=gr.Progress()):  # noqa: B008 (how Gradio injects progress)
         """Classify a song: top genres, the genre probabilities over time, and the full analysis as JSON; partial
@@ -223,20 +243,26 @@ def make_analyse(classifiers: dict[str, GenreClassifier], stream_interval: float
             label = model_choice_label(spec, classifier)
         else:
             choices = [*([BOTH] if ensemble is not None else []), *classifiers]
-            raise gr.Error(f"Unknown model {spec!r}; choose one of: {', '.join(choices)}.", title="Unknown model")
+            raise gr.Error(
+                f"Unknown model {spec!r}; choose one of: {', '.join(choices)}.", title="Unknown model"
+            )
         start = time.perf_counter()
         last_sent = None
         try:
             music = None
-            checks_itself = getattr(classifier, "music_check", False) or getattr(classifier, "music_checker", None)
+            checks_itself = getattr(classifier, "music_check", False) or getattr(
+                classifier, "music_checker", None
+            )
             if checker is not None and not checks_itself:
                 # The picked model cannot tell music from other sounds: the AST-DoRA model checks the upload first.
                 music = checker.analyse(audio_path, max_windows=MUSIC_CHECK_MAX_WINDOWS).music
             for analysis in classifier.analyse_iter(audio_path):
                 if music is not None:
                     analysis.music = music
-                progress(analysis.windows_done / analysis.windows_planned,
-                         desc=f"{analysis.windows_done}/{analysis.windows_planned} windows")
+                progress(
+                    analysis.windows_done / analysis.windows_planned,
+                    desc=f"{analysis.windows_done}/{analysis.windows_planned} windows",
+                )
                 now = time.perf_counter()
                 if analysis.complete or last_sent is None or now - last_sent >= stream_interval:
                     last_sent = now
@@ -247,18 +273,29 @@ def make_analyse(classifiers: dict[str, GenreClassifier], stream_interval: float
                         result["backend"] = [c.runner.describe() for c in classifier.classifiers]
                     else:
                         result["backend"] = classifier.runner.describe()
-                    result["windows_done"], result["windows_planned"] = analysis.windows_done, analysis.windows_planned
-                    yield (label_value(analysis), plot_probability_timeline(analysis), result,
-                           summary_text(analysis, now - start, label))
+                    result["windows_done"], result["windows_planned"] = (
+                        analysis.windows_done,
+                        analysis.windows_planned,
+                    )
+                    yield (
+                        label_value(analysis),
+                        plot_probability_timeline(analysis),
+                        result,
+                        summary_text(analysis, now - start, label),
+                    )
         except InvalidAudioError as error:
             raise gr.Error(str(error), title="Cannot analyse this audio", print_exception=False) from None
 
     return analyse
 
 
-def build_demo(classifiers: dict[str, GenreClassifier], examples: list[str] | None = None,
-               max_seconds: float | None = DEFAULT_MAX_SECONDS, environ=os.environ,
-               library: str | None = None) -> gr.Blocks:
+def build_demo(
+    classifiers: dict[str, GenreClassifier],
+    examples: list[str] | None = None,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    environ=os.environ,
+    library: str | None = None,
+) -> gr.Blocks:
     analyse = gpu_function(make_analyse(classifiers), environ)
     choices = [(model_choice_label(spec, c), spec) for spec, c in classifiers.items()]
     if len(classifiers) > 1:  # one answer from all of them, the default
@@ -273,7 +310,9 @@ def build_demo(classifiers: dict[str, GenreClassifier], examples: list[str] | No
         )
         with gr.Row():
             with gr.Column(scale=1):
-                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Song", elem_id="song-input")
+                audio = gr.Audio(
+                    sources=["upload", "microphone"], type="filepath", label="Song", elem_id="song-input"
+                )
                 model = gr.Dropdown(choices=choices, value=choices[0][1], label="Model")
                 button = gr.Button("Classify", variant="primary")
             with gr.Column(scale=2):
@@ -284,7 +323,9 @@ def build_demo(classifiers: dict[str, GenreClassifier], examples: list[str] | No
             details = gr.JSON(label="analysis")
         if examples:
             gr.Examples(examples=[[path] for path in examples], inputs=[audio], cache_examples=False)
-        button.click(analyse, inputs=[audio, model], outputs=[label, timeline, details, summary], api_name="predict")
+        button.click(
+            analyse, inputs=[audio, model], outputs=[label, timeline, details, summary], api_name="predict"
+        )
         if library:
             build_library_view(library, analyse, model, [label, timeline, details, summary])
     return demo
@@ -308,15 +349,28 @@ def build_library_view(results: str, analyse, model, outputs) -> None:
 
     shelf = Library(results)
     first = shelf.select()
-    with gr.Accordion(f"Library: {Path(results).name} ({shelf.summary['songs']} songs, {shelf.model_id})", open=True):
+    with gr.Accordion(
+        f"Library: {Path(results).name} ({shelf.summary['songs']} songs, {shelf.model_id})", open=True
+    ):
         chart = genre_figure(shelf.summary)
         gr.Plot(value=chart, label="Songs per genre", elem_id="library-chart")
         with gr.Row():
             genre = gr.Dropdown(choices=shelf.choices(), value=ALL, label="Genre", elem_id="library-genre")
-            least = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Genre probability at least",
-                              elem_id="library-probability")
-        table = gr.Dataframe(value=Library.table(first), headers=TABLE_COLUMNS, interactive=False,
-                             label="Songs (select a row to hear it)", elem_id="library-table")
+            least = gr.Slider(
+                0.0,
+                1.0,
+                value=0.0,
+                step=0.05,
+                label="Genre probability at least",
+                elem_id="library-probability",
+            )
+        table = gr.Dataframe(
+            value=Library.table(first),
+            headers=TABLE_COLUMNS,
+            interactive=False,
+            label="Songs (select a row to hear it)",
+            elem_id="library-table",
+        )
         shown = gr.State([row["path"] for row in first])
         with gr.Row():
             song = gr.Audio(type="filepath", label="Selected song", interactive=False, elem_id="library-song")
@@ -336,49 +390,99 @@ def build_library_view(results: str, analyse, model, outputs) -> None:
     again.click(analyse, inputs=[song, model], outputs=outputs)
 
 
-def launch(demo: gr.Blocks, server_name: str | None = None, port: int | None = None,
-           max_file_size: str | int = DEFAULT_MAX_FILE_SIZE, allowed_paths: list[str] | None = None, **kwargs):
+def launch(
+    demo: gr.Blocks,
+    server_name: str | None = None,
+    port: int | None = None,
+    max_file_size: str | int = DEFAULT_MAX_FILE_SIZE,
+    allowed_paths: list[str] | None = None,
+    **kwargs,
+):
     """Queue and serve: `concurrency_limit()` analyses at once (every backend's runner is safe to share)."""
     demo.queue(max_size=32, default_concurrency_limit=concurrency_limit())
     return demo.launch(
-        server_name=server_name, server_port=port, max_file_size=max_file_size, allowed_paths=allowed_paths, **kwargs
+        server_name=server_name,
+        server_port=port,
+        max_file_size=max_file_size,
+        allowed_paths=allowed_paths,
+        **kwargs,
     )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", action="append", metavar="DIR_OR_HUB_ID",
-                        help="A model to serve (repeatable; the first is the default). Default: $GENRE_MODELS.")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        metavar="DIR_OR_HUB_ID",
+        help="A model to serve (repeatable; the first is the default). Default: $GENRE_MODELS.",
+    )
     parser.add_argument("--port", type=int, default=None, help="Port (default: $GRADIO_SERVER_PORT or 7860).")
-    parser.add_argument("--host", default=None, help="Address to bind (default: $GRADIO_SERVER_NAME or 127.0.0.1).")
-    parser.add_argument("--max_seconds", type=float, default=float(os.environ.get("GENRE_MAX_SECONDS", DEFAULT_MAX_SECONDS)),
-                        help="Longest song accepted, in seconds (default 600; 0 for no limit).")
-    parser.add_argument("--max_windows", type=int, default=int(os.environ.get("GENRE_MAX_WINDOWS", 0)),
-                        help="Analyse at most this many windows of a song, evenly spread over it (default 0: all).")
-    parser.add_argument("--min_music_probability", type=float,
-                        default=float(os.environ.get("GENRE_MIN_MUSIC_PROBABILITY", DEFAULT_MIN_MUSIC_PROBABILITY)),
-                        help="An upload is music when AudioSet's \"Music\" probability reaches this (default "
-                        f"{DEFAULT_MIN_MUSIC_PROBABILITY}; docs/serving.md, \"Music check\").")
-    parser.add_argument("--max_file_size", default=os.environ.get("GENRE_MAX_FILE_SIZE", DEFAULT_MAX_FILE_SIZE),
-                        help="Largest upload, e.g. 50mb (default).")
-    parser.add_argument("--examples_dir", default=os.environ.get("GENRE_EXAMPLES_DIR"),
-                        help="Where the generated example clips are written (default: the temp dir).")
-    parser.add_argument("--no_bf16", action="store_true", default=os.environ.get("GENRE_BF16", "1") == "0",
-                        help="Compute in fp32 on every backend (default: bf16 where it is measured faster than fp32, `ast_dora.hardware`).")
-    parser.add_argument("--backend", choices=BACKEND_CHOICES, default=os.environ.get("GENRE_BACKEND", DEFAULT_BACKEND),
-                        help="What runs the models: torch; onnx (ONNX Runtime on each model's onnx/ export, int8 "
-                        "when present); openvino (OpenVINO on its openvino/ export, int8 when present); auto: the "
-                        "fastest export each model has (openvino int8, onnx int8, ...), torch for the others. "
-                        f"Default: $GENRE_BACKEND or {DEFAULT_BACKEND}.")
-    parser.add_argument("--library", default=os.environ.get("GENRE_LIBRARY"), metavar="RESULTS",
-                        help="Show a Library view of this results file of `python -m ast_dora.tag` (default: "
-                        "$GENRE_LIBRARY; none).")
+    parser.add_argument(
+        "--host", default=None, help="Address to bind (default: $GRADIO_SERVER_NAME or 127.0.0.1)."
+    )
+    parser.add_argument(
+        "--max_seconds",
+        type=float,
+        default=float(os.environ.get("GENRE_MAX_SECONDS", DEFAULT_MAX_SECONDS)),
+        help="Longest song accepted, in seconds (default 600; 0 for no limit).",
+    )
+    parser.add_argument(
+        "--max_windows",
+        type=int,
+        default=int(os.environ.get("GENRE_MAX_WINDOWS", 0)),
+        help="Analyse at most this many windows of a song, evenly spread over it (default 0: all).",
+    )
+    parser.add_argument(
+        "--min_music_probability",
+        type=float,
+        default=float(os.environ.get("GENRE_MIN_MUSIC_PROBABILITY", DEFAULT_MIN_MUSIC_PROBABILITY)),
+        help='An upload is music when AudioSet\'s "Music" probability reaches this (default '
+        f'{DEFAULT_MIN_MUSIC_PROBABILITY}; docs/serving.md, "Music check").',
+    )
+    parser.add_argument(
+        "--max_file_size",
+        default=os.environ.get("GENRE_MAX_FILE_SIZE", DEFAULT_MAX_FILE_SIZE),
+        help="Largest upload, e.g. 50mb (default).",
+    )
+    parser.add_argument(
+        "--examples_dir",
+        default=os.environ.get("GENRE_EXAMPLES_DIR"),
+        help="Where the generated example clips are written (default: the temp dir).",
+    )
+    parser.add_argument(
+        "--no_bf16",
+        action="store_true",
+        default=os.environ.get("GENRE_BF16", "1") == "0",
+        help="Compute in fp32 on every backend (default: bf16 where it is measured faster than fp32, `ast_dora.hardware`).",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        default=os.environ.get("GENRE_BACKEND", DEFAULT_BACKEND),
+        help="What runs the models: torch; onnx (ONNX Runtime on each model's onnx/ export, int8 "
+        "when present); openvino (OpenVINO on its openvino/ export, int8 when present); auto: the "
+        "fastest export each model has (openvino int8, onnx int8, ...), torch for the others. "
+        f"Default: $GENRE_BACKEND or {DEFAULT_BACKEND}.",
+    )
+    parser.add_argument(
+        "--library",
+        default=os.environ.get("GENRE_LIBRARY"),
+        metavar="RESULTS",
+        help="Show a Library view of this results file of `python -m ast_dora.tag` (default: "
+        "$GENRE_LIBRARY; none).",
+    )
     args = parser.parse_args(argv)
     if not 0.0 <= args.min_music_probability <= 1.0:
         parser.error(f"min_music_probability must be between 0 and 1, got {args.min_music_probability}.")
     if args.max_windows < 0:
-        parser.error(f"max_windows (GENRE_MAX_WINDOWS) must be 0 (all windows) or positive, got {args.max_windows}.")
+        parser.error(
+            f"max_windows (GENRE_MAX_WINDOWS) must be 0 (all windows) or positive, got {args.max_windows}."
+        )
     if args.backend not in BACKEND_CHOICES:  # a default from $GENRE_BACKEND is not checked by `choices`
         parser.error(f"GENRE_BACKEND={args.backend!r} is not one of {', '.join(BACKEND_CHOICES)}.")
     return args
@@ -389,9 +493,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     max_seconds = args.max_seconds if args.max_seconds > 0 else None
     try:
-        classifiers = load_classifiers(model_specs(args.model), max_seconds, bf16=False if args.no_bf16 else None,
-                                       backend=args.backend, max_windows=args.max_windows or None,
-                                       min_music_probability=args.min_music_probability)
+        classifiers = load_classifiers(
+            model_specs(args.model),
+            max_seconds,
+            bf16=False if args.no_bf16 else None,
+            backend=args.backend,
+            max_windows=args.max_windows or None,
+            min_music_probability=args.min_music_probability,
+        )
     except BackendError as error:  # e.g. no export on a torch-free install: one line, no traceback
         raise SystemExit(f"error: {error}") from None
     examples = example_files(args.examples_dir)
@@ -401,8 +510,13 @@ def main(argv: list[str] | None = None) -> None:
         from ast_dora.tagging.library import Library
 
         allowed |= set(Library(args.library).folders())
-    launch(demo, server_name=args.host, port=args.port, max_file_size=args.max_file_size,
-           allowed_paths=sorted(allowed))
+    launch(
+        demo,
+        server_name=args.host,
+        port=args.port,
+        max_file_size=args.max_file_size,
+        allowed_paths=sorted(allowed),
+    )
 
 
 if __name__ == "__main__":

@@ -8,8 +8,12 @@ models' classes register with transformers' Auto classes when the factory first 
 
 __version__ = "0.1.0"
 
-_LAZY = ("GenreViTHybridConfig", "GenreViTHybridFeatureExtractor", "GenreViTHybridForAudioClassification",
-         "GenreViTHybridModel")
+_LAZY = (
+    "GenreViTHybridConfig",
+    "GenreViTHybridFeatureExtractor",
+    "GenreViTHybridForAudioClassification",
+    "GenreViTHybridModel",
+)
 
 
 def __getattr__(name: str):

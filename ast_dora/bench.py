@@ -35,10 +35,13 @@ def build_parser(modules: dict[str, object] | None = None) -> argparse.ArgumentP
     sub = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     for name, module in modules.items():
         doc = (module.__doc__ or name).strip().splitlines()[0]
-        p = sub.add_parser(name, help=doc, description=module.__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name, help=doc, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         module.add_arguments(p)
-        p.add_argument("--json", default=None, metavar="OUT", help="Also write the results to this JSON file.")
+        p.add_argument(
+            "--json", default=None, metavar="OUT", help="Also write the results to this JSON file."
+        )
         p.set_defaults(_run=module.run)
     return parser
 

@@ -1,8 +1,8 @@
 """The entry point of `finetune/run.py`: one config in, a training run or an Optuna search out.
 
-    python finetune/run.py --config configs/smoke_vit_hybrid.yaml           # training (ast_dora.training)
-    python finetune/run.py --config configs/hpo_smoke_vit_hybrid.yaml       # a `search:` section: ast_dora.search
-    python finetune/run.py --config ... --split folds --cross_validate true  # every fold: ast_dora.cross_validation
+python finetune/run.py --config configs/smoke_vit_hybrid.yaml           # training (ast_dora.training)
+python finetune/run.py --config configs/hpo_smoke_vit_hybrid.yaml       # a `search:` section: ast_dora.search
+python finetune/run.py --config ... --split folds --cross_validate true  # every fold: ast_dora.cross_validation
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parse_search_settings(run)  # a bad search: section fails here, before any data is prepared
     prepared = prepare(run)
     if prepared.push_to_hub:
-        logger.warning("push_to_hub is ignored by a search: push the run you pick with `python -m ast_dora.hub push`.")
+        logger.warning(
+            "push_to_hub is ignored by a search: push the run you pick with `python -m ast_dora.hub push`."
+        )
     return run_search(run, prepared.data, prepared.feature_extractor)
 
 

@@ -57,24 +57,55 @@ STAGE_FIELDS = {"train": "do_train", "eval": "do_eval", "predict": "do_predict"}
 # Fields that may differ between a run and the rerun that resumes its checkpoints: they change where things are
 # written, what is logged, how fast data is loaded, or what is uploaded, never the weights or metrics. Any other
 # difference refuses the resume (`ast_dora.training.check_resumable`). Credentials are never compared.
-RESUME_NEUTRAL_FIELDS = frozenset({
-    # where the run writes and whether it resumes
-    "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "save_total_limit", "save_on_each_node",
-    "enable_jit_checkpoint",
-    # logging and reporting
-    "logging_strategy", "logging_steps", "logging_first_step", "logging_nan_inf_filter", "log_level",
-    "log_level_replica", "log_on_each_node", "disable_tqdm", "report_to", "run_name", "project",
-    "trackio_space_id", "trackio_bucket_id", "trackio_static_space_id", "skip_memory_metrics",
-    # data loading speed and caches
-    "dataloader_num_workers", "dataloader_prefetch_factor", "dataloader_persistent_workers",
-    "dataloader_pin_memory", "dataloader_multiprocessing_context", "preprocessing_num_workers", "cache_features",
-    "features_cache_dir", "cache_dir", "torch_empty_cache_steps", "ddp_timeout",
-    # a cross-validation's comparison with another run (read after training)
-    "compare",
-    # the Hub upload at the end
-    "push_to_hub", "push_merged", "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push",
-    "hub_revision",
-})
+RESUME_NEUTRAL_FIELDS = frozenset(
+    {
+        # where the run writes and whether it resumes
+        "output_dir",
+        "overwrite_output_dir",
+        "resume_from_checkpoint",
+        "save_total_limit",
+        "save_on_each_node",
+        "enable_jit_checkpoint",
+        # logging and reporting
+        "logging_strategy",
+        "logging_steps",
+        "logging_first_step",
+        "logging_nan_inf_filter",
+        "log_level",
+        "log_level_replica",
+        "log_on_each_node",
+        "disable_tqdm",
+        "report_to",
+        "run_name",
+        "project",
+        "trackio_space_id",
+        "trackio_bucket_id",
+        "trackio_static_space_id",
+        "skip_memory_metrics",
+        # data loading speed and caches
+        "dataloader_num_workers",
+        "dataloader_prefetch_factor",
+        "dataloader_persistent_workers",
+        "dataloader_pin_memory",
+        "dataloader_multiprocessing_context",
+        "preprocessing_num_workers",
+        "cache_features",
+        "features_cache_dir",
+        "cache_dir",
+        "torch_empty_cache_steps",
+        "ddp_timeout",
+        # a cross-validation's comparison with another run (read after training)
+        "compare",
+        # the Hub upload at the end
+        "push_to_hub",
+        "push_merged",
+        "hub_model_id",
+        "hub_strategy",
+        "hub_private_repo",
+        "hub_always_push",
+        "hub_revision",
+    }
+)
 
 
 def is_secret_key(key: str) -> bool:
@@ -91,7 +122,8 @@ class ModelArguments:
     """Which model to train and how it is built. `model_type` is the one switch between the models."""
 
     model_type: str = field(
-        default=model_types()[0], metadata={"help": f"Which model to train: one of {', '.join(model_types())}."}
+        default=model_types()[0],
+        metadata={"help": f"Which model to train: one of {', '.join(model_types())}."},
     )
     model_name_or_path: str | None = field(
         default=None,
@@ -123,16 +155,25 @@ class ModelArguments:
     loss: str | None = field(default=None, metadata={"help": "vit_hybrid: 'focal' or 'cross_entropy'."})
     focal_gamma: float | None = field(default=None, metadata={"help": "vit_hybrid: focal loss gamma (2.5)."})
     hidden_dropout_prob: float | None = field(default=None, metadata={"help": "vit_hybrid: dropout (0.3)."})
-    drop_path_rate: float | None = field(default=None, metadata={"help": "vit_hybrid: final DropPath rate (0.2)."})
+    drop_path_rate: float | None = field(
+        default=None, metadata={"help": "vit_hybrid: final DropPath rate (0.2)."}
+    )
     # AST + DoRA.
     dora_rank: int = field(default=2, metadata={"help": "ast_dora: DoRA rank."})
-    dora_alpha: float = field(default=4.25, metadata={"help": "ast_dora: DoRA alpha (scaling = alpha / rank)."})
+    dora_alpha: float = field(
+        default=4.25, metadata={"help": "ast_dora: DoRA alpha (scaling = alpha / rank)."}
+    )
     dora_dropout: float = field(default=0.0, metadata={"help": "ast_dora: dropout on the adapter input."})
     min_layer: int = field(
-        default=10, metadata={"help": "ast_dora: first encoder layer whose FFN (fc1, fc2) gets DoRA adapters."}
+        default=10,
+        metadata={"help": "ast_dora: first encoder layer whose FFN (fc1, fc2) gets DoRA adapters."},
     )
-    classifier_hidden_size: int = field(default=200, metadata={"help": "ast_dora: hidden size of the MLP head."})
-    classifier_dropout: float = field(default=0.1, metadata={"help": "ast_dora: dropout before each head linear."})
+    classifier_hidden_size: int = field(
+        default=200, metadata={"help": "ast_dora: hidden size of the MLP head."}
+    )
+    classifier_dropout: float = field(
+        default=0.1, metadata={"help": "ast_dora: dropout before each head linear."}
+    )
     prefix_cache: bool = field(
         default=True,
         metadata={
@@ -143,10 +184,14 @@ class ModelArguments:
     )
 
     def __post_init__(self):
-        spec = get_model_spec(self.model_type)  # an unknown model_type fails here, listing the registered ones
+        spec = get_model_spec(
+            self.model_type
+        )  # an unknown model_type fails here, listing the registered ones
         if not self.model_name_or_path and spec.default_checkpoint:
             self.model_name_or_path = spec.default_checkpoint
-        if self.make_tiny_checkpoint and (spec.tiny_checkpoint is None or self.model_name_or_path == spec.default_checkpoint):
+        if self.make_tiny_checkpoint and (
+            spec.tiny_checkpoint is None or self.model_name_or_path == spec.default_checkpoint
+        ):
             with_stand_in = [t for t in model_types() if get_model_spec(t).tiny_checkpoint is not None]
             raise ConfigError(
                 f"make_tiny_checkpoint writes an offline stand-in checkpoint for smoke runs of {', '.join(with_stand_in)}: "
@@ -206,7 +251,8 @@ class GenreTrainingArguments(TrainingArguments):
         default=None, metadata={"help": "Stop after this many evaluations without improvement (needs eval)."}
     )
     overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Start afresh instead of resuming from the last checkpoint in output_dir."}
+        default=False,
+        metadata={"help": "Start afresh instead of resuming from the last checkpoint in output_dir."},
     )
     push_merged: bool = field(
         default=False,
@@ -237,7 +283,11 @@ class GenreTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
-        if not (isinstance(self.mixup_alpha, (int, float)) and math.isfinite(self.mixup_alpha) and self.mixup_alpha >= 0):
+        if not (
+            isinstance(self.mixup_alpha, (int, float))
+            and math.isfinite(self.mixup_alpha)
+            and self.mixup_alpha >= 0
+        ):
             raise ConfigError(f"mixup_alpha={self.mixup_alpha} must be >= 0 (0 turns mixup off).")
         if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1).")
@@ -282,19 +332,30 @@ def resolve_training_bf16(setting: bool | str, use_cpu: bool) -> dict:
     """
     if setting == "auto" and not use_cpu:
         bf16 = bool(is_torch_bf16_gpu_available())
-        return {"bf16": bf16, "setting": setting, "probe": None,
-                "reason": "auto: the GPU " + ("supports" if bf16 else "does not support") + " bf16"}
+        return {
+            "bf16": bf16,
+            "setting": setting,
+            "probe": None,
+            "reason": "auto: the GPU " + ("supports" if bf16 else "does not support") + " bf16",
+        }
     if setting is False:
         return {"bf16": False, "setting": False, "probe": None, "reason": "bf16 false (forced)"}
     probe = bf16_probe_result("torch") if use_cpu else None
     if setting is True:
         if probe is not None and not probe["faster"]:
-            logger.warning("bf16 is forced on the CPU, where it is measured slower than fp32 (%s): `bf16: auto` "
-                           "would train in fp32 here.", describe_probe(probe))
+            logger.warning(
+                "bf16 is forced on the CPU, where it is measured slower than fp32 (%s): `bf16: auto` "
+                "would train in fp32 here.",
+                describe_probe(probe),
+            )
         return {"bf16": True, "setting": True, "probe": probe, "reason": "bf16 true (forced)"}
     bf16 = bool(probe["faster"])
-    return {"bf16": bf16, "setting": "auto", "probe": probe,
-            "reason": f"auto: the CPU's bf16 is {'faster' if bf16 else 'not faster'} than fp32 ({describe_probe(probe)})"}
+    return {
+        "bf16": bf16,
+        "setting": "auto",
+        "probe": probe,
+        "reason": f"auto: the CPU's bf16 is {'faster' if bf16 else 'not faster'} than fp32 ({describe_probe(probe)})",
+    }
 
 
 def describe_probe(probe: dict) -> str:
@@ -328,7 +389,11 @@ class RunConfig:
         itself whenever `eval_strategy` is not "no". `eval_strategy` still decides evaluation *during* training
         (for `load_best_model_at_end`, early stopping); the "eval" stage is the evaluation after it.
         """
-        given = {stage: bool(self.raw[name]) for stage, name in STAGE_FIELDS.items() if self.raw.get(name) is not None}
+        given = {
+            stage: bool(self.raw[name])
+            for stage, name in STAGE_FIELDS.items()
+            if self.raw.get(name) is not None
+        }
         if not given:
             return frozenset(STAGE_FIELDS)
         return frozenset(stage for stage, on in given.items() if on)
@@ -349,7 +414,9 @@ def load_yaml_config(path: str | os.PathLike, referenced_by: str | None = None) 
     path = Path(path)
     if not path.is_file():
         if referenced_by is not None:
-            raise ConfigError(f"Config file {str(path)!r}, named as `base:` by {referenced_by!r}, does not exist.")
+            raise ConfigError(
+                f"Config file {str(path)!r}, named as `base:` by {referenced_by!r}, does not exist."
+            )
         raise ConfigError(f"Config file {str(path)!r} does not exist. Pass one of the files in configs/.")
     with open(path) as f:
         try:
@@ -357,7 +424,9 @@ def load_yaml_config(path: str | os.PathLike, referenced_by: str | None = None) 
         except yaml.YAMLError as error:
             raise ConfigError(f"Config file {str(path)!r} is not valid YAML: {error}") from None
     if not isinstance(config, dict):
-        raise ConfigError(f"Config file {str(path)!r} must be a mapping of field: value, got {type(config).__name__}.")
+        raise ConfigError(
+            f"Config file {str(path)!r} must be a mapping of field: value, got {type(config).__name__}."
+        )
     return config
 
 
@@ -467,7 +536,9 @@ def parse_config(argv: list[str] | None = None) -> RunConfig:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     pre.add_argument("--storage", default=None)  # Optuna storage URL, overrides search.storage
-    pre.add_argument("--workers", default=None)  # worker processes of a search on this machine, overrides search.workers
+    pre.add_argument(
+        "--workers", default=None
+    )  # worker processes of a search on this machine, overrides search.workers
     known, rest = pre.parse_known_args(argv)
 
     config = load_config(known.config) if known.config else {}
@@ -485,7 +556,9 @@ def parse_config(argv: list[str] | None = None) -> RunConfig:
         try:
             workers = int(known.workers)
         except ValueError:
-            raise ConfigError(f"--workers {known.workers!r} must be a whole number of worker processes.") from None
+            raise ConfigError(
+                f"--workers {known.workers!r} must be a whole number of worker processes."
+            ) from None
         search = {**(search or {}), "workers": workers}
     given_on_cli = cli_flags(rest)
     check_keys({k: None for k in given_on_cli if k not in ("help", "h")}, "the command line")
@@ -496,7 +569,9 @@ def parse_config(argv: list[str] | None = None) -> RunConfig:
 
     parser = HfArgumentParser(ARGUMENT_CLASSES, exit_on_error=False)
     try:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=config_to_argv(config) + rest)
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(
+            args=config_to_argv(config) + rest
+        )
     except ConfigError:
         raise
     except (ValueError, argparse.ArgumentError) as error:
@@ -516,7 +591,9 @@ def parse_config(argv: list[str] | None = None) -> RunConfig:
 def check_compatible(run: RunConfig) -> None:
     """Refuse, before any data or model is built, settings that cannot train together."""
     spec = get_model_spec(run.model.model_type)
-    frozen = run.model.parsed_config_overrides().get("freeze_backbone", True)  # musicnn: a trained backbone has no cache
+    frozen = run.model.parsed_config_overrides().get(
+        "freeze_backbone", True
+    )  # musicnn: a trained backbone has no cache
     cache_on = spec.prefix_cache and run.model.prefix_cache and not run.data.augmentation_enabled and frozen
     if run.training.mixup_alpha > 0 and cache_on:
         raise ConfigError(
@@ -537,9 +614,14 @@ class RunConfigParser(argparse.ArgumentParser):
 
 def build_parser() -> RunConfigParser:
     """The entry point's parser, by the project's CLI convention (every CLI module has a `build_parser()`)."""
-    parser = RunConfigParser(prog="finetune/run.py", add_help=False,
-                             description="Train, cross-validate or search from one YAML config plus overrides.")
+    parser = RunConfigParser(
+        prog="finetune/run.py",
+        add_help=False,
+        description="Train, cross-validate or search from one YAML config plus overrides.",
+    )
     parser.add_argument("--config", help="The YAML config (its `base:` files are read first).")
     parser.add_argument("--storage", help="Optuna storage URL of a search (overrides search.storage).")
-    parser.add_argument("--workers", help="Worker processes of a search on this machine (overrides search.workers).")
+    parser.add_argument(
+        "--workers", help="Worker processes of a search on this machine (overrides search.workers)."
+    )
     return parser

@@ -67,7 +67,9 @@ def fold_run(run: RunConfig, fold: int, split_seed: int | None = None) -> RunCon
     `--split_seed`, for one of several seeds; `split_seeds` and `compare` then mean nothing)."""
     folder = fold_dir(run.training.output_dir, fold, split_seed)
     seed = [] if split_seed is None else ["--split_seed", str(split_seed)]
-    return parse_config([*run.argv, *seed, "--fold", str(fold), "--output_dir", str(folder), "--cross_validate", "false"])
+    return parse_config(
+        [*run.argv, *seed, "--fold", str(fold), "--output_dir", str(folder), "--cross_validate", "false"]
+    )
 
 
 def seeds_of(run: RunConfig) -> list[int | None]:
@@ -85,7 +87,9 @@ def _other_results(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(results.read_text())
 
 
-def paired_comparison(folds: list[dict[str, float]], other: dict[str, Any], other_path: str) -> dict[str, Any]:
+def paired_comparison(
+    folds: list[dict[str, float]], other: dict[str, Any], other_path: str
+) -> dict[str, Any]:
     """Per fold (matched by split seed and fold) this run's test metrics minus the other run's; their mean, sample
     sd, and folds won / tied / lost on `COMPARED_METRIC`. Refuses folds the other run does not have."""
     theirs = {(fold.get("split_seed"), fold["fold"]): fold for fold in other["folds"]}
@@ -122,7 +126,9 @@ def check_cross_validation(run: RunConfig) -> None:
             "drop --cross_validate (a search tunes on one fold), or the `search:` section."
         )
     if "train" not in run.stages:
-        raise ConfigError("cross_validate trains one model per fold: drop do_train: false, or --cross_validate.")
+        raise ConfigError(
+            "cross_validate trains one model per fold: drop do_train: false, or --cross_validate."
+        )
     if run.training.push_to_hub:
         raise ConfigError(
             "cross_validate trains one model per fold and push_to_hub would upload each of them: drop push_to_hub "
@@ -146,13 +152,17 @@ def fold_metrics(folder: str | os.PathLike) -> dict[str, float]:
 
 def summarize_folds(folds: list[dict[str, float]]) -> dict[str, Any]:
     """`{"folds", "mean", "std"}`: mean and sample standard deviation (ddof = 1) of each key all folds have."""
-    keys = [key for key in folds[0] if key not in ("fold", "split_seed") and all(key in fold for fold in folds)]
+    keys = [
+        key for key in folds[0] if key not in ("fold", "split_seed") and all(key in fold for fold in folds)
+    ]
     mean, std = {}, {}
     for key in keys:
         values = [fold[key] for fold in folds]
         mean[key] = sum(values) / len(values)
         std[key] = (
-            math.sqrt(sum((v - mean[key]) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+            math.sqrt(sum((v - mean[key]) ** 2 for v in values) / (len(values) - 1))
+            if len(values) > 1
+            else 0.0
         )
     return {"folds": folds, "mean": mean, "std": std, "std_ddof": 1, "num_folds": len(folds)}
 
@@ -165,13 +175,22 @@ def markdown_table(summary: dict[str, Any]) -> str:
         "| --- | " + " | ".join("---" for _ in columns) + " |",
     ]
     for fold in summary["folds"]:
-        name = fold["fold"] if fold.get("split_seed") is None else f"seed {fold['split_seed']} fold {fold['fold']}"
+        name = (
+            fold["fold"]
+            if fold.get("split_seed") is None
+            else f"seed {fold['split_seed']} fold {fold['fold']}"
+        )
         lines.append(f"| {name} | " + " | ".join(f"{fold[c]:.3f}" for c in columns) + " |")
     for seed, seed_summary in summary.get("seeds", {}).items():
-        lines.append(f"| seed {seed} mean ± sd | " + " | ".join(
-            f"{seed_summary['mean'][c]:.3f} ± {seed_summary['std'][c]:.3f}" for c in columns) + " |")
+        lines.append(
+            f"| seed {seed} mean ± sd | "
+            + " | ".join(f"{seed_summary['mean'][c]:.3f} ± {seed_summary['std'][c]:.3f}" for c in columns)
+            + " |"
+        )
     lines.append(
-        "| mean ± sd | " + " | ".join(f"**{summary['mean'][c]:.3f} ± {summary['std'][c]:.3f}**" for c in columns) + " |"
+        "| mean ± sd | "
+        + " | ".join(f"**{summary['mean'][c]:.3f} ± {summary['std'][c]:.3f}**" for c in columns)
+        + " |"
     )
     text = "\n".join(lines) + "\n\n(sd: sample standard deviation over the folds, ddof = 1.)\n"
     compare = summary.get("compare")
@@ -209,7 +228,9 @@ def _write(path: Path, text: str) -> None:
 def run_cross_validation(run: RunConfig) -> dict[str, Any]:
     """Train and evaluate every fold, then write `cv_results.json` and `cv_results.md` into `output_dir`."""
     check_cross_validation(run)
-    other = _other_results(run.data.compare) if run.data.compare else None  # a bad --compare fails before any work
+    other = (
+        _other_results(run.data.compare) if run.data.compare else None
+    )  # a bad --compare fails before any work
     setup_logging(run.training)
     output_dir = Path(run.training.output_dir)
     num_folds = run.data.num_folds
@@ -226,7 +247,9 @@ def run_cross_validation(run: RunConfig) -> dict[str, Any]:
                 logger.info("Cross-validation: %s is done (%s); reading its results back", where, folder)
             else:
                 logger.info("Cross-validation: %s -> %s", where, folder)
-                if main_process:  # a fold trained afresh (overwrite_output_dir) is not done until it has finished again
+                if (
+                    main_process
+                ):  # a fold trained afresh (overwrite_output_dir) is not done until it has finished again
                     (folder / DONE_MARKER).unlink(missing_ok=True)
                 train(current, prepare(current))
                 if main_process:
@@ -237,8 +260,11 @@ def run_cross_validation(run: RunConfig) -> dict[str, Any]:
     if run.data.split_seeds:
         summary["split_seeds"] = list(run.data.split_seeds)
         summary["seeds"] = {
-            str(seed): {key: value for key, value in summarize_folds([f for f in folds if f["split_seed"] == seed]).items()
-                        if key in ("mean", "std", "num_folds")}
+            str(seed): {
+                key: value
+                for key, value in summarize_folds([f for f in folds if f["split_seed"] == seed]).items()
+                if key in ("mean", "std", "num_folds")
+            }
             for seed in run.data.split_seeds
         }
     if other is not None:
@@ -248,14 +274,27 @@ def run_cross_validation(run: RunConfig) -> dict[str, Any]:
         _write(output_dir / RESULTS_MARKDOWN, markdown_table(summary))
         track = "test_track_accuracy"
         if track in summary["mean"]:
-            logger.info("Cross-validation over %d folds: %s %.3f ± %.3f (sample sd)", len(folds), track,
-                        summary["mean"][track], summary["std"][track])
+            logger.info(
+                "Cross-validation over %d folds: %s %.3f ± %.3f (sample sd)",
+                len(folds),
+                track,
+                summary["mean"][track],
+                summary["std"][track],
+            )
         if "compare" in summary:
             compare = summary["compare"]
-            logger.info("Paired with %s: %+.3f (sd %.3f), folds won / tied / lost %d / %d / %d", compare["other"],
-                        compare["mean"].get(track, float("nan")), compare["std"].get(track, float("nan")),
-                        compare["won"], compare["tied"], compare["lost"])
-        logger.info("Cross-validation results: %s, %s", output_dir / RESULTS_JSON, output_dir / RESULTS_MARKDOWN)
+            logger.info(
+                "Paired with %s: %+.3f (sd %.3f), folds won / tied / lost %d / %d / %d",
+                compare["other"],
+                compare["mean"].get(track, float("nan")),
+                compare["std"].get(track, float("nan")),
+                compare["won"],
+                compare["tied"],
+                compare["lost"],
+            )
+        logger.info(
+            "Cross-validation results: %s, %s", output_dir / RESULTS_JSON, output_dir / RESULTS_MARKDOWN
+        )
     return summary
 
 
@@ -263,12 +302,19 @@ def _run_fold_folders(run_dir: Path) -> list[tuple[int | None, int, Path]]:
     """(split seed, fold, folder) of each fold of a finished cross-validation, from its cv_results.json."""
     results = _other_results(run_dir)
     several = bool(results.get("split_seeds"))
-    return [(fold.get("split_seed"), fold["fold"],
-             fold_dir(run_dir, fold["fold"], fold.get("split_seed") if several else None)) for fold in results["folds"]]
+    return [
+        (
+            fold.get("split_seed"),
+            fold["fold"],
+            fold_dir(run_dir, fold["fold"], fold.get("split_seed") if several else None),
+        )
+        for fold in results["folds"]
+    ]
 
 
-def ensemble_cross_validations(runs: list[str], output_dir: str, weights: list[float] | None = None,
-                               compare: str | None = None) -> dict[str, Any]:
+def ensemble_cross_validations(
+    runs: list[str], output_dir: str, weights: list[float] | None = None, compare: str | None = None
+) -> dict[str, Any]:
     """Score every fold's test tracks by the weighted mean of `runs`' track probabilities; write cv_results.json /
     .md into `output_dir` (with the paired comparison to `compare`, if given) and return the summary."""
     if len(runs) < 2:
@@ -284,26 +330,40 @@ def ensemble_cross_validations(runs: list[str], output_dir: str, weights: list[f
         for run, run_folds, weight in zip(runs, folds_of, weights, strict=True):
             folder = next((f for s, j, f in run_folds if (s, j) == (seed, k)), None)
             if folder is None:
-                raise ConfigError(f"{run} has no split seed {seed} fold {k}: ensemble runs made on the same splits.")
+                raise ConfigError(
+                    f"{run} has no split seed {seed} fold {k}: ensemble runs made on the same splits."
+                )
             path = folder / "test_track_probabilities.json"
             if not path.is_file():
-                raise ConfigError(f"{path} is missing: rerun that cross-validation with this version (it writes it).")
+                raise ConfigError(
+                    f"{path} is missing: rerun that cross-validation with this version (it writes it)."
+                )
             tracks = json.loads(path.read_text())
             if names is None:
                 names, labels = tracks["labels"], {t: e["label"] for t, e in tracks["tracks"].items()}
                 mixed = {t: [0.0] * len(names) for t in labels}
             if tracks["labels"] != names or set(tracks["tracks"]) != set(labels):
-                raise ConfigError(f"{folder} holds other test tracks or labels than {runs[0]}'s fold: not the same splits.")
+                raise ConfigError(
+                    f"{folder} holds other test tracks or labels than {runs[0]}'s fold: not the same splits."
+                )
             for track, entry in tracks["tracks"].items():
-                mixed[track] = [m + weight * p for m, p in zip(mixed[track], entry["probabilities"], strict=True)]
+                mixed[track] = [
+                    m + weight * p for m, p in zip(mixed[track], entry["probabilities"], strict=True)
+                ]
         correct = [max(range(len(names)), key=mixed[t].__getitem__) == labels[t] for t in labels]
         folds.append({"split_seed": seed, "fold": k, "test_track_accuracy": sum(correct) / len(correct)})
     summary = summarize_folds(folds)
     seeds = sorted({f["split_seed"] for f in folds if f["split_seed"] is not None})
     if len(seeds) > 1:
         summary["split_seeds"] = seeds
-        summary["seeds"] = {str(s): {key: value for key, value in summarize_folds(
-            [f for f in folds if f["split_seed"] == s]).items() if key in ("mean", "std", "num_folds")} for s in seeds}
+        summary["seeds"] = {
+            str(s): {
+                key: value
+                for key, value in summarize_folds([f for f in folds if f["split_seed"] == s]).items()
+                if key in ("mean", "std", "num_folds")
+            }
+            for s in seeds
+        }
     summary["ensemble"] = {"runs": [str(r) for r in runs], "weights": weights}
     if other is not None:
         summary["compare"] = paired_comparison(folds, other, compare)
@@ -317,14 +377,24 @@ def ensemble_cross_validations(runs: list[str], output_dir: str, weights: list[f
 def build_parser():
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m ast_dora.cross_validation",
-                                     description="Combine finished cross-validations (training: finetune/run.py).")
+    parser = argparse.ArgumentParser(
+        prog="python -m ast_dora.cross_validation",
+        description="Combine finished cross-validations (training: finetune/run.py).",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    ensemble = commands.add_parser("ensemble", help="An ensemble of finished cross-validations on the same splits.")
+    ensemble = commands.add_parser(
+        "ensemble", help="An ensemble of finished cross-validations on the same splits."
+    )
     ensemble.add_argument("runs", nargs="+", help="output_dir of each finished cross-validation.")
-    ensemble.add_argument("--output_dir", required=True, help="Where cv_results.json / .md of the ensemble go.")
-    ensemble.add_argument("--weights", type=float, nargs="+", default=None, help="One per run (default: equal).")
-    ensemble.add_argument("--compare", default=None, help="A finished cross-validation to compare with, fold by fold.")
+    ensemble.add_argument(
+        "--output_dir", required=True, help="Where cv_results.json / .md of the ensemble go."
+    )
+    ensemble.add_argument(
+        "--weights", type=float, nargs="+", default=None, help="One per run (default: equal)."
+    )
+    ensemble.add_argument(
+        "--compare", default=None, help="A finished cross-validation to compare with, fold by fold."
+    )
     return parser
 
 

@@ -43,8 +43,9 @@ def normalised_weights(weights: Sequence[float] | None, count: int) -> np.ndarra
     return weights / weights.sum()
 
 
-def common_grid(analyses: Sequence[Any], weights: np.ndarray, labels: list[str], orders: list[np.ndarray],
-                step: float) -> tuple[np.ndarray, np.ndarray]:
+def common_grid(
+    analyses: Sequence[Any], weights: np.ndarray, labels: list[str], orders: list[np.ndarray], step: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(cell starts (cells,), cell rows (cells, labels)): the models' windows on one grid of `step`-second cells."""
     duration = max(a.duration for a in analyses)
     starts = np.arange(0.0, duration, step)
@@ -67,8 +68,12 @@ class EnsembleClassifier:
     """Several `GenreClassifier`s answering together (see the module docstring); build it with
     `GenreClassifier.ensemble(classifiers, weights=None)`."""
 
-    def __init__(self, classifiers: Sequence[Any], weights: Sequence[float] | None = None,
-                 names: Sequence[str] | None = None):
+    def __init__(
+        self,
+        classifiers: Sequence[Any],
+        weights: Sequence[float] | None = None,
+        names: Sequence[str] | None = None,
+    ):
         classifiers = list(classifiers)
         if len(classifiers) < 2:
             raise ValueError(f"An ensemble needs at least two models, got {len(classifiers)}.")
@@ -80,12 +85,16 @@ class EnsembleClassifier:
         self.labels = list(classifiers[0].labels)
         for name, classifier in zip(self.names[1:], classifiers[1:], strict=True):
             if sorted(classifier.labels) != sorted(self.labels):
-                raise ValueError(f"{name} classifies into {sorted(classifier.labels)}, {self.names[0]} into "
-                                 f"{sorted(self.labels)}: an ensemble needs models of the same genres.")
+                raise ValueError(
+                    f"{name} classifies into {sorted(classifier.labels)}, {self.names[0]} into "
+                    f"{sorted(self.labels)}: an ensemble needs models of the same genres."
+                )
         # each model's label order -> the ensemble's
         self._orders = [np.array([list(c.labels).index(label) for label in self.labels]) for c in classifiers]
         self.music_checker = next((c for c in classifiers if getattr(c, "music_check", False)), None)
-        self.grid_seconds = float(min(c.hop_seconds for c in classifiers))  # the timeline's cell: the shortest hop
+        self.grid_seconds = float(
+            min(c.hop_seconds for c in classifiers)
+        )  # the timeline's cell: the shortest hop
         self.model_type = "ensemble"
         self.name = " + ".join(self.names)
 
@@ -102,7 +111,9 @@ class EnsembleClassifier:
 
     analyze = analyse
 
-    def analyse_iter(self, audio, sampling_rate: int | None = None, max_windows: int | None = None) -> Iterator[Any]:
+    def analyse_iter(
+        self, audio, sampling_rate: int | None = None, max_windows: int | None = None
+    ) -> Iterator[Any]:
         """Partial ensemble answers as the models' batches arrive (the models take turns), the last complete."""
         streams = [c.analyse_iter(audio, sampling_rate, max_windows=max_windows) for c in self.classifiers]
         latest: list[Any] = [None] * len(streams)
@@ -119,8 +130,13 @@ class EnsembleClassifier:
 
     def combine(self, analyses: Sequence[Any], audio=None):
         """One `SongAnalysis` from the models' (partial or complete) analyses of the same song."""
-        probabilities = sum(w * a.probabilities[order] for a, w, order in zip(analyses, self.weights, self._orders, strict=True))
-        grid_starts, grid_rows = common_grid(analyses, self.weights, self.labels, self._orders, self.grid_seconds)
+        probabilities = sum(
+            w * a.probabilities[order]
+            for a, w, order in zip(analyses, self.weights, self._orders, strict=True)
+        )
+        grid_starts, grid_rows = common_grid(
+            analyses, self.weights, self.labels, self._orders, self.grid_seconds
+        )
         _, vote = aggregate_windows(grid_rows)
         music = next((a.music for a in analyses if getattr(a, "music", None) is not None), None)
         timings: dict[str, float] = {}

@@ -44,11 +44,15 @@ class Metric:
 METRICS: dict[str, Metric] = {
     "accuracy": Metric("Segment accuracy", "accuracy"),
     "track_accuracy": Metric("Track accuracy (mean window probability)", "accuracy", needs_track_ids=True),
-    "track_accuracy_vote": Metric("Track accuracy (majority vote of windows)", "accuracy", needs_track_ids=True),
+    "track_accuracy_vote": Metric(
+        "Track accuracy (majority vote of windows)", "accuracy", needs_track_ids=True
+    ),
     "f1_macro": Metric("Segment macro F1", "f1", {"average": "macro"}),
     "precision_macro": Metric("Segment macro precision", "precision", {"average": "macro"}),
     "recall_macro": Metric("Segment macro recall", "recall", {"average": "macro"}),
-    "roc_auc_macro": Metric("Segment macro ROC-AUC (one-vs-rest)", "roc_auc", {"average": "macro", "multi_class": "ovr"}),
+    "roc_auc_macro": Metric(
+        "Segment macro ROC-AUC (one-vs-rest)", "roc_auc", {"average": "macro", "multi_class": "ovr"}
+    ),
 }
 # What the metric's report keys are called at each level (`track_` prefixed at track level).
 REPORT_LEVELS = {"segment": "", "track": "track_"}
@@ -88,7 +92,9 @@ def make_compute_metrics(track_ids: Sequence[str] | None) -> Callable[[EvalPredi
     """
 
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
-        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        logits = (
+            prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        )
         probabilities = softmax(np.asarray(logits))
         labels = np.asarray(prediction.label_ids)
         known_tracks = track_ids if track_ids is not None and len(track_ids) == len(labels) else None
@@ -119,15 +125,24 @@ def write_reports(
             entry = tracks.setdefault(str(track), {"label": label, "sum": np.zeros(len(row)), "windows": 0})
             entry["sum"] += row
             entry["windows"] += 1
-        (output_dir / f"{split}_track_probabilities.json").write_text(json.dumps({
-            "labels": list(label_names),
-            "tracks": {t: {"label": e["label"], "probabilities": (e["sum"] / e["windows"]).tolist()} for t, e in tracks.items()},
-        }))
+        (output_dir / f"{split}_track_probabilities.json").write_text(
+            json.dumps(
+                {
+                    "labels": list(label_names),
+                    "tracks": {
+                        t: {"label": e["label"], "probabilities": (e["sum"] / e["windows"]).tolist()}
+                        for t, e in tracks.items()
+                    },
+                }
+            )
+        )
     for level, prefix in REPORT_LEVELS.items():
         if f"{prefix}per_class" not in results:
             continue
         stem = f"{split}_{level}"
-        (output_dir / f"classification_report_{stem}.json").write_text(json.dumps(results[f"{prefix}per_class"], indent=2))
+        (output_dir / f"classification_report_{stem}.json").write_text(
+            json.dumps(results[f"{prefix}per_class"], indent=2)
+        )
         (output_dir / f"classification_report_{stem}.txt").write_text(results[f"{prefix}per_class_text"])
         png = output_dir / f"confusion_matrix_{stem}.png"
         matrix = np.asarray(results[f"{prefix}confusion_matrix"], dtype=np.int64)
@@ -136,7 +151,9 @@ def write_reports(
     return written
 
 
-def plot_confusion_matrix(matrix: np.ndarray, label_names: list[str], path: str | os.PathLike, title: str) -> None:
+def plot_confusion_matrix(
+    matrix: np.ndarray, label_names: list[str], path: str | os.PathLike, title: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,7 +168,9 @@ def plot_confusion_matrix(matrix: np.ndarray, label_names: list[str], path: str 
     axis.set_title(title)
     threshold = matrix.max() / 2 if matrix.size else 0
     for (row, col), value in np.ndenumerate(matrix):
-        axis.text(col, row, int(value), ha="center", va="center", color="white" if value > threshold else "black")
+        axis.text(
+            col, row, int(value), ha="center", va="center", color="white" if value > threshold else "black"
+        )
     figure.colorbar(image, ax=axis)
     figure.tight_layout()
     figure.savefig(path, dpi=120)

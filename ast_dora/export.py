@@ -73,7 +73,9 @@ from .models.factory import load_trained_model
 
 logger = logging.getLogger(__name__)
 
-CHECK_WINDOWS = 3  # windows of each kind of sound each export is checked on (a batch size other than the example's)
+CHECK_WINDOWS = (
+    3  # windows of each kind of sound each export is checked on (a batch size other than the example's)
+)
 EXAMPLE_BATCH = 2
 DEFAULT_MIN_AGREEMENT = 0.99
 CALIBRATION_WINDOWS = 300  # windows NNCF computes activation ranges on (its default subset size)
@@ -93,7 +95,9 @@ def generated_windows(sampling_rate: int, window: int, count: int, seed: int = 0
 
     rng = np.random.default_rng(seed)
     genres = [GTZAN_GENRES[(3 * i) % len(GTZAN_GENRES)] for i in range(count)]
-    return np.stack([synthesize_track(g, window / sampling_rate, sampling_rate, rng)[:window] for g in genres])
+    return np.stack(
+        [synthesize_track(g, window / sampling_rate, sampling_rate, rng)[:window] for g in genres]
+    )
 
 
 def non_music_windows(sampling_rate: int, window: int, count: int, seed: int = 0) -> np.ndarray:
@@ -103,8 +107,10 @@ def non_music_windows(sampling_rate: int, window: int, count: int, seed: int = 0
 
     rng = np.random.default_rng([seed, 7])
     seconds = window / sampling_rate
-    makers = [lambda: speech_like(seconds, sampling_rate, rng),
-              *[lambda c=c: coloured_noise(c, seconds, sampling_rate, rng) for c in NOISE_COLOURS]]
+    makers = [
+        lambda: speech_like(seconds, sampling_rate, rng),
+        *[lambda c=c: coloured_noise(c, seconds, sampling_rate, rng) for c in NOISE_COLOURS],
+    ]
     return np.stack([makers[i % len(makers)]()[:window] for i in range(count)]).astype(np.float32)
 
 
@@ -122,7 +128,9 @@ def _load_for_export(model_dir: Path, quantize: str | None, check_windows: int):
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise ExportError(f"--quantize {quantize!r} is not one of {', '.join(QUANTIZATIONS)}.")
     if not (model_dir / "config.json").is_file():
-        raise ExportError(f"{model_dir} has no config.json: give the output_dir of a training run (a saved model folder).")
+        raise ExportError(
+            f"{model_dir} has no config.json: give the output_dir of a training run (a saved model folder)."
+        )
     model, feature_extractor = load_trained_model(str(model_dir))
     classifier = GenreClassifier(model, feature_extractor, bf16=False, device="cpu")
     windows = generated_windows(classifier.sampling_rate, classifier.window, EXAMPLE_BATCH + check_windows)
@@ -132,20 +140,25 @@ def _load_for_export(model_dir: Path, quantize: str | None, check_windows: int):
     return classifier, example, check_inputs
 
 
-def calibration_inputs(classifier, config_path: str | os.PathLike | None, windows: int,
-                       model_dir: Path | None = None) -> tuple[np.ndarray, str]:
+def calibration_inputs(
+    classifier, config_path: str | os.PathLike | None, windows: int, model_dir: Path | None = None
+) -> tuple[np.ndarray, str]:
     """`windows` input_values for int8 calibration, with a line saying where they come from: music (spread over
     the training split of the run config `config_path`, else generated) and, for `NON_MUSIC_SHARE` of them,
     speech-like voices and noise, so the activation ranges span what the music check must reject."""
     other = int(round(windows * NON_MUSIC_SHARE)) if windows > 1 else 0
     music = windows - other
     if config_path is None:
-        inputs = classifier.features(generated_windows(classifier.sampling_rate, classifier.window, music, seed=1))
+        inputs = classifier.features(
+            generated_windows(classifier.sampling_rate, classifier.window, music, seed=1)
+        )
         source = f"{music} windows of generated music"
     else:
         dataset, _ = _split_windows(model_dir, config_path, "train")
         picked = np.unique(np.linspace(0, len(dataset) - 1, num=min(music, len(dataset))).round().astype(int))
-        inputs = np.asarray(dataset.select(picked.tolist()).with_format("numpy")["input_values"], dtype=np.float32)
+        inputs = np.asarray(
+            dataset.select(picked.tolist()).with_format("numpy")["input_values"], dtype=np.float32
+        )
         source = f"{len(picked)} windows of the train split of {config_path}"
     if other:
         waves = non_music_windows(classifier.sampling_rate, classifier.window, other, seed=1)
@@ -154,34 +167,59 @@ def calibration_inputs(classifier, config_path: str | os.PathLike | None, window
     return inputs, source
 
 
-def self_check(backend: str, model_dir: Path, config, reference: dict[str, np.ndarray], check_inputs: np.ndarray,
-               file_precision: str, threads: int | None = None, bf16: bool | None = None) -> dict:
+def self_check(
+    backend: str,
+    model_dir: Path,
+    config,
+    reference: dict[str, np.ndarray],
+    check_inputs: np.ndarray,
+    file_precision: str,
+    threads: int | None = None,
+    bf16: bool | None = None,
+) -> dict:
     """One exported file, loaded and compiled as predict and the app load it (`backends.load_runner`: the same
     precision resolution and threads), against PyTorch fp32 on every output; tolerances from the precision the
     runner reports it computes in."""
-    runner = load_runner(backend, str(model_dir), config, precision=file_precision, threads=threads, bf16=bf16)
+    runner = load_runner(
+        backend, str(model_dir), config, precision=file_precision, threads=threads, bf16=bf16
+    )
     backend_obj = get_backend(backend)
     try:
         checked = backend_obj.check(runner, reference, check_inputs)
     finally:
         runner.close()
     path = Path(runner.path)
-    sizes = sum(p.stat().st_size for p in (path, *(path.parent / c for c in backend_obj.companions.get(path.name, ())))
-                if p.is_file())
-    return {"file_precision": file_precision, "threads": runner.threads, "megabytes": round(sizes / 1e6, 2), **checked}
+    sizes = sum(
+        p.stat().st_size
+        for p in (path, *(path.parent / c for c in backend_obj.companions.get(path.name, ())))
+        if p.is_file()
+    )
+    return {
+        "file_precision": file_precision,
+        "threads": runner.threads,
+        "megabytes": round(sizes / 1e6, 2),
+        **checked,
+    }
 
 
-def export_model(backend: str, model_dir: str | os.PathLike, quantize: str | None = None,
-                 calibration: str | os.PathLike | None = None, calibration_windows: int = CALIBRATION_WINDOWS,
-                 check_windows: int = CHECK_WINDOWS) -> dict:
+def export_model(
+    backend: str,
+    model_dir: str | os.PathLike,
+    quantize: str | None = None,
+    calibration: str | os.PathLike | None = None,
+    calibration_windows: int = CALIBRATION_WINDOWS,
+    check_windows: int = CHECK_WINDOWS,
+) -> dict:
     """Write `model_dir/<backend's subfolder>/` (fp32, plus int8 with `quantize="int8"`) and its `export.json`;
     returns that record. Each file is then loaded as it is served and checked against PyTorch fp32 (the
     record's `files.<name>`: `check` for the genre logits, `audioset_check` for the AudioSet logits, `tags_check`
     for musicnn's tag logits, `passed`)."""
     backend_obj = get_backend(backend)
     if not backend_obj.exported:
-        raise ExportError(f"The {backend} backend runs the saved model itself: export one of "
-                          f"{', '.join(b.name for b in exported_backends())}.")
+        raise ExportError(
+            f"The {backend} backend runs the saved model itself: export one of "
+            f"{', '.join(b.name for b in exported_backends())}."
+        )
     model_dir = Path(model_dir)
     if calibration is not None and quantize is None:
         raise ExportError("--calibration only makes sense with --quantize int8.")
@@ -197,8 +235,9 @@ def export_model(backend: str, model_dir: str | os.PathLike, quantize: str | Non
     if quantize and backend_obj.calibrated:
         inputs, source = calibration_inputs(classifier, calibration, calibration_windows, model_dir)
         calibration_record = {"data": source, "windows": int(len(inputs))}
-    made = backend_obj.export(classifier.model, example, out_dir, quantize, inputs,
-                              tuple(classifier.spec.int8_ignored_patterns))
+    made = backend_obj.export(
+        classifier.model, example, out_dir, quantize, inputs, tuple(classifier.spec.int8_ignored_patterns)
+    )
     if calibration_record is not None:
         calibration_record["calibration_s"] = round(time.perf_counter() - tick, 2)
         made["quantization"]["calibration"] = calibration_record
@@ -210,8 +249,10 @@ def export_model(backend: str, model_dir: str | os.PathLike, quantize: str | Non
         "output": {"name": LOGITS, "shape": ["batch", classifier.config.num_labels]},
         "outputs": list(reference),
         "source_weights": weights_fingerprint(model_dir),
-        "check": (f"{check_windows} windows each of generated music, speech-like voices and noise, against PyTorch "
-                  "fp32, every output, each file loaded as predict and the app load it"),
+        "check": (
+            f"{check_windows} windows each of generated music, speech-like voices and noise, against PyTorch "
+            "fp32, every output, each file loaded as predict and the app load it"
+        ),
         "files": {},
     }
     # Written before the check: the loader refuses an export whose record names other weights.
@@ -219,23 +260,36 @@ def export_model(backend: str, model_dir: str | os.PathLike, quantize: str | Non
     written = [p for p, name in backend_obj.files.items() if (out_dir / name).is_file()]
     for file_precision in sorted(written, key=lambda p: p != "fp32"):
         record["files"][backend_obj.files[file_precision]] = self_check(
-            backend, model_dir, classifier.config, reference, check_inputs, file_precision)
+            backend, model_dir, classifier.config, reference, check_inputs, file_precision
+        )
     record["export_s"] = round(time.perf_counter() - start, 2)
     (out_dir / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return record
 
 
-def export_onnx(model_dir: str | os.PathLike, quantize: str | None = None, check_windows: int = CHECK_WINDOWS) -> dict:
+def export_onnx(
+    model_dir: str | os.PathLike, quantize: str | None = None, check_windows: int = CHECK_WINDOWS
+) -> dict:
     """`export_model("onnx", ...)`: `model_dir/onnx/model.onnx` (+ `model_quantized.onnx`)."""
     return export_model("onnx", model_dir, quantize=quantize, check_windows=check_windows)
 
 
-def export_openvino(model_dir: str | os.PathLike, quantize: str | None = None,
-                    calibration: str | os.PathLike | None = None, calibration_windows: int = CALIBRATION_WINDOWS,
-                    check_windows: int = CHECK_WINDOWS) -> dict:
+def export_openvino(
+    model_dir: str | os.PathLike,
+    quantize: str | None = None,
+    calibration: str | os.PathLike | None = None,
+    calibration_windows: int = CALIBRATION_WINDOWS,
+    check_windows: int = CHECK_WINDOWS,
+) -> dict:
     """`export_model("openvino", ...)`: `model_dir/openvino/openvino_model.xml` (+ `_int8.xml`), with .bin."""
-    return export_model("openvino", model_dir, quantize=quantize, calibration=calibration,
-                        calibration_windows=calibration_windows, check_windows=check_windows)
+    return export_model(
+        "openvino",
+        model_dir,
+        quantize=quantize,
+        calibration=calibration,
+        calibration_windows=calibration_windows,
+        check_windows=check_windows,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -265,23 +319,41 @@ def _split_windows(model_dir: str | os.PathLike, config_path: str | os.PathLike,
     config, feature_extractor = load_trained_config(str(model_dir))
     spec = spec_for_config(config)
     if run.model.model_type != spec.name:
-        raise ExportError(f"{config_path} trains a {run.model.model_type} model but {model_dir} holds a {spec.name}: "
-                          "give the config the model was trained with.")
-    data = build_datasets(run.data, feature_extractor, default_window=model_windows(feature_extractor, spec),
-                          seed=run.training.seed)
+        raise ExportError(
+            f"{config_path} trains a {run.model.model_type} model but {model_dir} holds a {spec.name}: "
+            "give the config the model was trained with."
+        )
+    data = build_datasets(
+        run.data,
+        feature_extractor,
+        default_window=model_windows(feature_extractor, spec),
+        seed=run.training.seed,
+    )
     if split not in data.datasets:
         raise ExportError(f"split {split!r} is not one of {', '.join(data.datasets)}.")
     saved_splits = model_dir / "splits.json"
-    if saved_splits.is_file() and sorted(json.loads(saved_splits.read_text()).get(split, [])) != sorted(data.splits[split]):
-        logger.warning("The %s split of %s differs from the one in %s: is it the config the model was trained with?",
-                       split, config_path, saved_splits)
+    if saved_splits.is_file() and sorted(json.loads(saved_splits.read_text()).get(split, [])) != sorted(
+        data.splits[split]
+    ):
+        logger.warning(
+            "The %s split of %s differs from the one in %s: is it the config the model was trained with?",
+            split,
+            config_path,
+            saved_splits,
+        )
     return data.datasets[split], config
 
 
-def check_on_split(model_dir: str | os.PathLike, config_path: str | os.PathLike, split: str = "test",
-                   precisions: tuple[str, ...] | None = None, batch_size: int = 16,
-                   formats: tuple[str, ...] | None = None, threads: int | None = None,
-                   bf16: bool | None = None) -> dict:
+def check_on_split(
+    model_dir: str | os.PathLike,
+    config_path: str | os.PathLike,
+    split: str = "test",
+    precisions: tuple[str, ...] | None = None,
+    batch_size: int = 16,
+    formats: tuple[str, ...] | None = None,
+    threads: int | None = None,
+    bf16: bool | None = None,
+) -> dict:
     """Each exported file of `model_dir` (every exported backend's, or those of `formats`), loaded as predict and
     the app load it (`backends.load_runner`), against PyTorch fp32 on `split` of the run config's data, on every
     output: genre top-1 agreement and largest probability difference, window and track accuracies of both; for
@@ -298,10 +370,13 @@ def check_on_split(model_dir: str | os.PathLike, config_path: str | os.PathLike,
     runners = {"torch fp32": TorchRunner(model, device="cpu", bf16=False)}
     backends = [get_backend(name) for name in formats] if formats else list(exported_backends())
     for backend in backends:
-        available = [p for p, name in backend.files.items() if (model_dir / backend.subfolder / name).is_file()]
+        available = [
+            p for p, name in backend.files.items() if (model_dir / backend.subfolder / name).is_file()
+        ]
         for precision in (p for p in (precisions or available) if p in available):
-            runners[f"{backend.name} {precision}"] = load_runner(backend.name, str(model_dir), config,
-                                                                 precision=precision, threads=threads, bf16=bf16)
+            runners[f"{backend.name} {precision}"] = load_runner(
+                backend.name, str(model_dir), config, precision=precision, threads=threads, bf16=bf16
+            )
     names = runners["torch fp32"].output_names
     outputs = {name: {output: [] for output in names} for name in runners}
     for first in range(0, len(dataset), batch_size):
@@ -332,10 +407,14 @@ def check_on_split(model_dir: str | os.PathLike, config_path: str | os.PathLike,
             **_accuracies(softmax(outputs[name][LOGITS]), labels, track_ids),
         }
         if music is not None:
-            is_music = [1.0 / (1.0 + np.exp(-o[AUDIOSET_LOGITS][:, music])) >= DEFAULT_MIN_MUSIC_PROBABILITY
-                        for o in (reference, outputs[name])]
-            result[name]["audioset"] = {**compared[AUDIOSET_LOGITS],
-                                        "music_agreement": float(np.mean(is_music[0] == is_music[1]))}
+            is_music = [
+                1.0 / (1.0 + np.exp(-o[AUDIOSET_LOGITS][:, music])) >= DEFAULT_MIN_MUSIC_PROBABILITY
+                for o in (reference, outputs[name])
+            ]
+            result[name]["audioset"] = {
+                **compared[AUDIOSET_LOGITS],
+                "music_agreement": float(np.mean(is_music[0] == is_music[1])),
+            }
         runner.close()
     return result
 
@@ -347,22 +426,30 @@ def check_on_split(model_dir: str | os.PathLike, config_path: str | os.PathLike,
 
 def format_export(record: dict, model_dir: Path, subfolder: str | None = None) -> str:
     subfolder = subfolder or get_backend(record.get("backend", "onnx")).subfolder
-    lines = [f"exported {model_dir} ({record['model_type']}) to {model_dir / subfolder}/ in {record['export_s']:.1f} s "
-             f"(opset {record['opset']}, input {record['input']['shape']})"]
+    lines = [
+        f"exported {model_dir} ({record['model_type']}) to {model_dir / subfolder}/ in {record['export_s']:.1f} s "
+        f"(opset {record['opset']}, input {record['input']['shape']})"
+    ]
     calibration = (record.get("quantization") or {}).get("calibration")
     if calibration:
-        lines.append(f"  int8 calibrated on {calibration['data']} in {calibration['calibration_s']:.1f} s "
-                     "(conversion included)")
+        lines.append(
+            f"  int8 calibrated on {calibration['data']} in {calibration['calibration_s']:.1f} s "
+            "(conversion included)"
+        )
     for name, info in record["files"].items():
         c = info["check"]
-        line = (f"  {name} ({info['file_precision']} file, computes in {info['precision']}, {info['threads']} threads, "
-                f"{info['megabytes']:.1f} MB): on {c['windows']} windows of generated music, speech-like voices and "
-                f"noise vs PyTorch fp32, max |probability difference| {c['max_probability_difference']:.2e}, top-1 "
-                f"agreement {c['top1_agreement']:.0%}")
+        line = (
+            f"  {name} ({info['file_precision']} file, computes in {info['precision']}, {info['threads']} threads, "
+            f"{info['megabytes']:.1f} MB): on {c['windows']} windows of generated music, speech-like voices and "
+            f"noise vs PyTorch fp32, max |probability difference| {c['max_probability_difference']:.2e}, top-1 "
+            f"agreement {c['top1_agreement']:.0%}"
+        )
         if "audioset_check" in info:
             line += f"; AudioSet max |probability difference| {info['audioset_check']['max_probability_difference']:.2e}"
         if "tags_check" in info:
-            line += f"; tags max |probability difference| {info['tags_check']['max_probability_difference']:.2e}"
+            line += (
+                f"; tags max |probability difference| {info['tags_check']['max_probability_difference']:.2e}"
+            )
         line += f"; tolerance {info['tolerance']:g}: {'ok' if info['passed'] else 'FAILED'}"
         lines.append(line)
     return "\n".join(lines)
@@ -370,18 +457,27 @@ def format_export(record: dict, model_dir: Path, subfolder: str | None = None) -
 
 def format_check(result: dict) -> str:
     def accuracies(r):
-        return (f"window accuracy {r['window_accuracy']:.4f}, track accuracy {r['track_accuracy']:.4f} "
-                f"(vote {r['track_accuracy_vote']:.4f})")
+        return (
+            f"window accuracy {r['window_accuracy']:.4f}, track accuracy {r['track_accuracy']:.4f} "
+            f"(vote {r['track_accuracy_vote']:.4f})"
+        )
 
-    lines = [f"check on the {result['split']} split of {result['config']}: {result['windows']} windows of "
-             f"{result['tracks']} tracks", f"  torch fp32: {accuracies(result['torch fp32'])}"]
+    lines = [
+        f"check on the {result['split']} split of {result['config']}: {result['windows']} windows of "
+        f"{result['tracks']} tracks",
+        f"  torch fp32: {accuracies(result['torch fp32'])}",
+    ]
     for name, r in _checked(result).items():
-        line = (f"  {name} ({r['file']}, computes in {r['precision']}): top-1 agreement with torch fp32 "
-                f"{r['top1_agreement']:.2%} of windows, max |probability difference| "
-                f"{r['max_probability_difference']:.4f}; {accuracies(r)}")
+        line = (
+            f"  {name} ({r['file']}, computes in {r['precision']}): top-1 agreement with torch fp32 "
+            f"{r['top1_agreement']:.2%} of windows, max |probability difference| "
+            f"{r['max_probability_difference']:.4f}; {accuracies(r)}"
+        )
         if "audioset" in r:
-            line += (f"; music verdict agreement {r['audioset']['music_agreement']:.2%}, AudioSet max |probability "
-                     f"difference| {r['audioset']['max_probability_difference']:.4f}")
+            line += (
+                f"; music verdict agreement {r['audioset']['music_agreement']:.2%}, AudioSet max |probability "
+                f"difference| {r['audioset']['max_probability_difference']:.4f}"
+            )
         lines.append(line)
     return "\n".join(lines)
 
@@ -403,32 +499,62 @@ def _low_agreement(result: dict, min_agreement: float) -> dict[str, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ast_dora.export", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ast_dora.export",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
     for backend in exported_backends():
         p = sub.add_parser(backend.name, help=backend.export_help)
-        p.add_argument("output_dir", metavar="OUTPUT_DIR", help="A saved model folder (a training run's output_dir).")
-        p.add_argument("--quantize", choices=QUANTIZATIONS, default=None,
-                       help=f"Also write the int8 file: {backend.quantize_help}.")
+        p.add_argument(
+            "output_dir", metavar="OUTPUT_DIR", help="A saved model folder (a training run's output_dir)."
+        )
+        p.add_argument(
+            "--quantize",
+            choices=QUANTIZATIONS,
+            default=None,
+            help=f"Also write the int8 file: {backend.quantize_help}.",
+        )
         if backend.calibrated:
-            p.add_argument("--calibration", default=None, metavar="CONFIG",
-                           help="The run config the model was trained with: calibrate int8 on its train split "
-                           f"(default: generated music), plus {NON_MUSIC_SHARE:.0%} speech-like voices and noise.")
-            p.add_argument("--calibration_windows", type=int, default=CALIBRATION_WINDOWS,
-                           help=f"Windows to calibrate on (default {CALIBRATION_WINDOWS}).")
-        p.add_argument("--check", default=None, metavar="CONFIG",
-                       help="A run config (YAML): measure agreement and accuracies on its data's --split.")
+            p.add_argument(
+                "--calibration",
+                default=None,
+                metavar="CONFIG",
+                help="The run config the model was trained with: calibrate int8 on its train split "
+                f"(default: generated music), plus {NON_MUSIC_SHARE:.0%} speech-like voices and noise.",
+            )
+            p.add_argument(
+                "--calibration_windows",
+                type=int,
+                default=CALIBRATION_WINDOWS,
+                help=f"Windows to calibrate on (default {CALIBRATION_WINDOWS}).",
+            )
+        p.add_argument(
+            "--check",
+            default=None,
+            metavar="CONFIG",
+            help="A run config (YAML): measure agreement and accuracies on its data's --split.",
+        )
         p.add_argument("--split", default="test", help="Split of --check's data (default test).")
-        p.add_argument("--min_agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
-                       help="With --check: exit 1 if an exported file agrees with PyTorch fp32 (genre top-1, or the "
-                       "music verdict of a model with the AudioSet branch) on fewer windows than this fraction "
-                       "(default 0.99).")
-        p.add_argument("--no_export", action="store_true",
-                       help=f"With --check: check the files already in OUTPUT_DIR/{backend.subfolder} instead of "
-                       "exporting.")
-        p.add_argument("--json", default=None, metavar="OUT", help="Write the export record (and the check) here.")
+        p.add_argument(
+            "--min_agreement",
+            type=float,
+            default=DEFAULT_MIN_AGREEMENT,
+            help="With --check: exit 1 if an exported file agrees with PyTorch fp32 (genre top-1, or the "
+            "music verdict of a model with the AudioSet branch) on fewer windows than this fraction "
+            "(default 0.99).",
+        )
+        p.add_argument(
+            "--no_export",
+            action="store_true",
+            help=f"With --check: check the files already in OUTPUT_DIR/{backend.subfolder} instead of "
+            "exporting.",
+        )
+        p.add_argument(
+            "--json", default=None, metavar="OUT", help="Write the export record (and the check) here."
+        )
     return parser
 
 
@@ -458,14 +584,19 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     code = 0
     if failed:
-        print(f"FAILED: outside the tolerance of their precision on the export's check: {', '.join(failed)}",
-              file=sys.stderr)
+        print(
+            f"FAILED: outside the tolerance of their precision on the export's check: {', '.join(failed)}",
+            file=sys.stderr,
+        )
         code = 1
     if args.check:
         low = _low_agreement(result["check"], args.min_agreement)
         if low:
-            print(f"FAILED: top-1 agreement below {args.min_agreement:.2%}: "
-                  + ", ".join(f"{name} {value:.2%}" for name, value in low.items()), file=sys.stderr)
+            print(
+                f"FAILED: top-1 agreement below {args.min_agreement:.2%}: "
+                + ", ".join(f"{name} {value:.2%}" for name, value in low.items()),
+                file=sys.stderr,
+            )
             code = 1
     return code
 

@@ -82,7 +82,8 @@ def _machine_key(engine: str, threads: int) -> str:
 
 def probe_cache_path() -> Path:
     root = os.environ.get("AST_DORA_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), __name__.split(".")[0]  # the package's
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+        __name__.split(".")[0],  # the package's
     )
     return Path(root) / "bf16_probe.json"
 
@@ -118,8 +119,9 @@ def _probe_torch(threads: int, seconds: float) -> dict[str, float]:
                 a = torch.randn(m, k).to(dtype)
                 b = torch.randn(k, n).to(dtype)
                 out = torch.empty(m, n, dtype=dtype)
-                rates[name] = _best_rate(lambda a=a, b=b, out=out: torch.matmul(a, b, out=out), 2.0 * m * k * n,
-                                         seconds)
+                rates[name] = _best_rate(
+                    lambda a=a, b=b, out=out: torch.matmul(a, b, out=out), 2.0 * m * k * n, seconds
+                )
     finally:
         torch.set_num_threads(previous)
     return rates
@@ -142,9 +144,15 @@ def _probe_openvino(threads: int, seconds: float) -> dict[str, float]:
     rates = {}
     for name, hint in (("fp32", "f32"), ("bf16", "bf16")):
         with preserved_signal_stack():  # the CPU plugin replaces this thread's signal stack (signal_stack.py)
-            compiled = core.compile_model(model, "CPU", {
-                "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
-            })
+            compiled = core.compile_model(
+                model,
+                "CPU",
+                {
+                    "INFERENCE_PRECISION_HINT": hint,
+                    "INFERENCE_NUM_THREADS": threads,
+                    "PERFORMANCE_HINT": "LATENCY",
+                },
+            )
         computed = compiled.get_property("INFERENCE_PRECISION_HINT")
         computed = computed.get_type_name() if hasattr(computed, "get_type_name") else str(computed)
         request = compiled.create_infer_request()

@@ -46,11 +46,30 @@ from .models.factory import ADAPTER_SUBFOLDER
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-MODEL_FILE_PATTERNS = ("config.json", "preprocessor_config.json", "*.safetensors", "model.safetensors.index.json", "*.py")
-ADAPTER_FILE_PATTERNS = ("adapter_config.json", "adapter_model.safetensors", "config.json", "preprocessor_config.json", "*.py")
+MODEL_FILE_PATTERNS = (
+    "config.json",
+    "preprocessor_config.json",
+    "*.safetensors",
+    "model.safetensors.index.json",
+    "*.py",
+)
+ADAPTER_FILE_PATTERNS = (
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "config.json",
+    "preprocessor_config.json",
+    "*.py",
+)
 RECORD_FILE_PATTERNS = (
-    "all_results.json", "train_results.json", "eval_results.json", "test_results.json", "trainer_state.json",
-    "splits.json", "data_summary.json", "classification_report_*.json", "classification_report_*.txt",
+    "all_results.json",
+    "train_results.json",
+    "eval_results.json",
+    "test_results.json",
+    "trainer_state.json",
+    "splits.json",
+    "data_summary.json",
+    "classification_report_*.json",
+    "classification_report_*.txt",
     "confusion_matrix_*.png",
 )
 SPACE_MODELS_VARIABLE = "GENRE_MODELS"  # what app.py reads: comma-separated model ids (or local dirs)
@@ -85,8 +104,10 @@ def upload_kind(records: RunRecords, merged: bool) -> str:
     if not merged:
         return kinds[0]
     if kinds[0] == "model":
-        raise HubError(f"--merged / push_merged is for adapter runs; a {records.spec.display_name} run is always "
-                       "pushed whole.")
+        raise HubError(
+            f"--merged / push_merged is for adapter runs; a {records.spec.display_name} run is always "
+            "pushed whole."
+        )
     return "model"
 
 
@@ -136,13 +157,15 @@ def _check_loadable(folder: Path, kind: str, source: Path) -> None:
             "config.json and modeling_ast_mlp.py into OUTPUT_DIR/adapter fixes the adapter folder."
         )
     if not (folder / "preprocessor_config.json").is_file():
-        raise HubError(f"No preprocessor_config.json in {source}: the feature extractor must travel with the model.")
+        raise HubError(
+            f"No preprocessor_config.json in {source}: the feature extractor must travel with the model."
+        )
     pipelines = config.get("custom_pipelines") or {}
     pipeline_refs = [entry.get("impl") for entry in pipelines.values() if isinstance(entry, dict)]
     if "audio-classification" not in pipelines or not _has_code(folder, pipeline_refs):
         raise HubError(
             f"{source / 'config.json'} names no whole-song audio-classification pipeline (custom_pipelines) or its "
-            "code is missing, so `pipeline(\"audio-classification\", model=repo_id)` would hear only the first "
+            'code is missing, so `pipeline("audio-classification", model=repo_id)` would hear only the first '
             "window: the run was saved before the pipeline travelled with models. Re-save it with this version: "
             "`model, feature_extractor = load_trained_model(OUTPUT_DIR); save_trained_model(model, feature_extractor, "
             "OUTPUT_DIR)` (ast_dora.models.factory) writes it into OUTPUT_DIR (then push with --merged)."
@@ -187,14 +210,20 @@ def build_upload_folder(
     """
     output_dir, folder = Path(output_dir), Path(folder)
     if folder.exists() and any(folder.iterdir()):
-        raise HubError(f"{folder} is not empty: give a new or empty folder (it receives exactly what would be uploaded).")
+        raise HubError(
+            f"{folder} is not empty: give a new or empty folder (it receives exactly what would be uploaded)."
+        )
     if folder.resolve() == output_dir.resolve() or output_dir.resolve() in folder.resolve().parents:
-        raise HubError(f"{folder} is inside the run's output_dir {output_dir}: write the upload folder elsewhere.")
+        raise HubError(
+            f"{folder} is inside the run's output_dir {output_dir}: write the upload folder elsewhere."
+        )
     records = RunRecords.read(output_dir)
     kind = upload_kind(records, merged)
     source = output_dir / ADAPTER_SUBFOLDER if kind == "adapter" else output_dir
     if kind == "adapter" and not (source / "adapter_config.json").is_file():
-        raise HubError(f"No {source / 'adapter_config.json'}: pass --merged, or give an AST-DoRA run's output_dir.")
+        raise HubError(
+            f"No {source / 'adapter_config.json'}: pass --merged, or give an AST-DoRA run's output_dir."
+        )
     folder.mkdir(parents=True, exist_ok=True)
     _copy_matching(source, folder, ADAPTER_FILE_PATTERNS if kind == "adapter" else MODEL_FILE_PATTERNS)
     _check_loadable(folder, kind, source)
@@ -203,7 +232,9 @@ def build_upload_folder(
         adapter_config = json.loads((folder / "adapter_config.json").read_text())
         if base_model:
             adapter_config["base_model_name_or_path"] = base_model
-            (folder / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
+            (folder / "adapter_config.json").write_text(
+                json.dumps(adapter_config, indent=2, sort_keys=True) + "\n"
+            )
         records.adapter_config = adapter_config
         if not looks_like_hub_id(adapter_config.get("base_model_name_or_path")):
             logger.warning(
@@ -255,8 +286,12 @@ def push_run(
             commit_message=commit_message or f"Upload {Path(output_dir).name}{' (merged)' if merged else ''}",
             delete_patterns="*",
         )
-    logger.info("Pushed %s to %s; pin revision=%r when loading its remote code.", output_dir, repo_id,
-                getattr(commit, "oid", None))
+    logger.info(
+        "Pushed %s to %s; pin revision=%r when loading its remote code.",
+        output_dir,
+        repo_id,
+        getattr(commit, "oid", None),
+    )
     return commit
 
 
@@ -275,11 +310,17 @@ def space_requirements(repo_root: Path, torch_free: bool = False) -> str:
     text = _all_space_requirements(repo_root)
     if not torch_free:
         return text
-    kept = [line for line in text.splitlines()
-            if line.lstrip().startswith("#") or _requirement_name(line) not in TORCH_FREE_SKIPPED_REQUIREMENTS]
-    return ("# Torch-free: every model this Space serves has an ONNX or OpenVINO export, so "
-            f"{', '.join(TORCH_FREE_SKIPPED_REQUIREMENTS)} are left out (`python -m ast_dora.hub space`).\n"
-            + "\n".join(kept) + "\n")
+    kept = [
+        line
+        for line in text.splitlines()
+        if line.lstrip().startswith("#") or _requirement_name(line) not in TORCH_FREE_SKIPPED_REQUIREMENTS
+    ]
+    return (
+        "# Torch-free: every model this Space serves has an ONNX or OpenVINO export, so "
+        f"{', '.join(TORCH_FREE_SKIPPED_REQUIREMENTS)} are left out (`python -m ast_dora.hub space`).\n"
+        + "\n".join(kept)
+        + "\n"
+    )
 
 
 def model_has_export(model_id: str, token: str | None = None) -> bool:
@@ -288,8 +329,11 @@ def model_has_export(model_id: str, token: str | None = None) -> bool:
     try:
         files = HfApi(token=token).list_repo_files(model_id)
     except Exception as error:  # noqa: BLE001 (offline, private, missing: then it cannot be counted on)
-        logger.warning("Could not list the files of %s (%s): keeping torch in the Space's requirements.", model_id,
-                       type(error).__name__)
+        logger.warning(
+            "Could not list the files of %s (%s): keeping torch in the Space's requirements.",
+            model_id,
+            type(error).__name__,
+        )
         return False
     return repo_files_have_export(files)
 
@@ -299,13 +343,23 @@ def _all_space_requirements(repo_root: Path) -> str:
         return (repo_root / "requirements.txt").read_text()
     pyproject = repo_root / "pyproject.toml"
     if not pyproject.is_file():
-        raise HubError(f"Neither requirements.txt nor pyproject.toml in {repo_root}: the Space needs its requirements.")
+        raise HubError(
+            f"Neither requirements.txt nor pyproject.toml in {repo_root}: the Space needs its requirements."
+        )
     import tomllib
 
     dependencies = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
-    kept = [dep for dep in dependencies if dep.split("[")[0].split("=")[0].split(">")[0].split("<")[0].strip().lower()
-            not in SPACE_SKIPPED_REQUIREMENTS]
-    return "# Generated from pyproject.toml by `python -m ast_dora.hub space` (gradio comes from sdk_version).\n" + "\n".join(kept) + "\n"
+    kept = [
+        dep
+        for dep in dependencies
+        if dep.split("[")[0].split("=")[0].split(">")[0].split("<")[0].strip().lower()
+        not in SPACE_SKIPPED_REQUIREMENTS
+    ]
+    return (
+        "# Generated from pyproject.toml by `python -m ast_dora.hub space` (gradio comes from sdk_version).\n"
+        + "\n".join(kept)
+        + "\n"
+    )
 
 
 def hardware_of_flavor(flavor: str) -> str:
@@ -322,8 +376,10 @@ def current_space_hardware(api, space_id: str) -> str | None:
     except RepositoryNotFoundError:
         return None
     except Exception as error:  # noqa: BLE001 (offline, no permission: then it cannot be kept)
-        raise HubError(f"Could not read the hardware of the Space {space_id} ({type(error).__name__}: {error}); give "
-                       "--hardware cpu or --hardware zerogpu to set it.") from None
+        raise HubError(
+            f"Could not read the hardware of the Space {space_id} ({type(error).__name__}: {error}); give "
+            "--hardware cpu or --hardware zerogpu to set it."
+        ) from None
     flavor = runtime.requested_hardware or runtime.hardware
     return str(flavor) if flavor else None
 
@@ -356,29 +412,40 @@ def build_space_folder(
         raise HubError("Give the models the Space serves: --models user/model-a,user/model-b")
     not_ids = [model_id for model_id in model_ids if not looks_like_hub_id(model_id)]
     if not_ids:
-        raise HubError(f"{not_ids} are not Hub model ids (org/name): the Space can only load models from the Hub.")
+        raise HubError(
+            f"{not_ids} are not Hub model ids (org/name): the Space can only load models from the Hub."
+        )
     if not (repo_root / "app.py").is_file():
-        raise HubError(f"No app.py in {repo_root}: the Space runs the repo's Gradio app, app.py at the repo root.")
+        raise HubError(
+            f"No app.py in {repo_root}: the Space runs the repo's Gradio app, app.py at the repo root."
+        )
     if folder.exists() and any(folder.iterdir()):
-        raise HubError(f"{folder} is not empty: give a new or empty folder (it receives exactly what would be uploaded).")
+        raise HubError(
+            f"{folder} is not empty: give a new or empty folder (it receives exactly what would be uploaded)."
+        )
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy2(repo_root / "app.py", folder / "app.py")
     if hardware == "zerogpu":
         if torch_free:
-            raise HubError("--hardware zerogpu runs the models in PyTorch on the GPU: it cannot be torch-free.")
+            raise HubError(
+                "--hardware zerogpu runs the models in PyTorch on the GPU: it cannot be torch-free."
+            )
         torch_free = False
     elif torch_free is None:
         torch_free = all(model_has_export(model_id) for model_id in model_ids)
     requirements = space_requirements(repo_root, torch_free=torch_free)
-    logger.info("requirements.txt %s", f"without {', '.join(TORCH_FREE_SKIPPED_REQUIREMENTS)}: every model has an "
-                "ONNX or OpenVINO export" if torch_free else "with torch")
+    logger.info(
+        "requirements.txt %s",
+        f"without {', '.join(TORCH_FREE_SKIPPED_REQUIREMENTS)}: every model has an ONNX or OpenVINO export"
+        if torch_free
+        else "with torch",
+    )
     if extra_requirements:
         requirements += f"# {hardware} (python -m ast_dora.hub space --hardware {hardware})\n"
         requirements += "".join(f"{requirement}\n" for requirement in extra_requirements)
     (folder / "requirements.txt").write_text(requirements)
     package = Path(__file__).resolve().parent
-    shutil.copytree(package, folder / package.name,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(package, folder / package.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     card_data = SpaceCardData(
         title=title,
         sdk="gradio",
@@ -436,17 +503,33 @@ def push_space(
         logger.info("Space hardware: %s", f"keeping {current}" if current else "cpu-basic for the new Space")
     flavor = SPACE_HARDWARE[check_hardware(hardware)][0]
     with tempfile.TemporaryDirectory(prefix="ast_dora_space_") as tmp:
-        folder = build_space_folder(Path(tmp) / "space", model_ids, repo_root=repo_root, title=title,
-                                    hardware=hardware, torch_free=torch_free)
-        repo_url = api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True,
-                                   space_hardware=flavor)
+        folder = build_space_folder(
+            Path(tmp) / "space",
+            model_ids,
+            repo_root=repo_root,
+            title=title,
+            hardware=hardware,
+            torch_free=torch_free,
+        )
+        repo_url = api.create_repo(
+            space_id,
+            repo_type="space",
+            space_sdk="gradio",
+            private=private,
+            exist_ok=True,
+            space_hardware=flavor,
+        )
         # create_repo's hardware applies to a new Space only; an existing one is switched only when asked
         # (`--hardware`; ZeroGPU needs a PRO account or an Enterprise organisation: the Hub refuses otherwise).
         if explicit and current != flavor:
             api.request_space_hardware(repo_url.repo_id, flavor)
         # Set before the upload, so that the build the upload triggers already sees the models.
-        api.add_space_variable(repo_url.repo_id, SPACE_MODELS_VARIABLE, ",".join(model_ids),
-                               description="Comma-separated model ids the app serves")
+        api.add_space_variable(
+            repo_url.repo_id,
+            SPACE_MODELS_VARIABLE,
+            ",".join(model_ids),
+            description="Comma-separated model ids the app serves",
+        )
         commit = api.upload_folder(
             repo_id=repo_url.repo_id,
             repo_type="space",
@@ -455,7 +538,9 @@ def push_space(
             # modules removed from the package do not linger in the Space, nor does an older deploy's packages.txt
             delete_patterns=["ast_dora/*", "packages.txt"],
         )
-    logger.info("Space %s updated (commit %s), serving %s.", repo_url.repo_id, getattr(commit, "oid", "?"), model_ids)
+    logger.info(
+        "Space %s updated (commit %s), serving %s.", repo_url.repo_id, getattr(commit, "oid", "?"), model_ids
+    )
     return commit
 
 
@@ -470,16 +555,20 @@ def predict_files(classifier, paths: list[str], top_k: int = 3) -> list[dict[str
     predictions = []
     for path in paths:
         analysis = classifier.analyse(str(path))
-        predictions.append({
-            "file": str(path),
-            "genre": analysis.genre,
-            "probabilities": {label: round(p, 4) for label, p in analysis.top(top_k)},
-            "windows": len(analysis.window_starts),
-        })
+        predictions.append(
+            {
+                "file": str(path),
+                "genre": analysis.genre,
+                "probabilities": {label: round(p, 4) for label, p in analysis.top(top_k)},
+                "windows": len(analysis.window_starts),
+            }
+        )
     return predictions
 
 
-def evaluate_loaded_model(model, feature_extractor, config_args: list[str], eval_dir: str) -> dict[str, float]:
+def evaluate_loaded_model(
+    model, feature_extractor, config_args: list[str], eval_dir: str
+) -> dict[str, float]:
     """Evaluate a loaded model on the validation and test splits of a run config's data, with the training
     pipeline's own metrics and reports (written to `eval_dir`, never to the config's output_dir)."""
     from .config import parse_config
@@ -490,14 +579,25 @@ def evaluate_loaded_model(model, feature_extractor, config_args: list[str], eval
 
     run = parse_config([*config_args, "--output_dir", eval_dir])
     run.training.push_to_hub = False
-    data = build_datasets(run.data, feature_extractor, default_window=model_windows(feature_extractor, spec_for_model(model)),
-                          seed=run.training.seed, output_dir=eval_dir)
+    data = build_datasets(
+        run.data,
+        feature_extractor,
+        default_window=model_windows(feature_extractor, spec_for_model(model)),
+        seed=run.training.seed,
+        output_dir=eval_dir,
+    )
     model_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if model_labels != list(data.labels):
-        raise HubError(f"The model's labels {model_labels} are not the data's {list(data.labels)}: evaluate it on "
-                       "data with the genres it was trained on.")
-    trainer = GenreTrainer(model=model, args=run.training, eval_dataset=data.datasets["validation"],
-                           processing_class=feature_extractor)
+        raise HubError(
+            f"The model's labels {model_labels} are not the data's {list(data.labels)}: evaluate it on "
+            "data with the genres it was trained on."
+        )
+    trainer = GenreTrainer(
+        model=model,
+        args=run.training,
+        eval_dataset=data.datasets["validation"],
+        processing_class=feature_extractor,
+    )
     return evaluate_splits(trainer, data, eval_dir)
 
 
@@ -515,47 +615,89 @@ _TORCH_FREE = {"auto": None, "yes": True, "no": False}
 
 def build_parser() -> argparse.ArgumentParser:
     # No abbreviations: `load --evaluate` passes unknown flags on to the run config, which has its own `--eval_*`.
-    parser = argparse.ArgumentParser(prog="python -m ast_dora.hub", description=__doc__, allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ast_dora.hub",
+        description=__doc__,
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    push = commands.add_parser("push", allow_abbrev=False, help="Upload a training run's model, feature extractor, card and records.")
+    push = commands.add_parser(
+        "push", allow_abbrev=False, help="Upload a training run's model, feature extractor, card and records."
+    )
     push.add_argument("output_dir", help="The output_dir of a finished finetune/run.py run.")
     push.add_argument("--repo_id", required=True, help="Hub model repo, e.g. me/gtzan-ast-dora.")
-    push.add_argument("--merged", action="store_true", help="AST-DoRA: push the merged model instead of the adapter.")
-    push.add_argument("--dry_run", metavar="FOLDER", help="Write the exact upload folder here and upload nothing.")
-    push.add_argument("--base_model", help="AST-DoRA adapter: the Hub id of its base (when trained from a local copy).")
+    push.add_argument(
+        "--merged", action="store_true", help="AST-DoRA: push the merged model instead of the adapter."
+    )
+    push.add_argument(
+        "--dry_run", metavar="FOLDER", help="Write the exact upload folder here and upload nothing."
+    )
+    push.add_argument(
+        "--base_model", help="AST-DoRA adapter: the Hub id of its base (when trained from a local copy)."
+    )
     push.add_argument("--revision", help="Branch to push to (created if needed); default main.")
     push.add_argument("--private", action="store_true", default=None, help="Create the repo private.")
     push.add_argument("--token", help="Hub token with write access (default: the logged-in one).")
-    push.add_argument("--license", default="apache-2.0", help="License in the model card (default apache-2.0).")
+    push.add_argument(
+        "--license", default="apache-2.0", help="License in the model card (default apache-2.0)."
+    )
     push.add_argument("--commit_message")
 
-    space = commands.add_parser("space", allow_abbrev=False, help="Create or update the Gradio Space running app.py.")
+    space = commands.add_parser(
+        "space", allow_abbrev=False, help="Create or update the Gradio Space running app.py."
+    )
     space.add_argument("--repo_id", required=True, help="Hub Space id, e.g. me/gtzan-genres.")
-    space.add_argument("--models", required=True, type=_model_ids, help="Comma-separated model ids the app serves.")
-    space.add_argument("--dry_run", metavar="FOLDER", help="Write the exact upload folder here and upload nothing.")
+    space.add_argument(
+        "--models", required=True, type=_model_ids, help="Comma-separated model ids the app serves."
+    )
+    space.add_argument(
+        "--dry_run", metavar="FOLDER", help="Write the exact upload folder here and upload nothing."
+    )
     space.add_argument("--title", default="GTZAN music genre classifier")
-    space.add_argument("--app_dir", default=str(REPO_ROOT), help="Folder with app.py (default: the repo root).")
+    space.add_argument(
+        "--app_dir", default=str(REPO_ROOT), help="Folder with app.py (default: the repo root)."
+    )
     space.add_argument("--private", action="store_true", default=None)
-    space.add_argument("--torch_free", choices=tuple(_TORCH_FREE), default="auto",
-                       help="requirements.txt without torch, torchaudio, peft, accelerate, datasets: auto (default) "
-                       "when every model has an ONNX or OpenVINO export on the Hub; yes; no.")
+    space.add_argument(
+        "--torch_free",
+        choices=tuple(_TORCH_FREE),
+        default="auto",
+        help="requirements.txt without torch, torchaudio, peft, accelerate, datasets: auto (default) "
+        "when every model has an ONNX or OpenVINO export on the Hub; yes; no.",
+    )
     space.add_argument("--token")
-    space.add_argument("--hardware", choices=tuple(SPACE_HARDWARE), default=None,
-                       help="cpu (the free 2-core CPU) or zerogpu (a GPU attached to each analysis; the Space's "
-                       "owner needs a PRO account or an Enterprise organisation). Default: keep an existing "
-                       "Space's hardware; cpu for a new one.")
+    space.add_argument(
+        "--hardware",
+        choices=tuple(SPACE_HARDWARE),
+        default=None,
+        help="cpu (the free 2-core CPU) or zerogpu (a GPU attached to each analysis; the Space's "
+        "owner needs a PRO account or an Enterprise organisation). Default: keep an existing "
+        "Space's hardware; cpu for a new one.",
+    )
 
-    load = commands.add_parser("load", allow_abbrev=False, help="Load a pushed (or local) model; predict files or evaluate it.",
-                               description="Extra arguments after --evaluate --config CONFIG are config overrides "
-                               "(e.g. --split fault_filtered --data_dir /path/to/gtzan).")
-    load.add_argument("model", help="Hub id or local folder (adapter repos are put on their base automatically).")
-    load.add_argument("--revision", help="Commit (or branch) of the model repo; pin a commit for remote code.")
+    load = commands.add_parser(
+        "load",
+        allow_abbrev=False,
+        help="Load a pushed (or local) model; predict files or evaluate it.",
+        description="Extra arguments after --evaluate --config CONFIG are config overrides "
+        "(e.g. --split fault_filtered --data_dir /path/to/gtzan).",
+    )
+    load.add_argument(
+        "model", help="Hub id or local folder (adapter repos are put on their base automatically)."
+    )
+    load.add_argument(
+        "--revision", help="Commit (or branch) of the model repo; pin a commit for remote code."
+    )
     load.add_argument("--token")
-    load.add_argument("--audio", nargs="+", default=[], help="Audio files to classify (JSON lines on stdout).")
+    load.add_argument(
+        "--audio", nargs="+", default=[], help="Audio files to classify (JSON lines on stdout)."
+    )
     load.add_argument("--top_k", type=int, default=3)
-    load.add_argument("--evaluate", action="store_true", help="Evaluate on the validation/test data of --config.")
+    load.add_argument(
+        "--evaluate", action="store_true", help="Evaluate on the validation/test data of --config."
+    )
     load.add_argument("--config", help="Run config giving the evaluation data (e.g. configs/ast_dora.yaml).")
     load.add_argument("--eval_dir", default="runs/hub_eval", help="Where evaluation metrics and reports go.")
     return parser
@@ -579,45 +721,95 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "push":
             if args.dry_run:
-                folder = build_upload_folder(args.output_dir, args.dry_run, args.repo_id, args.merged,
-                                             args.base_model, args.license)
+                folder = build_upload_folder(
+                    args.output_dir, args.dry_run, args.repo_id, args.merged, args.base_model, args.license
+                )
                 print(f"Wrote the upload folder for {args.repo_id} to {folder} (nothing uploaded):")
-                print("\n".join(f"  {path.relative_to(folder)}" for path in sorted(folder.rglob("*")) if path.is_file()))
+                print(
+                    "\n".join(
+                        f"  {path.relative_to(folder)}"
+                        for path in sorted(folder.rglob("*"))
+                        if path.is_file()
+                    )
+                )
             else:
-                commit = push_run(args.output_dir, args.repo_id, args.merged, args.token, args.private, args.revision,
-                                  args.commit_message, args.base_model, args.license)
-                print(f"Pushed: {commit.commit_url}\nPin it when loading remote code: revision=\"{commit.oid}\"")
+                commit = push_run(
+                    args.output_dir,
+                    args.repo_id,
+                    args.merged,
+                    args.token,
+                    args.private,
+                    args.revision,
+                    args.commit_message,
+                    args.base_model,
+                    args.license,
+                )
+                print(
+                    f'Pushed: {commit.commit_url}\nPin it when loading remote code: revision="{commit.oid}"'
+                )
         elif args.command == "space":
             if args.dry_run:
-                folder = build_space_folder(args.dry_run, args.models, repo_root=args.app_dir, title=args.title,
-                                            hardware=args.hardware or "cpu", torch_free=_TORCH_FREE[args.torch_free])
-                hardware = (f"the hardware {SPACE_HARDWARE[args.hardware][0]}" if args.hardware else
-                            "the Space's hardware kept (cpu-basic for a new Space)")
-                print(f"Wrote the Space folder to {folder} (nothing uploaded); the Space variable "
-                      f"{SPACE_MODELS_VARIABLE}={','.join(args.models)} would be set, {hardware}.")
+                folder = build_space_folder(
+                    args.dry_run,
+                    args.models,
+                    repo_root=args.app_dir,
+                    title=args.title,
+                    hardware=args.hardware or "cpu",
+                    torch_free=_TORCH_FREE[args.torch_free],
+                )
+                hardware = (
+                    f"the hardware {SPACE_HARDWARE[args.hardware][0]}"
+                    if args.hardware
+                    else "the Space's hardware kept (cpu-basic for a new Space)"
+                )
+                print(
+                    f"Wrote the Space folder to {folder} (nothing uploaded); the Space variable "
+                    f"{SPACE_MODELS_VARIABLE}={','.join(args.models)} would be set, {hardware}."
+                )
                 print((folder / "requirements.txt").read_text().splitlines()[0])
             else:
-                commit = push_space(args.repo_id, args.models, args.token, args.private, args.app_dir, args.title,
-                                    hardware=args.hardware, torch_free=_TORCH_FREE[args.torch_free])
+                commit = push_space(
+                    args.repo_id,
+                    args.models,
+                    args.token,
+                    args.private,
+                    args.app_dir,
+                    args.title,
+                    hardware=args.hardware,
+                    torch_free=_TORCH_FREE[args.torch_free],
+                )
                 print(f"Space updated: {commit.commit_url}")
         else:
             from .models.factory import load_trained_model, model_type_of
 
-            hub_kwargs = {key: value for key, value in (("revision", args.revision), ("token", args.token)) if value}
+            hub_kwargs = {
+                key: value for key, value in (("revision", args.revision), ("token", args.token)) if value
+            }
             model, feature_extractor = load_trained_model(args.model, **hub_kwargs)
             labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-            print(json.dumps({"model": args.model, "model_type": model_type_of(model), "labels": labels,
-                              "parameters": sum(p.numel() for p in model.parameters())}))
+            print(
+                json.dumps(
+                    {
+                        "model": args.model,
+                        "model_type": model_type_of(model),
+                        "labels": labels,
+                        "parameters": sum(p.numel() for p in model.parameters()),
+                    }
+                )
+            )
             if args.audio:
                 from .inference import GenreClassifier
 
                 # The classifier casts the model it is given; evaluation afterwards needs the fp32 weights.
-                classifier = GenreClassifier(model, feature_extractor, bf16=False if args.evaluate else None,
-                                             name=args.model)
+                classifier = GenreClassifier(
+                    model, feature_extractor, bf16=False if args.evaluate else None, name=args.model
+                )
                 for prediction in predict_files(classifier, args.audio, args.top_k):
                     print(json.dumps(prediction))
             if args.evaluate:
-                metrics = evaluate_loaded_model(model, feature_extractor, ["--config", args.config, *extra], args.eval_dir)
+                metrics = evaluate_loaded_model(
+                    model, feature_extractor, ["--config", args.config, *extra], args.eval_dir
+                )
                 print(json.dumps(metrics, indent=2))
     except HubError as error:
         print(f"Error: {error}", file=sys.stderr)

@@ -220,7 +220,9 @@ class SongAnalysis:
                     "end": round(float(end), 3),
                     "probabilities": {label: float(p) for label, p in zip(self.labels, row, strict=True)},
                 }
-                for start, end, row in zip(self.window_starts, self.window_ends, self.window_probabilities, strict=True)
+                for start, end, row in zip(
+                    self.window_starts, self.window_ends, self.window_probabilities, strict=True
+                )
             ]
         return result
 
@@ -306,8 +308,10 @@ class GenreClassifier:
             self.runner = TorchRunner(model, device, bf16)
         else:
             if device is not None and model.device != str(device):
-                raise BackendError(f"The {model.backend} backend runs on {model.device}, not {device}: leave device "
-                                   "unset, or use backend='torch'.")
+                raise BackendError(
+                    f"The {model.backend} backend runs on {model.device}, not {device}: leave device "
+                    "unset, or use backend='torch'."
+                )
             self.runner = model
         self.backend = self.runner.backend
         self.model = self.runner.model  # the torch model (None for an exported one)
@@ -350,9 +354,15 @@ class GenreClassifier:
         self._batched_features = make_features(feature_extractor) if make_features is not None else None
 
     @classmethod
-    def from_pretrained(cls, path_or_id: str | os.PathLike, hub_kwargs: dict | None = None,
-                        backend: str = DEFAULT_BACKEND,
-                        onnx_precision: str = "auto", threads: int | None = None, **kwargs) -> GenreClassifier:
+    def from_pretrained(
+        cls,
+        path_or_id: str | os.PathLike,
+        hub_kwargs: dict | None = None,
+        backend: str = DEFAULT_BACKEND,
+        onnx_precision: str = "auto",
+        threads: int | None = None,
+        **kwargs,
+    ) -> GenreClassifier:
         """Load a model this project trained (local `output_dir` or Hub id; an adapter folder is merged).
 
         `backend="torch"` runs the transformers model; `backend="onnx"` runs its ONNX export in ONNX Runtime
@@ -375,8 +385,15 @@ class GenreClassifier:
         if backend == "auto" or get_backend(backend).exported:
             config, feature_extractor = load_saved_config(path_or_id, **hub_kwargs)  # no torch imported
             # The precision setting holds for every backend: an exported runner compiles with it.
-            runner = load_export_runner(backend, path_or_id, config, precision=onnx_precision, threads=threads,
-                                        bf16=kwargs.get("bf16"), **hub_kwargs)
+            runner = load_export_runner(
+                backend,
+                path_or_id,
+                config,
+                precision=onnx_precision,
+                threads=threads,
+                bf16=kwargs.get("bf16"),
+                **hub_kwargs,
+            )
             if runner is not None:
                 return cls(runner, feature_extractor, **{k: v for k, v in kwargs.items() if k != "bf16"})
             if not torch_importable():
@@ -387,9 +404,11 @@ class GenreClassifier:
                     f"one) is not installed: export it with `{export_command(path_or_id, best)}`, or install torch."
                 )
         elif not torch_importable():
-            raise BackendError(f"backend={backend!r} needs PyTorch, which is not installed: install it, or export "
-                               f"the model (`{export_command(path_or_id, AUTO_ORDER[0][0])}`) and use "
-                               "backend='auto'.")
+            raise BackendError(
+                f"backend={backend!r} needs PyTorch, which is not installed: install it, or export "
+                f"the model (`{export_command(path_or_id, AUTO_ORDER[0][0])}`) and use "
+                "backend='auto'."
+            )
         from .models.factory import load_trained_model
 
         model, feature_extractor = load_trained_model(path_or_id, **hub_kwargs)
@@ -424,8 +443,9 @@ class GenreClassifier:
         )
 
     @staticmethod
-    def ensemble(classifiers: list[GenreClassifier], weights: list[float] | None = None,
-                 names: list[str] | None = None):
+    def ensemble(
+        classifiers: list[GenreClassifier], weights: list[float] | None = None, names: list[str] | None = None
+    ):
         """Several classifiers (any models, any backends) answering together: the song's probabilities are the
         weighted mean (equal weights by default) of theirs; see `ast_dora.ensemble.EnsembleClassifier`."""
         from .ensemble import EnsembleClassifier
@@ -434,13 +454,17 @@ class GenreClassifier:
 
     # ---- audio in ----
 
-    def load_audio(self, audio: str | os.PathLike | bytes | np.ndarray, sampling_rate: int | None = None) -> np.ndarray:
+    def load_audio(
+        self, audio: str | os.PathLike | bytes | np.ndarray, sampling_rate: int | None = None
+    ) -> np.ndarray:
         """A path / file bytes (decoded by FFmpeg) or an array at `sampling_rate` -> mono float32 at the model's rate."""
         if isinstance(audio, (str, os.PathLike, bytes)):
             if isinstance(audio, (str, os.PathLike)) and not Path(audio).is_file():
                 raise NotAudioError(f"{audio}: no such file.")
             try:
-                return decode_with_av(audio if isinstance(audio, bytes) else str(audio), self.sampling_rate)[0]
+                return decode_with_av(audio if isinstance(audio, bytes) else str(audio), self.sampling_rate)[
+                    0
+                ]
             except AudioDecodeError as error:
                 name = "the data" if isinstance(audio, bytes) else Path(audio).name
                 # FFmpeg names the full (often temporary) path; the file's name is what the user knows.
@@ -496,11 +520,16 @@ class GenreClassifier:
         probabilities (batch, tags) or None)."""
         if not self.music_check and self.tag_labels is None:
             return self._probabilities(input_values), None, None
-        names = [ONNX_OUTPUT, *([ONNX_AUDIOSET_OUTPUT] if self.music_check else []),
-                 *([ONNX_TAGS_OUTPUT] if self.tag_labels is not None else [])]
+        names = [
+            ONNX_OUTPUT,
+            *([ONNX_AUDIOSET_OUTPUT] if self.music_check else []),
+            *([ONNX_TAGS_OUTPUT] if self.tag_labels is not None else []),
+        ]
         outputs = self.runner.outputs(input_values, names)
-        audioset, tags = (sigmoid(outputs[name]) if name in outputs else None
-                          for name in (ONNX_AUDIOSET_OUTPUT, ONNX_TAGS_OUTPUT))
+        audioset, tags = (
+            sigmoid(outputs[name]) if name in outputs else None
+            for name in (ONNX_AUDIOSET_OUTPUT, ONNX_TAGS_OUTPUT)
+        )
         return softmax(outputs[ONNX_OUTPUT]), audioset, tags
 
     def analyse(
@@ -560,8 +589,9 @@ class GenreClassifier:
         tags = np.empty((len(order), len(self.tag_labels))) if self.tag_labels is not None else None
         feature_seconds = model_seconds = 0.0
         # A short first batch (the first result sooner), then full batches.
-        batches = window_batches(waveform, starts[order], self.window, self.batch_size,
-                                 first_batch_size=self.first_batch_size)
+        batches = window_batches(
+            waveform, starts[order], self.window, self.batch_size, first_batch_size=self.first_batch_size
+        )
         for first, windows in batches:
             done = first + len(windows)
             tick = time.perf_counter()
@@ -576,16 +606,29 @@ class GenreClassifier:
             model_seconds += time.perf_counter() - tock
             in_time = np.argsort(order[:done], kind="stable")  # the windows done, in time order (copies)
             yield self._song_analysis(
-                audio, probabilities[:done][in_time], starts[order[:done][in_time]], len(starts), duration,
+                audio,
+                probabilities[:done][in_time],
+                starts[order[:done][in_time]],
+                len(starts),
+                duration,
                 {"decode": decoded - start, "features": feature_seconds, "model": model_seconds},
                 windows_planned=len(order),
                 audioset=None if audioset is None else audioset[:done][in_time],
                 tags=None if tags is None else tags[:done].mean(axis=0),
             )
 
-    def _song_analysis(self, audio, probabilities: np.ndarray, starts: np.ndarray, windows_total: int,
-                       duration: float, timings: dict[str, float], windows_planned: int | None = None,
-                       audioset: np.ndarray | None = None, tags: np.ndarray | None = None) -> SongAnalysis:
+    def _song_analysis(
+        self,
+        audio,
+        probabilities: np.ndarray,
+        starts: np.ndarray,
+        windows_total: int,
+        duration: float,
+        timings: dict[str, float],
+        windows_planned: int | None = None,
+        audioset: np.ndarray | None = None,
+        tags: np.ndarray | None = None,
+    ) -> SongAnalysis:
         mean_probabilities, vote = aggregate_windows(probabilities)
         return SongAnalysis(
             labels=list(self.labels),
@@ -600,8 +643,9 @@ class GenreClassifier:
             timings=timings,
             windows_total=windows_total,
             windows_planned=windows_planned,
-            music=None if audioset is None else MusicCheck(list(self.audioset_labels), audioset,
-                                                           self.min_music_probability),
+            music=None
+            if audioset is None
+            else MusicCheck(list(self.audioset_labels), audioset, self.min_music_probability),
             precision=self.runner.precision,
             tag_labels=None if tags is None else list(self.tag_labels),
             tag_probabilities=tags,

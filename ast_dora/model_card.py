@@ -32,9 +32,13 @@ from .models.factory import ADAPTER_SUBFOLDER
 # reader replaces this with the commit they reviewed (`python -m ast_dora.hub push` prints it after uploading).
 REVISION_PLACEHOLDER = "COMMIT_SHA"
 CARD_KINDS = ("model", "adapter")  # a full transformers model (ViT-hybrid, merged AST-DoRA) or a DoRA adapter
-EVAL_PREFIXES = {prefix: split for split, prefix in SPLIT_PREFIXES.items()}  # all_results.json prefix -> split
+EVAL_PREFIXES = {
+    prefix: split for split, prefix in SPLIT_PREFIXES.items()
+}  # all_results.json prefix -> split
 # (all_results key suffix, model-index metric type, display name, metric args), from evaluation.METRICS
-CARD_METRICS = tuple((name, metric.hub_type, metric.display_name, metric.hub_args) for name, metric in METRICS.items())
+CARD_METRICS = tuple(
+    (name, metric.hub_type, metric.display_name, metric.hub_args) for name, metric in METRICS.items()
+)
 SPLIT_PROTOCOL_TEXT = {
     "stratified": "a seeded 8:1:1 train/validation/test split of each genre's tracks (`split_seed` {split_seed})",
     "folds": "fold {fold} of a {num_folds}-fold split of the tracks, stratified per genre (test = fold {fold}, "
@@ -53,13 +57,46 @@ SPLIT_PROTOCOL_SHORT = {
 }
 # Keys shown elsewhere in the card (data, model) or that do not change the trained model.
 NOT_HYPERPARAMETERS = {
-    "config", "output_dir", "overwrite_output_dir", "logging_steps", "logging_dir", "report_to", "push_to_hub",
-    "push_merged", "hub_model_id", "hub_private_repo", "hub_revision", "hub_strategy", "dataloader_num_workers",
-    "preprocessing_num_workers", "cache_features", "features_cache_dir", "cache_dir", "make_tiny_checkpoint",
-    "dataset_name", "dataset_config_name", "data_dir", "synthetic", "synthetic_tracks_per_genre",
-    "synthetic_duration_seconds", "synthetic_seed", "split", "num_folds", "fold", "split_seed", "split_lists_dir",
-    "audio_column_name", "label_column_name", "model_type", "model_name_or_path", "model_revision", "search",
-    "save_total_limit", "trust_remote_code", "eval_strategy", "save_strategy",
+    "config",
+    "output_dir",
+    "overwrite_output_dir",
+    "logging_steps",
+    "logging_dir",
+    "report_to",
+    "push_to_hub",
+    "push_merged",
+    "hub_model_id",
+    "hub_private_repo",
+    "hub_revision",
+    "hub_strategy",
+    "dataloader_num_workers",
+    "preprocessing_num_workers",
+    "cache_features",
+    "features_cache_dir",
+    "cache_dir",
+    "make_tiny_checkpoint",
+    "dataset_name",
+    "dataset_config_name",
+    "data_dir",
+    "synthetic",
+    "synthetic_tracks_per_genre",
+    "synthetic_duration_seconds",
+    "synthetic_seed",
+    "split",
+    "num_folds",
+    "fold",
+    "split_seed",
+    "split_lists_dir",
+    "audio_column_name",
+    "label_column_name",
+    "model_type",
+    "model_name_or_path",
+    "model_revision",
+    "search",
+    "save_total_limit",
+    "trust_remote_code",
+    "eval_strategy",
+    "save_strategy",
 }
 
 
@@ -91,7 +128,11 @@ class RunRecords:
         all_results = _read_json(output_dir / "all_results.json")
         model_config = _read_json(output_dir / "config.json")
         if all_results is None or model_config is None:
-            missing = [name for name, found in (("all_results.json", all_results), ("config.json", model_config)) if not found]
+            missing = [
+                name
+                for name, found in (("all_results.json", all_results), ("config.json", model_config))
+                if not found
+            ]
             raise RunRecordsError(
                 f"{output_dir} has no {' and no '.join(missing)}: give the output_dir of a finished training run "
                 "(finetune/run.py writes the model and all_results.json there at the end)."
@@ -131,7 +172,9 @@ class RunRecords:
         """(window_seconds, hop_seconds) saved with the model; older runs: the data summary, then the defaults."""
         for source in (self.preprocessor_config, self.data_summary):
             if source.get("window_seconds"):
-                return float(source["window_seconds"]), float(source.get("hop_seconds") or source["window_seconds"])
+                return float(source["window_seconds"]), float(
+                    source.get("hop_seconds") or source["window_seconds"]
+                )
         return self.spec.default_windows
 
     @property
@@ -187,7 +230,11 @@ def dataset_description(records: RunRecords) -> dict[str, Any]:
     }
     dataset_name = config.get("dataset_name")
     if config.get("synthetic"):
-        hub_id, type_id, name = None, "synthetic-gtzan", "Synthetic GTZAN-shaped music (ast_dora.data.synthetic)"
+        hub_id, type_id, name = (
+            None,
+            "synthetic-gtzan",
+            "Synthetic GTZAN-shaped music (ast_dora.data.synthetic)",
+        )
     elif not records.gtzan_labels:
         # The user's own labels: a local folder or manifest, or a Hub dataset that is not GTZAN.
         hub_id = dataset_name if looks_like_hub_id(dataset_name) else None
@@ -249,8 +296,10 @@ def _count(count: Any) -> str:
 
 
 def _revision_header(repo_id: str) -> str:
-    return (f'repo_id = "{repo_id}"\n'
-            f'revision = "{REVISION_PLACEHOLDER}"  # pin the commit you reviewed: this repo ships Python code\n')
+    return (
+        f'repo_id = "{repo_id}"\n'
+        f'revision = "{REVISION_PLACEHOLDER}"  # pin the commit you reviewed: this repo ships Python code\n'
+    )
 
 
 def loading_snippet(kind: str, repo_id: str) -> str:
@@ -285,14 +334,15 @@ def pipeline_snippet(kind: str, repo_id: str, window_seconds: float) -> str:
     adapter repo is first loaded with its loading snippet (`pipeline(repo_id)` would load the base checkpoint its
     adapter_config.json names, without the adapter), then given to the pipeline class from the repo.
     """
-    call = (f"# The whole song: cut into {window_seconds:g}-s windows, classified in batches; the top genres of the "
-            "mean window probability.\n"
-            'print(classifier("song.mp3", top_k=3))  # [{"label": ..., "score": ...}, ...]\n'
-            '# Per-window probabilities with start and end times: classifier("song.mp3", return_segments=True)["segments"]\n')
+    call = (
+        f"# The whole song: cut into {window_seconds:g}-s windows, classified in batches; the top genres of the "
+        "mean window probability.\n"
+        'print(classifier("song.mp3", top_k=3))  # [{"label": ..., "score": ...}, ...]\n'
+        '# Per-window probabilities with start and end times: classifier("song.mp3", return_segments=True)["segments"]\n'
+    )
     if kind == "adapter":
         return (
-            loading_snippet(kind, repo_id)
-            + "\nfrom transformers import pipeline\n\n"
+            loading_snippet(kind, repo_id) + "\nfrom transformers import pipeline\n\n"
             'pipeline_class = get_class_from_dynamic_module(config.custom_pipelines["audio-classification"]["impl"], repo_id, revision=revision)\n'
             'classifier = pipeline("audio-classification", model=model, feature_extractor=feature_extractor, pipeline_class=pipeline_class)\n'
             + call
@@ -314,7 +364,7 @@ def usage_snippet(window_seconds: float, hop_seconds: float) -> str:
         f"window, hop = int({window_seconds} * feature_extractor.sampling_rate), int({hop_seconds} * feature_extractor.sampling_rate)\n"
         "starts = list(range(0, max(len(waveform) - window, 0) + 1, hop))\n"
         "windows = [waveform[start : start + window] for start in starts]\n"
-        "inputs = feature_extractor(windows, sampling_rate=feature_extractor.sampling_rate, return_tensors=\"pt\")\n"
+        'inputs = feature_extractor(windows, sampling_rate=feature_extractor.sampling_rate, return_tensors="pt")\n'
         "with torch.no_grad():\n"
         "    probabilities = model(**inputs).logits.softmax(-1).mean(0)\n"
         "print(model.config.id2label[int(probabilities.argmax())])\n"
@@ -357,8 +407,13 @@ def _training_log_table(records: RunRecords) -> str | None:
     evaluations = [entry for entry in records.trainer_state.get("log_history", []) if "eval_loss" in entry]
     if not evaluations:
         return None
-    columns = [("epoch", "epoch"), ("step", "step"), ("eval_loss", "validation loss"),
-               ("eval_accuracy", "segment accuracy"), ("eval_track_accuracy", "track accuracy")]
+    columns = [
+        ("epoch", "epoch"),
+        ("step", "step"),
+        ("eval_loss", "validation loss"),
+        ("eval_accuracy", "segment accuracy"),
+        ("eval_track_accuracy", "track accuracy"),
+    ]
     rows = ["| " + " | ".join(name for _, name in columns) + " |", "|" + " --- |" * len(columns)]
     for entry in evaluations:
         rows.append("| " + " | ".join(_format(entry.get(key)) for key, _ in columns) + " |")
@@ -372,43 +427,75 @@ def _model_details(records: RunRecords, kind: str) -> list[str]:
     if records.base_model is not None:
         lines.append(f"- **Base checkpoint:** `{records.base_model}` (frozen)")
     if records.adapter_config is not None:
-        lines.append("- **This repo holds:** " + (
-            "the DoRA adapter and the trained head only (`adapter_model.safetensors`); the base weights are "
-            "read from the base checkpoint" if kind == "adapter" else
-            "the merged model (adapters folded into the base weights): a plain transformers model"))
-    lines.append(f"- **Parameters:** {_count(results.get('model_parameters'))} in total, "
-                 f"{_count(results.get('trainable_parameters'))} trained")
-    shape = ", ".join(f"{key}={config[key]}" for key in (
-        "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "classifier_hidden_size",
-        "loss", "focal_gamma", "drop_path_rate") if key in config)
+        lines.append(
+            "- **This repo holds:** "
+            + (
+                "the DoRA adapter and the trained head only (`adapter_model.safetensors`); the base weights are "
+                "read from the base checkpoint"
+                if kind == "adapter"
+                else "the merged model (adapters folded into the base weights): a plain transformers model"
+            )
+        )
+    lines.append(
+        f"- **Parameters:** {_count(results.get('model_parameters'))} in total, "
+        f"{_count(results.get('trainable_parameters'))} trained"
+    )
+    shape = ", ".join(
+        f"{key}={config[key]}"
+        for key in (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "classifier_hidden_size",
+            "loss",
+            "focal_gamma",
+            "drop_path_rate",
+        )
+        if key in config
+    )
     lines.append(f"- **Architecture:** {shape}")
     if records.adapter_config:
         adapter = records.adapter_config
-        lines.append(f"- **DoRA:** rank {adapter.get('r')}, alpha {adapter.get('lora_alpha')}, dropout "
-                     f"{adapter.get('lora_dropout')}, target modules `{adapter.get('target_modules')}`, "
-                     f"trained in full: {', '.join(adapter.get('modules_to_save') or [])}")
-    sampling_rate = records.preprocessor_config.get("sampling_rate") or records.data_summary.get("sampling_rate")
+        lines.append(
+            f"- **DoRA:** rank {adapter.get('r')}, alpha {adapter.get('lora_alpha')}, dropout "
+            f"{adapter.get('lora_dropout')}, target modules `{adapter.get('target_modules')}`, "
+            f"trained in full: {', '.join(adapter.get('modules_to_save') or [])}"
+        )
+    sampling_rate = records.preprocessor_config.get("sampling_rate") or records.data_summary.get(
+        "sampling_rate"
+    )
     window, hop = records.windows
-    lines.append(f"- **Input:** mono audio at {sampling_rate} Hz, cut into {window:g}-s windows with a {hop:g}-s hop "
-                 "(saved in preprocessor_config.json as `window_seconds` / `hop_seconds`); a track's prediction is "
-                 "the mean of its windows' probabilities")
+    lines.append(
+        f"- **Input:** mono audio at {sampling_rate} Hz, cut into {window:g}-s windows with a {hop:g}-s hop "
+        "(saved in preprocessor_config.json as `window_seconds` / `hop_seconds`); a track's prediction is "
+        "the mean of its windows' probabilities"
+    )
     lines.append(f"- **Labels ({len(records.labels)}):** {', '.join(records.labels)}")
     return lines
 
 
 def _hyperparameters(records: RunRecords) -> list[str]:
-    lines = [f"- {key}: {value:g}" if isinstance(value, float) else f"- {key}: {_format(value)}"
-             for key, value in records.run_config.items() if key not in NOT_HYPERPARAMETERS and not is_secret_key(key)]
+    lines = [
+        f"- {key}: {value:g}" if isinstance(value, float) else f"- {key}: {_format(value)}"
+        for key, value in records.run_config.items()
+        if key not in NOT_HYPERPARAMETERS and not is_secret_key(key)
+    ]
     state, results = records.trainer_state, records.all_results
-    for key, name in (("train_batch_size", "train_batch_size (per device)"), ("global_step", "optimizer steps"),
-                      ("epoch", "epochs trained")):
+    for key, name in (
+        ("train_batch_size", "train_batch_size (per device)"),
+        ("global_step", "optimizer steps"),
+        ("epoch", "epochs trained"),
+    ):
         if key in state:
             lines.append(f"- {name}: {_format(state[key])}")
     if state.get("best_metric") is not None:
         metric = records.run_config.get("metric_for_best_model", "metric")
         published = ", the weights published here" if records.run_config.get("load_best_model_at_end") else ""
-        lines.append(f"- best validation {metric}: {_format(state['best_metric'])} "
-                     f"(step {state.get('best_global_step', '?')}{published})")
+        lines.append(
+            f"- best validation {metric}: {_format(state['best_metric'])} "
+            f"(step {state.get('best_global_step', '?')}{published})"
+        )
     for key in ("train_loss", "train_runtime"):
         if key in results:
             lines.append(f"- {key}: {_format(results[key])}")
@@ -418,27 +505,44 @@ def _hyperparameters(records: RunRecords) -> list[str]:
 def _data_section(records: RunRecords, dataset: dict[str, Any]) -> list[str]:
     summary = records.data_summary
     lines = [f"- **Source:** {summary.get('source', dataset['name'])}"]
-    lines.append(f"- **Split protocol (`{dataset['protocol']}`):** {dataset['protocol_text']}; splits are made by "
-                 "track, never by window, so no clip has windows on both sides")
+    lines.append(
+        f"- **Split protocol (`{dataset['protocol']}`):** {dataset['protocol_text']}; splits are made by "
+        "track, never by window, so no clip has windows on both sides"
+    )
     tracks, windows = summary.get("tracks", {}), summary.get("windows", {})
     if tracks:
-        lines.append("- **Tracks / windows:** " + ", ".join(
-            f"{split} {tracks.get(split, 0)} / {windows.get(split, 0)}" for split in ("train", "validation", "test")))
+        lines.append(
+            "- **Tracks / windows:** "
+            + ", ".join(
+                f"{split} {tracks.get(split, 0)} / {windows.get(split, 0)}"
+                for split in ("train", "validation", "test")
+            )
+        )
     per_label = summary.get("class_counts", {}).get("tracks", {})
     if per_label.get("train"):
-        lines.append("- **Tracks per label (train / validation / test):** " + ", ".join(
-            f"{label} {' / '.join(str(per_label.get(split, {}).get(label, 0)) for split in ('train', 'validation', 'test'))}"
-            for label in per_label["train"]))
+        lines.append(
+            "- **Tracks per label (train / validation / test):** "
+            + ", ".join(
+                f"{label} {' / '.join(str(per_label.get(split, {}).get(label, 0)) for split in ('train', 'validation', 'test'))}"
+                for label in per_label["train"]
+            )
+        )
     if summary.get("class_weights"):
-        lines.append("- **Class weighting (`balanced`, inverse frequency of the training windows):** " + ", ".join(
-            f"{label} {weight:.3g}" for label, weight in summary["class_weights"].items()))
+        lines.append(
+            "- **Class weighting (`balanced`, inverse frequency of the training windows):** "
+            + ", ".join(f"{label} {weight:.3g}" for label, weight in summary["class_weights"].items())
+        )
     if records.run_config.get("max_tracks_per_genre"):
-        lines.append(f"- **Capped** at {records.run_config['max_tracks_per_genre']} tracks per genre (a quick run)")
+        lines.append(
+            f"- **Capped** at {records.run_config['max_tracks_per_genre']} tracks per genre (a quick run)"
+        )
     if summary.get("skipped_unreadable"):
         lines.append(f"- **Skipped (unreadable):** {', '.join(map(str, summary['skipped_unreadable']))}")
     if dataset["synthetic"]:
-        lines.append("- **Synthetic data:** this model was trained on music the project generates itself (an "
-                     "offline smoke test). Its metrics say the pipeline works, nothing about real music.")
+        lines.append(
+            "- **Synthetic data:** this model was trained on music the project generates itself (an "
+            "offline smoke test). Its metrics say the pipeline works, nothing about real music."
+        )
     return lines
 
 
@@ -480,23 +584,34 @@ def _onnx_section(records: RunRecords, repo_id: str) -> list[str]:
     if not files:
         return []
     return [
-        "ONNX: " + ", ".join(f"`{ONNX_SUBFOLDER}/{name}`" for name in files) + " hold the whole model (adapters "
+        "ONNX: "
+        + ", ".join(f"`{ONNX_SUBFOLDER}/{name}`" for name in files)
+        + " hold the whole model (adapters "
         "merged) for ONNX Runtime (`model_quantized.onnx`: int8 MatMul/Gemm weights). Input `input_values` as the "
         "feature extractor makes it, output `logits`. With this project: `python -m ast_dora.predict song.mp3 "
         f"--model {repo_id} --backend onnx`."
     ]
 
 
-def build_model_card(records: RunRecords, repo_id: str, kind: str = "model", license: str = "apache-2.0") -> ModelCard:
+def build_model_card(
+    records: RunRecords, repo_id: str, kind: str = "model", license: str = "apache-2.0"
+) -> ModelCard:
     """The card of one upload: `kind` is 'model' (full transformers model) or 'adapter' (DoRA adapter only)."""
     if kind not in CARD_KINDS:
         raise ValueError(f"kind={kind!r} is not a card kind; use one of {CARD_KINDS}.")
     if kind == "adapter" and records.adapter_config is None:
-        raise RunRecordsError(f"{records.output_dir} has no adapter/adapter_config.json: only AST-DoRA runs have an adapter.")
+        raise RunRecordsError(
+            f"{records.output_dir} has no adapter/adapter_config.json: only AST-DoRA runs have an adapter."
+        )
     dataset = dataset_description(records)
     model_name = repo_id.split("/")[-1]
     base_model = records.base_model if looks_like_hub_id(records.base_model) else None
-    tags = ["audio-classification", "music-genre-classification", *(["gtzan"] if records.gtzan_labels else []), "audio"]
+    tags = [
+        "audio-classification",
+        "music-genre-classification",
+        *(["gtzan"] if records.gtzan_labels else []),
+        "audio",
+    ]
     tags += list(records.spec.card_tags)
     card_data = ModelCardData(
         license=license,
@@ -514,7 +629,11 @@ def build_model_card(records: RunRecords, repo_id: str, kind: str = "model", lic
     window, hop = records.windows
     test_track = records.metric("test_track_accuracy")
     headline = f" Test track accuracy: **{_format(test_track)}**." if test_track is not None else ""
-    base_text = f", fine-tuned from [`{records.base_model}`](https://huggingface.co/{records.base_model})" if base_model else ""
+    base_text = (
+        f", fine-tuned from [`{records.base_model}`](https://huggingface.co/{records.base_model})"
+        if base_model
+        else ""
+    )
     sections = [
         f"# {model_name}",
         f"Music-genre classifier: {kind_text}{base_text}, trained on {dataset['name']}, with the ast-dora "
@@ -522,26 +641,42 @@ def build_model_card(records: RunRecords, repo_id: str, kind: str = "model", lic
         "## Model details",
         "\n".join(_model_details(records, kind)),
         "## How to use",
-        "With `transformers`" + (" and `peft`" if kind == "adapter" else "") + " only (no need for this project), "
+        "With `transformers`"
+        + (" and `peft`" if kind == "adapter" else "")
+        + " only (no need for this project), "
         "the `audio-classification` pipeline analyses the whole song: this repo's pipeline "
         f"(`pipeline_genre_classification.py`) cuts it into the model's {window:g}-s windows"
-        + (f" (back to back; `hop_seconds={hop:g}` places them every {hop:g} s, as the evaluation below did)"
-           if hop != window else "")
+        + (
+            f" (back to back; `hop_seconds={hop:g}` places them every {hop:g} s, as the evaluation below did)"
+            if hop != window
+            else ""
+        )
         + ", classifies every window and returns the top "
         "genres of their mean probability, the track-level prediction (transformers' standard audio-classification "
-        "pipeline would hear only the first window). Files, URLs, `{\"raw\": waveform, \"sampling_rate\": rate}` "
+        'pipeline would hear only the first window). Files, URLs, `{"raw": waveform, "sampling_rate": rate}` '
         "dicts and arrays are accepted; other rates are resampled and channels averaged.",
         f"```python\n{pipeline_snippet(kind, repo_id, window)}```",
-        ("This loads the adapter onto its base, then hands the model to this repo's pipeline class: "
-         "`pipeline(\"audio-classification\", model=repo_id)` alone would load the base checkpoint named in "
-         "adapter_config.json without the adapter. " if kind == "adapter" else "")
+        (
+            "This loads the adapter onto its base, then hands the model to this repo's pipeline class: "
+            '`pipeline("audio-classification", model=repo_id)` alone would load the base checkpoint named in '
+            "adapter_config.json without the adapter. "
+            if kind == "adapter"
+            else ""
+        )
         + "Loading runs this repo's `*.py` files on your machine, so read them and pin `revision` to the commit you "
         "read (the commit hash under *Files and versions*); a later commit cannot then change what you run."
-        + (" The base is loaded with the fine-tuned config, so transformers reports its AudioSet head as unused and "
-           "the MLP head as newly initialised: the adapter then supplies the trained head." if kind == "adapter" else ""),
+        + (
+            " The base is loaded with the fine-tuned config, so transformers reports its AudioSet head as unused and "
+            "the MLP head as newly initialised: the adapter then supplies the trained head."
+            if kind == "adapter"
+            else ""
+        ),
     ]
     if kind != "adapter":
-        sections += ["The model and its feature extractor on their own:", f"```python\n{loading_snippet(kind, repo_id)}```"]
+        sections += [
+            "The model and its feature extractor on their own:",
+            f"```python\n{loading_snippet(kind, repo_id)}```",
+        ]
     sections += [
         "Track-level prediction by hand, without the pipeline, as evaluated below:",
         f"```python\n{usage_snippet(window, hop)}```",
@@ -563,14 +698,20 @@ def build_model_card(records: RunRecords, repo_id: str, kind: str = "model", lic
         sections += [f"### Per class ({split} split)", table]
     matrix = records.confusion_matrix_file()
     if matrix is not None:
-        sections += ["### Confusion matrix", f"![Confusion matrix: {matrix[len('confusion_matrix_'):-4].replace('_', ', ')}]({matrix})",
-                     "The other splits and levels are in `confusion_matrix_*.png`; per-class reports in "
-                     "`classification_report_*.txt`."]
+        sections += [
+            "### Confusion matrix",
+            f"![Confusion matrix: {matrix[len('confusion_matrix_') : -4].replace('_', ', ')}]({matrix})",
+            "The other splits and levels are in `confusion_matrix_*.png`; per-class reports in "
+            "`classification_report_*.txt`.",
+        ]
     sections += ["## Training procedure", "\n".join(_hyperparameters(records))]
     log_table = _training_log_table(records)
     if log_table is not None:
         sections += ["### Validation during training", log_table]
-    sections += ["## Intended use and limitations", (LIMITATIONS if records.gtzan_labels else OWN_DATA_LIMITATIONS).strip()]
+    sections += [
+        "## Intended use and limitations",
+        (LIMITATIONS if records.gtzan_labels else OWN_DATA_LIMITATIONS).strip(),
+    ]
     versions = [f"transformers {records.model_config.get('transformers_version', '?')}"]
     if records.adapter_config and kind == "adapter":
         versions.append(f"peft {records.adapter_config.get('peft_version', '?')}")

@@ -94,14 +94,20 @@ class MusicCheck:
         return next(item for item in self.top(len(self.labels)) if item["label"] != MUSIC_LABEL)
 
     def describe(self) -> str:
-        """"not music: sounds like Speech 0.93" for a song that is not music, "music 0.97" for one that is."""
+        """ "not music: sounds like Speech 0.93" for a song that is not music, "music 0.97" for one that is."""
         if self.is_music:
             return f"music {self.music_probability:.2f}"
         like = self.sounds_like()
-        return f"not music (music {self.music_probability:.2f}); sounds like {like['label']} {like['score']:.2f}"
+        return (
+            f"not music (music {self.music_probability:.2f}); sounds like {like['label']} {like['score']:.2f}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"music_probability": self.music_probability, "is_music": self.is_music, "audioset_top": self.top()}
+        return {
+            "music_probability": self.music_probability,
+            "is_music": self.is_music,
+            "audioset_top": self.top(),
+        }
 
 
 NO_MUSIC_CHECK = {"music_probability": None, "is_music": None, "audioset_top": None}

@@ -57,8 +57,15 @@ def plot_probability_timeline(analysis, top_k: int = 5, axis=None, title: str | 
             x = np.array([analysis.window_starts[0], analysis.window_ends[0]]) / scale
             axis.plot(x, [values[0]] * 2, color=_colour(int(i)), label=analysis.labels[i], linewidth=2)
         else:
-            axis.plot(centres, values, color=_colour(int(i)), label=analysis.labels[i], linewidth=1.6,
-                      marker="o" if len(centres) <= 30 else None, markersize=3)
+            axis.plot(
+                centres,
+                values,
+                color=_colour(int(i)),
+                label=analysis.labels[i],
+                linewidth=1.6,
+                marker="o" if len(centres) <= 30 else None,
+                markersize=3,
+            )
     axis.set_xlim(0, analysis.duration / scale)
     axis.set_ylim(0, 1)
     axis.set_xlabel(xlabel)

@@ -49,37 +49,83 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("songs", nargs="+", metavar="SONG", help="Audio files (anything FFmpeg decodes).")
-    parser.add_argument("--model", required=True, action="append", metavar="DIR_OR_HUB_ID",
-                        help="A trained model: output_dir of finetune/run.py (either kind) or a Hub id; repeat it "
-                        "with --ensemble for one answer from several.")
-    parser.add_argument("--ensemble", action="store_true",
-                        help="One answer from all the --model's: the weighted mean of their song probabilities.")
-    parser.add_argument("--weights", type=float, nargs="+", default=None, metavar="W",
-                        help="With --ensemble: one weight per --model, in order (default: equal).")
-    parser.add_argument("--min_music_probability", type=float, default=DEFAULT_MIN_MUSIC_PROBABILITY,
-                        help="A song is music (`is_music`) when AudioSet's \"Music\" probability reaches this "
-                        f"(default {DEFAULT_MIN_MUSIC_PROBABILITY}; docs/serving.md, \"Music check\").")
+    parser.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        metavar="DIR_OR_HUB_ID",
+        help="A trained model: output_dir of finetune/run.py (either kind) or a Hub id; repeat it "
+        "with --ensemble for one answer from several.",
+    )
+    parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="One answer from all the --model's: the weighted mean of their song probabilities.",
+    )
+    parser.add_argument(
+        "--weights",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="W",
+        help="With --ensemble: one weight per --model, in order (default: equal).",
+    )
+    parser.add_argument(
+        "--min_music_probability",
+        type=float,
+        default=DEFAULT_MIN_MUSIC_PROBABILITY,
+        help='A song is music (`is_music`) when AudioSet\'s "Music" probability reaches this '
+        f'(default {DEFAULT_MIN_MUSIC_PROBABILITY}; docs/serving.md, "Music check").',
+    )
     parser.add_argument("--json", action="store_true", help="Print JSON (a list, one object per song).")
-    parser.add_argument("--plot", default=None, metavar="OUT.png",
-                        help="Save the probability bars and the timeline; with several songs, OUT_<song>.png each.")
-    parser.add_argument("--top_k", type=int, default=3, help="Genres listed per song in the table (default 3).")
-    parser.add_argument("--no_segments", action="store_true", help="Leave the per-window `segments` out of the JSON.")
-    parser.add_argument("--batch_size", type=int, default=None, help="Windows per forward pass (model's default).")
+    parser.add_argument(
+        "--plot",
+        default=None,
+        metavar="OUT.png",
+        help="Save the probability bars and the timeline; with several songs, OUT_<song>.png each.",
+    )
+    parser.add_argument(
+        "--top_k", type=int, default=3, help="Genres listed per song in the table (default 3)."
+    )
+    parser.add_argument(
+        "--no_segments", action="store_true", help="Leave the per-window `segments` out of the JSON."
+    )
+    parser.add_argument(
+        "--batch_size", type=int, default=None, help="Windows per forward pass (model's default)."
+    )
     parser.add_argument("--window_seconds", type=float, default=None, help="Window length (model's default).")
-    parser.add_argument("--hop_seconds", type=float, default=None,
-                        help="Seconds between window starts (default: the window length, back to back); a smaller "
-                        "hop overlaps windows for a smoother timeline, at proportionally more work.")
-    parser.add_argument("--max_windows", type=int, default=None,
-                        help="Analyse at most this many windows per song, evenly spread over it (default: all); the "
-                        "JSON reports `windows_analysed` of `windows_total`.")
-    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="torch",
-                        help="What runs the model: torch (default); onnx: ONNX Runtime on the model's onnx/ export "
-                        "(int8 when present), written by `python -m ast_dora.export onnx MODEL_DIR --quantize int8`; "
-                        "openvino: OpenVINO on its openvino/ export (`python -m ast_dora.export openvino MODEL_DIR "
-                        "--quantize int8`); auto: the fastest export the model has (openvino int8, onnx int8, ...), "
-                        "else torch.")
-    parser.add_argument("--no_bf16", action="store_true", help="Compute in fp32 on every backend (default: bf16 where it is measured faster than fp32, `ast_dora.hardware`).")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available; onnx: cpu).")
+    parser.add_argument(
+        "--hop_seconds",
+        type=float,
+        default=None,
+        help="Seconds between window starts (default: the window length, back to back); a smaller "
+        "hop overlaps windows for a smoother timeline, at proportionally more work.",
+    )
+    parser.add_argument(
+        "--max_windows",
+        type=int,
+        default=None,
+        help="Analyse at most this many windows per song, evenly spread over it (default: all); the "
+        "JSON reports `windows_analysed` of `windows_total`.",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        default="torch",
+        help="What runs the model: torch (default); onnx: ONNX Runtime on the model's onnx/ export "
+        "(int8 when present), written by `python -m ast_dora.export onnx MODEL_DIR --quantize int8`; "
+        "openvino: OpenVINO on its openvino/ export (`python -m ast_dora.export openvino MODEL_DIR "
+        "--quantize int8`); auto: the fastest export the model has (openvino int8, onnx int8, ...), "
+        "else torch.",
+    )
+    parser.add_argument(
+        "--no_bf16",
+        action="store_true",
+        help="Compute in fp32 on every backend (default: bf16 where it is measured faster than fp32, `ast_dora.hardware`).",
+    )
+    parser.add_argument(
+        "--device", default=None, help="cpu or cuda (default: cuda when available; onnx: cpu)."
+    )
     parser.add_argument("--revision", default=None, help="Hub revision of --model.")
     parser.add_argument("--token", default=None, help="Hub token for a private --model.")
     parser.add_argument("--quiet", action="store_true", help="No progress bars.")
@@ -95,14 +141,31 @@ def _table_line(row: dict, top_k: int) -> tuple[str, ...]:
     music = "-" if row.get("music_probability") is None else f"{row['music_probability']:.0%}"
     if row.get("is_music") is False:
         # Not music: the genre is no answer; say what it sounds like (AudioSet's top class other than Music).
-        like = next((item for item in row["audioset_top"] if item["label"] != "Music"), row["audioset_top"][0])
-        return (row["file"], _format_duration(row["duration"]), music, "not music", "-", "-",
-                f"sounds like {like['label']} {like['score']:.2f}")
+        like = next(
+            (item for item in row["audioset_top"] if item["label"] != "Music"), row["audioset_top"][0]
+        )
+        return (
+            row["file"],
+            _format_duration(row["duration"]),
+            music,
+            "not music",
+            "-",
+            "-",
+            f"sounds like {like['label']} {like['score']:.2f}",
+        )
     top = ", ".join(
-        f"{genre} {p:.0%}" for genre, p in sorted(row["probabilities"].items(), key=lambda item: -item[1])[:top_k]
+        f"{genre} {p:.0%}"
+        for genre, p in sorted(row["probabilities"].items(), key=lambda item: -item[1])[:top_k]
     )
-    return (row["file"], _format_duration(row["duration"]), music, row["genre"], f"{row['confidence']:.1%}",
-            row["vote"], top)
+    return (
+        row["file"],
+        _format_duration(row["duration"]),
+        music,
+        row["genre"],
+        f"{row['confidence']:.1%}",
+        row["vote"],
+        top,
+    )
 
 
 def format_table(rows: list[dict], top_k: int) -> str:
@@ -111,7 +174,9 @@ def format_table(rows: list[dict], top_k: int) -> str:
     lines += [(row["file"], "-", "-", "ERROR", "-", "-", row["error"]) for row in rows if "error" in row]
     widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(len(header) - 1)]
     return "\n".join(
-        "  ".join(str(cell).ljust(width) for cell, width in zip(line[:-1], widths, strict=True)) + "  " + line[-1]
+        "  ".join(str(cell).ljust(width) for cell, width in zip(line[:-1], widths, strict=True))
+        + "  "
+        + line[-1]
         for line in [header, *lines]
     )
 
@@ -128,7 +193,9 @@ def _progress_bar(song: str, quiet: bool):
         if "bar" not in state:
             from tqdm.auto import tqdm
 
-            state["bar"] = tqdm(total=total, desc=Path(song).name, unit="window", leave=False, file=sys.stderr)
+            state["bar"] = tqdm(
+                total=total, desc=Path(song).name, unit="window", leave=False, file=sys.stderr
+            )
         state["bar"].update(done - state["bar"].n)
 
     def close() -> None:
@@ -148,39 +215,50 @@ def main(argv: list[str] | None = None) -> int:
     if args.ensemble and len(args.model) < 2:
         parser.error("--ensemble needs at least two --model's.")
     if args.weights is not None and (not args.ensemble or len(args.weights) != len(args.model)):
-        parser.error(f"--weights takes one weight per --model with --ensemble ({len(args.model)} models, "
-                     f"{len(args.weights)} weights).")
+        parser.error(
+            f"--weights takes one weight per --model with --ensemble ({len(args.model)} models, "
+            f"{len(args.weights)} weights)."
+        )
     if not 0.0 <= args.min_music_probability <= 1.0:
         parser.error(f"--min_music_probability must be between 0 and 1, got {args.min_music_probability}")
     folders = [song for song in args.songs if Path(song).is_dir()]
     if folders:  # before loading any model: a folder is a library, which `ast_dora.tag` walks
         for folder in folders:
-            print(f"error: {folder} is a folder, not a song. To tag every song under it (recursively, resumable, "
-                  f"with a results database) run: python -m ast_dora.tag {folder} --model "
-                  f"{' --model '.join(args.model)} --output results.db", file=sys.stderr)
+            print(
+                f"error: {folder} is a folder, not a song. To tag every song under it (recursively, resumable, "
+                f"with a results database) run: python -m ast_dora.tag {folder} --model "
+                f"{' --model '.join(args.model)} --output results.db",
+                file=sys.stderr,
+            )
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     hub_kwargs = {key: value for key, value in (("revision", args.revision), ("token", args.token)) if value}
     classifiers = []
     for model in args.model:
         try:
-            classifiers.append(GenreClassifier.from_pretrained(
-                model,
-                hub_kwargs=hub_kwargs,
-                backend=args.backend,
-                batch_size=args.batch_size,
-                window_seconds=args.window_seconds,
-                hop_seconds=args.hop_seconds,
-                bf16=False if args.no_bf16 else None,
-                device=args.device,
-                max_windows=args.max_windows,
-                min_music_probability=args.min_music_probability,
-            ))
+            classifiers.append(
+                GenreClassifier.from_pretrained(
+                    model,
+                    hub_kwargs=hub_kwargs,
+                    backend=args.backend,
+                    batch_size=args.batch_size,
+                    window_seconds=args.window_seconds,
+                    hop_seconds=args.hop_seconds,
+                    bf16=False if args.no_bf16 else None,
+                    device=args.device,
+                    max_windows=args.max_windows,
+                    min_music_probability=args.min_music_probability,
+                )
+            )
         except Exception as error:  # a missing folder, an unreachable Hub id, not a model of this project
-            print(f"error: could not load the model {model!r}: {type(error).__name__}: {error}", file=sys.stderr)
+            print(
+                f"error: could not load the model {model!r}: {type(error).__name__}: {error}", file=sys.stderr
+            )
             return 2
     try:
-        classifier = GenreClassifier.ensemble(classifiers, weights=args.weights) if args.ensemble else classifiers[0]
+        classifier = (
+            GenreClassifier.ensemble(classifiers, weights=args.weights) if args.ensemble else classifiers[0]
+        )
     except ValueError as error:  # models of different genres
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -208,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.plot:
             from .plots import save_analysis_plot
 
-            path = save_analysis_plot(analysis, plot_path(args.plot, song, len(args.songs) > 1), title=Path(song).name)
+            path = save_analysis_plot(
+                analysis, plot_path(args.plot, song, len(args.songs) > 1), title=Path(song).name
+            )
             print(f"plot written to {path}", file=sys.stderr)
 
     if args.json:

@@ -54,8 +54,19 @@ CACHE_VERSION = 1
 # Config fields that do not change what the frozen prefix computes (labels, the genre head), and `min_layer`,
 # which the fingerprint hashes on its own.
 _IRRELEVANT_CONFIG_FIELDS = {
-    "id2label", "label2id", "num_labels", "classifier_hidden_size", "classifier_dropout", "architectures",
-    "auto_map", "transformers_version", "_name_or_path", "_commit_hash", "problem_type", "dtype", "torch_dtype",
+    "id2label",
+    "label2id",
+    "num_labels",
+    "classifier_hidden_size",
+    "classifier_dropout",
+    "architectures",
+    "auto_map",
+    "transformers_version",
+    "_name_or_path",
+    "_commit_hash",
+    "problem_type",
+    "dtype",
+    "torch_dtype",
     "min_layer",
 }
 
@@ -93,7 +104,9 @@ def run_frozen_prefix(model: nn.Module, input_values: torch.Tensor, min_layer: i
     """Hidden states entering layer `min_layer` (exactly what `ASTModel.forward` computes up to there)."""
     encoder = base_ast_model(model).audio_spectrogram_transformer
     hidden_states = encoder.embeddings(input_values)
-    attention_mask = create_bidirectional_mask(config=encoder.config, inputs_embeds=hidden_states, attention_mask=None)
+    attention_mask = create_bidirectional_mask(
+        config=encoder.config, inputs_embeds=hidden_states, attention_mask=None
+    )
     for layer in encoder.layers[:min_layer]:
         hidden_states = layer(hidden_states, attention_mask)
     return hidden_states
@@ -115,7 +128,11 @@ def prefix_weights_hash(model: nn.Module, min_layer: int) -> str:
 
 
 def prefix_fingerprint(
-    model: nn.Module, min_layer: int, dataset_fingerprint: str, feature_extractor=None, compute_dtype: str = "bf16"
+    model: nn.Module,
+    min_layer: int,
+    dataset_fingerprint: str,
+    feature_extractor=None,
+    compute_dtype: str = "bf16",
 ) -> str:
     """Fingerprint of one split's cached hidden states: changes with anything that changes them."""
     from .data.features import feature_extractor_id
@@ -130,8 +147,16 @@ def prefix_fingerprint(
     }
     extractor = feature_extractor_id(feature_extractor) if feature_extractor is not None else None
     return Hasher.hash(
-        ["ast_dora.prefix", CACHE_VERSION, dataset_fingerprint, extractor, checkpoint, config, int(min_layer),
-         compute_dtype]
+        [
+            "ast_dora.prefix",
+            CACHE_VERSION,
+            dataset_fingerprint,
+            extractor,
+            checkpoint,
+            config,
+            int(min_layer),
+            compute_dtype,
+        ]
     )
 
 
@@ -165,8 +190,9 @@ def cache_prefix_hidden_states(
     from .data.features import default_cache_dir
 
     device = next(model.parameters()).device
-    fingerprint = prefix_fingerprint(model, min_layer, dataset._fingerprint, feature_extractor,
-                                     "bf16" if bf16 else "fp32")
+    fingerprint = prefix_fingerprint(
+        model, min_layer, dataset._fingerprint, feature_extractor, "bf16" if bf16 else "fp32"
+    )
     encoder = base_ast_model(model).audio_spectrogram_transformer
     shape = (encoder.embeddings.position_embeddings.shape[1], encoder.config.hidden_size)
     features = dataset.features.copy()
@@ -200,13 +226,20 @@ def cache_prefix_hidden_states(
         model.train(was_training)
     logger.info(
         "Frozen-prefix cache: %d windows, hidden states entering layer %d (%s x %s bf16, %.0f MB) - %s in %.1f s",
-        len(cached), min_layer, *shape, len(cached) * shape[0] * shape[1] * 2 / 2**20,
-        "cache hit" if hit else ("computed, cached at " + cache_file if cache_file else "computed, not cached"),
+        len(cached),
+        min_layer,
+        *shape,
+        len(cached) * shape[0] * shape[1] * 2 / 2**20,
+        "cache hit"
+        if hit
+        else ("computed, cached at " + cache_file if cache_file else "computed, not cached"),
         time.perf_counter() - start,
     )
     # numpy, not torch: datasets' formatters widen integer arrays to int64 unless told the dtype (labels too,
     # which the collator widens back); int16 reads the stored bits without a copy.
-    formatted = cached.with_format("numpy", columns=[PREFIX_COLUMN, "labels"], output_all_columns=True, dtype=np.int16)
+    formatted = cached.with_format(
+        "numpy", columns=[PREFIX_COLUMN, "labels"], output_all_columns=True, dtype=np.int16
+    )
     return formatted, hit
 
 
@@ -231,7 +264,12 @@ def _row_key(values: np.ndarray) -> bytes:
 
 
 def cache_frozen_features(
-    model: nn.Module, dataset: Dataset, *, batch_size: int = 32, cache_dir: str | None = None, use_cache: bool = True,
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 32,
+    cache_dir: str | None = None,
+    use_cache: bool = True,
 ) -> tuple[Dataset, bool]:
     """`dataset` (windows with `input_values`) -> the same rows with `prefix_hidden_states` (the model's
     `frozen_features`, float32) instead of `input_values`. Returns (dataset, cache_hit).
@@ -265,7 +303,7 @@ def cache_frozen_features(
     start = time.perf_counter()
     try:
         for first in range(0, len(missing), batch_size):
-            chunk = missing[first:first + batch_size]
+            chunk = missing[first : first + batch_size]
             batch = torch.as_tensor(np.stack([values[i]["input_values"] for i in chunk])).to(device)
             features = base.frozen_features(batch).float().cpu().numpy()
             for i, row in zip(chunk, features, strict=True):
@@ -277,9 +315,18 @@ def cache_frozen_features(
         model.train(was_training)
     if store_file is not None and missing:
         # (N, 16) uint8, not numpy's fixed-width bytes, which drop a key's trailing zero bytes.
-        np.savez(store_file, keys=np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, 16), values=np.stack(rows))
-    logger.info("Frozen-feature cache: %d windows, %d computed in %.1f s%s", len(dataset), len(missing),
-                time.perf_counter() - start, f", stored in {store_file}" if store_file else "")
+        np.savez(
+            store_file,
+            keys=np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, 16),
+            values=np.stack(rows),
+        )
+    logger.info(
+        "Frozen-feature cache: %d windows, %d computed in %.1f s%s",
+        len(dataset),
+        len(missing),
+        time.perf_counter() - start,
+        f", stored in {store_file}" if store_file else "",
+    )
     column = np.stack([rows[index[key]] for key in wanted]) if wanted else np.zeros((0, 1), np.float32)
     cached = dataset.remove_columns(["input_values"])
     cached = cached.add_column(PREFIX_COLUMN, list(column)) if len(cached) else cached
@@ -332,15 +379,21 @@ def apply_prefix_cache(run, data, model, feature_extractor, training_args):
     with training_args.main_process_first(desc="frozen-prefix cache"):
         for split, dataset in data.datasets.items():
             cached[split], hits[split] = cache_prefix_hidden_states(
-                model, dataset, min_layer,
+                model,
+                dataset,
+                min_layer,
                 feature_extractor=feature_extractor,
                 bf16=training_args.bf16,
                 batch_size=training_args.per_device_eval_batch_size,
                 cache_dir=run.data.features_cache_dir,
                 use_cache=run.data.cache_features,
             )
-    logger.info("Training AST-DoRA from the frozen-prefix cache: layers >= %d and the head run each step.", min_layer)
-    data = dataclasses.replace(data, datasets=DatasetDict(cached), cache_hits={**data.cache_hits, "prefix": all(hits.values())})
+    logger.info(
+        "Training AST-DoRA from the frozen-prefix cache: layers >= %d and the head run each step.", min_layer
+    )
+    data = dataclasses.replace(
+        data, datasets=DatasetDict(cached), cache_hits={**data.cache_hits, "prefix": all(hits.values())}
+    )
     return data, collate_prefix_batch
 
 
@@ -353,11 +406,16 @@ def _apply_frozen_feature_cache(run, data, model, training_args):
     with training_args.main_process_first(desc="frozen-feature cache"):
         for split, dataset in data.datasets.items():
             cached[split], hits[split] = cache_frozen_features(
-                model, dataset, batch_size=training_args.per_device_eval_batch_size,
-                cache_dir=run.data.features_cache_dir, use_cache=run.data.cache_features,
+                model,
+                dataset,
+                batch_size=training_args.per_device_eval_batch_size,
+                cache_dir=run.data.features_cache_dir,
+                use_cache=run.data.cache_features,
             )
     logger.info("Training the genre head from the frozen-feature cache: only the head runs each step.")
-    data = dataclasses.replace(data, datasets=DatasetDict(cached), cache_hits={**data.cache_hits, "prefix": all(hits.values())})
+    data = dataclasses.replace(
+        data, datasets=DatasetDict(cached), cache_hits={**data.cache_hits, "prefix": all(hits.values())}
+    )
     return data, collate_prefix_batch
 
 

@@ -59,7 +59,9 @@ class GenreTrainer(Trainer):
                     "feeds hidden states): pass --prefix_cache false to use mixup."
                 )
             inputs = mixup_batch(inputs, alpha, base_model_of(model).config.num_labels)
-        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        return super().compute_loss(
+            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+        )
 
     def _get_dataloader(self, *args, **kwargs):
         # DataLoader workers start by fork only where no native thread pool (OpenVINO, ONNX Runtime) runs in this
@@ -81,7 +83,12 @@ class GenreTrainer(Trainer):
 
 
 def build_trainer(
-    run: RunConfig, data, feature_extractor, model=None, model_init=None, trainer_class=GenreTrainer,
+    run: RunConfig,
+    data,
+    feature_extractor,
+    model=None,
+    model_init=None,
+    trainer_class=GenreTrainer,
     data_collator=None,
 ) -> GenreTrainer:
     callbacks = []
@@ -102,7 +109,9 @@ def build_trainer(
     )
 
 
-def evaluate_splits(trainer: GenreTrainer, data, output_dir: str, splits=tuple(SPLIT_PREFIXES)) -> dict[str, float]:
+def evaluate_splits(
+    trainer: GenreTrainer, data, output_dir: str, splits=tuple(SPLIT_PREFIXES)
+) -> dict[str, float]:
     """Predict each of `splits` once: metrics into all_results.json, reports and confusion matrices."""
     all_metrics = {}
     for split in splits:
@@ -115,7 +124,9 @@ def evaluate_splits(trainer: GenreTrainer, data, output_dir: str, splits=tuple(S
         trainer.save_metrics(prefix, output.metrics)
         all_metrics.update(output.metrics)
         if trainer.is_world_process_zero():
-            write_reports(output.predictions, output.label_ids, track_ids_of(dataset), data.labels, output_dir, prefix)
+            write_reports(
+                output.predictions, output.label_ids, track_ids_of(dataset), data.labels, output_dir, prefix
+            )
     return all_metrics
 
 
@@ -140,7 +151,11 @@ def resolve_checkpoint(training_args) -> str | None:
 def checkpoint_folders(output_dir: str) -> list[str]:
     """The `checkpoint-N` folders in `output_dir`, newest (highest N) first."""
     steps = sorted(
-        (int(match.group(1)) for name in os.listdir(output_dir) if (match := re.fullmatch(r"checkpoint-(\d+)", name))),
+        (
+            int(match.group(1))
+            for name in os.listdir(output_dir)
+            if (match := re.fullmatch(r"checkpoint-(\d+)", name))
+        ),
         reverse=True,
     )
     return [os.path.join(output_dir, f"checkpoint-{step}") for step in steps]

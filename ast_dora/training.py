@@ -55,7 +55,9 @@ def setup_logging(training_args) -> None:
     log_level = training_args.get_process_log_level()
     # This project's own messages (data summary, caches, the smoke stand-in's pretraining) are few and say where
     # minutes go, so the main process shows them unless a log_level was chosen explicitly.
-    own_level = logging.INFO if training_args.log_level == "passive" and training_args.should_log else log_level
+    own_level = (
+        logging.INFO if training_args.log_level == "passive" and training_args.should_log else log_level
+    )
     for library_logger in (logger, logging.getLogger(__package__)):
         library_logger.setLevel(own_level)
     datasets.utils.logging.set_verbosity(log_level)
@@ -119,7 +121,9 @@ def config_differences(run: RunConfig, previous: RunConfig) -> list[str]:
     """`name (value there, value now)` for each field, outside `RESUME_NEUTRAL_FIELDS` and credentials, in which
     `run` differs from `previous` (effective values: a default written out or left out is no difference)."""
     differences = []
-    for now, before in zip((run.model, run.data, run.training), (previous.model, previous.data, previous.training), strict=True):
+    for now, before in zip(
+        (run.model, run.data, run.training), (previous.model, previous.data, previous.training), strict=True
+    ):
         for field in dataclasses.fields(type(now)):
             name = field.name
             if not field.init or name in RESUME_NEUTRAL_FIELDS or is_secret_key(name):
@@ -170,7 +174,9 @@ def train(run: RunConfig, prepared: PreparedRun) -> dict[str, float]:
     """Train (`do_train`), evaluate on validation (`do_eval`) and test (`do_predict`), save and push."""
     training_args, feature_extractor = run.training, prepared.feature_extractor
     stages = run.stages  # do_train / do_eval / do_predict; all three when none is given
-    model = build_model(run.model, prepared.data.labels, training_args, class_weights=prepared.data.class_weights)
+    model = build_model(
+        run.model, prepared.data.labels, training_args, class_weights=prepared.data.class_weights
+    )
     data, data_collator = prepared.data, None
     if get_model_spec(run.model.model_type).prefix_cache:
         # Without waveform augmentation every split becomes the frozen layers' output, computed once.
@@ -193,7 +199,9 @@ def train(run: RunConfig, prepared: PreparedRun) -> dict[str, float]:
         return metrics
     if trainer.is_world_process_zero():
         set_windows(feature_extractor, data.window_seconds, data.hop_seconds)
-        save_trained_model(trainer.accelerator.unwrap_model(trainer.model), feature_extractor, training_args.output_dir)
+        save_trained_model(
+            trainer.accelerator.unwrap_model(trainer.model), feature_extractor, training_args.output_dir
+        )
     trainer.accelerator.wait_for_everyone()
     if prepared.push_to_hub and trainer.is_world_process_zero():
         from .hub import push_run
@@ -218,4 +226,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return run_training(parse_config(argv))
 
 
-__all__ = ["RUN_CONFIG_NAME", "PreparedRun", "build_parser", "check_resumable", "config_differences", "main", "prepare", "run_training", "setup_logging", "train", "write_run_config"]
+__all__ = [
+    "RUN_CONFIG_NAME",
+    "PreparedRun",
+    "build_parser",
+    "check_resumable",
+    "config_differences",
+    "main",
+    "prepare",
+    "run_training",
+    "setup_logging",
+    "train",
+    "write_run_config",
+]

@@ -29,7 +29,9 @@ SHARED_DIR = Path(os.environ.get("AST_DORA_SHARED_DIR") or REPO_ROOT.parent / "s
 # ----------------------------------------------------------------------------------------------------------
 
 
-def tone(seconds: float, sampling_rate: int, freq: float = 440.0, channels: int = 1, seed: int = 0) -> np.ndarray:
+def tone(
+    seconds: float, sampling_rate: int, freq: float = 440.0, channels: int = 1, seed: int = 0
+) -> np.ndarray:
     """A decaying tone plus a little noise, float32 in [-0.5, 0.5]; shape (n,) or (n, channels)."""
     rng = np.random.default_rng(seed)
     n = int(round(seconds * sampling_rate))
@@ -70,7 +72,9 @@ def audio_dataset(rows: dict, features: dict, audio_feature=None):
     from ast_dora.data.sources import AUDIO_STORAGE
 
     plain = datasets.Features({**features, "audio": AUDIO_STORAGE})
-    return datasets.Dataset.from_dict(rows, features=plain).cast_column("audio", audio_feature or datasets.Audio())
+    return datasets.Dataset.from_dict(rows, features=plain).cast_column(
+        "audio", audio_feature or datasets.Audio()
+    )
 
 
 def make_gtzan_folder(
@@ -145,9 +149,18 @@ class TinyLogSpecFeatureExtractor(SequenceFeatureExtractor):
 
     model_input_names = ["input_values"]
 
-    def __init__(self, sampling_rate: int = 8000, n_bands: int = 8, frame_length: int = 400, feature_size: int = 1,
-                 padding_value: float = 0.0, **kwargs):
-        super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
+    def __init__(
+        self,
+        sampling_rate: int = 8000,
+        n_bands: int = 8,
+        frame_length: int = 400,
+        feature_size: int = 1,
+        padding_value: float = 0.0,
+        **kwargs,
+    ):
+        super().__init__(
+            feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs
+        )
         self.n_bands = n_bands
         self.frame_length = frame_length
 
@@ -216,11 +229,24 @@ def messy_gtzan_folder(tmp_path_factory) -> MessyGTZAN:
             sampling_rates[tid] = sr
             if tid == "jazz.00001":
                 (root / genre).mkdir(parents=True, exist_ok=True)
-                (root / genre / f"{tid}.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage, not audio" * 3)
+                (root / genre / f"{tid}.wav").write_bytes(
+                    b"RIFF\x10\x00\x00\x00WAVEfmt garbage, not audio" * 3
+                )
                 continue
-            write_audio(root / genre / f"{tid}{ext}", tone(seconds, sr, 110.0 * 2 ** (g / 4), channels, seed=g * 10 + i), sr)
-    return MessyGTZAN(root=root, track_ids=ids, corrupt="jazz.00001", stereo="rock.00000", short="pop.00001",
-                      au_tracks=au, sampling_rates=sampling_rates)
+            write_audio(
+                root / genre / f"{tid}{ext}",
+                tone(seconds, sr, 110.0 * 2 ** (g / 4), channels, seed=g * 10 + i),
+                sr,
+            )
+    return MessyGTZAN(
+        root=root,
+        track_ids=ids,
+        corrupt="jazz.00001",
+        stereo="rock.00000",
+        short="pop.00001",
+        au_tracks=au,
+        sampling_rates=sampling_rates,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -274,7 +300,9 @@ def synthetic_gtzan_folder(tmp_path_factory) -> Path:
 def shared_dir() -> Path:
     """`../shared` beside the repo (real audio, split lists); tests using it skip when it is absent."""
     if not SHARED_DIR.is_dir():
-        pytest.skip(f"shared material not found at {SHARED_DIR} (it sits beside the repository in the workplace)")
+        pytest.skip(
+            f"shared material not found at {SHARED_DIR} (it sits beside the repository in the workplace)"
+        )
     return SHARED_DIR
 
 
@@ -309,4 +337,3 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-

@@ -37,8 +37,14 @@ def export_tiny_onnx(model_dir: Path) -> Path:
     return model_dir
 
 
-def generated_wav(path: Path, seconds: float, sampling_rate: int = 44100, channels: int = 2, genre: str = "rock",
-                  seed: int = 0) -> Path:
+def generated_wav(
+    path: Path,
+    seconds: float,
+    sampling_rate: int = 44100,
+    channels: int = 2,
+    genre: str = "rock",
+    seed: int = 0,
+) -> Path:
     from ast_dora.data import synthesize_track
 
     mono = synthesize_track(genre, seconds, sampling_rate, np.random.default_rng(seed))
@@ -101,8 +107,15 @@ def load_app_module():
 
 
 @contextlib.contextmanager
-def running_app(model_dirs: list[Path], work_dir: Path, max_seconds: float = 600.0, max_file_size: str = "50mb",
-                backend: str = "torch", classifier_hook=None, **classifier_options):
+def running_app(
+    model_dirs: list[Path],
+    work_dir: Path,
+    max_seconds: float = 600.0,
+    max_file_size: str = "50mb",
+    backend: str = "torch",
+    classifier_hook=None,
+    **classifier_options,
+):
     """Serve the demo with `model_dirs` on 127.0.0.1 at a free port, the way `python app.py` does; yields its URL.
 
     `backend` and `classifier_options` (e.g. batch_size) go to the classifiers; `classifier_hook(classifier)` may
@@ -116,8 +129,15 @@ def running_app(model_dirs: list[Path], work_dir: Path, max_seconds: float = 600
     examples = app.example_files(work_dir / "examples")
     demo = app.build_demo(classifiers, examples, max_seconds=max_seconds)
     port = free_port()
-    app.launch(demo, server_name="127.0.0.1", port=port, max_file_size=max_file_size,
-               allowed_paths=[str(work_dir / "examples")], prevent_thread_lock=True, quiet=True)
+    app.launch(
+        demo,
+        server_name="127.0.0.1",
+        port=port,
+        max_file_size=max_file_size,
+        allowed_paths=[str(work_dir / "examples")],
+        prevent_thread_lock=True,
+        quiet=True,
+    )
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

@@ -34,8 +34,14 @@ def served(request, tiny_models, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"app_{request.param}")
     # Random tiny models: AudioSet's music probability is noise, so every upload counts as music here (the music
     # check itself: tests/test_music_detection.py).
-    with running_app(tiny_models, root, max_seconds=MAX_SECONDS, max_file_size="5mb", backend=request.param,
-                     min_music_probability=0.0) as url:
+    with running_app(
+        tiny_models,
+        root,
+        max_seconds=MAX_SECONDS,
+        max_file_size="5mb",
+        backend=request.param,
+        min_music_probability=0.0,
+    ) as url:
         yield url, [str(m) for m in tiny_models], request.param
 
 
@@ -70,8 +76,12 @@ def test_wav_and_mp3_give_ten_probabilities(client, served, tmp_path):
     vit_spec, ast_spec = served[1]
     # the audio file alone: both models answer together
     check_result(client.predict(handle_file(str(wav_song(tmp_path))), api_name="/predict"), "both")
-    check_result(client.predict(handle_file(str(wav_song(tmp_path))), vit_spec, api_name="/predict"), vit_spec)
-    check_result(client.predict(handle_file(str(mp3_song(tmp_path))), ast_spec, api_name="/predict"), ast_spec)
+    check_result(
+        client.predict(handle_file(str(wav_song(tmp_path))), vit_spec, api_name="/predict"), vit_spec
+    )
+    check_result(
+        client.predict(handle_file(str(mp3_song(tmp_path))), ast_spec, api_name="/predict"), ast_spec
+    )
 
 
 def test_not_audio_gives_a_message_and_the_next_request_works(client, served, tmp_path):
@@ -100,8 +110,9 @@ def test_uploads_over_the_size_limit_are_refused(served, tmp_path):
 
 
 def test_the_chosen_backend_serves(client, served, tmp_path):
-    details = client.predict(handle_file(str(generated_wav(tmp_path / "song.wav", 5.0))), served[1][0],
-                             api_name="/predict")[2]
+    details = client.predict(
+        handle_file(str(generated_wav(tmp_path / "song.wav", 5.0))), served[1][0], api_name="/predict"
+    )[2]
     backend = served[2]
     # onnx: the int8 file of the tiny model's export; torch: the transformers model
     assert details["backend"].startswith("onnxruntime int8" if backend == "onnx" else "torch on cpu")
@@ -127,7 +138,9 @@ def test_results_stream_in_batch_by_batch(tiny_models, tmp_path, backend):
     assert done == sorted(done) and done[-1] == 5
     assert "majority vote of 5 windows" in final[3]
     app = load_app_module()
-    expected = app.GenreClassifier.from_pretrained(tiny_models[0], backend=backend, batch_size=2).analyse(song)
+    expected = app.GenreClassifier.from_pretrained(tiny_models[0], backend=backend, batch_size=2).analyse(
+        song
+    )
     probabilities = final[2]["probabilities"]
     assert probabilities == pytest.approx(expected.label_probabilities(), abs=1e-6)
     first = expected.window_probabilities[[1, 2]].mean(axis=0)
@@ -137,7 +150,10 @@ def test_results_stream_in_batch_by_batch(tiny_models, tmp_path, backend):
 def test_models_come_from_flags_or_the_environment():
     app = load_app_module()
     assert app.model_specs(["a", "b", "a"], environ={"GENRE_MODELS": "x"}) == ["a", "b"]
-    assert app.model_specs(None, environ={"GENRE_MODELS": " user/vit , runs/ast ,"}) == ["user/vit", "runs/ast"]
+    assert app.model_specs(None, environ={"GENRE_MODELS": " user/vit , runs/ast ,"}) == [
+        "user/vit",
+        "runs/ast",
+    ]
     with pytest.raises(SystemExit, match="GENRE_MODELS"):
         app.model_specs(None, environ={})
 
@@ -195,8 +211,12 @@ def test_on_zerogpu_the_analysis_runs_inside_spaces_gpu(tiny_models, tmp_path, m
     classifiers = app.load_classifiers([str(tiny_models[0])], max_seconds=None, backend="torch", environ={})
     demo = app.build_demo(classifiers, environ={"SPACES_ZERO_GPU": "true"})
     handler = predict_function(demo)
-    assert getattr(handler, "zero_gpu", False), "the demo's /predict handler is not the spaces.GPU-wrapped analysis"
-    assert "progress" in inspect.signature(handler).parameters  # Gradio still sees (and injects) the progress bar
+    assert getattr(handler, "zero_gpu", False), (
+        "the demo's /predict handler is not the spaces.GPU-wrapped analysis"
+    )
+    assert (
+        "progress" in inspect.signature(handler).parameters
+    )  # Gradio still sees (and injects) the progress bar
     results = list(handler(str(wav_song(tmp_path)), None, progress=lambda *args, **kwargs: None))
     assert calls == [{"function": "analyse", "duration": app.ZERO_GPU_DURATION}]
     assert results and results[-1][2]["genre"] in results[-1][2]["probabilities"]
@@ -211,11 +231,18 @@ def test_zerogpu_places_torch_models_on_cuda(monkeypatch):
     for environ in ({}, {"SPACES_ZERO_GPU": ""}, {"SPACES_ZERO_GPU": "false"}):
         assert app.zero_gpu_options("auto", None, environ) == {"backend": "auto", "bf16": None}
     loaded = []
-    monkeypatch.setattr(app.GenreClassifier, "from_pretrained",
-                        lambda spec, **kwargs: loaded.append((spec, kwargs)) or "classifier")
+    monkeypatch.setattr(
+        app.GenreClassifier,
+        "from_pretrained",
+        lambda spec, **kwargs: loaded.append((spec, kwargs)) or "classifier",
+    )
     app.load_classifiers(["me/model"], max_seconds=600, batch_size=4, environ=zero)
-    assert loaded == [("me/model", {"backend": "torch", "bf16": True, "device": "cuda", "max_seconds": 600,
-                                    "batch_size": 4})]
+    assert loaded == [
+        (
+            "me/model",
+            {"backend": "torch", "bf16": True, "device": "cuda", "max_seconds": 600, "batch_size": 4},
+        )
+    ]
 
 
 def test_without_zerogpu_no_spaces_import(tiny_models, monkeypatch):

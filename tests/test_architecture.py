@@ -38,7 +38,9 @@ def imported_modules(path: Path, modules: dict[str, Path]) -> set[str]:
             else:
                 base = node.module or ""
             # `from pkg import mod` imports the module pkg.mod; `from mod import name` imports mod.
-            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
+            targets = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names
+            ]
         else:
             continue
         for target in targets:
@@ -69,7 +71,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
             if node.startswith(target + "."):
                 continue
             if state.get(target) == 1:
-                return stack[stack.index(target):] + [target]
+                return stack[stack.index(target) :] + [target]
             if state.get(target) is None:
                 cycle = visit(target)
                 if cycle:
@@ -112,7 +114,10 @@ def model_type_literals(path: Path) -> list[tuple[int, str]]:
     tree = ast.parse(path.read_text(), filename=str(path))
     allowed: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "getLogger":
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", None)) == "getLogger"
+        ):
             allowed.update(id(arg) for arg in node.args)
         if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.body:
             first = node.body[0]
@@ -127,12 +132,17 @@ def model_type_literals(path: Path) -> list[tuple[int, str]]:
 
 def test_model_type_literal_check_catches_a_comparison(tmp_path):
     module = tmp_path / "mod.py"
-    module.write_text('import logging\nlogger = logging.getLogger("ast_dora")\n\ndef f(t):\n    return t == "ast_dora"\n')
+    module.write_text(
+        'import logging\nlogger = logging.getLogger("ast_dora")\n\ndef f(t):\n    return t == "ast_dora"\n'
+    )
     assert model_type_literals(module) == [(5, "ast_dora")]
 
 
-@pytest.mark.parametrize("path", [p for p in sorted(PACKAGE.rglob("*.py")) if "models" not in p.relative_to(PACKAGE).parts],
-                         ids=lambda p: str(p.relative_to(PACKAGE)))
+@pytest.mark.parametrize(
+    "path",
+    [p for p in sorted(PACKAGE.rglob("*.py")) if "models" not in p.relative_to(PACKAGE).parts],
+    ids=lambda p: str(p.relative_to(PACKAGE)),
+)
 def test_model_types_are_known_only_inside_models(path):
     found = model_type_literals(path)
     assert not found, (
@@ -170,7 +180,9 @@ def backend_name_comparisons(path: Path, names: set[str]) -> list[tuple[int, str
         if not isinstance(node, ast.Compare):
             continue
         sides = [node.left, *node.comparators]
-        named = any("backend" in (getattr(side, "id", None) or getattr(side, "attr", None) or "") for side in sides)
+        named = any(
+            "backend" in (getattr(side, "id", None) or getattr(side, "attr", None) or "") for side in sides
+        )
         constants = [c.value for side in sides for c in ast.walk(side) if isinstance(c, ast.Constant)]
         found += [(node.lineno, value) for value in constants if named and value in names]
     return found
@@ -179,8 +191,11 @@ def backend_name_comparisons(path: Path, names: set[str]) -> list[tuple[int, str
 def runtime_imports(path: Path) -> list[tuple[int, str]]:
     found = []
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-            [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else ([node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+        )
         found += [(node.lineno, name) for name in names if name.split(".")[0] in BACKEND_RUNTIMES]
     return found
 
@@ -192,8 +207,11 @@ def test_backend_checks_catch_a_comparison_and_a_runtime_import(tmp_path):
     assert runtime_imports(module) == [(1, "openvino")]
 
 
-OUTSIDE_BACKENDS = [p for p in [*sorted(PACKAGE.rglob("*.py")), PACKAGE.parent / "app.py"]
-                    if "backends" not in p.relative_to(PACKAGE.parent).parts]
+OUTSIDE_BACKENDS = [
+    p
+    for p in [*sorted(PACKAGE.rglob("*.py")), PACKAGE.parent / "app.py"]
+    if "backends" not in p.relative_to(PACKAGE.parent).parts
+]
 
 
 @pytest.mark.parametrize("path", OUTSIDE_BACKENDS, ids=lambda p: str(p.relative_to(PACKAGE.parent)))

@@ -21,7 +21,9 @@ MERGE_ATOL = 1e-5
 
 
 def model_args(path, **kwargs):
-    defaults = dict(model_type="ast_dora", model_name_or_path=str(path), min_layer=2, classifier_hidden_size=16)
+    defaults = dict(
+        model_type="ast_dora", model_name_or_path=str(path), min_layer=2, classifier_hidden_size=16
+    )
     return ModelArguments(**{**defaults, **kwargs})
 
 
@@ -108,7 +110,9 @@ def test_adapter_reload_and_merge_reproduce_logits(tiny_ast_dir, tmp_path):
     from_adapter, _ = load_trained_model(str(tmp_path / "run" / "adapter"))
     with torch.no_grad():
         torch.testing.assert_close(merged(input_values=inputs).logits, reference, rtol=0, atol=MERGE_ATOL)
-        torch.testing.assert_close(from_adapter(input_values=inputs).logits, reference, rtol=0, atol=MERGE_ATOL)
+        torch.testing.assert_close(
+            from_adapter(input_values=inputs).logits, reference, rtol=0, atol=MERGE_ATOL
+        )
     assert feature_extractor.sampling_rate == 16000
 
 
@@ -127,18 +131,27 @@ def test_smoke_stand_in_is_pretrained_on_other_tracks_and_rebuilt_only_when_its_
     from ast_dora.models import tiny_ast
 
     # A few tracks and epochs: the recipe's mechanics, not its accuracy (the smoke run measures that).
-    monkeypatch.setattr(tiny_ast, "PRETRAIN", {**tiny_ast.PRETRAIN, "tracks_per_genre": 3, "speech_tracks": 6,
-                                               "noise_tracks": 6, "epochs": 3})
+    monkeypatch.setattr(
+        tiny_ast,
+        "PRETRAIN",
+        {**tiny_ast.PRETRAIN, "tracks_per_genre": 3, "speech_tracks": 6, "noise_tracks": 6, "epochs": 3},
+    )
     caplog.set_level(logging.INFO, logger="ast_dora.models.tiny_ast")
     random_dir = make_tiny_ast(tmp_path / "random")
     pretrained_dir = make_tiny_ast(tmp_path / "pretrained", pretrain=True)
 
-    losses = [float(r.getMessage().rsplit("loss ", 1)[1]) for r in caplog.records if "pretraining epoch" in r.getMessage()]
+    losses = [
+        float(r.getMessage().rsplit("loss ", 1)[1])
+        for r in caplog.records
+        if "pretraining epoch" in r.getMessage()
+    ]
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert "seed 1000" in caplog.text  # not the smoke data's seed
     config = json.loads((pretrained_dir / "config.json").read_text())
     # an AudioSet-like head: Speech, Music, Noise and AudioSet's names of the genres, multi-label
-    assert [config["id2label"][str(i)] for i in range(len(config["id2label"]))] == list(tiny_ast.STAND_IN_AUDIOSET_LABELS)
+    assert [config["id2label"][str(i)] for i in range(len(config["id2label"]))] == list(
+        tiny_ast.STAND_IN_AUDIOSET_LABELS
+    )
     assert config["problem_type"] == "multi_label_classification"
     recipe = json.loads((pretrained_dir / tiny_ast.STAND_IN_FILE).read_text())
     assert recipe["pretrain"]["seed"] == tiny_ast.PRETRAIN_SEED != 0
@@ -146,7 +159,10 @@ def test_smoke_stand_in_is_pretrained_on_other_tracks_and_rebuilt_only_when_its_
     # Same recipe: reused as is. Another recipe (here: no pretraining): rebuilt in place.
     weights = pretrained_dir / "model.safetensors"
     written = weights.stat().st_mtime_ns
-    assert make_tiny_ast(pretrained_dir, pretrain=True) == pretrained_dir and weights.stat().st_mtime_ns == written
+    assert (
+        make_tiny_ast(pretrained_dir, pretrain=True) == pretrained_dir
+        and weights.stat().st_mtime_ns == written
+    )
     make_tiny_ast(pretrained_dir)
     assert json.loads((pretrained_dir / tiny_ast.STAND_IN_FILE).read_text())["pretrain"] is None
     assert len(json.loads((pretrained_dir / "config.json").read_text())["id2label"]) == 527
@@ -161,7 +177,9 @@ def test_smoke_stand_in_is_pretrained_on_other_tracks_and_rebuilt_only_when_its_
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "config.json").write_text("{}")
-    assert make_tiny_ast(foreign, pretrain=True) == foreign and sorted(p.name for p in foreign.iterdir()) == ["config.json"]
+    assert make_tiny_ast(foreign, pretrain=True) == foreign and sorted(p.name for p in foreign.iterdir()) == [
+        "config.json"
+    ]
 
 
 def test_building_the_stand_in_leaves_the_random_state_alone(tmp_path):
@@ -201,14 +219,18 @@ def test_fused_dora_forward_matches_peft(tiny_ast_dir, bf16, path, monkeypatch):
     folded_calls = []
     can_fold = fused_dora._can_fold
     monkeypatch.setattr(
-        fused_dora, "_can_fold", lambda x, m: folded_calls.append(can_fold(x, m)) or (path != "lean" and can_fold(x, m))
+        fused_dora,
+        "_can_fold",
+        lambda x, m: folded_calls.append(can_fold(x, m)) or (path != "lean" and can_fold(x, m)),
     )
     reference = build_ast_dora(model_args(tiny_ast_dir, dora_rank=4), LABELS)
     reference.load_state_dict(fused.state_dict())
     for module in reference.modules():
         if isinstance(module, LoraLinear) and "forward" in vars(module):
             del module.forward  # back to peft's own
-    assert sum("forward" in vars(m) for m in fused.modules() if isinstance(m, LoraLinear)) == 4  # fc1/fc2, 2 layers
+    assert (
+        sum("forward" in vars(m) for m in fused.modules() if isinstance(m, LoraLinear)) == 4
+    )  # fc1/fc2, 2 layers
     fused.train(), reference.train()
     generator = torch.Generator().manual_seed(0)
     inputs = torch.randn(3, 1024, 128, generator=generator)

@@ -18,7 +18,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # The GPU check must run where only torch, transformers, peft, accelerate, datasets and numpy are installed (a GPU
 # machine's preinstalled PyTorch plus a wheel or two): the demo, the search, metrics, plots, audio decoding and
 # resampling are not for it.
-ABSENT = ("gradio", "optuna", "sklearn", "scipy", "matplotlib", "torchaudio", "torchcodec", "soundfile", "librosa")
+ABSENT = (
+    "gradio",
+    "optuna",
+    "sklearn",
+    "scipy",
+    "matplotlib",
+    "torchaudio",
+    "torchcodec",
+    "soundfile",
+    "librosa",
+)
 # `sys.modules[name] = None` makes `import name` fail, and `importlib.util.find_spec(name)` (how transformers and
 # datasets probe optional packages) answer "not installed".
 RUNNER = """
@@ -34,8 +44,14 @@ main(["gpu", "--tiny", "--json", sys.argv[1]])
 def gpu_check(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_check") / "gpu.json"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "CUDA_VISIBLE_DEVICES": ""}
-    process = subprocess.run([sys.executable, "-c", RUNNER.format(absent=ABSENT), str(out)], cwd=REPO_ROOT, env=env,
-                             capture_output=True, text=True, timeout=600)
+    process = subprocess.run(
+        [sys.executable, "-c", RUNNER.format(absent=ABSENT), str(out)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert process.returncode == 0, process.stdout[-4000:] + process.stderr[-4000:]
     return json.loads(out.read_text()), process.stdout
 
@@ -47,8 +63,13 @@ def gpu_model_types() -> list[str]:
 
 def expected_step_names() -> list[str]:
     types = gpu_model_types()
-    return (["matmul peak"] + [f"{t} training" for t in types] + ["lean DoRA", "resume", "data loader"]
-            + [f"{t} song" for t in types] + ["projection"])
+    return (
+        ["matmul peak"]
+        + [f"{t} training" for t in types]
+        + ["lean DoRA", "resume", "data loader"]
+        + [f"{t} song" for t in types]
+        + ["projection"]
+    )
 
 
 @pytest.mark.slow
@@ -69,7 +90,11 @@ def test_steps_report_the_issue_figures(gpu_check):
     result, _ = gpu_check
     steps = {step["name"]: step for step in result["steps"]}
     full, prefix = (steps[f"{t} training"] for t in gpu_model_types())
-    assert full["bf16"] == result["bf16"] and full["optim"] == "adamw_torch_fused" and full["loss_function"] == "focal"
+    assert (
+        full["bf16"] == result["bf16"]
+        and full["optim"] == "adamw_torch_fused"
+        and full["loss_function"] == "focal"
+    )
     assert len(full["runs"]) == 2 and all(run["samples_per_s"] > 0 and run["mfu"] > 0 for run in full["runs"])
     assert full["eval_loss"] < full["eval_loss_before"] * full["loss_fall"]
     batches = {(run["path"], run["batch"]) for run in prefix["runs"]}
@@ -87,7 +112,9 @@ def test_steps_report_the_issue_figures(gpu_check):
     rows = steps["projection"]["rows"]
     assert {row["model_type"] for row in rows} == set(gpu_model_types())
     assert all(row["total_minutes"] > 0 and row["limited_by"] in ("data", "model") for row in rows)
-    assert not result["targets_apply"] and {t["name"].split()[0] for t in result["targets"]} == set(gpu_model_types())
+    assert not result["targets_apply"] and {t["name"].split()[0] for t in result["targets"]} == set(
+        gpu_model_types()
+    )
 
 
 def test_a_failing_step_is_reported_with_its_error(tmp_path):
@@ -98,7 +125,9 @@ def test_a_failing_step_is_reported_with_its_error(tmp_path):
 
     entry = gpu._run_step(check, "broken", broken)
     assert entry["ok"] is False and entry["error"] == "ValueError: no such kernel" and entry["traceback"]
-    entry = gpu._run_step(check, "wrong", lambda: {"summary": "x", "checks": {"losses agree": False, "fits": True}})
+    entry = gpu._run_step(
+        check, "wrong", lambda: {"summary": "x", "checks": {"losses agree": False, "fits": True}}
+    )
     assert entry["ok"] is False and entry["error"] == "failed: losses agree"
     assert gpu._run_step(check, "fine", lambda: {"summary": "x", "checks": {"fits": True}})["ok"] is True
 

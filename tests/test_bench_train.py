@@ -43,8 +43,19 @@ def test_peak_of_a_fast_dtype_times_every_size(monkeypatch):
 @pytest.mark.parametrize("model_type", ["vit_hybrid", "ast_dora"])
 def test_train_benchmark_writes_the_issue_keys(model_type, tmp_path, capsys):
     out = tmp_path / f"{model_type}.json"
-    argv = ["train", "--model_type", model_type, "--size", "tiny", "--no_song", "--no_bf16", "--peak_seconds", "0.2",
-            "--json", str(out)]
+    argv = [
+        "train",
+        "--model_type",
+        model_type,
+        "--size",
+        "tiny",
+        "--no_song",
+        "--no_bf16",
+        "--peak_seconds",
+        "0.2",
+        "--json",
+        str(out),
+    ]
     argv += ["--steps", "2", "--batch_size", "4"] if model_type == "vit_hybrid" else ["--samples", "8"]
     main(argv)
     written = json.loads(out.read_text())
@@ -60,8 +71,24 @@ def test_train_benchmark_writes_the_issue_keys(model_type, tmp_path, capsys):
 def test_train_benchmark_reports_the_precision_auto_chose(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("AST_DORA_BF16_PROBE", "slower")  # the probe's answer, forced (hardware.py)
     out = tmp_path / "auto.json"
-    main(["train", "--model_type", "vit_hybrid", "--size", "tiny", "--no_song", "--peak_seconds", "0.2", "--steps", "2",
-          "--batch_size", "4", "--json", str(out)])
+    main(
+        [
+            "train",
+            "--model_type",
+            "vit_hybrid",
+            "--size",
+            "tiny",
+            "--no_song",
+            "--peak_seconds",
+            "0.2",
+            "--steps",
+            "2",
+            "--batch_size",
+            "4",
+            "--json",
+            str(out),
+        ]
+    )
     written = json.loads(out.read_text())
     assert written["precision"] == "fp32" and written["bf16"] is False and written["mfu_against"] == "fp32"
     assert written["precision_choice"] == "auto: the CPU's bf16 is not faster than fp32 (forced)"
@@ -75,6 +102,8 @@ def test_int8_peak_is_the_backends_own_int8_matmul(backend):
     measured = peak.measure_int8_matmul_peak(backend, (64, 128, 512), threads=1, seconds=0.05, repeats=1)
     assert measured["tops"] > 0 and measured["shape"] == [64, 128, 512] and measured["threads"] == 1
     if backend == "openvino":  # the CPU plugin must run the FakeQuantize-MatMul pattern as an int8 kernel
-        assert "FullyConnected u8" in measured["kernel"] or "FullyConnected i8" in measured["kernel"], measured
+        assert "FullyConnected u8" in measured["kernel"] or "FullyConnected i8" in measured["kernel"], (
+            measured
+        )
     with pytest.raises(ValueError, match="int8 peak is measured for"):
         peak.measure_int8_matmul_peak("torch")

@@ -21,8 +21,14 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -33,7 +39,10 @@ def browser_page(tmp_path):
     user_data = tempfile.mkdtemp(prefix="chromium_profile_", dir=tmp_path)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch_persistent_context(
-            user_data, executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
+            user_data,
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
+            headless=True,
             viewport={"width": 1280, "height": 1000},
         )
         try:
@@ -59,8 +68,11 @@ def upload_and_classify(page, url, song):
 @pytest.fixture(scope="module", autouse=True)
 def chromium():
     """Before any model or server is set up: the browser these tests drive."""
-    require_installed(Path(CHROMIUM).is_file(), f"Chromium ({CHROMIUM}, Debian's chromium package)",
-                             "apt-get install chromium")
+    require_installed(
+        Path(CHROMIUM).is_file(),
+        f"Chromium ({CHROMIUM}, Debian's chromium package)",
+        "apt-get install chromium",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,17 +87,22 @@ def test_upload_shows_top_genre_and_timeline(tmp_path, tiny_models, backend):
 
     song = wav_song(tmp_path)
     # two models served: the default answer is "both", the weighted mean of the two models' song probabilities
-    both = GenreClassifier.ensemble([GenreClassifier.from_pretrained(m, backend=backend, min_music_probability=0.0)
-                                     for m in tiny_models])
+    both = GenreClassifier.ensemble(
+        [GenreClassifier.from_pretrained(m, backend=backend, min_music_probability=0.0) for m in tiny_models]
+    )
     expected = both.analyse(song)
     screenshot = tmp_path / "page.png"
-    with running_app(tiny_models, tmp_path, backend=backend, min_music_probability=0.0) as url, \
-            browser_page(tmp_path) as page:
+    with (
+        running_app(tiny_models, tmp_path, backend=backend, min_music_probability=0.0) as url,
+        browser_page(tmp_path) as page,
+    ):
         upload_and_classify(page, url, song)
         expect(page.locator('#genre-label [data-testid="label-output-value"]')).to_have_text(expected.genre)
         expect(page.locator("#genre-timeline img")).to_be_visible()
         expect(page.locator("#genre-summary")).to_contain_text("majority vote")
-        expect(page.locator("#genre-summary")).to_contain_text("ViT-hybrid · vit_hybrid + AST-DoRA · ast_dora")
+        expect(page.locator("#genre-summary")).to_contain_text(
+            "ViT-hybrid · vit_hybrid + AST-DoRA · ast_dora"
+        )
         page.screenshot(path=str(screenshot), full_page=True)
     assert screenshot.stat().st_size > 20_000
 
@@ -119,8 +136,12 @@ def test_first_result_shows_before_the_last_window_is_done(tmp_path, tiny_models
         classifier.runner = SlowRunner(classifier.runner, seconds=1.5)
 
     # the ViT-hybrid alone: its windows are the ones counted
-    with running_app(tiny_models[:1], tmp_path, backend="onnx", batch_size=2, classifier_hook=slow_down) as url, \
-            browser_page(tmp_path) as page:
+    with (
+        running_app(
+            tiny_models[:1], tmp_path, backend="onnx", batch_size=2, classifier_hook=slow_down
+        ) as url,
+        browser_page(tmp_path) as page,
+    ):
         upload_and_classify(page, url, song)
         summary = page.locator("#genre-summary")
         # the first batch: a genre, a timeline and "2/4 windows", while the second batch is still running

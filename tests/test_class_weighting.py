@@ -20,7 +20,9 @@ WEIGHTS = [0.5, 2.0, 1.25]
 BATCH_LABELS = torch.tensor([0, 1, 1, 2, 0, 2])
 
 
-def hand_weighted(logits: torch.Tensor, labels: torch.Tensor, weights, gamma: float = 0.0, divisor=None) -> float:
+def hand_weighted(
+    logits: torch.Tensor, labels: torch.Tensor, weights, gamma: float = 0.0, divisor=None
+) -> float:
     """sum_i w[y_i] * (1 - p_i)^gamma * (-log p_i) / n, in float64 from the logits."""
     p = torch.softmax(logits.double(), dim=-1)[torch.arange(len(labels)), labels]
     terms = torch.tensor(weights, dtype=torch.float64)[labels] * (1 - p) ** gamma * -torch.log(p)
@@ -34,19 +36,28 @@ def test_balanced_weights_are_inverse_frequency_with_mean_one():
     assert sum(w * counts[name] for w, name in zip(weights, LABELS, strict=True)) == pytest.approx(60)
     # A class without training windows weighs nothing; the others are balanced among themselves.
     assert balanced_class_weights({"ambient": 30, "chiptune": 0, "zydeco": 10}, LABELS) == pytest.approx(
-        [40 / 60, 0.0, 40 / 20])
+        [40 / 60, 0.0, 40 / 20]
+    )
 
 
 @pytest.mark.parametrize("loss,gamma", [("cross_entropy", 0.0), ("focal", 2.5), ("focal", 1.0)])
 def test_vit_hybrid_loss_equals_a_hand_computed_weighted_loss(loss, gamma):
     torch.manual_seed(0)
-    config = GenreViTHybridConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                                  loss=loss, focal_gamma=gamma, num_labels=3)
+    config = GenreViTHybridConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        loss=loss,
+        focal_gamma=gamma,
+        num_labels=3,
+    )
     model = GenreViTHybridForAudioClassification(config).eval()
     inputs = torch.randn(len(BATCH_LABELS), config.num_channels, *config.image_size)
     unweighted = model(inputs, labels=BATCH_LABELS)
-    assert float(unweighted.loss) == pytest.approx(hand_weighted(unweighted.logits, BATCH_LABELS, [1.0] * 3, gamma),
-                                                   abs=1e-6)
+    assert float(unweighted.loss) == pytest.approx(
+        hand_weighted(unweighted.logits, BATCH_LABELS, [1.0] * 3, gamma), abs=1e-6
+    )
     model.config.class_weights = WEIGHTS
     weighted = model(inputs, labels=BATCH_LABELS)
     expected = hand_weighted(weighted.logits, BATCH_LABELS, WEIGHTS, gamma)
@@ -54,14 +65,17 @@ def test_vit_hybrid_loss_equals_a_hand_computed_weighted_loss(loss, gamma):
     assert abs(float(weighted.loss) - float(unweighted.loss)) > 1e-3  # the weights do change the loss
     # Under gradient accumulation (num_items_in_batch: the labels of the whole optimizer step) the divisor is it.
     accumulated = model(inputs, labels=BATCH_LABELS, num_items_in_batch=torch.tensor(10))
-    assert float(accumulated.loss) == pytest.approx(hand_weighted(weighted.logits, BATCH_LABELS, WEIGHTS, gamma, 10),
-                                                    abs=1e-6)
+    assert float(accumulated.loss) == pytest.approx(
+        hand_weighted(weighted.logits, BATCH_LABELS, WEIGHTS, gamma, 10), abs=1e-6
+    )
     # Ignored labels (-100) add nothing and do not count.
     labels = BATCH_LABELS.clone()
     labels[1] = -100
     masked = model(inputs, labels=labels)
     keep = labels != -100
-    assert float(masked.loss) == pytest.approx(hand_weighted(masked.logits[keep], labels[keep], WEIGHTS, gamma), abs=1e-6)
+    assert float(masked.loss) == pytest.approx(
+        hand_weighted(masked.logits[keep], labels[keep], WEIGHTS, gamma), abs=1e-6
+    )
 
 
 def test_ast_mlp_loss_equals_a_hand_computed_weighted_cross_entropy():
@@ -92,8 +106,12 @@ def test_every_registered_model_weights_its_loss_per_sample(model_type):
     inputs = torch.randn(len(BATCH_LABELS), *window_shape(spec)) * 3
     with torch.no_grad():
         config.class_weights = None
-        per_sample = np.array([float(model(input_values=inputs[i : i + 1], labels=BATCH_LABELS[i : i + 1]).loss)
-                               for i in range(len(BATCH_LABELS))])
+        per_sample = np.array(
+            [
+                float(model(input_values=inputs[i : i + 1], labels=BATCH_LABELS[i : i + 1]).loss)
+                for i in range(len(BATCH_LABELS))
+            ]
+        )
         config.class_weights = WEIGHTS
         weighted = float(model(input_values=inputs, labels=BATCH_LABELS).loss)
     expected = float(np.mean(np.array(WEIGHTS)[BATCH_LABELS.numpy()] * per_sample))

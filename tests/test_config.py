@@ -64,7 +64,9 @@ def test_real_configs_carry_the_published_values():
 
 
 def test_command_line_overrides_the_file(tmp_path):
-    path = write_config(tmp_path, model_type="vit_hybrid", learning_rate=0.1, output_dir=str(tmp_path / "out"))
+    path = write_config(
+        tmp_path, model_type="vit_hybrid", learning_rate=0.1, output_dir=str(tmp_path / "out")
+    )
     run = parse_config(["--config", path, "--learning_rate", "0.5", "--bf16", "true"])
     assert run.training.learning_rate == 0.5
     assert run.training.bf16 is True
@@ -101,13 +103,19 @@ def test_config_overrides_keep_types():
     from ast_dora.config import ModelArguments
 
     args = ModelArguments(config_overrides="hidden_size=64, drop_path_rate=0.1,loss=cross_entropy")
-    assert args.parsed_config_overrides() == {"hidden_size": 64, "drop_path_rate": 0.1, "loss": "cross_entropy"}
+    assert args.parsed_config_overrides() == {
+        "hidden_size": 64,
+        "drop_path_rate": 0.1,
+        "loss": "cross_entropy",
+    }
     with pytest.raises(ConfigError, match="not of the form"):
         ModelArguments(config_overrides="hidden_size").parsed_config_overrides()
 
 
 @pytest.mark.parametrize("probe", ["faster", "slower"])
-def test_auto_bf16_follows_the_measured_probe_and_an_explicit_setting_forces(tmp_path, monkeypatch, caplog, probe):
+def test_auto_bf16_follows_the_measured_probe_and_an_explicit_setting_forces(
+    tmp_path, monkeypatch, caplog, probe
+):
     """Training and torch serving: `auto` (the real configs' `bf16: auto`, serving's `bf16=None`) computes in bf16
     where the probe measures bf16 faster and in fp32 where slower; true / false force either way."""
     from ast_dora.benchmarks.song import random_genre_model
@@ -117,21 +125,31 @@ def test_auto_bf16_follows_the_measured_probe_and_an_explicit_setting_forces(tmp
     faster = probe == "faster"
 
     def training(bf16):
-        return config_module.GenreTrainingArguments(output_dir=str(tmp_path), bf16=bf16, use_cpu=True,
-                                                    report_to="none")
+        return config_module.GenreTrainingArguments(
+            output_dir=str(tmp_path), bf16=bf16, use_cpu=True, report_to="none"
+        )
 
     auto = training("auto")
     assert auto.bf16 is faster and auto.bf16_choice["setting"] == "auto"
-    assert auto.bf16_choice["reason"].startswith("auto: the CPU's bf16 is " + ("faster" if faster else "not faster"))
+    assert auto.bf16_choice["reason"].startswith(
+        "auto: the CPU's bf16 is " + ("faster" if faster else "not faster")
+    )
     for path in ("vit_hybrid.yaml", "ast_dora.yaml"):
-        assert parse_config(["--config", str(REPO / "configs" / path), "--use_cpu", "true"]).training.bf16 is faster
+        assert (
+            parse_config(["--config", str(REPO / "configs" / path), "--use_cpu", "true"]).training.bf16
+            is faster
+        )
     with caplog.at_level(logging.WARNING, logger="ast_dora.config"):
         forced = training(True)
     assert forced.bf16 is True and forced.bf16_choice["reason"] == "bf16 true (forced)"
     assert ("measured slower than fp32" in caplog.text) is not faster  # forced, but told what auto would do
     assert training(False).bf16 is False and training("false").bf16 is False
-    assert parse_config(["--config", str(REPO / "configs" / "vit_hybrid.yaml"), "--use_cpu", "true",
-                         "--bf16", "false"]).training.bf16 is False
+    assert (
+        parse_config(
+            ["--config", str(REPO / "configs" / "vit_hybrid.yaml"), "--use_cpu", "true", "--bf16", "false"]
+        ).training.bf16
+        is False
+    )
     with pytest.raises(ConfigError, match="use true, false or auto"):
         training("sometimes")
 
@@ -146,9 +164,22 @@ def test_auto_bf16_follows_the_measured_probe_and_an_explicit_setting_forces(tmp
 def test_run_py_reports_a_missing_data_folder_in_one_line(tmp_path):
     missing = tmp_path / "no_such_gtzan"
     result = subprocess.run(
-        [sys.executable, str(REPO / "finetune" / "run.py"), "--config", str(REPO / "configs" / "smoke_vit_hybrid.yaml"),
-         "--data_dir", str(missing), "--synthetic", "false", "--output_dir", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [
+            sys.executable,
+            str(REPO / "finetune" / "run.py"),
+            "--config",
+            str(REPO / "configs" / "smoke_vit_hybrid.yaml"),
+            "--data_dir",
+            str(missing),
+            "--synthetic",
+            "false",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode == 1
     assert f"Data error: data_dir '{missing}' does not exist" in result.stderr
@@ -167,8 +198,11 @@ def write_yaml(path, mapping):
 
 
 def field_values(run):
-    return {f.name: getattr(args, f.name) for args in (run.model, run.data, run.training)
-            for f in dataclasses.fields(args)}
+    return {
+        f.name: getattr(args, f.name)
+        for args in (run.model, run.data, run.training)
+        for f in dataclasses.fields(args)
+    }
 
 
 @pytest.mark.parametrize("name", sorted(BEFORE_BASE))
@@ -190,24 +224,53 @@ def test_search_configs_rewritten_on_a_base_describe_the_same_runs(tmp_path, nam
 
 
 def test_a_config_overrides_its_base_field_by_field(tmp_path):
-    write_yaml(tmp_path / "base.yaml", {"model_type": "vit_hybrid", "data_dir": str(tmp_path), "learning_rate": 0.1,
-                                        "weight_decay": 0.2, "overwrite_output_dir": True, "output_dir": "runs/a"})
-    child = write_yaml(tmp_path / "child.yaml", {"base": "base.yaml", "learning_rate": 0.3, "seed": 7,
-                                                  "overwrite_output_dir": None})
+    write_yaml(
+        tmp_path / "base.yaml",
+        {
+            "model_type": "vit_hybrid",
+            "data_dir": str(tmp_path),
+            "learning_rate": 0.1,
+            "weight_decay": 0.2,
+            "overwrite_output_dir": True,
+            "output_dir": "runs/a",
+        },
+    )
+    child = write_yaml(
+        tmp_path / "child.yaml",
+        {"base": "base.yaml", "learning_rate": 0.3, "seed": 7, "overwrite_output_dir": None},
+    )
     run = parse_config(["--config", child, "--weight_decay", "0.5"])
     assert (run.training.learning_rate, run.training.weight_decay, run.training.seed) == (0.3, 0.5, 7)
     assert run.training.output_dir == "runs/a"
     assert run.training.overwrite_output_dir is False  # null: back to the field's default
-    assert run.raw == {"model_type": "vit_hybrid", "data_dir": str(tmp_path), "learning_rate": 0.3,
-                       "weight_decay": 0.5, "output_dir": "runs/a", "seed": 7}
+    assert run.raw == {
+        "model_type": "vit_hybrid",
+        "data_dir": str(tmp_path),
+        "learning_rate": 0.3,
+        "weight_decay": 0.5,
+        "output_dir": "runs/a",
+        "seed": 7,
+    }
     assert run.config_path == child
 
 
 def test_bases_chain_and_resolve_relative_to_the_file_naming_them(tmp_path, monkeypatch):
-    root = write_yaml(tmp_path / "root.yaml", {"model_type": "vit_hybrid", "data_dir": str(tmp_path),
-                                               "learning_rate": 0.1, "seed": 1, "num_train_epochs": 2})
-    write_yaml(tmp_path / "configs" / "middle.yaml", {"base": root, "seed": 2, "num_train_epochs": 3})  # absolute
-    leaf = write_yaml(tmp_path / "configs" / "sub" / "leaf.yaml", {"base": "../middle.yaml", "num_train_epochs": 4})
+    root = write_yaml(
+        tmp_path / "root.yaml",
+        {
+            "model_type": "vit_hybrid",
+            "data_dir": str(tmp_path),
+            "learning_rate": 0.1,
+            "seed": 1,
+            "num_train_epochs": 2,
+        },
+    )
+    write_yaml(
+        tmp_path / "configs" / "middle.yaml", {"base": root, "seed": 2, "num_train_epochs": 3}
+    )  # absolute
+    leaf = write_yaml(
+        tmp_path / "configs" / "sub" / "leaf.yaml", {"base": "../middle.yaml", "num_train_epochs": 4}
+    )
     monkeypatch.chdir(tmp_path / "configs" / "sub")  # relative to the file, not to where python runs
     run = parse_config(["--config", "leaf.yaml"])
     assert (run.training.learning_rate, run.training.seed, run.training.num_train_epochs) == (0.1, 2, 4)
@@ -228,7 +291,9 @@ def test_a_cycle_of_bases_fails_naming_the_chain(tmp_path):
 
 def test_a_missing_base_fails_naming_the_file_that_names_it(tmp_path):
     child = write_yaml(tmp_path / "child.yaml", {"base": "nowhere.yaml", "seed": 1})
-    with pytest.raises(ConfigError, match=r"nowhere\.yaml', named as `base:` by '.*child\.yaml', does not exist"):
+    with pytest.raises(
+        ConfigError, match=r"nowhere\.yaml', named as `base:` by '.*child\.yaml', does not exist"
+    ):
         parse_config(["--config", child])
     with pytest.raises(ConfigError, match="must be the path of another config file"):
         parse_config(["--config", write_yaml(tmp_path / "list.yaml", {"base": ["a.yaml", "b.yaml"]})])
@@ -237,11 +302,15 @@ def test_a_missing_base_fails_naming_the_file_that_names_it(tmp_path):
 def test_an_unknown_key_fails_naming_the_file_it_is_in(tmp_path):
     write_yaml(tmp_path / "base.yaml", {"model_type": "vit_hybrid", "data_dir": str(tmp_path)})
     child = write_yaml(tmp_path / "child.yaml", {"base": "base.yaml", "learning_rat": 0.1})
-    with pytest.raises(ConfigError, match=r"Unknown config key 'learning_rat' in '.*child\.yaml'.*'learning_rate'"):
+    with pytest.raises(
+        ConfigError, match=r"Unknown config key 'learning_rat' in '.*child\.yaml'.*'learning_rate'"
+    ):
         parse_config(["--config", child])
     write_yaml(tmp_path / "bad_base.yaml", {"model_type": "vit_hybrid", "dora_rnk": 2})
     child = write_yaml(tmp_path / "child2.yaml", {"base": "bad_base.yaml", "seed": 3})
-    with pytest.raises(ConfigError, match=r"Unknown config key 'dora_rnk' in '.*bad_base\.yaml'.*'dora_rank'"):
+    with pytest.raises(
+        ConfigError, match=r"Unknown config key 'dora_rnk' in '.*bad_base\.yaml'.*'dora_rank'"
+    ):
         parse_config(["--config", child])
     with pytest.raises(ConfigError, match="Unknown config key 'base' in the command line"):
         parse_config(["--config", str(tmp_path / "base.yaml"), "--base", "other.yaml"])
@@ -249,8 +318,10 @@ def test_an_unknown_key_fails_naming_the_file_it_is_in(tmp_path):
 
 def test_search_of_a_child_replaces_its_bases_wholesale(tmp_path):
     space = {"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}, "seed": [1, 2]}
-    write_yaml(tmp_path / "base.yaml", {"model_type": "vit_hybrid", "data_dir": str(tmp_path),
-                                        "search": {"n_trials": 5, "space": space}})
+    write_yaml(
+        tmp_path / "base.yaml",
+        {"model_type": "vit_hybrid", "data_dir": str(tmp_path), "search": {"n_trials": 5, "space": space}},
+    )
     child = write_yaml(tmp_path / "child.yaml", {"base": "base.yaml", "search": {"space": {"seed": [3, 4]}}})
     assert parse_config(["--config", child]).search == {"space": {"seed": [3, 4]}}
     inherits = write_yaml(tmp_path / "inherits.yaml", {"base": "base.yaml", "seed": 9})
@@ -291,7 +362,11 @@ def test_given_stages_run_exactly_those_set_true(tmp_path):
     assert run.stages == {"train"}  # ... but the user asked for training only
     assert not run.runs_stage("eval") and not run.runs_stage("predict")
     assert parse_config(["--config", path, "--do_predict"]).stages == {"train", "predict"}
-    assert parse_config(["--config", path, "--do_predict", "true", "--do_eval=true"]).stages == {"train", "eval", "predict"}
+    assert parse_config(["--config", path, "--do_predict", "true", "--do_eval=true"]).stages == {
+        "train",
+        "eval",
+        "predict",
+    }
     with pytest.raises(ValueError, match="Unknown stage 'test'"):
         run.runs_stage("test")
 
@@ -305,7 +380,9 @@ def test_stages_given_on_the_command_line_are_kept_as_typed(tmp_path):
 
 
 def test_stages_come_through_bases_and_null_unsets_them(tmp_path):
-    write_yaml(tmp_path / "base.yaml", {"model_type": "vit_hybrid", "data_dir": str(tmp_path), "do_train": True})
+    write_yaml(
+        tmp_path / "base.yaml", {"model_type": "vit_hybrid", "data_dir": str(tmp_path), "do_train": True}
+    )
     child = write_yaml(tmp_path / "child.yaml", {"base": "base.yaml", "do_predict": True})
     assert parse_config(["--config", child]).stages == {"train", "predict"}
     unset = write_yaml(tmp_path / "unset.yaml", {"base": "base.yaml", "do_train": None})
@@ -319,8 +396,11 @@ def test_no_stage_at_all_fails(tmp_path):
 
 def test_evaluating_without_training_needs_a_trained_model(tmp_path):
     vit = write_config(tmp_path, model_type="vit_hybrid", do_eval=True, do_predict=True)
-    with pytest.raises(ConfigError, match="do_train false evaluates model_name_or_path.*set model_name_or_path to a "
-                                          "trained run's output_dir"):
+    with pytest.raises(
+        ConfigError,
+        match="do_train false evaluates model_name_or_path.*set model_name_or_path to a "
+        "trained run's output_dir",
+    ):
         parse_config(["--config", vit])
     trained = str(tmp_path / "runs" / "vit")
     assert parse_config(["--config", vit, "--model_name_or_path", trained]).stages == {"eval", "predict"}
@@ -331,12 +411,32 @@ def test_evaluating_without_training_needs_a_trained_model(tmp_path):
     smoke = REPO / "configs" / "smoke_ast_dora.yaml"
     with pytest.raises(ConfigError, match="make_tiny_checkpoint"):
         parse_config(["--config", str(smoke), "--do_eval", "true"])
-    run = parse_config(["--config", str(smoke), "--do_eval", "true", "--make_tiny_checkpoint", "false",
-                        "--model_name_or_path", str(tmp_path / "runs" / "ast")])
+    run = parse_config(
+        [
+            "--config",
+            str(smoke),
+            "--do_eval",
+            "true",
+            "--make_tiny_checkpoint",
+            "false",
+            "--model_name_or_path",
+            str(tmp_path / "runs" / "ast"),
+        ]
+    )
     assert run.stages == {"eval"}
 
 
 def test_a_search_must_train(tmp_path):
     with pytest.raises(ConfigError, match="A search trains its trials"):
-        parse_config(["--config", str(REPO / "configs" / "hpo_smoke_vit_hybrid.yaml"), "--do_train", "false",
-                      "--do_eval", "true", "--model_name_or_path", str(tmp_path)])
+        parse_config(
+            [
+                "--config",
+                str(REPO / "configs" / "hpo_smoke_vit_hybrid.yaml"),
+                "--do_train",
+                "false",
+                "--do_eval",
+                "true",
+                "--model_name_or_path",
+                str(tmp_path),
+            ]
+        )

@@ -12,8 +12,10 @@ from conftest import make_gtzan_folder, tone, write_audio
 from ast_dora.data import DataArguments, DataSourceError, load_source, make_splits, scan_label_folder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TINY_MODEL = ("hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64,hidden_dropout_prob=0.0,"
-              "drop_path_rate=0.0,pooling=mean,initializer_range=0.1,num_freq_masks=0")
+TINY_MODEL = (
+    "hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64,hidden_dropout_prob=0.0,"
+    "drop_path_rate=0.0,pooling=mean,initializer_range=0.1,num_freq_masks=0"
+)
 # label folder -> files below it (any depth, any names); 5 / 3 / 3 tracks: unbalanced on purpose
 LIBRARY = {
     "Ambient Drones": ["a.wav", "b.flac", "live/2019/c.wav", "live/d.wav", "e.ogg"],
@@ -25,8 +27,11 @@ LIBRARY = {
 def make_library(root: Path, seconds: float = 0.5, sampling_rate: int = 22050) -> Path:
     for g, (label, files) in enumerate(LIBRARY.items()):
         for i, name in enumerate(files):
-            write_audio(root / label / name, tone(seconds, sampling_rate, freq=110.0 * 2 ** g, seed=10 * g + i),
-                        sampling_rate)
+            write_audio(
+                root / label / name,
+                tone(seconds, sampling_rate, freq=110.0 * 2**g, seed=10 * g + i),
+                sampling_rate,
+            )
     return root
 
 
@@ -53,7 +58,9 @@ def test_gtzan_layout_keeps_gtzan_ids_and_labels(tmp_path):
     write_audio(root / "rock" / "live" / "rock.00042.wav", tone(0.3, 8000), 8000)  # nested, GTZAN-named
     write_audio(root / "rock" / "live" / "bootleg.wav", tone(0.3, 8000), 8000)  # nested, any name
     source = load_source(DataArguments(data_dir=str(root)))
-    assert source.labels[:3] == ["blues", "classical", "country"] and len(source.labels) == 10  # GTZAN's ten ids
+    assert (
+        source.labels[:3] == ["blues", "classical", "country"] and len(source.labels) == 10
+    )  # GTZAN's ten ids
     assert source.tracks["track_id"] == ["blues.00000", "rock.00000", "rock.00042", "rock/live/bootleg"]
     assert source.tracks["labels"] == [0, 9, 9, 9]
 
@@ -70,7 +77,9 @@ def write_manifest(tmp_path: Path, kind: str, with_split: bool) -> Path:
     path = tmp_path / f"manifest.{kind}"
     if kind == "csv":
         columns = list(rows[0])
-        path.write_text(",".join(columns) + "\n" + "".join(",".join(f'"{r[c]}"' for c in columns) + "\n" for r in rows))
+        path.write_text(
+            ",".join(columns) + "\n" + "".join(",".join(f'"{r[c]}"' for c in columns) + "\n" for r in rows)
+        )
     else:
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -82,10 +91,13 @@ def test_manifest_without_split_column(tmp_path, kind):
     source = load_source(DataArguments(data_dir=str(manifest)))
     assert source.labels == ["Ambient Drones", "chiptune", "zydeco"]
     # ids: the path relative to the manifest's folder, without extension
-    assert dict(zip(source.tracks["track_id"], (source.labels[i] for i in source.tracks["labels"]), strict=True)) == {
-        f"audio/{tid}": label for tid, label in expected_ids().items()}
+    assert dict(
+        zip(source.tracks["track_id"], (source.labels[i] for i in source.tracks["labels"]), strict=True)
+    ) == {f"audio/{tid}": label for tid, label in expected_ids().items()}
     assert set(source.tracks["source_split"]) == {"train"}
-    with pytest.raises(DataSourceError, match="has none: add a column `split`.*--split stratified or --split folds"):
+    with pytest.raises(
+        DataSourceError, match="has none: add a column `split`.*--split stratified or --split folds"
+    ):
         load_source(DataArguments(data_dir=str(manifest), split="predefined"))
 
 
@@ -95,8 +107,9 @@ def test_manifest_with_split_column_gives_the_predefined_split(tmp_path, kind):
     args = DataArguments(data_dir=str(manifest), split="predefined")
     source = load_source(args)
     table = source.tracks
-    splits = make_splits(args, table["track_id"], table["labels"], table["source_split"], source.ids_from_names,
-                         source.labels)
+    splits = make_splits(
+        args, table["track_id"], table["labels"], table["source_split"], source.ids_from_names, source.labels
+    )
     ids = sorted(f"audio/{tid}" for tid in expected_ids())
     assert splits == {"train": ids[0::3], "validation": ids[1::3], "test": ids[2::3]}
 
@@ -108,10 +121,14 @@ def test_bad_manifests_say_what_is_wrong(tmp_path):
     with pytest.raises(DataSourceError, match=r"no path / label column .*`path,label`"):
         load_source(DataArguments(data_dir=str(bad)))
     bad.write_text("path,label\naudio/zydeco/one.wav,zydeco\naudio/zydeco/missing.wav,zydeco\n")
-    with pytest.raises(DataSourceError, match=r"1 of the 2 files listed .* do not exist .*line 3: audio/zydeco/missing.wav"):
+    with pytest.raises(
+        DataSourceError, match=r"1 of the 2 files listed .* do not exist .*line 3: audio/zydeco/missing.wav"
+    ):
         load_source(DataArguments(data_dir=str(bad)))
     bad.write_text("path,label,split\naudio/zydeco/one.wav,zydeco,holdout\n")
-    with pytest.raises(DataSourceError, match="line 2: split 'holdout' is not one of train / validation / test"):
+    with pytest.raises(
+        DataSourceError, match="line 2: split 'holdout' is not one of train / validation / test"
+    ):
         load_source(DataArguments(data_dir=str(bad)))
     bad.write_text("path,label\naudio/zydeco/one.wav,\n")
     with pytest.raises(DataSourceError, match="line 2: no label"):
@@ -124,8 +141,17 @@ def test_list_protocols_refuse_data_that_is_not_gtzan(tmp_path, protocol):
     args = DataArguments(data_dir=str(root), split=protocol)
     source = load_source(args)
     table = source.tracks
-    with pytest.raises(DataSourceError, match=r"not GTZAN's genres: use --split stratified .* or --split folds"):
-        make_splits(args, table["track_id"], table["labels"], table["source_split"], source.ids_from_names, source.labels)
+    with pytest.raises(
+        DataSourceError, match=r"not GTZAN's genres: use --split stratified .* or --split folds"
+    ):
+        make_splits(
+            args,
+            table["track_id"],
+            table["labels"],
+            table["source_split"],
+            source.ids_from_names,
+            source.labels,
+        )
 
 
 def test_three_made_up_labels_train_end_to_end_with_class_weighting(tmp_path):
@@ -134,17 +160,42 @@ def test_three_made_up_labels_train_end_to_end_with_class_weighting(tmp_path):
 
     root = make_library(tmp_path / "library", seconds=5.0)
     output_dir = tmp_path / "run"
-    main([
-        "--config", str(REPO_ROOT / "configs" / "smoke_vit_hybrid.yaml"), "--config_overrides", TINY_MODEL,
-        "--data_dir", str(root), "--split", "stratified", "--class_weighting", "balanced",
-        "--output_dir", str(output_dir), "--features_cache_dir", str(tmp_path / "features"),
-        "--num_train_epochs", "1", "--per_device_train_batch_size", "4", "--preprocessing_num_workers", "1",
-        "--disable_tqdm", "true", "--report_to", "none",
-    ])
+    main(
+        [
+            "--config",
+            str(REPO_ROOT / "configs" / "smoke_vit_hybrid.yaml"),
+            "--config_overrides",
+            TINY_MODEL,
+            "--data_dir",
+            str(root),
+            "--split",
+            "stratified",
+            "--class_weighting",
+            "balanced",
+            "--output_dir",
+            str(output_dir),
+            "--features_cache_dir",
+            str(tmp_path / "features"),
+            "--num_train_epochs",
+            "1",
+            "--per_device_train_batch_size",
+            "4",
+            "--preprocessing_num_workers",
+            "1",
+            "--disable_tqdm",
+            "true",
+            "--report_to",
+            "none",
+        ]
+    )
     labels = ["Ambient Drones", "chiptune", "zydeco"]
     summary = json.loads((output_dir / "data_summary.json").read_text())
     train_tracks = summary["class_counts"]["tracks"]["train"]
-    assert train_tracks == {"Ambient Drones": 3, "chiptune": 1, "zydeco": 1}  # 5 / 3 / 3 tracks, 8:1:1 per label
+    assert train_tracks == {
+        "Ambient Drones": 3,
+        "chiptune": 1,
+        "zydeco": 1,
+    }  # 5 / 3 / 3 tracks, 8:1:1 per label
     train_windows = summary["class_counts"]["windows"]["train"]
     total = sum(train_windows.values())
     expected_weights = [total / (3 * train_windows[name]) for name in labels]
@@ -173,6 +224,8 @@ def test_three_made_up_labels_train_end_to_end_with_class_weighting(tmp_path):
     assert set(analysis.label_probabilities()) == set(labels) and analysis.genre in labels
     import app
 
-    *_, (label_probabilities, _plot, result, summary_line) = app.make_analyse({str(output_dir): classifier})(str(song))
+    *_, (label_probabilities, _plot, result, summary_line) = app.make_analyse({str(output_dir): classifier})(
+        str(song)
+    )
     assert set(label_probabilities) == set(labels) and result["genre"] in labels
     assert f"**{result['genre']}**" in summary_line

@@ -10,8 +10,23 @@ from ast_dora.data.arguments import DEFAULT_SYNTHETIC_DIR
 def test_parsed_by_hf_argument_parser():
     parser = HfArgumentParser(DataArguments)
     (args,) = parser.parse_args_into_dataclasses(
-        ["--data_dir", "x", "--split", "folds", "--fold", "3", "--augment_gain_prob", "0.5",
-         "--augment_gain_db_range", "-3", "3", "--window_seconds", "10.24", "--cache_features", "false"]
+        [
+            "--data_dir",
+            "x",
+            "--split",
+            "folds",
+            "--fold",
+            "3",
+            "--augment_gain_prob",
+            "0.5",
+            "--augment_gain_db_range",
+            "-3",
+            "3",
+            "--window_seconds",
+            "10.24",
+            "--cache_features",
+            "false",
+        ]
     )
     assert args.split == "folds" and args.fold == 3
     assert args.augment_gain_db_range == [-3.0, 3.0]
@@ -44,7 +59,10 @@ def test_synthetic_defaults_to_its_folder():
         ({"data_dir": "x", "preprocessing_num_workers": 0}, ["preprocessing_num_workers"]),
         ({"data_dir": "x", "synthetic_tracks_per_genre": 0}, ["synthetic_tracks_per_genre"]),
         ({"data_dir": "x", "augment_noise_prob": 1.5}, ["augment_noise_prob", "1.5", "0 <= p <= 1"]),
-        ({"data_dir": "x", "augment_speed_range": [1.2, 0.8]}, ["augment_speed_range", "[1.2, 0.8]", "MIN <= MAX"]),
+        (
+            {"data_dir": "x", "augment_speed_range": [1.2, 0.8]},
+            ["augment_speed_range", "[1.2, 0.8]", "MIN <= MAX"],
+        ),
         ({"data_dir": "x", "augment_speed_range": [0.1, 1.0]}, ["augment_speed_range", "[0.5, 2.0]"]),
         ({"data_dir": "x", "augment_gain_db_range": [1.0]}, ["augment_gain_db_range", "two numbers"]),
     ],

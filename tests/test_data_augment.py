@@ -27,7 +27,9 @@ def plain(synthetic_gtzan_folder, tmp_path_factory):
     return _build(synthetic_gtzan_folder, tmp_path_factory.mktemp("plain"), TinyLogSpecFeatureExtractor())
 
 
-def test_augmentation_changes_train_and_is_reproducible(synthetic_gtzan_folder, tmp_path, tiny_feature_extractor, plain):
+def test_augmentation_changes_train_and_is_reproducible(
+    synthetic_gtzan_folder, tmp_path, tiny_feature_extractor, plain
+):
     a = _build(synthetic_gtzan_folder, tmp_path, tiny_feature_extractor, seed=1, **ALL_ON)
     assert a.cache_hits == {"features": False, "waveforms": False}
     assert len(a.datasets["train"]) == len(plain.datasets["train"])
@@ -48,19 +50,28 @@ def test_evaluation_splits_untouched(synthetic_gtzan_folder, tmp_path, tiny_feat
     a = _build(synthetic_gtzan_folder, tmp_path, tiny_feature_extractor, seed=1, **ALL_ON)
     for split in ("validation", "test"):
         assert a.datasets[split]["track_id"] == plain.datasets[split]["track_id"]
-        np.testing.assert_array_equal(a.datasets[split][:]["input_values"].numpy(),
-                                      plain.datasets[split][:]["input_values"].numpy())
+        np.testing.assert_array_equal(
+            a.datasets[split][:]["input_values"].numpy(), plain.datasets[split][:]["input_values"].numpy()
+        )
 
 
-def test_zero_probability_train_equals_plain_features(synthetic_gtzan_folder, tmp_path, tiny_feature_extractor, plain):
+def test_zero_probability_train_equals_plain_features(
+    synthetic_gtzan_folder, tmp_path, tiny_feature_extractor, plain
+):
     """The waveform path itself (bytes -> features in the transform) matches the cached features exactly."""
-    args = DataArguments(data_dir=str(synthetic_gtzan_folder), features_cache_dir=str(tmp_path),
-                         augment_gain_prob=1.0, augment_gain_db_range=[0.0, 0.0])
+    args = DataArguments(
+        data_dir=str(synthetic_gtzan_folder),
+        features_cache_dir=str(tmp_path),
+        augment_gain_prob=1.0,
+        augment_gain_db_range=[0.0, 0.0],
+    )
     data = build_datasets(args, tiny_feature_extractor, default_window=(2.0, 1.0))
     np.testing.assert_allclose(_train_features(data), _train_features(plain), rtol=0, atol=1e-5)
 
 
-def test_transform_survives_trainer_column_removal_and_workers(synthetic_gtzan_folder, tmp_path, tiny_feature_extractor):
+def test_transform_survives_trainer_column_removal_and_workers(
+    synthetic_gtzan_folder, tmp_path, tiny_feature_extractor
+):
     from transformers import default_data_collator
 
     data = _build(synthetic_gtzan_folder, tmp_path, tiny_feature_extractor, seed=3, augment_noise_prob=1.0)
@@ -72,12 +83,24 @@ def test_transform_survives_trainer_column_removal_and_workers(synthetic_gtzan_f
     trimmed = train.remove_columns(["track_id", "window_start"])  # Trainer's remove_unused_columns
     row = trimmed[0]
     assert set(row) == {"input_values", "labels"} and row["input_values"].ndim == 2
-    loader = torch.utils.data.DataLoader(trimmed, batch_size=4, num_workers=2, collate_fn=default_data_collator,
-                                         generator=torch.Generator().manual_seed(0), shuffle=True)
+    loader = torch.utils.data.DataLoader(
+        trimmed,
+        batch_size=4,
+        num_workers=2,
+        collate_fn=default_data_collator,
+        generator=torch.Generator().manual_seed(0),
+        shuffle=True,
+    )
     batches = [b for _, b in zip(range(3), loader, strict=False)]
     assert batches[0]["input_values"].shape[0] == 4 and batches[0]["labels"].dtype == torch.int64
-    again_loader = torch.utils.data.DataLoader(trimmed, batch_size=4, num_workers=2, collate_fn=default_data_collator,
-                                               generator=torch.Generator().manual_seed(0), shuffle=True)
+    again_loader = torch.utils.data.DataLoader(
+        trimmed,
+        batch_size=4,
+        num_workers=2,
+        collate_fn=default_data_collator,
+        generator=torch.Generator().manual_seed(0),
+        shuffle=True,
+    )
     again = [b for _, b in zip(range(3), again_loader, strict=False)]
     torch.testing.assert_close(again[0]["input_values"], batches[0]["input_values"])  # same loader seed
 
@@ -86,7 +109,9 @@ def test_transform_survives_trainer_column_removal_and_workers(synthetic_gtzan_f
 def test_each_augmentation_changes_and_keeps_length(name):
     sr = 8000
     rng = np.random.default_rng(0)
-    x = (0.3 * np.sin(2 * np.pi * 440 * np.arange(2 * sr) / sr) + 0.05 * rng.standard_normal(2 * sr)).astype(np.float32)
+    x = (0.3 * np.sin(2 * np.pi * 440 * np.arange(2 * sr) / sr) + 0.05 * rng.standard_normal(2 * sr)).astype(
+        np.float32
+    )
     config = DataArguments(data_dir="x", **{f"augment_{name}_prob": 1.0}).augmentation_config()
     if name == "speed":
         config["augment_speed_range"] = [1.2, 1.2]

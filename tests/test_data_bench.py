@@ -14,8 +14,21 @@ def test_dispatcher_lists_data():
 def test_data_benchmark_writes_table_and_json(tmp_path, capsys):
     root = make_gtzan_folder(tmp_path / "g", tracks_per_genre=1, seconds=11.0)
     out = tmp_path / "bench.json"
-    result = main(["data", "--data_dir", str(root), "--models", "ast", "--num_proc", "1", "--decode_sample", "3",
-                   "--json", str(out)])
+    result = main(
+        [
+            "data",
+            "--data_dir",
+            str(root),
+            "--models",
+            "ast",
+            "--num_proc",
+            "1",
+            "--decode_sample",
+            "3",
+            "--json",
+            str(out),
+        ]
+    )
     table = capsys.readouterr().out
     assert "1st pass s" in table and "ast" in table
     written = json.loads(out.read_text())

@@ -24,8 +24,9 @@ def messy_build(messy_gtzan_folder, tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     out = tmp_path_factory.mktemp("run")
     fe = TinyLogSpecFeatureExtractor()
-    data = build_datasets(_args(messy_gtzan_folder.root, cache), fe, default_window=(4.0, 2.0), seed=0,
-                          output_dir=out)
+    data = build_datasets(
+        _args(messy_gtzan_folder.root, cache), fe, default_window=(4.0, 2.0), seed=0, output_dir=out
+    )
     return data, fe, out
 
 
@@ -101,7 +102,9 @@ def test_splits_json_and_summary_written(messy_build):
     data, _, out = messy_build
     written = json.loads((out / "splits.json").read_text())
     assert written == data.splits
-    assert set(written["train"]).isdisjoint(written["test"]) and set(written["train"]).isdisjoint(written["validation"])
+    assert set(written["train"]).isdisjoint(written["test"]) and set(written["train"]).isdisjoint(
+        written["validation"]
+    )
     summary = json.loads((out / "data_summary.json").read_text())
     assert summary["skipped_unreadable"] == ["jazz.00001"]
 
@@ -123,7 +126,9 @@ def test_cache_hit_then_miss_when_feature_config_changes(synthetic_gtzan_folder,
     calls.clear()
     second = build_datasets(args, TinyLogSpecFeatureExtractor(), default_window=(2.0, 1.0))
     assert second.cache_hits == {"features": True} and calls == []
-    np.testing.assert_array_equal(second.datasets["test"][0]["input_values"], first.datasets["test"][0]["input_values"])
+    np.testing.assert_array_equal(
+        second.datasets["test"][0]["input_values"], first.datasets["test"][0]["input_values"]
+    )
     changed = build_datasets(args, TinyLogSpecFeatureExtractor(n_bands=4), default_window=(2.0, 1.0))
     assert changed.cache_hits == {"features": False} and sum(calls) == 30
     assert changed.datasets["test"][0]["input_values"].shape[-1] == 4
@@ -131,23 +136,35 @@ def test_cache_hit_then_miss_when_feature_config_changes(synthetic_gtzan_folder,
     other_window = build_datasets(args, TinyLogSpecFeatureExtractor(), default_window=(3.0, 1.0))
     assert other_window.cache_hits == {"features": False} and sum(calls) == 30
     calls.clear()
-    uncached = build_datasets(_args(synthetic_gtzan_folder, tmp_path / "cache", cache_features=False),
-                              TinyLogSpecFeatureExtractor(), default_window=(2.0, 1.0))
+    uncached = build_datasets(
+        _args(synthetic_gtzan_folder, tmp_path / "cache", cache_features=False),
+        TinyLogSpecFeatureExtractor(),
+        default_window=(2.0, 1.0),
+    )
     assert uncached.cache_hits == {"features": False} and sum(calls) == 30
     assert len(uncached.datasets["train"]) == len(first.datasets["train"])
 
 
 def test_window_override_and_parquet_source(parquet_gtzan_dataset, tmp_path, tiny_feature_extractor):
-    args = DataArguments(dataset_name=str(parquet_gtzan_dataset), split="predefined", window_seconds=1.0,
-                         hop_seconds=1.0, features_cache_dir=str(tmp_path))
-    data = build_datasets(args, tiny_feature_extractor, default_window=(4.0, 2.0), output_dir=tmp_path / "run")
+    args = DataArguments(
+        dataset_name=str(parquet_gtzan_dataset),
+        split="predefined",
+        window_seconds=1.0,
+        hop_seconds=1.0,
+        features_cache_dir=str(tmp_path),
+    )
+    data = build_datasets(
+        args, tiny_feature_extractor, default_window=(4.0, 2.0), output_dir=tmp_path / "run"
+    )
     assert (data.window_seconds, data.hop_seconds) == (1.0, 1.0)
     assert {n: len(ds) for n, ds in data.datasets.items()} == {"train": 60, "validation": 30, "test": 30}
     assert data.datasets["validation"][0]["track_id"] == "blues.00002"
 
 
 def test_ast_feature_extractor_and_parallel_map(synthetic_gtzan_folder, tmp_path, ast_feature_extractor):
-    args = _args(synthetic_gtzan_folder, tmp_path / "cache", preprocessing_num_workers=2, max_tracks_per_genre=2)
+    args = _args(
+        synthetic_gtzan_folder, tmp_path / "cache", preprocessing_num_workers=2, max_tracks_per_genre=2
+    )
     data = build_datasets(args, ast_feature_extractor, default_window=(10.24, 10.24))
     ds = data.datasets["train"]
     assert ds[0]["input_values"].shape == (1024, 128) and ds[0]["input_values"].dtype == torch.float32

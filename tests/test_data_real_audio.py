@@ -16,17 +16,26 @@ def test_real_gtzan_folder_as_local_source(real_gtzan_dir, tmp_path, tiny_featur
     ids = source.tracks["track_id"]
     assert len(ids) == 11 and "blues.00001" in ids and "rock.00000" in ids
     args = DataArguments(data_dir=str(real_gtzan_dir), features_cache_dir=str(tmp_path), split="stratified")
-    data = build_datasets(args, tiny_feature_extractor, default_window=(4.0, 2.0), output_dir=tmp_path / "run")
+    data = build_datasets(
+        args, tiny_feature_extractor, default_window=(4.0, 2.0), output_dir=tmp_path / "run"
+    )
     assert data.summary["tracks_decoded"] == 11 and not data.summary["skipped_unreadable"]
-    counts = {**window_counts(data.datasets["train"]), **window_counts(data.datasets["validation"]),
-              **window_counts(data.datasets["test"])}
+    counts = {
+        **window_counts(data.datasets["train"]),
+        **window_counts(data.datasets["validation"]),
+        **window_counts(data.datasets["test"]),
+    }
     assert set(counts) == set(ids) and set(counts.values()) == {14}  # 30-s clips: 14 windows of 4 s / 2 s
 
 
 @pytest.mark.parametrize("rate", RATES)
 def test_decode_every_real_file(shared_dir, rate):
     real = shared_dir / "real-audio"
-    files = sorted(real.glob("gtzan/*/*.wav")) + sorted(real.glob("gtzan-au/*/*.au")) + sorted(real.glob("formats/*"))
+    files = (
+        sorted(real.glob("gtzan/*/*.wav"))
+        + sorted(real.glob("gtzan-au/*/*.au"))
+        + sorted(real.glob("formats/*"))
+    )
     if not files:
         pytest.skip(f"no real audio under {real}")
     kinds = {p.suffix for p in files}
@@ -39,7 +48,9 @@ def test_decode_every_real_file(shared_dir, rate):
         assert decoded.sampling_rate == rate and 0.01 < np.abs(x).max() < 1.5, (path, np.abs(x).max())
         if path.suffix in (".wav", ".flac", ".ogg"):
             info = sf.info(path)
-            assert decoded.source_sampling_rate == info.samplerate and decoded.source_channels == info.channels
+            assert (
+                decoded.source_sampling_rate == info.samplerate and decoded.source_channels == info.channels
+            )
             assert abs(decoded.duration - info.duration) < 0.05, (path, decoded.duration, info.duration)
         if path.parent.parent.name == "formats":
             assert decoded.source_channels == 2 and decoded.source_sampling_rate == 44100, path

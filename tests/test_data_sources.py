@@ -43,13 +43,18 @@ def test_folder_with_a_non_gtzan_label_gets_sorted_label_names(tmp_path):
     entries, labels = scan_label_folder(tmp_path)
     assert labels == ["blues", "polka", "rock"]  # not GTZAN's ten once one label is not a GTZAN genre
     assert [(tid, labels[label]) for _, label, tid in entries] == [
-        ("blues.00000", "blues"), ("polka/polka.00000", "polka"), ("rock.00000", "rock")]
+        ("blues.00000", "blues"),
+        ("polka/polka.00000", "polka"),
+        ("rock.00000", "rock"),
+    ]
 
 
 def test_no_audio_fails_clearly(tmp_path):
     (tmp_path / "blues").mkdir()
     (tmp_path / "blues" / "readme.txt").write_text("empty")
-    with pytest.raises(DataSourceError, match=r"No audio files .* found \['blues/'\]\. Expected <root>/<label>/"):
+    with pytest.raises(
+        DataSourceError, match=r"No audio files .* found \['blues/'\]\. Expected <root>/<label>/"
+    ):
         scan_label_folder(tmp_path)
     with pytest.raises(DataSourceError, match=r"lie directly in .* \(e.g. a.wav\), without a label folder"):
         empty = tmp_path / "flat"
@@ -101,11 +106,16 @@ def test_parquet_without_file_names_gets_genre_index_ids(tmp_path):
 
 
 def test_file_column_names_tracks(tmp_path):
-    rows = {"file": ["/cache/genres/jazz/jazz.00042.wav"], "audio": [{"bytes": wav_bytes(tone(0.3, 8000), 8000),
-                                                                      "path": None}], "genre": ["jazz"]}
+    rows = {
+        "file": ["/cache/genres/jazz/jazz.00042.wav"],
+        "audio": [{"bytes": wav_bytes(tone(0.3, 8000), 8000), "path": None}],
+        "genre": ["jazz"],
+    }
     features = {"file": datasets.Value("string"), "genre": datasets.Value("string")}
     audio_dataset(rows, features).to_parquet(str(tmp_path / "d.parquet"))
-    assert load_source(DataArguments(dataset_name=str(tmp_path / "d.parquet"))).tracks["track_id"] == ["jazz.00042"]
+    assert load_source(DataArguments(dataset_name=str(tmp_path / "d.parquet"))).tracks["track_id"] == [
+        "jazz.00042"
+    ]
 
 
 def test_bad_columns_and_script_dataset(parquet_gtzan_dataset):
@@ -114,7 +124,9 @@ def test_bad_columns_and_script_dataset(parquet_gtzan_dataset):
     with pytest.raises(DataSourceError, match="label_column_name='style'"):
         load_source(DataArguments(dataset_name=str(parquet_gtzan_dataset), label_column_name="style"))
     args = DataArguments(dataset_name=str(parquet_gtzan_dataset))
-    args.dataset_name = "marsyas/gtzan"  # bypassing __post_init__: the loader refuses it too, before any download
+    args.dataset_name = (
+        "marsyas/gtzan"  # bypassing __post_init__: the loader refuses it too, before any download
+    )
     with pytest.raises(DataSourceError, match="confit/gtzan-parquet"):
         load_dataset_source(args)
 
@@ -126,9 +138,13 @@ def test_audiofolder_without_torchcodec_names_what_to_install(tmp_path, monkeypa
 
     from ast_dora.errors import MissingComponentError
 
-    folder = make_gtzan_folder(tmp_path / "audiofolder", tracks_per_genre=1, seconds=0.5, genres=("rock", "jazz"))
+    folder = make_gtzan_folder(
+        tmp_path / "audiofolder", tracks_per_genre=1, seconds=0.5, genres=("rock", "jazz")
+    )
     monkeypatch.setitem(sys.modules, "torchcodec", None)
-    monkeypatch.setattr(datasets.config, "TORCHCODEC_AVAILABLE", False)  # as datasets finds it where it is absent
+    monkeypatch.setattr(
+        datasets.config, "TORCHCODEC_AVAILABLE", False
+    )  # as datasets finds it where it is absent
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
     with pytest.raises(MissingComponentError, match=r"torchcodec.*data_dir="):
         load_source(DataArguments(dataset_name=str(folder)))

@@ -80,13 +80,21 @@ def test_missing_listed_tracks_are_reported(tmp_path, caplog):
     present = set(ids)
     assert all(t in present for s in splits.values() for t in s)
     text = caplog.text
-    assert "listed tracks are not in the data" in text and "first:" in text and "missing from the data in total" in text
+    assert (
+        "listed tracks are not in the data" in text
+        and "first:" in text
+        and "missing from the data in total" in text
+    )
 
 
 def test_lists_matching_nothing_fail_with_a_hint():
     with pytest.raises(ValueError, match="split=predefined"):
-        make_splits(DataArguments(data_dir="x", split="fault_filtered"), ["song_a", "song_b"], [0, 1],
-                    ids_from_names=False)
+        make_splits(
+            DataArguments(data_dir="x", split="fault_filtered"),
+            ["song_a", "song_b"],
+            [0, 1],
+            ids_from_names=False,
+        )
 
 
 def test_predefined_split_from_parquet(parquet_gtzan_dataset):
@@ -102,8 +110,14 @@ def test_split_lists_copied_into_repo():
     folder = resolve_split_lists_dir(None)
     assert folder == DEFAULT_SPLIT_LISTS_DIR
     sizes = {f.name: len(read_split_list(f)) for f in sorted(folder.glob("*.txt"))}
-    assert sizes == {"test_filtered.txt": 290, "test_stratified.txt": 250, "train_filtered.txt": 443,
-                     "train_stratified.txt": 500, "valid_filtered.txt": 197, "valid_stratified.txt": 250}
+    assert sizes == {
+        "test_filtered.txt": 290,
+        "test_stratified.txt": 250,
+        "train_filtered.txt": 443,
+        "train_stratified.txt": 500,
+        "valid_filtered.txt": 197,
+        "valid_stratified.txt": 250,
+    }
     assert (folder.parent / "README.md").is_file()
     with pytest.raises(FileNotFoundError, match="--split_lists_dir"):
         resolve_split_lists_dir("/nonexistent/lists")

@@ -20,7 +20,9 @@ def test_layout_format_and_manifest(tmp_path):
             assert info.samplerate == 22050 and info.channels == 1 and info.subtype == "PCM_16"
             assert info.frames == 3 * 22050
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["tracks_per_genre"] == 2 and manifest["duration_seconds"] == 3.0 and manifest["files"] == 20
+    assert (
+        manifest["tracks_per_genre"] == 2 and manifest["duration_seconds"] == 3.0 and manifest["files"] == 20
+    )
 
 
 def test_deterministic_and_varied():

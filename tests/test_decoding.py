@@ -27,15 +27,25 @@ FORMATS = ("mp3", "ogg", "flac", "m4a", "opus", "wav", "au")
 DECODER_ATOL = 1e-5
 
 
-def run_python(code: str, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_python(
+    code: str, *args: str, env: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO_ROOT, env=environment, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def synthetic_music(seconds: float, sampling_rate: int, channels: int = 2) -> np.ndarray:
     t = np.arange(int(seconds * sampling_rate)) / sampling_rate
-    mono = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 2 * t)) / 2 + 0.05 * np.sin(2 * np.pi * 1760 * t)
+    mono = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 2 * t)) / 2 + 0.05 * np.sin(
+        2 * np.pi * 1760 * t
+    )
     return np.stack([mono * (1 - 0.3 * c) for c in range(channels)]).astype(np.float32)
 
 
@@ -44,11 +54,13 @@ def audio_files(tmp_path_factory) -> dict[str, Path]:
     """One file per format: the real recordings of ../shared/real-audio where present (mp3, ogg, flac, wav, au),
     generated ones for the rest (m4a / AAC, opus, and any real one missing), 44.1 kHz stereo."""
     folder = tmp_path_factory.mktemp("formats")
-    real = {"mp3": REAL_AUDIO / "formats" / "rock_total_breakdown.mp3",
-            "ogg": REAL_AUDIO / "formats" / "jazz_vibe_ace.ogg",
-            "flac": REAL_AUDIO / "formats" / "electronic_dubstep.flac",
-            "wav": REAL_AUDIO / "gtzan" / "rock" / "rock.00000.wav",
-            "au": REAL_AUDIO / "gtzan-au" / "jazz" / "jazz.00000.au"}
+    real = {
+        "mp3": REAL_AUDIO / "formats" / "rock_total_breakdown.mp3",
+        "ogg": REAL_AUDIO / "formats" / "jazz_vibe_ace.ogg",
+        "flac": REAL_AUDIO / "formats" / "electronic_dubstep.flac",
+        "wav": REAL_AUDIO / "gtzan" / "rock" / "rock.00000.wav",
+        "au": REAL_AUDIO / "gtzan-au" / "jazz" / "jazz.00000.au",
+    }
     files = {kind: path for kind, path in real.items() if path.is_file()}
     for kind in FORMATS:
         if kind not in files and kind != "au":
@@ -101,7 +113,9 @@ def test_every_format_decodes_without_torchcodec_or_an_ffmpeg_program(audio_file
 
         wheel_dir = Path(av.__file__).resolve().parent.parent
         assert report["ffmpeg_libraries"], "no FFmpeg library mapped: the maps check looks at the wrong names"
-        system = [lib for lib in report["ffmpeg_libraries"] if not Path(lib).resolve().is_relative_to(wheel_dir)]
+        system = [
+            lib for lib in report["ffmpeg_libraries"] if not Path(lib).resolve().is_relative_to(wheel_dir)
+        ]
         assert not system, f"FFmpeg libraries loaded from outside PyAV's wheel ({wheel_dir}): {system}"
 
 
@@ -213,8 +227,11 @@ def ffmpeg_link_folder(folder: Path) -> list[Path]:
 def test_pyav_decodes_like_torchcodec(audio_files, tmp_path):
     import importlib.util
 
-    require_installed(importlib.util.find_spec("torchcodec") is not None, "torchcodec (the comparison's reference)",
-                      'pip install -e ".[dev]"')
+    require_installed(
+        importlib.util.find_spec("torchcodec") is not None,
+        "torchcodec (the comparison's reference)",
+        'pip install -e ".[dev]"',
+    )
     paths = [str(path) for path in audio_files.values()]
     process = run_python(COMPARE, *paths)  # torchcodec with the system's FFmpeg
     if process.returncode != 0 and TORCHCODEC_UNLOADABLE in process.stderr:
@@ -223,8 +240,11 @@ def test_pyav_decodes_like_torchcodec(audio_files, tmp_path):
             library_path = os.pathsep.join([*map(str, folders), os.environ.get("LD_LIBRARY_PATH", "")])
             process = run_python(COMPARE, *paths, env={"LD_LIBRARY_PATH": library_path})
         loads = not (process.returncode != 0 and TORCHCODEC_UNLOADABLE in process.stderr)
-        require_installed(loads, "an FFmpeg that torchcodec loads (neither the system's nor PyAV's)",
-                          "apt-get install ffmpeg")
+        require_installed(
+            loads,
+            "an FFmpeg that torchcodec loads (neither the system's nor PyAV's)",
+            "apt-get install ffmpeg",
+        )
     assert process.returncode == 0, process.stderr[-3000:]
     report = json.loads(process.stdout.strip().splitlines()[-1])
     assert len(report) == 2 * len(audio_files)

@@ -32,13 +32,33 @@ DETERMINISTIC_OVERRIDES = (
 
 def pipeline_arguments(data_dir: Path, cache_dir: Path, output_dir: Path, per_device_batch: int) -> list[str]:
     return [
-        str(REPO_ROOT / "finetune" / "run.py"), "--config", str(REPO_ROOT / "configs" / "smoke_vit_hybrid.yaml"),
-        "--data_dir", str(data_dir), "--features_cache_dir", str(cache_dir), "--output_dir", str(output_dir),
-        "--config_overrides", DETERMINISTIC_OVERRIDES,
-        "--num_train_epochs", str(EPOCHS), "--per_device_train_batch_size", str(per_device_batch),
-        "--per_device_eval_batch_size", "5",  # 20 windows per evaluation split: no padding of the last batch
-        "--learning_rate", "1e-2", "--logging_steps", "1",
-        "--save_strategy", "no", "--load_best_model_at_end", "false", "--disable_tqdm", "true",
+        str(REPO_ROOT / "finetune" / "run.py"),
+        "--config",
+        str(REPO_ROOT / "configs" / "smoke_vit_hybrid.yaml"),
+        "--data_dir",
+        str(data_dir),
+        "--features_cache_dir",
+        str(cache_dir),
+        "--output_dir",
+        str(output_dir),
+        "--config_overrides",
+        DETERMINISTIC_OVERRIDES,
+        "--num_train_epochs",
+        str(EPOCHS),
+        "--per_device_train_batch_size",
+        str(per_device_batch),
+        "--per_device_eval_batch_size",
+        "5",  # 20 windows per evaluation split: no padding of the last batch
+        "--learning_rate",
+        "1e-2",
+        "--logging_steps",
+        "1",
+        "--save_strategy",
+        "no",
+        "--load_best_model_at_end",
+        "false",
+        "--disable_tqdm",
+        "true",
     ]
 
 
@@ -57,16 +77,39 @@ def test_two_processes_match_one(synthetic_gtzan_folder, tmp_path):
     cache_dir = tmp_path / "features"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.Popen(
-        [sys.executable, *pipeline_arguments(synthetic_gtzan_folder, cache_dir, tmp_path / "one", GLOBAL_BATCH)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            *pipeline_arguments(synthetic_gtzan_folder, cache_dir, tmp_path / "one", GLOBAL_BATCH),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     two = subprocess.run(
         # `--multi_gpu` is accelerate's torchrun launcher; with no GPU the processes run on CPU with gloo.
         # (`--cpu --num_processes 2` would start a single process: accelerate's CPU launcher needs mpirun.)
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-         *pipeline_arguments(synthetic_gtzan_folder, cache_dir, tmp_path / "two", GLOBAL_BATCH // 2)],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(free_port()),
+            *pipeline_arguments(synthetic_gtzan_folder, cache_dir, tmp_path / "two", GLOBAL_BATCH // 2),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     one_log, _ = one.communicate(timeout=300)
     assert one.returncode == 0, one_log[-3000:]
@@ -74,10 +117,14 @@ def test_two_processes_match_one(synthetic_gtzan_folder, tmp_path):
 
     single, double = metrics_of(tmp_path / "one"), metrics_of(tmp_path / "two")
     # The run really was distributed: 2 steps per epoch with 2 x 5 samples, as with 10 samples on one process.
-    states = {name: json.loads((tmp_path / name / "trainer_state.json").read_text()) for name in ("one", "two")}
+    states = {
+        name: json.loads((tmp_path / name / "trainer_state.json").read_text()) for name in ("one", "two")
+    }
     assert states["two"]["global_step"] == states["one"]["global_step"] == 2 * EPOCHS
     # Step by step the same losses (the logged loss of two processes is the mean over both), and training moved.
-    losses = {name: [e["loss"] for e in state["log_history"] if "loss" in e] for name, state in states.items()}
+    losses = {
+        name: [e["loss"] for e in state["log_history"] if "loss" in e] for name, state in states.items()
+    }
     assert len(losses["one"]) == 2 * EPOCHS and len(set(losses["one"])) > 1
     assert losses["two"] == pytest.approx(losses["one"], rel=LOSS_RTOL)
     for split in ("eval", "test"):

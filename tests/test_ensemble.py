@@ -29,7 +29,9 @@ def song(tmp_path_factory):
 
 @pytest.mark.parametrize("backends", [("torch", "torch"), ("onnx", "torch")], ids=["torch", "onnx+torch"])
 def test_ensemble_is_the_weighted_mean_of_the_models(models, song, backends):
-    classifiers = [GenreClassifier.from_pretrained(m, backend=b) for m, b in zip(models, backends, strict=True)]
+    classifiers = [
+        GenreClassifier.from_pretrained(m, backend=b) for m, b in zip(models, backends, strict=True)
+    ]
     alone = [c.analyse(song) for c in classifiers]
     both = GenreClassifier.ensemble(classifiers, weights=[1, 3])
     assert isinstance(both, EnsembleClassifier)
@@ -48,17 +50,20 @@ def test_ensemble_is_the_weighted_mean_of_the_models(models, song, backends):
     np.testing.assert_allclose(result.window_starts, np.arange(0, 25.0, 4.0))
     assert result.window_ends[-1] == pytest.approx(25.0, abs=0.05)
     cell = 2  # 8-12 s: ViT window 2 (8-12 s), AST window 0 (0-10.24 s)
-    np.testing.assert_allclose(result.window_probabilities[cell],
-                               0.25 * alone[0].window_probabilities[2] + 0.75 * alone[1].window_probabilities[0],
-                               atol=TOLERANCE)
+    np.testing.assert_allclose(
+        result.window_probabilities[cell],
+        0.25 * alone[0].window_probabilities[2] + 0.75 * alone[1].window_probabilities[0],
+        atol=TOLERANCE,
+    )
     data = result.to_dict()
     assert data["models"] == [str(m) for m in models] and data["weights"] == [0.25, 0.75]
     assert [row["model"] for row in data["per_model"]] == data["models"]
     assert sum(data["probabilities"].values()) == pytest.approx(1.0, abs=TOLERANCE)
     # equal weights by default
     equal = GenreClassifier.ensemble(classifiers).analyse(song)
-    np.testing.assert_allclose(equal.probabilities, (alone[0].probabilities + alone[1].probabilities) / 2,
-                               atol=TOLERANCE)
+    np.testing.assert_allclose(
+        equal.probabilities, (alone[0].probabilities + alone[1].probabilities) / 2, atol=TOLERANCE
+    )
 
 
 def test_ensemble_refuses_what_it_cannot_combine(models):
@@ -76,7 +81,16 @@ def test_ensemble_refuses_what_it_cannot_combine(models):
 
 
 def test_predict_ensemble_prints_one_object_per_song(models, song, capsys):
-    args = [str(song), "--model", str(models[0]), "--model", str(models[1]), "--ensemble", "--json", "--quiet"]
+    args = [
+        str(song),
+        "--model",
+        str(models[0]),
+        "--model",
+        str(models[1]),
+        "--ensemble",
+        "--json",
+        "--quiet",
+    ]
     assert predict.main([*args, "--weights", "2", "1"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     alone = [GenreClassifier.from_pretrained(m).analyse(song).label_probabilities() for m in models]
@@ -94,8 +108,10 @@ def test_app_both_choice_is_the_mean_of_the_two(models, song, tmp_path):
     with running_app(models, tmp_path, backend="onnx", min_music_probability=0.0) as url:
         client = Client(url, verbose=False)
         label, plot, details, summary = client.predict(handle_file(str(song)), "both", api_name="/predict")
-        alone = [client.predict(handle_file(str(song)), str(m), api_name="/predict")[2]["probabilities"]
-                 for m in models]
+        alone = [
+            client.predict(handle_file(str(song)), str(m), api_name="/predict")[2]["probabilities"]
+            for m in models
+        ]
     assert details["model"] == "both" and details["models"] == [str(m) for m in models]
     for genre, p in details["probabilities"].items():
         assert p == pytest.approx((alone[0][genre] + alone[1][genre]) / 2, abs=TOLERANCE)

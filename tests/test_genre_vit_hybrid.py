@@ -197,8 +197,9 @@ def test_feature_extractor_shape_range_and_reference(extractor):
     assert out.dtype == torch.float32
     assert out.min() >= 0.0 and out.max() <= 1.0
     assert out.amax(dim=(1, 2, 3)).min() > 0.9  # each window is stretched over [0, 1]
-    torch.testing.assert_close(out, reference_features(torch.from_numpy(waves), extractor), atol=NUMPY_VS_TORCH_ATOL,
-                               rtol=0)
+    torch.testing.assert_close(
+        out, reference_features(torch.from_numpy(waves), extractor), atol=NUMPY_VS_TORCH_ATOL, rtol=0
+    )
 
     as_numpy = extractor(waves)["input_values"]
     assert isinstance(as_numpy, np.ndarray) and as_numpy.shape == (3, 1, 216, 144)

@@ -105,9 +105,18 @@ def assert_same_step(one_batch, accumulated):
 
 def tiny_vit_hybrid(loss):
     config = GenreViTHybridConfig(
-        image_size=(48, 32), patch_size=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, id2label=dict(enumerate(LABELS)), label2id={g: i for i, g in enumerate(LABELS)},
-        loss=loss, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, drop_path_rate=0.0,
+        image_size=(48, 32),
+        patch_size=16,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        id2label=dict(enumerate(LABELS)),
+        label2id={g: i for i, g in enumerate(LABELS)},
+        loss=loss,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        drop_path_rate=0.0,
         apply_spec_augment=False,
     )
     set_seed(0)
@@ -131,8 +140,15 @@ def test_vit_hybrid_gradient_accumulation_gives_the_same_step(tmp_path, loss):
 
 def ast_model_args(tiny_ast_dir, prefix_cache):
     return ModelArguments(
-        model_type="ast_dora", model_name_or_path=str(tiny_ast_dir), min_layer=MIN_LAYER, classifier_hidden_size=16,
-        dora_rank=4, dora_alpha=8.0, dora_dropout=0.0, classifier_dropout=0.0, prefix_cache=prefix_cache,
+        model_type="ast_dora",
+        model_name_or_path=str(tiny_ast_dir),
+        min_layer=MIN_LAYER,
+        classifier_hidden_size=16,
+        dora_rank=4,
+        dora_alpha=8.0,
+        dora_dropout=0.0,
+        classifier_dropout=0.0,
+        prefix_cache=prefix_cache,
         config_overrides="hidden_dropout_prob=0.0,attention_probs_dropout_prob=0.0",
     )
 
@@ -142,9 +158,17 @@ def ast_step(tiny_ast_dir, output_dir, batch, ga, prefix_cache):
     set_seed(0)
     model = build_ast_dora(model_args, LABELS)
     args = training_args(output_dir, batch, ga)
-    data = GenreData(datasets=DatasetDict({"train": windows((1024, 128))}), labels=LABELS, splits={},
-                     sampling_rate=16000, window_seconds=10.24, hop_seconds=10.24)
-    run = SimpleNamespace(model=model_args, data=DataArguments(synthetic=True, data_dir="unused", cache_features=False))
+    data = GenreData(
+        datasets=DatasetDict({"train": windows((1024, 128))}),
+        labels=LABELS,
+        splits={},
+        sampling_rate=16000,
+        window_seconds=10.24,
+        hop_seconds=10.24,
+    )
+    run = SimpleNamespace(
+        model=model_args, data=DataArguments(synthetic=True, data_dir="unused", cache_features=False)
+    )
     data, collator = apply_prefix_cache(run, data, model, None, args)
     assert (collator is not None) == prefix_cache
     if prefix_cache:

@@ -511,7 +511,9 @@ def test_failed_trials_do_not_stop_the_search(tmp_path, data_root, monkeypatch, 
 
     def compute_loss(self, model, inputs, *args, **kwargs):
         if model.training and len(inputs["labels"]) > 4:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated: batch of 8)")
+            raise torch.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 2.00 GiB (simulated: batch of 8)"
+            )
         return original_compute_loss(self, model, inputs, *args, **kwargs)
 
     monkeypatch.setattr(hpo.SearchTrainer, "compute_loss", compute_loss)
@@ -535,7 +537,12 @@ def test_failed_trials_do_not_stop_the_search(tmp_path, data_root, monkeypatch, 
         metrics = main(["--config", config])
 
     trials = load_trials(f"sqlite:///{output_dir / 'study.db'}", "out")
-    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert [t.state for t in trials] == [
+        TrialState.FAIL,
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+        TrialState.COMPLETE,
+    ]
     assert metrics["trials_failed"] == 2 and metrics["trials_complete"] == 2
     out_of_memory, diverged = trials[0], trials[1]
     assert out_of_memory.user_attrs["fail_reason"].startswith("OutOfMemoryError: CUDA out of memory")
@@ -553,7 +560,9 @@ def test_failed_trials_do_not_stop_the_search(tmp_path, data_root, monkeypatch, 
 
 
 @pytest.mark.slow
-def test_worker_killed_on_another_machine_is_noticed_by_heartbeat(tmp_path, data_root, postgres_url, monkeypatch):
+def test_worker_killed_on_another_machine_is_noticed_by_heartbeat(
+    tmp_path, data_root, postgres_url, monkeypatch
+):
     """Worker A (a `finetune/run.py` subprocess) is SIGKILLed inside a trial; worker B (this process, told it
     runs on another machine, so A's process id means nothing to it) finds the trial without heartbeats after
     the grace period, marks it failed and runs its parameters again."""

@@ -88,12 +88,17 @@ class RecordingHubApi:
         arguments = self._record("get_space_runtime", *args, **kwargs)
         flavor = RecordingHubApi.space_hardware.get(arguments["repo_id"])
         if flavor is None:
-            response = httpx2.Response(404, request=httpx2.Request("GET", "https://huggingface.co/api/spaces/x"))
+            response = httpx2.Response(
+                404, request=httpx2.Request("GET", "https://huggingface.co/api/spaces/x")
+            )
             raise RepositoryNotFoundError("404 Client Error: Repository Not Found", response=response)
         return SimpleNamespace(hardware=flavor, requested_hardware=flavor, stage="RUNNING")
+
     def list_repo_files(self, *args, **kwargs):
         arguments = self._record("list_repo_files", *args, **kwargs)
-        return list(RecordingHubApi.repo_files.get(arguments["repo_id"], ["config.json", "model.safetensors"]))
+        return list(
+            RecordingHubApi.repo_files.get(arguments["repo_id"], ["config.json", "model.safetensors"])
+        )
 
     def upload_folder(self, *args, **kwargs):
         arguments = self._record("upload_folder", *args, **kwargs)
@@ -101,7 +106,9 @@ class RecordingHubApi:
         arguments["files"] = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
         arguments["readme"] = (folder / "README.md").read_text()
         sha = "0123456789abcdef0123456789abcdef01234567"
-        return SimpleNamespace(oid=sha, commit_url=f"https://huggingface.co/{arguments['repo_id']}/commit/{sha}")
+        return SimpleNamespace(
+            oid=sha, commit_url=f"https://huggingface.co/{arguments['repo_id']}/commit/{sha}"
+        )
 
     @classmethod
     def called(cls, method: str) -> list[dict]:
@@ -128,13 +135,26 @@ def fake_hub(monkeypatch):
 
 def vit_run_args(workdir: Path, output_dir: Path) -> list[str]:
     return [
-        "--config", str(REPO_ROOT / "configs" / "smoke_vit_hybrid.yaml"),
-        "--output_dir", str(output_dir),
-        "--synthetic", "true", "--data_dir", str(workdir / "synth"),
-        "--synthetic_tracks_per_genre", "3", "--synthetic_duration_seconds", "4",
-        "--features_cache_dir", str(workdir / "features"),
-        "--config_overrides", "hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64",
-        "--num_train_epochs", "1", "--bf16", "false",
+        "--config",
+        str(REPO_ROOT / "configs" / "smoke_vit_hybrid.yaml"),
+        "--output_dir",
+        str(output_dir),
+        "--synthetic",
+        "true",
+        "--data_dir",
+        str(workdir / "synth"),
+        "--synthetic_tracks_per_genre",
+        "3",
+        "--synthetic_duration_seconds",
+        "4",
+        "--features_cache_dir",
+        str(workdir / "features"),
+        "--config_overrides",
+        "hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64",
+        "--num_train_epochs",
+        "1",
+        "--bf16",
+        "false",
     ]
 
 
@@ -149,7 +169,9 @@ def vit_run(tmp_path_factory):
 
     def save_and_capture(model, feature_extractor, directory):
         model.eval()
-        inputs = feature_extractor([waveform], sampling_rate=feature_extractor.sampling_rate, return_tensors="pt")
+        inputs = feature_extractor(
+            [waveform], sampling_rate=feature_extractor.sampling_rate, return_tensors="pt"
+        )
         with torch.no_grad():
             captured["logits"] = model(**inputs).logits.float().numpy()
         return real_save(model, feature_extractor, directory)
@@ -159,9 +181,16 @@ def vit_run(tmp_path_factory):
         patch.setattr(hub, "HfApi", RecordingHubApi)
         patch.setattr("transformers.trainer.hf_api", fail_if_trainer_reaches_the_hub)
         patch.setattr(training, "save_trained_model", save_and_capture)
-        training.main(vit_run_args(workdir, output_dir) + ["--push_to_hub", "true", "--hub_model_id", "me/gtzan-vit"])
-    return SimpleNamespace(workdir=workdir, output_dir=output_dir, waveform=waveform, logits=captured["logits"],
-                           hub_calls=list(RecordingHubApi.calls))
+        training.main(
+            vit_run_args(workdir, output_dir) + ["--push_to_hub", "true", "--hub_model_id", "me/gtzan-vit"]
+        )
+    return SimpleNamespace(
+        workdir=workdir,
+        output_dir=output_dir,
+        waveform=waveform,
+        logits=captured["logits"],
+        hub_calls=list(RecordingHubApi.calls),
+    )
 
 
 # A valid 1x1 PNG: confusion-matrix plots cost seconds each and the card only links the file.
@@ -178,31 +207,71 @@ def skip_plots(matrix, label_names, path, title):
 def write_run_records(output_dir: Path, base_model: str, seed: int = 0) -> None:
     """What finetune/run.py leaves beside an AST-DoRA model, made with the pipeline's own metric and report code."""
     rng = np.random.default_rng(seed)
-    all_results = {"epoch": 1.0, "model_parameters": 1_234_567, "trainable_parameters": 23_456, "train_loss": 2.1}
+    all_results = {
+        "epoch": 1.0,
+        "model_parameters": 1_234_567,
+        "trainable_parameters": 23_456,
+        "train_loss": 2.1,
+    }
     log = {"epoch": 1.0, "step": 3}
     for prefix in ("eval", "test"):
         labels = np.repeat(np.arange(len(GENRES)), 4)  # 2 tracks per genre, 2 windows each
         track_ids = [f"{GENRES[label]}.{i // 2:05d}" for i, label in enumerate(labels)]
-        logits = rng.standard_normal((len(labels), len(GENRES))) + 2.0 * np.eye(len(GENRES))[labels] * (rng.random(len(labels)) < 0.6)[:, None]
+        logits = (
+            rng.standard_normal((len(labels), len(GENRES)))
+            + 2.0 * np.eye(len(GENRES))[labels] * (rng.random(len(labels)) < 0.6)[:, None]
+        )
         metrics = make_compute_metrics(track_ids)(EvalPrediction(predictions=logits, label_ids=labels))
         all_results.update({f"{prefix}_{key}": value for key, value in metrics.items()})
         all_results[f"{prefix}_loss"] = float(rng.uniform(1, 2))
         write_reports(logits, labels, track_ids, GENRES, output_dir, prefix)
-    log.update(eval_loss=all_results["eval_loss"], eval_accuracy=all_results["eval_accuracy"],
-               eval_track_accuracy=all_results["eval_track_accuracy"])
+    log.update(
+        eval_loss=all_results["eval_loss"],
+        eval_accuracy=all_results["eval_accuracy"],
+        eval_track_accuracy=all_results["eval_track_accuracy"],
+    )
     (output_dir / "all_results.json").write_text(json.dumps(all_results, indent=4))
-    (output_dir / "trainer_state.json").write_text(json.dumps(
-        {"global_step": 3, "epoch": 1.0, "train_batch_size": 16, "best_metric": log["eval_track_accuracy"],
-         "best_global_step": 3, "log_history": [log]}))
-    (output_dir / "data_summary.json").write_text(json.dumps(
-        {"source": "folder /data/gtzan (1000 tracks)", "split": "fault_filtered", "sampling_rate": 16000,
-         "tracks": {"train": 443, "validation": 197, "test": 290}, "windows": {"train": 1329, "validation": 591, "test": 870},
-         "window_seconds": 10.24, "hop_seconds": 10.24}))
+    (output_dir / "trainer_state.json").write_text(
+        json.dumps(
+            {
+                "global_step": 3,
+                "epoch": 1.0,
+                "train_batch_size": 16,
+                "best_metric": log["eval_track_accuracy"],
+                "best_global_step": 3,
+                "log_history": [log],
+            }
+        )
+    )
+    (output_dir / "data_summary.json").write_text(
+        json.dumps(
+            {
+                "source": "folder /data/gtzan (1000 tracks)",
+                "split": "fault_filtered",
+                "sampling_rate": 16000,
+                "tracks": {"train": 443, "validation": 197, "test": 290},
+                "windows": {"train": 1329, "validation": 591, "test": 870},
+                "window_seconds": 10.24,
+                "hop_seconds": 10.24,
+            }
+        )
+    )
     (output_dir / "splits.json").write_text(json.dumps({"train": [], "validation": [], "test": []}))
-    run_config = {"model_type": "ast_dora", "model_name_or_path": base_model, "dora_rank": 4, "dora_alpha": 8,
-                  "min_layer": 2, "data_dir": "/data/gtzan", "split": "fault_filtered", "learning_rate": 3e-3,
-                  "num_train_epochs": 1, "load_best_model_at_end": True, "metric_for_best_model": "track_accuracy",
-                  "push_to_hub": True, "hub_token": SECRET}
+    run_config = {
+        "model_type": "ast_dora",
+        "model_name_or_path": base_model,
+        "dora_rank": 4,
+        "dora_alpha": 8,
+        "min_layer": 2,
+        "data_dir": "/data/gtzan",
+        "split": "fault_filtered",
+        "learning_rate": 3e-3,
+        "num_train_epochs": 1,
+        "load_best_model_at_end": True,
+        "metric_for_best_model": "track_accuracy",
+        "push_to_hub": True,
+        "hub_token": SECRET,
+    }
     (output_dir / "run_config.yaml").write_text(yaml.safe_dump(run_config, sort_keys=False))
 
 
@@ -212,11 +281,19 @@ def ast_run(tmp_path_factory):
     checkpoint), saved by `save_trained_model`, plus run records; the unmerged model's logits are the reference."""
     workdir = tmp_path_factory.mktemp("ast_run")
     base = make_tiny_ast(workdir / "tiny_ast")
-    args = ModelArguments(model_type="ast_dora", model_name_or_path=str(base), min_layer=2, classifier_hidden_size=16,
-                          dora_rank=4, dora_alpha=8)
+    args = ModelArguments(
+        model_type="ast_dora",
+        model_name_or_path=str(base),
+        min_layer=2,
+        classifier_hidden_size=16,
+        dora_rank=4,
+        dora_alpha=8,
+    )
     model = build_ast_dora(args, GENRES)
     generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # DoRA starts as the identity: give the adapters weights so that a lost adapter shows
+    with (
+        torch.no_grad()
+    ):  # DoRA starts as the identity: give the adapters weights so that a lost adapter shows
         for parameter in model.parameters():
             if parameter.requires_grad:
                 parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
@@ -231,7 +308,9 @@ def ast_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("ast_dora.evaluation.plot_confusion_matrix", skip_plots)
         write_run_records(output_dir, str(base))
-    return SimpleNamespace(workdir=workdir, output_dir=output_dir, base=base, waveform=waveform, logits=logits)
+    return SimpleNamespace(
+        workdir=workdir, output_dir=output_dir, base=base, waveform=waveform, logits=logits
+    )
 
 
 def dry_run(output_dir: Path, folder: Path, repo_id: str, *extra: str) -> Path:
@@ -287,7 +366,9 @@ def clean_process(vit_run, ast_run, tmp_path_factory):
     importing torch + transformers is most of the cost)."""
     workdir = tmp_path_factory.mktemp("clean_process")
     runs = {"vit": (vit_run, ()), "merged": (ast_run, ("--merged",)), "adapter": (ast_run, ())}
-    song = wav_song(workdir)  # the real 30-s GTZAN track when ../shared is there, else 12 s of generated stereo
+    song = wav_song(
+        workdir
+    )  # the real 30-s GTZAN track when ../shared is there, else 12 s of generated stereo
     cases, folders = [], {}
     for name, (run, flags) in runs.items():
         folders[name] = dry_run(run.output_dir, workdir / f"{name}_upload", f"me/gtzan-{name}", *flags)
@@ -295,39 +376,70 @@ def clean_process(vit_run, ast_run, tmp_path_factory):
         blocks = python_blocks((folders[name] / "README.md").read_text())
         pipeline_block, loading, usage = blocks[0], blocks[-2], blocks[-1]
         assert f'repo_id = "me/gtzan-{name}"' in pipeline_block and f'repo_id = "me/gtzan-{name}"' in loading
-        pipeline_block, loading = (block.replace(f'repo_id = "me/gtzan-{name}"', f"repo_id = {str(folders[name])!r}")
-                                   .replace('"song.mp3"', repr(str(song))) for block in (pipeline_block, loading))
+        pipeline_block, loading = (
+            block.replace(f'repo_id = "me/gtzan-{name}"', f"repo_id = {str(folders[name])!r}").replace(
+                '"song.mp3"', repr(str(song))
+            )
+            for block in (pipeline_block, loading)
+        )
         np.save(workdir / f"{name}_waveform.npy", run.waveform)
-        cases.append({"name": name, "pipeline": pipeline_block, "loading": loading, "usage": usage,
-                      "waveform": f"{name}_waveform.npy", "song": str(song)})
+        cases.append(
+            {
+                "name": name,
+                "pipeline": pipeline_block,
+                "loading": loading,
+                "usage": usage,
+                "waveform": f"{name}_waveform.npy",
+                "song": str(song),
+            }
+        )
     (workdir / "cases.json").write_text(json.dumps(cases))
     (workdir / "load.py").write_text(CLEAN_PROCESS)
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(workdir / "hf_home"), TRANSFORMERS_VERBOSITY="error")
-    result = subprocess.run([sys.executable, "load.py"], cwd=workdir, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "load.py"], cwd=workdir, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     printed_genres = [line for line in result.stdout.splitlines() if line in GENRES]
     assert len(printed_genres) == len(cases), result.stdout
     loaded = json.loads((workdir / "loaded.json").read_text())
     logits = {name: np.load(workdir / f"{name}_logits.npy") for name in runs}
     pipeline_scores = json.loads((workdir / "pipeline_scores.json").read_text())
-    return SimpleNamespace(folders=folders, loaded=loaded, logits=logits, pipeline_scores=pipeline_scores, song=song)
+    return SimpleNamespace(
+        folders=folders, loaded=loaded, logits=logits, pipeline_scores=pipeline_scores, song=song
+    )
 
 
 @pytest.mark.slow
 def test_vit_hybrid_upload_folder_loads_in_a_clean_process(vit_run, clean_process):
     folder = clean_process.folders["vit"]
-    assert {"config.json", "model.safetensors", "preprocessor_config.json", "configuration_genre_vit_hybrid.py",
-            "modeling_genre_vit_hybrid.py", "feature_extraction_genre_vit_hybrid.py"} <= files_in(folder)
+    assert {
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "configuration_genre_vit_hybrid.py",
+        "modeling_genre_vit_hybrid.py",
+        "feature_extraction_genre_vit_hybrid.py",
+    } <= files_in(folder)
     blocks = python_blocks((folder / "README.md").read_text())
-    assert 'pipeline("audio-classification", model=repo_id, revision=revision, trust_remote_code=True)' in blocks[0]
+    assert (
+        'pipeline("audio-classification", model=repo_id, revision=revision, trust_remote_code=True)'
+        in blocks[0]
+    )
     loading = blocks[1]
-    assert "AutoModelForAudioClassification.from_pretrained(repo_id, revision=revision, trust_remote_code=True)" in loading
-    assert "AutoFeatureExtractor.from_pretrained(repo_id, revision=revision, trust_remote_code=True)" in loading
+    assert (
+        "AutoModelForAudioClassification.from_pretrained(repo_id, revision=revision, trust_remote_code=True)"
+        in loading
+    )
+    assert (
+        "AutoFeatureExtractor.from_pretrained(repo_id, revision=revision, trust_remote_code=True)" in loading
+    )
     # the class came from the folder's remote code, not from an installed package
     assert clean_process.loaded["vit"].startswith("transformers_modules.")
-    assert clean_process.loaded["vit"].endswith("modeling_genre_vit_hybrid.GenreViTHybridForAudioClassification")
+    assert clean_process.loaded["vit"].endswith(
+        "modeling_genre_vit_hybrid.GenreViTHybridForAudioClassification"
+    )
     np.testing.assert_allclose(clean_process.logits["vit"], vit_run.logits, rtol=0, atol=LOGITS_ATOL)
 
 
@@ -337,7 +449,9 @@ def test_merged_ast_dora_upload_folder_loads_in_a_clean_process(ast_run, clean_p
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "modeling_ast_mlp.py"} <= files
     assert not any(name.startswith("adapter") for name in files)
     config = json.loads((folder / "config.json").read_text())
-    assert config["auto_map"] == {"AutoModelForAudioClassification": "modeling_ast_mlp.ASTWithMLPHeadForAudioClassification"}
+    assert config["auto_map"] == {
+        "AutoModelForAudioClassification": "modeling_ast_mlp.ASTWithMLPHeadForAudioClassification"
+    }
     assert "trust_remote_code=True" in python_blocks((folder / "README.md").read_text())[0]
     assert clean_process.loaded["merged"].startswith("transformers_modules.")
     assert clean_process.loaded["merged"].endswith("modeling_ast_mlp.ASTWithMLPHeadForAudioClassification")
@@ -347,15 +461,25 @@ def test_merged_ast_dora_upload_folder_loads_in_a_clean_process(ast_run, clean_p
 def test_adapter_upload_folder_loads_with_its_cards_snippet(ast_run, clean_process):
     folder = clean_process.folders["adapter"]
     files = files_in(folder)
-    assert {"adapter_config.json", "adapter_model.safetensors", "config.json", "preprocessor_config.json",
-            "modeling_ast_mlp.py"} <= files
+    assert {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "config.json",
+        "preprocessor_config.json",
+        "modeling_ast_mlp.py",
+    } <= files
     assert "model.safetensors" not in files, "the adapter repo must not carry the full weights"
     adapter_config = json.loads((folder / "adapter_config.json").read_text())
-    assert adapter_config["base_model_name_or_path"] == str(ast_run.base)  # the tiny stand-in for the AudioSet AST
+    assert adapter_config["base_model_name_or_path"] == str(
+        ast_run.base
+    )  # the tiny stand-in for the AudioSet AST
     loading = python_blocks((folder / "README.md").read_text())[0]
     assert "import ast_dora" not in loading and "from ast_dora" not in loading
     assert "PeftModel.from_pretrained(base, repo_id, revision=revision)" in loading
-    assert 'config.custom_pipelines["audio-classification"]["impl"]' in loading and "pipeline_class=pipeline_class" in loading
+    assert (
+        'config.custom_pipelines["audio-classification"]["impl"]' in loading
+        and "pipeline_class=pipeline_class" in loading
+    )
     assert clean_process.loaded["adapter"].endswith("modeling_ast_mlp.ASTWithMLPHeadForAudioClassification")
     np.testing.assert_allclose(clean_process.logits["adapter"], ast_run.logits, rtol=0, atol=LOGITS_ATOL)
 
@@ -372,8 +496,9 @@ def test_upload_folders_pipeline_hears_the_whole_song(clean_process, name):
     analysis = GenreClassifier.from_pretrained(folder, bf16=False).analyse(clean_process.song)
     assert len(analysis.window_starts) > 1
     scores = {entry["label"]: entry["score"] for entry in clean_process.pipeline_scores[name]}
-    np.testing.assert_allclose([scores[label] for label in analysis.labels], analysis.probabilities, rtol=0,
-                               atol=LOGITS_ATOL)
+    np.testing.assert_allclose(
+        [scores[label] for label in analysis.labels], analysis.probabilities, rtol=0, atol=LOGITS_ATOL
+    )
     card = (folder / "README.md").read_text()
     assert "analyses the whole song" in card
 
@@ -401,13 +526,23 @@ def assert_card_matches_run(folder: Path, output_dir: Path, repo_id: str) -> Mod
     assert recorded == expected  # every metric, exactly as all_results.json has it (no rounding, no typing)
     assert metadata["pipeline_tag"] == "audio-classification"
     # the human-readable table shows the same numbers
-    assert f"| Track accuracy (mean window probability) | {all_results['eval_track_accuracy']:.4f} | {all_results['test_track_accuracy']:.4f} |" in card.text
+    assert (
+        f"| Track accuracy (mean window probability) | {all_results['eval_track_accuracy']:.4f} | {all_results['test_track_accuracy']:.4f} |"
+        in card.text
+    )
     for genre in GENRES:
         assert re.search(rf"^\| {genre} \| ", card.text, flags=re.M), f"no per-class row for {genre}"
     image = re.search(r"!\[[^\]]*\]\(([^)]+\.png)\)", card.text).group(1)
     assert (folder / image).is_file() and image == "confusion_matrix_test_track.png"
-    for phrase in ("Intended use", "GTZAN's known faults", "Western", "30-second clip", "Training procedure",
-                   f'revision = "{REVISION_PLACEHOLDER}"', "learning_rate"):
+    for phrase in (
+        "Intended use",
+        "GTZAN's known faults",
+        "Western",
+        "30-second clip",
+        "Training procedure",
+        f'revision = "{REVISION_PLACEHOLDER}"',
+        "learning_rate",
+    ):
         assert phrase in card.text, phrase
     return card
 
@@ -424,7 +559,9 @@ def test_vit_card_has_the_runs_metrics_and_valid_metadata(vit_run, tmp_path):
 
 def test_adapter_card_names_its_base_and_split_and_leaks_no_token(ast_run, tmp_path):
     public_base = "MIT/ast-finetuned-audioset-10-10-0.4593"
-    folder = dry_run(ast_run.output_dir, tmp_path / "upload", "me/gtzan-ast-dora", "--base_model", public_base)
+    folder = dry_run(
+        ast_run.output_dir, tmp_path / "upload", "me/gtzan-ast-dora", "--base_model", public_base
+    )
     card = assert_card_matches_run(folder, ast_run.output_dir, "me/gtzan-ast-dora")
     assert card.data.library_name == "peft"
     assert card.data.base_model == public_base
@@ -461,7 +598,9 @@ def test_training_pushes_once_at_the_end_through_the_hub_module(vit_run, tmp_pat
 def test_push_run_sends_the_dry_run_folder_to_the_repo(ast_run, fake_hub, tmp_path):
     commit = hub.push_run(ast_run.output_dir, "gtzan-ast-dora", revision="v1", private=True)
     [create] = fake_hub.called("create_repo")
-    assert create["repo_id"] == "gtzan-ast-dora" and create["repo_type"] == "model" and create["private"] is True
+    assert (
+        create["repo_id"] == "gtzan-ast-dora" and create["repo_type"] == "model" and create["private"] is True
+    )
     [branch] = fake_hub.called("create_branch")
     assert branch["repo_id"] == "someone/gtzan-ast-dora" and branch["branch"] == "v1"
     [upload] = fake_hub.called("upload_folder")
@@ -540,8 +679,18 @@ def test_load_evaluate_reproduces_the_runs_test_metrics(vit_run, tmp_path, capsy
     folder = dry_run(vit_run.output_dir, tmp_path / "upload", "me/gtzan-vit")
     config_args = vit_run_args(vit_run.workdir, tmp_path / "unused")[2:]  # the run's data, without --config
     capsys.readouterr()
-    code = hub.main(["load", str(folder), "--evaluate", "--config", str(REPO_ROOT / "configs" / "smoke_vit_hybrid.yaml"),
-                     "--eval_dir", str(tmp_path / "eval"), *config_args])
+    code = hub.main(
+        [
+            "load",
+            str(folder),
+            "--evaluate",
+            "--config",
+            str(REPO_ROOT / "configs" / "smoke_vit_hybrid.yaml"),
+            "--eval_dir",
+            str(tmp_path / "eval"),
+            *config_args,
+        ]
+    )
     assert code == 0
     run_results = json.loads((vit_run.output_dir / "all_results.json").read_text())
     eval_results = json.loads((tmp_path / "eval" / "all_results.json").read_text())
@@ -561,24 +710,45 @@ def app_dir(tmp_path):
     """A repo root with an app.py and the project's pyproject.toml (the real app.py is not this module's)."""
     root = tmp_path / "repo"
     root.mkdir()
-    (root / "app.py").write_text(textwrap.dedent("""\
+    (root / "app.py").write_text(
+        textwrap.dedent("""\
         import os
         import gradio as gr
         MODELS = os.environ.get("GENRE_MODELS", "").split(",")
         gr.Interface(lambda audio: MODELS[0], gr.Audio(), "text").launch()
-        """))
+        """)
+    )
     (root / "pyproject.toml").write_text((REPO_ROOT / "pyproject.toml").read_text())
     return root
 
 
 def test_space_command_sends_app_requirements_and_readme_header(app_dir, fake_hub):
-    assert hub.main(["space", "--repo_id", "me/gtzan-genres", "--models", "me/gtzan-ast-dora,me/gtzan-vit",
-                     "--app_dir", str(app_dir)]) == 0
+    assert (
+        hub.main(
+            [
+                "space",
+                "--repo_id",
+                "me/gtzan-genres",
+                "--models",
+                "me/gtzan-ast-dora,me/gtzan-vit",
+                "--app_dir",
+                str(app_dir),
+            ]
+        )
+        == 0
+    )
     [create] = fake_hub.called("create_repo")
-    assert create["repo_id"] == "me/gtzan-genres" and create["repo_type"] == "space" and create["space_sdk"] == "gradio"
+    assert (
+        create["repo_id"] == "me/gtzan-genres"
+        and create["repo_type"] == "space"
+        and create["space_sdk"] == "gradio"
+    )
     [variable] = fake_hub.called("add_space_variable")
     assert (variable["repo_id"], variable["key"], variable["value"]) == (
-        "me/gtzan-genres", "GENRE_MODELS", "me/gtzan-ast-dora,me/gtzan-vit")
+        "me/gtzan-genres",
+        "GENRE_MODELS",
+        "me/gtzan-ast-dora,me/gtzan-vit",
+    )
     [upload] = fake_hub.called("upload_folder")
     assert upload["repo_id"] == "me/gtzan-genres" and upload["repo_type"] == "space"
     files = set(upload["files"])
@@ -615,15 +785,36 @@ def test_space_redeploy_keeps_the_spaces_hardware_unless_asked(app_dir, fake_hub
 
 
 def test_space_for_zerogpu_asks_for_it_and_installs_spaces(app_dir, fake_hub, tmp_path):
-    assert hub.main(["space", "--repo_id", "me/gtzan-genres", "--models", "me/gtzan-vit", "--app_dir", str(app_dir),
-                     "--hardware", "zerogpu"]) == 0
-    [create], [hardware], [upload] = (fake_hub.called(m) for m in ("create_repo", "request_space_hardware",
-                                                                   "upload_folder"))
+    assert (
+        hub.main(
+            [
+                "space",
+                "--repo_id",
+                "me/gtzan-genres",
+                "--models",
+                "me/gtzan-vit",
+                "--app_dir",
+                str(app_dir),
+                "--hardware",
+                "zerogpu",
+            ]
+        )
+        == 0
+    )
+    [create], [hardware], [upload] = (
+        fake_hub.called(m) for m in ("create_repo", "request_space_hardware", "upload_folder")
+    )
     assert create["space_hardware"] == hardware["hardware"] == "zero-a10g"
-    assert SpaceCard(upload["readme"]).data.suggested_hardware == "zero-a10g" and "ZeroGPU" in upload["readme"]
+    assert (
+        SpaceCard(upload["readme"]).data.suggested_hardware == "zero-a10g" and "ZeroGPU" in upload["readme"]
+    )
     folder = hub.build_space_folder(tmp_path / "zero", ["me/a"], repo_root=app_dir, hardware="zerogpu")
     requirements = [line.strip() for line in (folder / "requirements.txt").read_text().splitlines()]
-    assert "spaces" in requirements and "av>=18" in requirements and not any("torchcodec" in r for r in requirements)
+    assert (
+        "spaces" in requirements
+        and "av>=18" in requirements
+        and not any("torchcodec" in r for r in requirements)
+    )
     cpu = hub.build_space_folder(tmp_path / "cpu", ["me/a"], repo_root=app_dir)
     assert "spaces" not in (cpu / "requirements.txt").read_text().split()
     with pytest.raises(SystemExit):
@@ -677,32 +868,69 @@ def test_space_folder_app_decodes_mp3_without_system_ffmpeg(tmp_path):
     empty_bin = tmp_path / "bin"
     empty_bin.mkdir()
     env = {**os.environ, "PYTHONPATH": str(folder), "PATH": str(empty_bin), "HF_HUB_OFFLINE": "1"}
-    process = subprocess.run([sys.executable, "-c", SPACE_APP, str(model), str(song)], cwd=folder, env=env,
-                             capture_output=True, text=True, timeout=600)
+    process = subprocess.run(
+        [sys.executable, "-c", SPACE_APP, str(model), str(song)],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert process.returncode == 0, process.stderr[-3000:]
     report = json.loads(process.stdout.strip().splitlines()[-1])
     assert Path(report["package"]).resolve().is_relative_to(folder.resolve()), report["package"]
     assert report["windows"] == 5 and abs(report["duration"] - 20.0) < 0.1 and report["genre"]
     wheel = Path(av.__file__).resolve().parent.parent
-    assert report["ffmpeg"] and all(Path(lib).resolve().is_relative_to(wheel) for lib in report["ffmpeg"]), report
+    assert report["ffmpeg"] and all(Path(lib).resolve().is_relative_to(wheel) for lib in report["ffmpeg"]), (
+        report
+    )
 
 
 def test_space_requirements_leave_torch_out_when_every_model_has_an_export(tmp_path, fake_hub, capsys):
-    fake_hub.repo_files = {"me/vit": ["config.json", "openvino/openvino_model_int8.xml", "openvino/openvino_model_int8.bin"],
-                           "me/ast": ["config.json", "onnx/model_quantized.onnx"], "me/plain": ["config.json"]}
-    assert hub.main(["space", "--repo_id", "me/s", "--models", "me/vit,me/ast", "--dry_run", str(tmp_path / "free")]) == 0
+    fake_hub.repo_files = {
+        "me/vit": ["config.json", "openvino/openvino_model_int8.xml", "openvino/openvino_model_int8.bin"],
+        "me/ast": ["config.json", "onnx/model_quantized.onnx"],
+        "me/plain": ["config.json"],
+    }
+    assert (
+        hub.main(
+            ["space", "--repo_id", "me/s", "--models", "me/vit,me/ast", "--dry_run", str(tmp_path / "free")]
+        )
+        == 0
+    )
     assert "Torch-free" in capsys.readouterr().out  # it says so
     free = (tmp_path / "free" / "requirements.txt").read_text()
     today = (REPO_ROOT / "requirements.txt").read_text()
-    names = {hub._requirement_name(line) for line in free.splitlines() if line.strip() and not line.startswith("#")}
+    names = {
+        hub._requirement_name(line) for line in free.splitlines() if line.strip() and not line.startswith("#")
+    }
     assert names.isdisjoint({"torch", "torchaudio", "torchcodec", "peft", "accelerate", "datasets"})
     assert {"transformers", "onnxruntime", "openvino", "numpy", "av", "huggingface_hub"} <= names
     assert "torch==" in today and "peft" in today
     # one model without an export: today's requirements, torch included
-    assert hub.main(["space", "--repo_id", "me/s", "--models", "me/vit,me/plain", "--dry_run", str(tmp_path / "t")]) == 0
+    assert (
+        hub.main(
+            ["space", "--repo_id", "me/s", "--models", "me/vit,me/plain", "--dry_run", str(tmp_path / "t")]
+        )
+        == 0
+    )
     assert (tmp_path / "t" / "requirements.txt").read_text() == today
-    assert hub.main(["space", "--repo_id", "me/s", "--models", "me/plain", "--torch_free", "yes",
-                     "--dry_run", str(tmp_path / "forced")]) == 0
+    assert (
+        hub.main(
+            [
+                "space",
+                "--repo_id",
+                "me/s",
+                "--models",
+                "me/plain",
+                "--torch_free",
+                "yes",
+                "--dry_run",
+                str(tmp_path / "forced"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "forced" / "requirements.txt").read_text() == free
 
 
@@ -724,7 +952,9 @@ def test_a_run_saves_its_windows_and_inference_reads_them(vit_run, tmp_path):
     assert (saved["window_seconds"], saved["hop_seconds"]) == (4.0, 2.0)  # smoke_vit_hybrid.yaml's windows
     song = tmp_path / "song.wav"
     sf.write(song, (0.1 * np.random.default_rng(1).standard_normal(12 * 22050)).astype(np.float32), 22050)
-    assert len(GenreClassifier.from_pretrained(vit_run.output_dir, bf16=False).analyse(song).window_starts) == 3
+    assert (
+        len(GenreClassifier.from_pretrained(vit_run.output_dir, bf16=False).analyse(song).window_starts) == 3
+    )
 
     edited = tmp_path / "edited"
     shutil.copytree(vit_run.output_dir, edited, ignore=shutil.ignore_patterns("checkpoint-*"))

@@ -65,7 +65,9 @@ def check_analysis(analysis, duration=None):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{}, {"num_mel_bins": 64, "max_length": 512, "do_normalize": False}], ids=["default", "truncated"]
+    "kwargs",
+    [{}, {"num_mel_bins": 64, "max_length": 512, "do_normalize": False}],
+    ids=["default", "truncated"],
 )
 def test_batched_ast_features_equal_the_feature_extractor(kwargs):
     extractor = ASTFeatureExtractor(**kwargs)
@@ -97,7 +99,9 @@ def test_wav_song_windows_probabilities_and_vote(vit, tmp_path):
     np.testing.assert_allclose(analysis.window_starts, starts / 22050)
     # batched analysis == the same windows classified on their own (the first two and the last, end-aligned)
     picked = [0, 1, len(starts) - 1]
-    np.testing.assert_allclose(analysis.window_probabilities[picked], vit.predict_windows(windows[picked]), atol=1e-5)
+    np.testing.assert_allclose(
+        analysis.window_probabilities[picked], vit.predict_windows(windows[picked]), atol=1e-5
+    )
     np.testing.assert_allclose(analysis.probabilities, analysis.window_probabilities.mean(axis=0), atol=1e-12)
     counts = np.bincount(analysis.window_probabilities.argmax(axis=1), minlength=NUM_GENRES)
     assert counts[analysis.labels.index(analysis.vote)] == counts.max()
@@ -150,13 +154,19 @@ def test_mean_and_majority_vote_can_disagree(vit, monkeypatch):
 
 
 def test_windows_go_through_the_model_in_bounded_batches(model_dirs):
-    classifier = GenreClassifier.from_pretrained(model_dirs["vit_hybrid"], batch_size=4, bf16=False, hop_seconds=2.0)
+    classifier = GenreClassifier.from_pretrained(
+        model_dirs["vit_hybrid"], batch_size=4, bf16=False, hop_seconds=2.0
+    )
     seen = []
     forward = classifier.model.forward
-    classifier.model.forward = lambda input_values, **kw: seen.append(input_values.shape[0]) or forward(input_values, **kw)
+    classifier.model.forward = lambda input_values, **kw: (
+        seen.append(input_values.shape[0]) or forward(input_values, **kw)
+    )
     progress = []
     waveform = 0.1 * np.random.default_rng(1).standard_normal(int(31 * 22050)).astype(np.float32)
-    analysis = classifier.analyse(waveform, sampling_rate=22050, progress=lambda done, total: progress.append((done, total)))
+    analysis = classifier.analyse(
+        waveform, sampling_rate=22050, progress=lambda done, total: progress.append((done, total))
+    )
     assert len(analysis.window_starts) == 15 and sum(seen) == 15 and max(seen) == 4
     assert progress[-1] == (15, 15) and len(progress) == 4
 
@@ -186,7 +196,10 @@ def test_ast_dora_reads_compressed_formats(ast, tmp_path, name):
     if name == "mp3":
         song = mp3_song(tmp_path)
     else:
-        real = {"ogg": REAL_AUDIO / "formats" / "jazz_vibe_ace.ogg", "flac": REAL_AUDIO / "formats" / "electronic_dubstep.flac"}[name]
+        real = {
+            "ogg": REAL_AUDIO / "formats" / "jazz_vibe_ace.ogg",
+            "flac": REAL_AUDIO / "formats" / "electronic_dubstep.flac",
+        }[name]
         if real.is_file():
             song = real
         else:
@@ -227,8 +240,18 @@ def test_predict_cli_json_table_plot_and_bad_files(model_dirs, tmp_path, capsys)
     good = generated_wav(tmp_path / "good.wav", 6.0)
     other = generated_wav(tmp_path / "other.flac", 3.0, genre="jazz")
     bad = text_named_wav(tmp_path)
-    code = predict.main([str(good), str(bad), str(other), "--model", str(model_dirs["vit_hybrid"]), "--json",
-                         "--plot", str(tmp_path / "plots" / "out.png")])
+    code = predict.main(
+        [
+            str(good),
+            str(bad),
+            str(other),
+            "--model",
+            str(model_dirs["vit_hybrid"]),
+            "--json",
+            "--plot",
+            str(tmp_path / "plots" / "out.png"),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1, "a bad file must make the exit status non-zero"
     rows = json.loads(captured.out)
@@ -236,14 +259,18 @@ def test_predict_cli_json_table_plot_and_bad_files(model_dirs, tmp_path, capsys)
     assert "notes.wav" in captured.err and "Could not read" in rows[1]["error"]
     for row in (rows[0], rows[2]):
         assert set(row) >= {"file", "genre", "confidence", "probabilities", "vote", "segments"}
-        assert len(row["probabilities"]) == NUM_GENRES and sum(row["probabilities"].values()) == pytest.approx(1.0)
+        assert len(row["probabilities"]) == NUM_GENRES and sum(
+            row["probabilities"].values()
+        ) == pytest.approx(1.0)
         assert row["genre"] == max(row["probabilities"], key=row["probabilities"].get)
         assert all(set(s) == {"start", "end", "probabilities"} for s in row["segments"])
     for stem in ("good", "other"):
         png = tmp_path / "plots" / f"out_{stem}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
-    code = predict.main([str(good), "--model", str(model_dirs["ast_dora"]), "--plot", str(tmp_path / "one.png")])
+    code = predict.main(
+        [str(good), "--model", str(model_dirs["ast_dora"]), "--plot", str(tmp_path / "one.png")]
+    )
     table = capsys.readouterr().out
     assert code == 0 and (tmp_path / "one.png").is_file()
     assert table.splitlines()[0].split()[:6] == ["file", "duration", "music", "genre", "confidence", "vote"]
@@ -266,13 +293,27 @@ def test_bench_song_reports_latency_beside_song_length(model_dirs, tmp_path):
     from ast_dora import bench
 
     out = tmp_path / "song.json"
-    result = bench.main(["song", "--model", str(model_dirs["ast_dora"]), "--seconds", "21", "--runs", "2",
-                         "--warmup", "0", "--json", str(out)])
+    result = bench.main(
+        [
+            "song",
+            "--model",
+            str(model_dirs["ast_dora"]),
+            "--seconds",
+            "21",
+            "--runs",
+            "2",
+            "--warmup",
+            "0",
+            "--json",
+            str(out),
+        ]
+    )
     saved = json.loads(out.read_text())
     assert saved["song_seconds"] == pytest.approx(21.0, abs=0.1) and saved["latency_s"] > 0
     assert result["windows"] == 3 and len(saved["latencies_s"]) == 2
     # the AST-DoRA model checks music: the same runs timed without the check give the check's share of the time
     assert saved["music_check"] is True and 0 < saved["latency_without_music_check_s"]
     assert saved["music_check_share"] == pytest.approx(
-        1 - saved["latency_without_music_check_s"] / saved["latency_with_music_check_s"])
+        1 - saved["latency_without_music_check_s"] / saved["latency_with_music_check_s"]
+    )
     assert -1 < saved["music_check_cpu_share"] < 1 and -1 < saved["music_check_model_share"] < 1

@@ -22,11 +22,18 @@ from ast_dora.search.settings import OBJECTIVE_METRICS
 # 3 genres, 8 windows of 3 tracks. Track a (true 0): mean says 0, the windows' vote 1 (two of three).
 # Track b (true 1): a 1-1 tie of votes between 1 and 0, which the mean breaks (1; the lower class id would be 0).
 # Track c (true 2): mean 2, vote 0.
-WINDOWS = np.array([
-    [0.90, 0.05, 0.05], [0.40, 0.50, 0.10], [0.40, 0.50, 0.10],  # a
-    [0.10, 0.80, 0.10], [0.45, 0.15, 0.40],                      # b
-    [0.60, 0.10, 0.30], [0.10, 0.20, 0.70], [0.50, 0.10, 0.40],  # c
-])
+WINDOWS = np.array(
+    [
+        [0.90, 0.05, 0.05],
+        [0.40, 0.50, 0.10],
+        [0.40, 0.50, 0.10],  # a
+        [0.10, 0.80, 0.10],
+        [0.45, 0.15, 0.40],  # b
+        [0.60, 0.10, 0.30],
+        [0.10, 0.20, 0.70],
+        [0.50, 0.10, 0.40],  # c
+    ]
+)
 LABELS = np.array([0, 0, 0, 1, 1, 2, 2, 2])
 TRACKS = ["a", "a", "a", "b", "b", "c", "c", "c"]
 NAMES = ["blues", "jazz", "rock"]
@@ -61,12 +68,15 @@ open("result.json", "w").write(json.dumps({{"name": metric.name, "module": type(
     (tmp_path / "load.py").write_text(script)
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
-    result = subprocess.run([sys.executable, "load.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "load.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     loaded = json.loads((tmp_path / "result.json").read_text())
     assert loaded["name"] == "genre_classification"
-    assert loaded["module"].startswith("evaluate_modules.metrics.genre_classification.")  # evaluate's cached copy
+    assert loaded["module"].startswith(
+        "evaluate_modules.metrics.genre_classification."
+    )  # evaluate's cached copy
     for name, value in HAND.items():
         assert loaded["results"][name] == pytest.approx(value, abs=1e-12), name
     # the copy evaluate made in its cache holds the shared aggregation module too
@@ -89,7 +99,8 @@ def test_metric_equals_the_hand_computation():
     no_tracks = compute_genre_metrics(WINDOWS, LABELS)
     assert not any(key.startswith("track_") for key in no_tracks)
     assert {key: no_tracks[key] for key in HAND if key in no_tracks} == {
-        key: results[key] for key in HAND if not key.startswith("track_")}
+        key: results[key] for key in HAND if not key.startswith("track_")
+    }
     assert list(no_tracks["per_class"])[:3] == ["0", "1", "2"]  # class ids when no names are given
 
 
@@ -116,20 +127,32 @@ def test_compute_metrics_reports_exactly_the_metric_modules_numbers():
 
 def test_reports_are_the_metric_modules(tmp_path, monkeypatch):
     plotted = {}
-    monkeypatch.setattr("ast_dora.evaluation.plot_confusion_matrix",
-                        lambda matrix, names, path, title: plotted.setdefault(Path(path).name, matrix.tolist()))
+    monkeypatch.setattr(
+        "ast_dora.evaluation.plot_confusion_matrix",
+        lambda matrix, names, path, title: plotted.setdefault(Path(path).name, matrix.tolist()),
+    )
     written = write_reports(np.log(WINDOWS), LABELS, TRACKS, NAMES, tmp_path, "test")
     assert set(written) == {"segment", "track"}
     results = compute_genre_metrics(WINDOWS, LABELS, TRACKS, NAMES)
-    assert json.loads((tmp_path / "classification_report_test_segment.json").read_text()) == results["per_class"]
-    assert json.loads((tmp_path / "classification_report_test_track.json").read_text()) == results["track_per_class"]
+    assert (
+        json.loads((tmp_path / "classification_report_test_segment.json").read_text()) == results["per_class"]
+    )
+    assert (
+        json.loads((tmp_path / "classification_report_test_track.json").read_text())
+        == results["track_per_class"]
+    )
     assert (tmp_path / "classification_report_test_segment.txt").read_text() == results["per_class_text"]
-    assert plotted == {"confusion_matrix_test_segment.png": HAND_CONFUSION,
-                       "confusion_matrix_test_track.png": np.eye(3, dtype=int).tolist()}
+    assert plotted == {
+        "confusion_matrix_test_segment.png": HAND_CONFUSION,
+        "confusion_matrix_test_track.png": np.eye(3, dtype=int).tolist(),
+    }
 
 
 def test_scikit_learn_metrics_live_only_in_the_metric_module():
     package = Path(METRIC_PATH).parent
-    users = sorted(str(path.relative_to(package.parent)) for path in package.rglob("*.py")
-                   if "sklearn.metrics" in path.read_text())
+    users = sorted(
+        str(path.relative_to(package.parent))
+        for path in package.rglob("*.py")
+        if "sklearn.metrics" in path.read_text()
+    )
     assert users == ["ast_dora/genre_classification/genre_classification.py"]

@@ -36,12 +36,21 @@ def music_like(seconds: float, seed: int) -> np.ndarray:
 def torchaudio_reference(wave: np.ndarray, extractor: MfccBaselineFeatureExtractor) -> np.ndarray:
     """The same statistics computed independently: torchaudio's MelSpectrogram / AmplitudeToDB / MFCC (float64)."""
     torchaudio = pytest.importorskip("torchaudio")
-    melkwargs = dict(n_fft=extractor.n_fft, hop_length=extractor.hop_length, n_mels=extractor.num_mel_bins,
-                     norm="slaney", mel_scale="slaney", center=True, pad_mode="reflect", power=2.0)
+    melkwargs = dict(
+        n_fft=extractor.n_fft,
+        hop_length=extractor.hop_length,
+        n_mels=extractor.num_mel_bins,
+        norm="slaney",
+        mel_scale="slaney",
+        center=True,
+        pad_mode="reflect",
+        power=2.0,
+    )
     mel = torchaudio.transforms.MelSpectrogram(SR, **melkwargs).double()
     to_db = torchaudio.transforms.AmplitudeToDB("power", top_db=extractor.top_db)
-    mfcc = torchaudio.transforms.MFCC(SR, n_mfcc=extractor.num_mfcc, dct_type=2, norm="ortho", log_mels=False,
-                                      melkwargs=melkwargs).double()
+    mfcc = torchaudio.transforms.MFCC(
+        SR, n_mfcc=extractor.num_mfcc, dct_type=2, norm="ortho", log_mels=False, melkwargs=melkwargs
+    ).double()
     x = torch.from_numpy(wave).double()
     log_mel, coefficients = to_db(mel(x)).numpy(), mfcc(x).numpy()  # (mels, frames), (mfcc, frames)
     return np.concatenate([coefficients.mean(1), coefficients.std(1), log_mel.mean(1), log_mel.std(1)])
@@ -108,8 +117,12 @@ def test_loss_by_hand_class_weights_and_accumulation():
     by_hand = -(weights[labels] * log_p).sum() / 6
     torch.testing.assert_close(weighted_cross_entropy(logits, labels, class_weights=weights), by_hand)
     # Two micro-batches told the step's item count add up to the whole batch's loss.
-    halves = sum(weighted_cross_entropy(logits[i : i + 3], labels[i : i + 3], num_items_in_batch=6,
-                                        class_weights=weights) for i in (0, 3))
+    halves = sum(
+        weighted_cross_entropy(
+            logits[i : i + 3], labels[i : i + 3], num_items_in_batch=6, class_weights=weights
+        )
+        for i in (0, 3)
+    )
     torch.testing.assert_close(halves, by_hand)
     # Through the model, with the weights from its config.
     config = MfccBaselineConfig(num_features=4, num_labels=3, class_weights=[1.0, 2.0, 0.5])
@@ -119,8 +132,10 @@ def test_loss_by_hand_class_weights_and_accumulation():
     torch.testing.assert_close(out.loss, weighted_cross_entropy(out.logits, labels, class_weights=weights))
     # Set on the config after the model is built (what the training pipeline's class weighting does): honoured.
     model.config.class_weights = [3.0, 1.0, 1.0]
-    torch.testing.assert_close(model(input_values=x, labels=labels).loss, weighted_cross_entropy(
-        out.logits, labels, class_weights=torch.tensor([3.0, 1.0, 1.0])))
+    torch.testing.assert_close(
+        model(input_values=x, labels=labels).loss,
+        weighted_cross_entropy(out.logits, labels, class_weights=torch.tensor([3.0, 1.0, 1.0])),
+    )
     with pytest.raises(ValueError, match="class_weights"):
         MfccBaselineConfig(num_labels=3, class_weights=[1.0, 2.0])
 
@@ -155,20 +170,49 @@ def test_trains_saves_reloads_and_predicts(tmp_path):
     the saved folder as remote code without the project, the whole-song pipeline and `predict`."""
     data = make_gtzan_folder(tmp_path / "data", tracks_per_genre=3, seconds=4.0)
     output_dir = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "HF_DATASETS_CACHE": str(tmp_path / "hf_datasets")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "HF_DATASETS_CACHE": str(tmp_path / "hf_datasets"),
+    }
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "finetune" / "run.py"), "--config", str(REPO_ROOT / "configs" / "mfcc_baseline.yaml"),
-         "--data_dir", str(data), "--split", "stratified", "--output_dir", str(output_dir), "--num_train_epochs", "40",
-         "--per_device_train_batch_size", "16", "--learning_rate", "0.05", "--save_strategy", "no"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(REPO_ROOT / "finetune" / "run.py"),
+            "--config",
+            str(REPO_ROOT / "configs" / "mfcc_baseline.yaml"),
+            "--data_dir",
+            str(data),
+            "--split",
+            "stratified",
+            "--output_dir",
+            str(output_dir),
+            "--num_train_epochs",
+            "40",
+            "--per_device_train_batch_size",
+            "16",
+            "--learning_rate",
+            "0.05",
+            "--save_strategy",
+            "no",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     metrics = json.loads((output_dir / "all_results.json").read_text())
     # One test track per genre, each genre a different pitch: a trained linear model gets them (chance is 0.1).
     assert metrics["test_track_accuracy"] >= 0.9, metrics
     config = json.loads((output_dir / "config.json").read_text())
-    assert config["model_type"] == "genre_mfcc_baseline" and config["auto_map"]["AutoModelForAudioClassification"]
+    assert (
+        config["model_type"] == "genre_mfcc_baseline"
+        and config["auto_map"]["AutoModelForAudioClassification"]
+    )
     assert json.loads((output_dir / "preprocessor_config.json").read_text())["hop_seconds"] == 1.0
 
     from ast_dora.inference import GenreClassifier
@@ -187,8 +231,14 @@ def test_trains_saves_reloads_and_predicts(tmp_path):
     child_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP")}
     child_env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "hf_modules"))
     (tmp_path / "cwd").mkdir()
-    child = subprocess.run([sys.executable, "-c", REMOTE_CHILD, str(output_dir), str(wave_path)], cwd=tmp_path / "cwd",
-                           env=child_env, capture_output=True, text=True, timeout=300)
+    child = subprocess.run(
+        [sys.executable, "-c", REMOTE_CHILD, str(output_dir), str(wave_path)],
+        cwd=tmp_path / "cwd",
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-3000:]
     remote = json.loads(child.stdout.strip().splitlines()[-1])
     assert remote["class"] == "MfccBaselineForAudioClassification"
@@ -203,7 +253,13 @@ def test_trains_saves_reloads_and_predicts(tmp_path):
     import soundfile as sf
 
     sf.write(song, wave, SR)
-    predicted = subprocess.run([sys.executable, "-m", "ast_dora.predict", str(song), "--model", str(output_dir), "--json"],
-                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    predicted = subprocess.run(
+        [sys.executable, "-m", "ast_dora.predict", str(song), "--model", str(output_dir), "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     assert json.loads(predicted.stdout)[0]["genre"] == GENRES[4]

@@ -38,7 +38,9 @@ INT8_CALIBRATION_WINDOWS = 32  # a quarter of them speech-like voices and noise 
 
 
 def model_args(path, **kwargs):
-    defaults = dict(model_type="ast_dora", model_name_or_path=str(path), min_layer=2, classifier_hidden_size=16)
+    defaults = dict(
+        model_type="ast_dora", model_name_or_path=str(path), min_layer=2, classifier_hidden_size=16
+    )
     return ModelArguments(**{**defaults, **kwargs})
 
 
@@ -48,8 +50,13 @@ def named_base(tmp_path_factory):
     path = tmp_path_factory.mktemp("named_base")
     labels = ["Dog", *STAND_IN_AUDIOSET_LABELS]
     torch.manual_seed(0)
-    model = ASTForAudioClassification(ASTConfig(**{**TINY_AST_CONFIG, "num_labels": len(labels)},
-                                                id2label=dict(enumerate(labels)), initializer_range=0.1))
+    model = ASTForAudioClassification(
+        ASTConfig(
+            **{**TINY_AST_CONFIG, "num_labels": len(labels)},
+            id2label=dict(enumerate(labels)),
+            initializer_range=0.1,
+        )
+    )
     with torch.no_grad():
         model.audio_spectrogram_transformer.embeddings.position_embeddings.normal_(0, 0.1)
     model.save_pretrained(path)
@@ -94,15 +101,19 @@ def test_audioset_output_is_the_pretrained_model_with_adapters_off(named_base, t
         loaded, _ = load_trained_model(str(folder))
         assert not isinstance(loaded, PeftModel)
         with torch.no_grad():
-            torch.testing.assert_close(loaded(input_values=inputs, output_audioset=True).audioset_logits, expected,
-                                       atol=ATOL, rtol=0)
+            torch.testing.assert_close(
+                loaded(input_values=inputs, output_audioset=True).audioset_logits, expected, atol=ATOL, rtol=0
+            )
 
 
 def test_music_check_summary_by_name():
     labels = ["Speech", "Dog", "Music"]
     check = MusicCheck(labels, np.array([[0.9, 0.1, 0.2], [0.8, 0.3, 0.1]]))
     assert check.music_probability == pytest.approx(0.15) and not check.is_music
-    assert check.top(2) == [{"label": "Speech", "score": pytest.approx(0.85)}, {"label": "Dog", "score": pytest.approx(0.2)}]
+    assert check.top(2) == [
+        {"label": "Speech", "score": pytest.approx(0.85)},
+        {"label": "Dog", "score": pytest.approx(0.2)},
+    ]
     assert check.describe() == "not music (music 0.15); sounds like Speech 0.85"
     assert MusicCheck(labels, np.array([[0.1, 0.0, 0.7]])).is_music
     with pytest.raises(ValueError, match="no 'Music' class"):
@@ -133,10 +144,17 @@ def stand_in(request, tmp_path_factory):
 
     smoke = REPO_ROOT / "data" / "tiny_ast"
     if (smoke / STAND_IN_FILE).is_file() and json.loads((smoke / STAND_IN_FILE).read_text()) == json.loads(
-            json.dumps(_stand_in_recipe(0, pretrain=True))):
+        json.dumps(_stand_in_recipe(0, pretrain=True))
+    ):
         return smoke
-    cache = getattr(request.config, "cache", None)  # absent under `-p no:cacheprovider`: build it for this session
-    folder = cache.mkdir("tiny_ast_stand_in") if cache is not None else tmp_path_factory.mktemp("tiny_ast_stand_in")
+    cache = getattr(
+        request.config, "cache", None
+    )  # absent under `-p no:cacheprovider`: build it for this session
+    folder = (
+        cache.mkdir("tiny_ast_stand_in")
+        if cache is not None
+        else tmp_path_factory.mktemp("tiny_ast_stand_in")
+    )
     return make_tiny_ast(folder, pretrain=True)
 
 
@@ -172,7 +190,12 @@ def clips(tmp_path_factory):
     return paths
 
 
-EXPECTED = {"speech": (False, "Speech"), "noise": (False, "Noise"), "rock": (True, None), "jazz": (True, None)}
+EXPECTED = {
+    "speech": (False, "Speech"),
+    "noise": (False, "Noise"),
+    "rock": (True, None),
+    "jazz": (True, None),
+}
 
 
 def check_music_fields(result, name):
@@ -200,11 +223,17 @@ def test_int8_music_check_agrees_with_torch_fp32(stand_in_models, clips, backend
     """The int8 exports (ONNX Runtime dynamic, OpenVINO NNCF) give every clip (speech-like, noise, music) the
     music verdict PyTorch fp32 gives it: the music check survives quantisation."""
     reference = GenreClassifier.from_pretrained(stand_in_models["ast_dora"], bf16=False)
-    int8 = GenreClassifier.from_pretrained(stand_in_models["ast_dora"], backend=backend, onnx_precision="int8")
+    int8 = GenreClassifier.from_pretrained(
+        stand_in_models["ast_dora"], backend=backend, onnx_precision="int8"
+    )
     assert int8.precision.startswith("int8/")
     for name, path in clips.items():
         expected, got = reference.analyse(path), int8.analyse(path)
-        assert got.is_music is expected.is_music is EXPECTED[name][0], (name, got.music.music_probability, expected.music.music_probability)
+        assert got.is_music is expected.is_music is EXPECTED[name][0], (
+            name,
+            got.music.music_probability,
+            expected.music.music_probability,
+        )
 
 
 @pytest.mark.slow
@@ -220,8 +249,20 @@ def test_predict_json_and_table_say_not_music(stand_in_models, clips, capsys):
     assert "not music" in lines[2] and "sounds like Noise" in lines[2]
     assert "not music" not in lines[3] and rows[2]["genre"] in lines[3]
     # a threshold above every song's music probability: nothing is music
-    assert predict.main([songs[2], "--model", str(stand_in_models["ast_dora"]), "--json", "--quiet",
-                         "--min_music_probability", "1"]) == 0
+    assert (
+        predict.main(
+            [
+                songs[2],
+                "--model",
+                str(stand_in_models["ast_dora"]),
+                "--json",
+                "--quiet",
+                "--min_music_probability",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)[0]["is_music"] is False
 
 
@@ -232,7 +273,9 @@ def test_app_checks_every_upload_whichever_model_is_picked(stand_in_models, clip
         client = Client(url, verbose=False)
         for name in ("speech", "rock"):
             for model in (str(models[0]), str(models[1]), "both"):
-                label, _, details, summary = client.predict(handle_file(str(clips[name])), model, api_name="/predict")
+                label, _, details, summary = client.predict(
+                    handle_file(str(clips[name])), model, api_name="/predict"
+                )
                 check_music_fields(details, name)
                 if name == "speech":
                     assert label["label"] == "not music: Speech" and "Not music" in summary

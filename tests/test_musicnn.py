@@ -68,7 +68,9 @@ def test_converted_mtt_musicnn_gives_the_upstream_readme_tags(mtt_musicnn):
         [spectrogram[i * frames : (i + 1) * frames] for i in range(len(spectrogram) // frames)]
     )
     with torch.no_grad():
-        taggram = torch.sigmoid(model(input_values=torch.from_numpy(patches), output_tags=True).tag_logits).numpy()
+        taggram = torch.sigmoid(
+            model(input_values=torch.from_numpy(patches), output_tags=True).tag_logits
+        ).numpy()
     likelihoods = taggram.mean(axis=0)
     order = np.argsort(-likelihoods)[:10]
     assert [model.config.tag_labels[i] for i in order] == expected["top10_in_order"]
@@ -211,26 +213,59 @@ def test_trains_saves_reloads_and_predicts_with_the_pretrained_tags(tmp_path):
     """configs/small_data_musicnn.yaml through finetune/run.py from a tiny stand-in checkpoint (frozen backbone,
     cached features, a genre head), then remote code without the project, predict's `tags_top`, and the tag head
     untouched by the training."""
-    data = make_gtzan_folder(tmp_path / "data", tracks_per_genre=3, seconds=6.0, sampling_rate=SR,
-                             genres=GENRES[:4])
+    data = make_gtzan_folder(
+        tmp_path / "data", tracks_per_genre=3, seconds=6.0, sampling_rate=SR, genres=GENRES[:4]
+    )
     output_dir, checkpoint = tmp_path / "run", tmp_path / "tiny_musicnn"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "HF_DATASETS_CACHE": str(tmp_path / "hf_datasets")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "HF_DATASETS_CACHE": str(tmp_path / "hf_datasets"),
+    }
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "finetune" / "run.py"), "--config",
-         str(REPO_ROOT / "configs" / "small_data_musicnn.yaml"), "--data_dir", str(data), "--split", "stratified",
-         "--model_name_or_path", str(checkpoint), "--make_tiny_checkpoint", "true", "--output_dir", str(output_dir),
-         "--num_train_epochs", "30", "--learning_rate", "0.05", "--hop_seconds", "1.0",
-         "--config_overrides", "classifier_dropout_prob=0.0"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(REPO_ROOT / "finetune" / "run.py"),
+            "--config",
+            str(REPO_ROOT / "configs" / "small_data_musicnn.yaml"),
+            "--data_dir",
+            str(data),
+            "--split",
+            "stratified",
+            "--model_name_or_path",
+            str(checkpoint),
+            "--make_tiny_checkpoint",
+            "true",
+            "--output_dir",
+            str(output_dir),
+            "--num_train_epochs",
+            "30",
+            "--learning_rate",
+            "0.05",
+            "--hop_seconds",
+            "1.0",
+            "--config_overrides",
+            "classifier_dropout_prob=0.0",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "frozen-feature cache" in (result.stdout + result.stderr).lower()
     metrics = json.loads((output_dir / "all_results.json").read_text())
-    assert "test_track_accuracy" in metrics and metrics["trainable_parameters"] < metrics["model_parameters"] / 5
+    assert (
+        "test_track_accuracy" in metrics and metrics["trainable_parameters"] < metrics["model_parameters"] / 5
+    )
     config = json.loads((output_dir / "config.json").read_text())
     assert config["model_type"] == "genre_musicnn" and config["auto_map"]["AutoModelForAudioClassification"]
-    assert config["tag_labels"] == TINY_CONFIG["tag_labels"] and len(config["id2label"]) == 10  # GTZAN's ten genres
+    assert (
+        config["tag_labels"] == TINY_CONFIG["tag_labels"] and len(config["id2label"]) == 10
+    )  # GTZAN's ten genres
 
     # The tag head and everything under it are the stand-in's, exactly: training moved only the genre head.
     from safetensors.torch import load_file
@@ -252,8 +287,14 @@ def test_trains_saves_reloads_and_predicts_with_the_pretrained_tags(tmp_path):
     child_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP")}
     child_env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "hf_modules"))
     (tmp_path / "cwd").mkdir()
-    child = subprocess.run([sys.executable, "-c", REMOTE_CHILD, str(output_dir), str(wave_path)], cwd=tmp_path / "cwd",
-                           env=child_env, capture_output=True, text=True, timeout=300)
+    child = subprocess.run(
+        [sys.executable, "-c", REMOTE_CHILD, str(output_dir), str(wave_path)],
+        cwd=tmp_path / "cwd",
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-3000:]
     remote = json.loads(child.stdout.strip().splitlines()[-1])
     assert remote["class"] == "MusicnnForAudioClassification"
@@ -268,8 +309,14 @@ def test_trains_saves_reloads_and_predicts_with_the_pretrained_tags(tmp_path):
 
     song = tmp_path / "song.wav"
     sf.write(song, wave, SR)
-    predicted = subprocess.run([sys.executable, "-m", "ast_dora.predict", str(song), "--model", str(output_dir), "--json"],
-                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    predicted = subprocess.run(
+        [sys.executable, "-m", "ast_dora.predict", str(song), "--model", str(output_dir), "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     row = json.loads(predicted.stdout)[0]
     assert row["tags_top"] == analysis.tags_top() and row["genre"] == analysis.genre
@@ -327,7 +374,9 @@ def test_frozen_feature_cache_is_reused_by_window_content(tmp_path):
     assert not hit
     stored = np.load(next(tmp_path.glob("frozen-*.npz")))["keys"]
     assert stored.shape == (40, 16) and {k.tobytes() for k in stored} == {_row_key(w) for w in windows}
-    again, hit = cache_frozen_features(model, data.select(range(30, 0, -1)), batch_size=16, cache_dir=str(tmp_path))
+    again, hit = cache_frozen_features(
+        model, data.select(range(30, 0, -1)), batch_size=16, cache_dir=str(tmp_path)
+    )
     assert hit  # another split of the same windows: nothing computed
     with torch.no_grad():
         expected = model.frozen_features(torch.from_numpy(windows[30:0:-1].copy())).numpy()

@@ -65,15 +65,24 @@ def test_export_writes_the_hub_layout_with_a_dynamic_batch_axis(exported, kind):
     assert set(record["source_weights"]) == {"model.safetensors"}
     for name, precision in (("model.onnx", "fp32"), ("model_quantized.onnx", "int8")):
         graph = onnx.load(str(onnx_dir / name))
-        assert [(o.domain, o.version) for o in graph.opset_import if o.domain in ("", "ai.onnx")] == [("", 18)]
+        assert [(o.domain, o.version) for o in graph.opset_import if o.domain in ("", "ai.onnx")] == [
+            ("", 18)
+        ]
         batch = graph.graph.input[0].type.tensor_type.shape.dim[0]
         assert graph.graph.input[0].name == "input_values" and batch.dim_param == "batch"
         check = record["files"][name]["check"]
         info = record["files"][name]
         # the file's kind, and what ONNX Runtime computes it in (the CPU provider has no bf16 kernels)
-        assert info["file_precision"] == precision and info["precision"] == {"fp32": "fp32", "int8": "int8/fp32"}[precision]
+        assert (
+            info["file_precision"] == precision
+            and info["precision"] == {"fp32": "fp32", "int8": "int8/fp32"}[precision]
+        )
         # generated music, speech-like voices and noise, each compared on every output within its tolerance
-        assert check["windows"] == 6 and info["passed"] and info["tolerance"] >= check["max_probability_difference"]
+        assert (
+            check["windows"] == 6
+            and info["passed"]
+            and info["tolerance"] >= check["max_probability_difference"]
+        )
         assert ("audioset_check" in info) == (kind == "ast_dora")
         assert check["top1_agreement"] == 1.0
         limit = FP32_PROBABILITY_ATOL if precision == "fp32" else INT8_PROBABILITY_ATOL
@@ -87,14 +96,18 @@ def test_export_writes_the_hub_layout_with_a_dynamic_batch_axis(exported, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_onnx_files_compute_the_torch_model_at_any_batch_size(exported, kind):
     torch_classifier = GenreClassifier.from_pretrained(exported[kind], bf16=False)
-    windows = onnx_export.generated_windows(torch_classifier.sampling_rate, torch_classifier.window, 5, seed=3)
+    windows = onnx_export.generated_windows(
+        torch_classifier.sampling_rate, torch_classifier.window, 5, seed=3
+    )
     reference = torch_classifier.predict_windows(windows)
     for precision, atol in (("fp32", FP32_PROBABILITY_ATOL), ("int8", INT8_PROBABILITY_ATOL)):
         classifier = GenreClassifier.from_pretrained(exported[kind], backend="onnx", onnx_precision=precision)
         assert classifier.runner.file_precision == precision
         assert classifier.runner.precision == ("int8/fp32" if precision == "int8" else "fp32")
         for batch in (windows[:1], windows):  # the export was traced at batch 2
-            np.testing.assert_allclose(classifier.predict_windows(batch), reference[: len(batch)], atol=atol, rtol=0)
+            np.testing.assert_allclose(
+                classifier.predict_windows(batch), reference[: len(batch)], atol=atol, rtol=0
+            )
 
 
 def test_export_without_quantize_removes_an_old_int8_file(exported, tmp_path):
@@ -117,7 +130,9 @@ def test_backend_onnx_prefers_int8_and_explains_a_missing_export(exported, tmp_p
     assert "onnxruntime int8" in repr(classifier)
     plain = copy_model(exported["ast_dora"], tmp_path / "plain")
     shutil.rmtree(plain / "onnx")
-    with pytest.raises(BackendError, match=r"no onnx/model_quantized.onnx or onnx/model.onnx.*python -m ast_dora.export onnx"):
+    with pytest.raises(
+        BackendError, match=r"no onnx/model_quantized.onnx or onnx/model.onnx.*python -m ast_dora.export onnx"
+    ):
         GenreClassifier.from_pretrained(plain, backend="onnx")
     with pytest.raises(BackendError, match="not one of auto, torch, onnx"):
         GenreClassifier.from_pretrained(plain, backend="tensorrt")
@@ -139,15 +154,23 @@ def test_an_export_of_older_weights_is_refused(exported, tmp_path):
 @pytest.mark.parametrize("kind", KINDS)
 def test_song_analysis_is_the_same_on_both_backends(exported, song, kind):
     torch_analysis = GenreClassifier.from_pretrained(exported[kind], bf16=False).analyse(song)
-    onnx_analysis = GenreClassifier.from_pretrained(exported[kind], backend="onnx", onnx_precision="fp32").analyse(song)
+    onnx_analysis = GenreClassifier.from_pretrained(
+        exported[kind], backend="onnx", onnx_precision="fp32"
+    ).analyse(song)
     np.testing.assert_array_equal(onnx_analysis.window_starts, torch_analysis.window_starts)
-    np.testing.assert_allclose(onnx_analysis.window_probabilities, torch_analysis.window_probabilities,
-                               atol=FP32_PROBABILITY_ATOL, rtol=0)
+    np.testing.assert_allclose(
+        onnx_analysis.window_probabilities,
+        torch_analysis.window_probabilities,
+        atol=FP32_PROBABILITY_ATOL,
+        rtol=0,
+    )
     assert set(onnx_analysis.timings) == {"decode", "features", "model"}
 
 
 def test_predict_cli_with_the_onnx_backend(exported, song, tmp_path, capsys):
-    assert predict.main([str(song), "--model", str(exported["vit_hybrid"]), "--backend", "onnx", "--json"]) == 0
+    assert (
+        predict.main([str(song), "--model", str(exported["vit_hybrid"]), "--backend", "onnx", "--json"]) == 0
+    )
     [row] = json.loads(capsys.readouterr().out)
     expected = GenreClassifier.from_pretrained(exported["vit_hybrid"], backend="onnx").analyse(song)
     assert row["genre"] == expected.genre and len(row["segments"]) == len(expected.window_starts)
@@ -162,12 +185,34 @@ def test_predict_cli_with_the_onnx_backend(exported, song, tmp_path, capsys):
 @pytest.mark.slow
 def test_bench_song_reports_the_backend_and_the_first_result(exported, tmp_path, source):
     out = tmp_path / "song.json"
-    model = ["--model", str(exported["ast_dora"])] if source == "model" else ["--model_type", "ast_dora", "--size", "tiny"]
-    bench.main(["song", *model, "--backend", "onnx", "--seconds", "25", "--runs", "2", "--warmup", "0",
-                "--batch_size", "2", "--json", str(out)])
+    model = (
+        ["--model", str(exported["ast_dora"])]
+        if source == "model"
+        else ["--model_type", "ast_dora", "--size", "tiny"]
+    )
+    bench.main(
+        [
+            "song",
+            *model,
+            "--backend",
+            "onnx",
+            "--seconds",
+            "25",
+            "--runs",
+            "2",
+            "--warmup",
+            "0",
+            "--batch_size",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
     saved = json.loads(out.read_text())
     assert saved["backend"] == "onnx" and saved["precision"] == "int8/fp32" and saved["windows"] == 3
-    assert {"song_seconds", "latency_s", "decode_s", "features_s", "model_s", "peak_fp32_tflops"} <= set(saved)
+    assert {"song_seconds", "latency_s", "decode_s", "features_s", "model_s", "peak_fp32_tflops"} <= set(
+        saved
+    )
     # the first batch (2 of 3 windows) comes before the end of the song
     assert 0 < saved["first_result_s"] < saved["latency_s"] and len(saved["first_results_s"]) == 2
     # int8 is judged against ONNX Runtime's own int8 matmul, measured in the same run
@@ -185,14 +230,20 @@ def test_analyse_iter_yields_every_batch_and_ends_with_analyse(exported, song):
     whole = classifier.analyse(song)
     total = len(whole.window_starts)
     assert total == 6 and [p.windows_done for p in partials] == [2, 4, 6]
-    assert all(p.windows_total == total for p in partials) and [p.complete for p in partials] == [False, False, True]
+    assert all(p.windows_total == total for p in partials) and [p.complete for p in partials] == [
+        False,
+        False,
+        True,
+    ]
     order = visiting_order(total)
     for partial in partials:
         # a partial analysis is the whole one restricted to the windows visited so far (coarse to fine), in time order
-        done = np.sort(order[:partial.windows_done])
+        done = np.sort(order[: partial.windows_done])
         np.testing.assert_array_equal(partial.window_starts, whole.window_starts[done])
         np.testing.assert_allclose(partial.window_probabilities, whole.window_probabilities[done], atol=1e-6)
-        np.testing.assert_allclose(partial.probabilities, whole.window_probabilities[done].mean(axis=0), atol=1e-6)
+        np.testing.assert_allclose(
+            partial.probabilities, whole.window_probabilities[done].mean(axis=0), atol=1e-6
+        )
         assert partial.duration == whole.duration
     np.testing.assert_array_equal(partials[-1].probabilities, whole.probabilities)
     assert partials[-1].vote == whole.vote
@@ -209,9 +260,13 @@ def test_the_first_batch_is_short_so_the_first_result_comes_sooner(exported, tmp
     # moves by rounding of the activation scale).
     fp32 = dict(backend="onnx", onnx_precision="fp32")
     np.testing.assert_allclose(
-        GenreClassifier.from_pretrained(exported["ast_dora"], first_batch_size=6, **fp32).analyse(song).window_probabilities,
+        GenreClassifier.from_pretrained(exported["ast_dora"], first_batch_size=6, **fp32)
+        .analyse(song)
+        .window_probabilities,
         GenreClassifier.from_pretrained(exported["ast_dora"], **fp32).analyse(song).window_probabilities,
-        atol=FP32_PROBABILITY_ATOL, rtol=0)
+        atol=FP32_PROBABILITY_ATOL,
+        rtol=0,
+    )
 
 
 def test_analyse_iter_refuses_bad_audio_before_the_first_result(exported, tmp_path):
@@ -228,8 +283,16 @@ def check_config(tmp_path: Path) -> Path:
     """A run config whose data is small and quick: 3 five-second tone tracks per genre, a third of them in the
     test split, windows every 0.5 s (3 per track)."""
     data_dir = make_gtzan_folder(tmp_path / "gtzan", tracks_per_genre=3, seconds=5.0)
-    config = {"model_type": "vit_hybrid", "data_dir": str(data_dir), "split": "folds", "num_folds": 3,
-              "hop_seconds": 0.5, "cache_features": False, "output_dir": str(tmp_path / "run"), "seed": 42}
+    config = {
+        "model_type": "vit_hybrid",
+        "data_dir": str(data_dir),
+        "split": "folds",
+        "num_folds": 3,
+        "hop_seconds": 0.5,
+        "cache_features": False,
+        "output_dir": str(tmp_path / "run"),
+        "seed": 42,
+    }
     path = tmp_path / "check.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -240,8 +303,20 @@ def test_int8_agreement_check_passes_and_catches_an_export_of_other_weights(expo
     model_dir = copy_model(exported["vit_hybrid"], tmp_path / "model")
     config = check_config(tmp_path)
     out = tmp_path / "check.json"
-    code = onnx_export.main(["onnx", str(model_dir), "--quantize", "int8", "--check", str(config),
-                             "--min_agreement", str(TINY_MIN_AGREEMENT), "--json", str(out)])
+    code = onnx_export.main(
+        [
+            "onnx",
+            str(model_dir),
+            "--quantize",
+            "int8",
+            "--check",
+            str(config),
+            "--min_agreement",
+            str(TINY_MIN_AGREEMENT),
+            "--json",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed
     check = json.loads(out.read_text())["check"]
@@ -260,8 +335,19 @@ def test_int8_agreement_check_passes_and_catches_an_export_of_other_weights(expo
     save_trained_model(model, feature_extractor, other_dir)
     onnx_export.export_onnx(other_dir, quantize="int8")
     shutil.copy(other_dir / "onnx" / "model_quantized.onnx", model_dir / "onnx" / "model_quantized.onnx")
-    code = onnx_export.main(["onnx", str(model_dir), "--no_export", "--check", str(config),
-                             "--min_agreement", str(TINY_MIN_AGREEMENT), "--json", str(out)])
+    code = onnx_export.main(
+        [
+            "onnx",
+            str(model_dir),
+            "--no_export",
+            "--check",
+            str(config),
+            "--min_agreement",
+            str(TINY_MIN_AGREEMENT),
+            "--json",
+            str(out),
+        ]
+    )
     captured = capsys.readouterr()
     wrong = json.loads(out.read_text())["check"]["onnx int8"]
     assert code == 1 and "FAILED: top-1 agreement below" in captured.err

@@ -38,6 +38,8 @@ ATOL = {"fp32": FP32_PROBABILITY_ATOL, "bf16": BF16_PROBABILITY_ATOL, "int8": IN
 def atol_for(precision: str) -> float:
     """The tolerance of what the runner reports it computes in ("int8/bf16" is held to the coarser part)."""
     return max(ATOL[part] for part in precision.split("/"))
+
+
 # Top-1 agreement the check must report on the tiny ViT-hybrid's 30 test windows (see test_onnx.py); an export of
 # other weights agrees on far fewer.
 TINY_MIN_AGREEMENT = 0.9
@@ -68,7 +70,12 @@ def song(tmp_path_factory):
 def test_export_writes_fp32_and_int8_ir_with_the_source_weights(exported, kind):
     ov_dir = exported[kind] / "openvino"
     assert sorted(p.name for p in ov_dir.iterdir()) == [
-        "export.json", "openvino_model.bin", "openvino_model.xml", "openvino_model_int8.bin", "openvino_model_int8.xml"]
+        "export.json",
+        "openvino_model.bin",
+        "openvino_model.xml",
+        "openvino_model_int8.bin",
+        "openvino_model_int8.xml",
+    ]
     record = json.loads((ov_dir / "export.json").read_text())
     assert record["model_type"] == kind and set(record["source_weights"]) == {"model.safetensors"}
     calibration = record["quantization"]["calibration"]
@@ -76,7 +83,9 @@ def test_export_writes_fp32_and_int8_ir_with_the_source_weights(exported, kind):
     for name, precision in (("openvino_model.xml", "fp32"), ("openvino_model_int8.xml", "int8")):
         info = record["files"][name]
         # the file's kind; what the runner computed in, read back from the compiled model (as predict runs it)
-        assert info["file_precision"] == precision and info["precision"].startswith("int8/" if precision == "int8" else "")
+        assert info["file_precision"] == precision and info["precision"].startswith(
+            "int8/" if precision == "int8" else ""
+        )
         # generated music, speech-like voices and noise; every output within the reported precision's tolerance
         assert info["check"]["windows"] == 6 and info["passed"]
         assert ("audioset_check" in info) == (kind == "ast_dora")
@@ -88,9 +97,13 @@ def test_export_writes_fp32_and_int8_ir_with_the_source_weights(exported, kind):
     # int8 really is int8: NNCF put quantize/dequantize pairs (FakeQuantize) on the matmuls' inputs
     import openvino as ov
 
-    ops = [op.get_type_name() for op in ov.Core().read_model(str(ov_dir / "openvino_model_int8.xml")).get_ops()]
+    ops = [
+        op.get_type_name() for op in ov.Core().read_model(str(ov_dir / "openvino_model_int8.xml")).get_ops()
+    ]
     assert ops.count("FakeQuantize") >= 4
-    fp32_ops = [op.get_type_name() for op in ov.Core().read_model(str(ov_dir / "openvino_model.xml")).get_ops()]
+    fp32_ops = [
+        op.get_type_name() for op in ov.Core().read_model(str(ov_dir / "openvino_model.xml")).get_ops()
+    ]
     assert "FakeQuantize" not in fp32_ops
 
 
@@ -98,12 +111,16 @@ def test_export_writes_fp32_and_int8_ir_with_the_source_weights(exported, kind):
 def test_openvino_files_compute_the_torch_model(exported, song, kind):
     torch_analysis = GenreClassifier.from_pretrained(exported[kind], bf16=False).analyse(song)
     for precision in ("fp32", "int8"):
-        classifier = GenreClassifier.from_pretrained(exported[kind], backend="openvino", onnx_precision=precision)
+        classifier = GenreClassifier.from_pretrained(
+            exported[kind], backend="openvino", onnx_precision=precision
+        )
         assert isinstance(classifier.runner, OpenVinoRunner) and classifier.runner.file_precision == precision
         atol = atol_for(classifier.runner.precision)  # what it computes in, not what the file is
         analysis = classifier.analyse(song)
         np.testing.assert_array_equal(analysis.window_starts, torch_analysis.window_starts)
-        np.testing.assert_allclose(analysis.window_probabilities, torch_analysis.window_probabilities, atol=atol, rtol=0)
+        np.testing.assert_allclose(
+            analysis.window_probabilities, torch_analysis.window_probabilities, atol=atol, rtol=0
+        )
         assert set(analysis.timings) == {"decode", "features", "model"}
 
 
@@ -111,7 +128,10 @@ def test_export_without_quantize_removes_an_old_int8_ir(exported, tmp_path):
     model_dir = shutil.copytree(exported["vit_hybrid"], tmp_path / "model")
     model_export.export_openvino(model_dir)
     assert sorted(p.name for p in (model_dir / "openvino").iterdir()) == [
-        "export.json", "openvino_model.bin", "openvino_model.xml"]
+        "export.json",
+        "openvino_model.bin",
+        "openvino_model.xml",
+    ]
     with pytest.raises(model_export.ExportError, match="--calibration only makes sense with --quantize int8"):
         model_export.export_openvino(model_dir, calibration="configs/smoke_vit_hybrid.yaml")
 
@@ -125,8 +145,11 @@ def test_backend_openvino_prefers_int8_and_explains_a_missing_export(exported, t
     assert classifier.runner.path.name == "openvino_model_int8.xml" and "openvino int8" in repr(classifier)
     plain = shutil.copytree(exported["ast_dora"], tmp_path / "plain")
     shutil.rmtree(plain / "openvino")
-    with pytest.raises(BackendError, match=r"no openvino/openvino_model_int8.xml or openvino/openvino_model.xml.*"
-                       r"python -m ast_dora.export openvino"):
+    with pytest.raises(
+        BackendError,
+        match=r"no openvino/openvino_model_int8.xml or openvino/openvino_model.xml.*"
+        r"python -m ast_dora.export openvino",
+    ):
         GenreClassifier.from_pretrained(plain, backend="openvino")
     with pytest.raises(BackendError, match="runs on cpu, not cuda"):
         GenreClassifier.from_pretrained(exported["ast_dora"], backend="openvino", device="cuda")
@@ -134,7 +157,10 @@ def test_backend_openvino_prefers_int8_and_explains_a_missing_export(exported, t
 
 def test_auto_takes_openvino_int8_then_falls_back_to_onnx_then_torch(exported, tmp_path, caplog):
     model_dir = export_tiny_onnx(shutil.copytree(exported["vit_hybrid"], tmp_path / "model"))
-    assert GenreClassifier.from_pretrained(model_dir, backend="auto").runner.path.name == "openvino_model_int8.xml"
+    assert (
+        GenreClassifier.from_pretrained(model_dir, backend="auto").runner.path.name
+        == "openvino_model_int8.xml"
+    )
     # An IR that does not load or compile here (a broken weights file stands in for a CPU OpenVINO fails on):
     # one log line each, then the next export in the order.
     for name in ("openvino_model_int8.bin", "openvino_model.bin"):
@@ -168,9 +194,24 @@ def test_int8_agreement_check_passes_and_catches_an_export_of_other_weights(expo
     model_dir = shutil.copytree(exported["vit_hybrid"], tmp_path / "model")
     config = check_config(tmp_path)
     out = tmp_path / "check.json"
-    code = model_export.main(["openvino", str(model_dir), "--quantize", "int8", "--calibration", str(config),
-                              "--calibration_windows", "24", "--check", str(config),
-                              "--min_agreement", str(TINY_MIN_AGREEMENT), "--json", str(out)])
+    code = model_export.main(
+        [
+            "openvino",
+            str(model_dir),
+            "--quantize",
+            "int8",
+            "--calibration",
+            str(config),
+            "--calibration_windows",
+            "24",
+            "--check",
+            str(config),
+            "--min_agreement",
+            str(TINY_MIN_AGREEMENT),
+            "--json",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed
     result = json.loads(out.read_text())
@@ -186,7 +227,10 @@ def test_int8_agreement_check_passes_and_catches_an_export_of_other_weights(expo
     assert fp32["max_probability_difference"] < atol_for(fp32["precision"])
     if fp32["precision"] == "fp32":
         assert fp32["top1_agreement"] == 1.0
-    assert f"openvino int8 (openvino_model_int8.xml, computes in {int8['precision']}): top-1 agreement" in printed
+    assert (
+        f"openvino int8 (openvino_model_int8.xml, computes in {int8['precision']}): top-1 agreement"
+        in printed
+    )
 
     # The int8 IR of a model with other weights in its place: the check must fail, and say so.
     other_dir = tmp_path / "other"
@@ -195,8 +239,19 @@ def test_int8_agreement_check_passes_and_catches_an_export_of_other_weights(expo
     model_export.export_openvino(other_dir, quantize="int8", calibration_windows=CALIBRATION_WINDOWS)
     for name in ("openvino_model_int8.xml", "openvino_model_int8.bin"):
         shutil.copy(other_dir / "openvino" / name, model_dir / "openvino" / name)
-    code = model_export.main(["openvino", str(model_dir), "--no_export", "--check", str(config),
-                              "--min_agreement", str(TINY_MIN_AGREEMENT), "--json", str(out)])
+    code = model_export.main(
+        [
+            "openvino",
+            str(model_dir),
+            "--no_export",
+            "--check",
+            str(config),
+            "--min_agreement",
+            str(TINY_MIN_AGREEMENT),
+            "--json",
+            str(out),
+        ]
+    )
     captured = capsys.readouterr()
     wrong = json.loads(out.read_text())["check"]["openvino int8"]
     assert code == 1 and "FAILED: top-1 agreement below" in captured.err and "openvino int8" in captured.err
@@ -216,7 +271,9 @@ NOT_INSTALLED = ("torch", "torchaudio", "torchcodec", "torchvision", "peft", "ac
 def test_song_analysis_on_onnx_and_openvino_imports_no_torch(exported, song, tmp_path):
     for kind in KINDS:
         export_tiny_onnx(exported[kind])
-    reference = {kind: GenreClassifier.from_pretrained(exported[kind], bf16=False).analyse(song) for kind in KINDS}
+    reference = {
+        kind: GenreClassifier.from_pretrained(exported[kind], bf16=False).analyse(song) for kind in KINDS
+    }
     script = textwrap.dedent(f"""
         import json, sys
         for name in {NOT_INSTALLED!r}:
@@ -224,7 +281,7 @@ def test_song_analysis_on_onnx_and_openvino_imports_no_torch(exported, song, tmp
         from ast_dora.inference import GenreClassifier
         from ast_dora import predict
         results = {{}}
-        for kind, path in {({k: str(v) for k, v in exported.items()})!r}.items():
+        for kind, path in { ({k: str(v) for k, v in exported.items()})!r}.items():
             for backend in ("onnx", "openvino"):
                 classifier = GenreClassifier.from_pretrained(path, backend=backend, onnx_precision="fp32")
                 analysis = classifier.analyse({str(song)!r})
@@ -240,8 +297,12 @@ def test_song_analysis_on_onnx_and_openvino_imports_no_torch(exported, song, tmp
     for kind in KINDS:
         for backend in ("onnx", "openvino"):
             # numpy features + the fp32 export, against torch's model on the same song in this process
-            np.testing.assert_allclose(report["results"][f"{kind} {backend}"],
-                                       reference[kind].window_probabilities, atol=1e-4, rtol=0)
+            np.testing.assert_allclose(
+                report["results"][f"{kind} {backend}"],
+                reference[kind].window_probabilities,
+                atol=1e-4,
+                rtol=0,
+            )
 
 
 def test_exported_analysis_imports_no_torch_even_where_it_is_installed(exported, song):
@@ -255,7 +316,7 @@ def test_exported_analysis_imports_no_torch_even_where_it_is_installed(exported,
         from ast_dora.inference import GenreClassifier
         from ast_dora import predict
         genres = {{}}
-        for kind, path in {({k: str(v) for k, v in exported.items()})!r}.items():
+        for kind, path in { ({k: str(v) for k, v in exported.items()})!r}.items():
             for backend in ("onnx", "openvino"):
                 classifier = GenreClassifier.from_pretrained(path, backend=backend)
                 genres[kind + " " + backend] = [classifier.analyse({str(song)!r}).genre, classifier.precision]
@@ -270,11 +331,15 @@ def test_exported_analysis_imports_no_torch_even_where_it_is_installed(exported,
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["loaded"] == [], report["loaded"]
-    assert len(report["genres"]) == 2 * len(KINDS) and all(precision for _, precision in report["genres"].values())
+    assert len(report["genres"]) == 2 * len(KINDS) and all(
+        precision for _, precision in report["genres"].values()
+    )
 
 
 def test_a_model_without_an_export_on_a_torch_free_install_fails_in_one_line(exported, song, tmp_path):
-    plain = shutil.copytree(exported["vit_hybrid"], tmp_path / "plain", ignore=shutil.ignore_patterns("onnx", "openvino"))
+    plain = shutil.copytree(
+        exported["vit_hybrid"], tmp_path / "plain", ignore=shutil.ignore_patterns("onnx", "openvino")
+    )
     script = textwrap.dedent(f"""
         import sys
         for name in {NOT_INSTALLED!r}:
@@ -288,14 +353,23 @@ def test_a_model_without_an_export_on_a_torch_free_install_fails_in_one_line(exp
     assert len(errors) == 1 and "Traceback" not in run.stderr and "ModuleNotFoundError" not in run.stderr
     assert "no exported copy" in errors[0] and "python -m ast_dora.export openvino" in errors[0], errors
     # app.py: the same line, as the process's exit message
-    app = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+    app = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import sys
         for name in {NOT_INSTALLED!r}:
             sys.modules[name] = None
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from song_fixtures import load_app_module
         load_app_module().main(["--model", {str(plain)!r}])
-    """)], capture_output=True, text=True, timeout=600)
+    """),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert app.returncode == 1 and "Traceback" not in app.stderr, app.stderr[-3000:]
     assert "no exported copy" in app.stderr.strip().splitlines()[-1]
 
@@ -327,8 +401,13 @@ def serve_and_ask(models: list[Path], song: Path, backend: str, blocked: tuple[s
     request; returns what the process reports, with `first_answer_s` from process start to the answer."""
     import time
 
-    script = APP_SCRIPT.format(blocked=blocked, tests=str(Path(__file__).parent), models=[str(m) for m in models],
-                               backend=backend, song=str(song))
+    script = APP_SCRIPT.format(
+        blocked=blocked,
+        tests=str(Path(__file__).parent),
+        models=[str(m) for m in models],
+        backend=backend,
+        song=str(song),
+    )
     start = time.time()
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]

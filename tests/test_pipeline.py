@@ -57,8 +57,14 @@ def run_clean(script: str, workdir: Path, *args: str) -> dict:
     """Run `script` in a fresh interpreter without this project on its path; `script` sets `result` (JSON), which
     comes back once the interpreter has checked that nothing of this project was imported."""
     (workdir / "script.py").write_text(textwrap.dedent(script) + NO_PROJECT_CHECK)
-    result = subprocess.run([sys.executable, "script.py", *args], cwd=workdir, env=clean_env(workdir),
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "script.py", *args],
+        cwd=workdir,
+        env=clean_env(workdir),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads((workdir / "result.json").read_text())
 
@@ -76,7 +82,8 @@ open("result.json", "w").write(json.dumps(result))
 
 @needs_real_track
 def test_pipeline_in_a_clean_process_equals_predict_on_the_real_track(model_dirs, tmp_path):
-    results = run_clean("""
+    results = run_clean(
+        """
         import sys
 
         from transformers import pipeline
@@ -87,19 +94,40 @@ def test_pipeline_in_a_clean_process_equals_predict_on_the_real_track(model_dirs
             classifier = pipeline("audio-classification", model=model_dir, trust_remote_code=True)
             result[model_dir] = {"class": type(classifier).__module__ + "." + type(classifier).__name__,
                                  "output": classifier(track, top_k=None, return_segments=True)}
-        """, tmp_path, str(REAL_TRACK), *(str(d) for d in model_dirs.values()))
+        """,
+        tmp_path,
+        str(REAL_TRACK),
+        *(str(d) for d in model_dirs.values()),
+    )
 
     for kind, model_dir in model_dirs.items():
         result = results[str(model_dir)]
-        assert result["class"].startswith("transformers_modules."), result["class"]  # the folder's remote code
+        assert result["class"].startswith("transformers_modules."), result[
+            "class"
+        ]  # the folder's remote code
         assert result["class"].endswith("pipeline_genre_classification.GenreClassificationPipeline")
         output = result["output"]
         # The pipeline runs the model in its saved dtype (fp32); `predict` picks bf16 on CPUs with native bf16
         # (3.6e-5 away on the tiny ViT-hybrid), so it is asked for fp32, its default elsewhere.
-        command = [sys.executable, "-m", "ast_dora.predict", str(REAL_TRACK), "--model", str(model_dir), "--json",
-                   "--no_bf16", "--quiet"]
-        predicted = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True,
-                                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        command = [
+            sys.executable,
+            "-m",
+            "ast_dora.predict",
+            str(REAL_TRACK),
+            "--model",
+            str(model_dir),
+            "--json",
+            "--no_bf16",
+            "--quiet",
+        ]
+        predicted = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
         [expected] = json.loads(predicted.stdout)
         labels = list(expected["probabilities"])
         scores = {entry["label"]: entry["score"] for entry in output["predictions"]}
@@ -110,7 +138,8 @@ def test_pipeline_in_a_clean_process_equals_predict_on_the_real_track(model_dirs
         assert output["vote"] == expected["vote"]
         # every window of the 30 s, where predict put them
         assert [(s["start"], s["end"]) for s in expected["segments"]] == [
-            (round(s["start"], 3), round(s["end"], 3)) for s in output["segments"]]
+            (round(s["start"], 3), round(s["end"], 3)) for s in output["segments"]
+        ]
         assert len(output["segments"]) == {"vit_hybrid": 8, "ast_dora": 3}[kind]
         assert output["segments"][-1]["end"] == pytest.approx(30.013, abs=0.001)
         # ... and not the first window's answer, which is what transformers' own pipeline gives
@@ -121,10 +150,16 @@ def test_pipeline_in_a_clean_process_equals_predict_on_the_real_track(model_dirs
 def test_every_saved_folder_names_the_pipeline_and_carries_its_code(model_dirs):
     for model_dir in model_dirs.values():
         config = json.loads((model_dir / "config.json").read_text())
-        assert config["custom_pipelines"] == {"audio-classification": {
-            "impl": "pipeline_genre_classification.GenreClassificationPipeline",
-            "pt": ["AutoModelForAudioClassification"], "type": "audio"}}
-        assert (model_dir / "pipeline_genre_classification.py").is_file() and (model_dir / "song_windows.py").is_file()
+        assert config["custom_pipelines"] == {
+            "audio-classification": {
+                "impl": "pipeline_genre_classification.GenreClassificationPipeline",
+                "pt": ["AutoModelForAudioClassification"],
+                "type": "audio",
+            }
+        }
+        assert (model_dir / "pipeline_genre_classification.py").is_file() and (
+            model_dir / "song_windows.py"
+        ).is_file()
         assert json.loads((model_dir / "preprocessor_config.json").read_text())["window_seconds"] > 0
 
 
@@ -136,14 +171,17 @@ def songs(tmp_path_factory):
     from ast_dora.benchmarks.song import generated_song
 
     root = tmp_path_factory.mktemp("songs")
-    return {"30s": generated_song(root / "song_30s.mp3", seconds=30.0, seed=1),
-            "3min": generated_song(root / "song_3min.mp3", seconds=180.0)}
+    return {
+        "30s": generated_song(root / "song_30s.mp3", seconds=30.0, seed=1),
+        "3min": generated_song(root / "song_3min.mp3", seconds=180.0),
+    }
 
 
 @pytest.mark.slow
 def test_three_minute_mp3_in_bounded_memory_equals_the_song_analysis(model_dirs, songs, tmp_path):
     batch_size = 8
-    result = run_clean("""
+    result = run_clean(
+        """
         import resource
         import sys
 
@@ -178,13 +216,21 @@ def test_three_minute_mp3_in_bounded_memory_equals_the_song_analysis(model_dirs,
         after_long = peak_mb()
         result = {"short": short, "long": long, "after_short": after_short, "after_long": after_long,
                   "windows_per_call": windows_per_call}
-        """, tmp_path, str(model_dirs["vit_hybrid"]), str(songs["30s"]), str(songs["3min"]), str(batch_size))
+        """,
+        tmp_path,
+        str(model_dirs["vit_hybrid"]),
+        str(songs["30s"]),
+        str(songs["3min"]),
+        str(batch_size),
+    )
 
     long = result["long"]
     assert long["duration"] == pytest.approx(180.0, abs=0.1)
     expected_windows = len(window_starts(seconds_to_samples(long["duration"], 22050), 4 * 22050, 4 * 22050))
     assert len(long["segments"]) == expected_windows == 45
-    assert sum(result["windows_per_call"]) == expected_windows and max(result["windows_per_call"]) == batch_size
+    assert (
+        sum(result["windows_per_call"]) == expected_windows and max(result["windows_per_call"]) == batch_size
+    )
     # Six times the audio, the same peak bar the decoded waveform: measured +27 MB on this project's CPU, and
     # +199 MB when all 45 windows are featurised at once (batch_size=64).
     growth = result["after_long"] - result["after_short"]
@@ -193,8 +239,9 @@ def test_three_minute_mp3_in_bounded_memory_equals_the_song_analysis(model_dirs,
     # 44.1-kHz stereo mp3: decoded, downmixed and resampled as the project's song analysis does
     analysis = GenreClassifier.from_pretrained(model_dirs["vit_hybrid"], bf16=False).analyse(songs["3min"])
     scores = {entry["label"]: entry["score"] for entry in long["predictions"]}
-    np.testing.assert_allclose([scores[label] for label in analysis.labels], analysis.probabilities,
-                               rtol=0, atol=PROBABILITY_ATOL)
+    np.testing.assert_allclose(
+        [scores[label] for label in analysis.labels], analysis.probabilities, rtol=0, atol=PROBABILITY_ATOL
+    )
     np.testing.assert_allclose([s["start"] for s in long["segments"]], analysis.window_starts, atol=1e-9)
 
 
@@ -214,8 +261,13 @@ def test_top_k_returns_the_most_probable_genres_in_order(vit_pipeline, song_12s)
     assert vit_pipeline(str(song_12s)) == everything[:5]  # transformers' default top_k
     assert vit_pipeline(str(song_12s), top_k=3) == everything[:3]
     assert vit_pipeline(str(song_12s), top_k=50) == everything  # at most every genre
-    top_one = pipeline("audio-classification", model=vit_pipeline.model, feature_extractor=vit_pipeline.feature_extractor,
-                       pipeline_class=type(vit_pipeline), top_k=1)
+    top_one = pipeline(
+        "audio-classification",
+        model=vit_pipeline.model,
+        feature_extractor=vit_pipeline.feature_extractor,
+        pipeline_class=type(vit_pipeline),
+        top_k=1,
+    )
     assert top_one(str(song_12s)) == everything[:1]
     with pytest.raises(ValueError, match="top_k must be at least 1"):
         vit_pipeline(str(song_12s), top_k=0)
@@ -226,14 +278,19 @@ def test_return_segments_gives_the_timeline_behind_the_answer(vit_pipeline, song
     assert set(output) == {"predictions", "vote", "duration", "segments"}
     assert output["duration"] == pytest.approx(12.0, abs=1e-3)
     assert [(s["start"], s["end"]) for s in output["segments"]] == [(0.0, 4.0), (4.0, 8.0), (8.0, 12.0)]
-    windows = np.array([[s["probabilities"][entry["label"]] for entry in output["predictions"]]
-                        for s in output["segments"]])
+    windows = np.array(
+        [[s["probabilities"][entry["label"]] for entry in output["predictions"]] for s in output["segments"]]
+    )
     np.testing.assert_allclose(windows.sum(axis=1), 1.0, atol=1e-9)
-    np.testing.assert_allclose(windows.mean(axis=0), [entry["score"] for entry in output["predictions"]], atol=1e-12)
+    np.testing.assert_allclose(
+        windows.mean(axis=0), [entry["score"] for entry in output["predictions"]], atol=1e-12
+    )
     labels = [entry["label"] for entry in output["predictions"]]
     votes = [labels[int(i)] for i in windows.argmax(axis=1)]
     assert output["vote"] in votes and votes.count(output["vote"]) == max(votes.count(v) for v in votes)
-    assert vit_pipeline(str(song_12s), top_k=2, return_segments=True)["predictions"] == output["predictions"][:2]
+    assert (
+        vit_pipeline(str(song_12s), top_k=2, return_segments=True)["predictions"] == output["predictions"][:2]
+    )
     assert vit_pipeline(str(song_12s), return_segments=False) == output["predictions"][:5]
 
     overlapping = vit_pipeline(str(song_12s), return_segments=True, hop_seconds=2.0)["segments"]
@@ -246,7 +303,9 @@ def test_return_segments_gives_the_timeline_behind_the_answer(vit_pipeline, song
 def test_batch_size_bounds_the_windows_per_forward_and_changes_no_number(vit_pipeline, song_12s):
     seen = []
     forward = vit_pipeline.model.forward
-    vit_pipeline.model.forward = lambda input_values, **kw: seen.append(input_values.shape[0]) or forward(input_values, **kw)
+    vit_pipeline.model.forward = lambda input_values, **kw: (
+        seen.append(input_values.shape[0]) or forward(input_values, **kw)
+    )
     try:
         one_by_one = vit_pipeline(str(song_12s), top_k=None, batch_size=1)
         assert seen == [1, 1, 1]
@@ -271,18 +330,35 @@ def test_arrays_dicts_and_files_give_the_song_analysis_answer(vit_pipeline, mode
         return np.array([scores[label] for label in classifier.labels])
 
     expected = classifier.analyse(pcm, sampling_rate=rate).probabilities
-    np.testing.assert_allclose(mean_scores(vit_pipeline({"raw": pcm, "sampling_rate": rate}, top_k=None)), expected,
-                               rtol=0, atol=PROBABILITY_ATOL)
-    np.testing.assert_allclose(mean_scores(vit_pipeline({"array": pcm.T.copy(), "sampling_rate": rate}, top_k=None)),
-                               expected, rtol=0, atol=PROBABILITY_ATOL)  # (channels, samples), datasets' key
+    np.testing.assert_allclose(
+        mean_scores(vit_pipeline({"raw": pcm, "sampling_rate": rate}, top_k=None)),
+        expected,
+        rtol=0,
+        atol=PROBABILITY_ATOL,
+    )
+    np.testing.assert_allclose(
+        mean_scores(vit_pipeline({"array": pcm.T.copy(), "sampling_rate": rate}, top_k=None)),
+        expected,
+        rtol=0,
+        atol=PROBABILITY_ATOL,
+    )  # (channels, samples), datasets' key
     from_file = classifier.analyse(stereo)
-    np.testing.assert_allclose(mean_scores(vit_pipeline(str(stereo), top_k=None)), from_file.probabilities,
-                               rtol=0, atol=PROBABILITY_ATOL)
-    np.testing.assert_allclose(mean_scores(vit_pipeline(stereo.read_bytes(), top_k=None)), from_file.probabilities,
-                               rtol=0, atol=PROBABILITY_ATOL)
+    np.testing.assert_allclose(
+        mean_scores(vit_pipeline(str(stereo), top_k=None)),
+        from_file.probabilities,
+        rtol=0,
+        atol=PROBABILITY_ATOL,
+    )
+    np.testing.assert_allclose(
+        mean_scores(vit_pipeline(stereo.read_bytes(), top_k=None)),
+        from_file.probabilities,
+        rtol=0,
+        atol=PROBABILITY_ATOL,
+    )
     mono = classifier.load_audio(str(stereo))  # 1-D at the model's rate
-    np.testing.assert_allclose(mean_scores(vit_pipeline(mono, top_k=None)), from_file.probabilities,
-                               rtol=0, atol=PROBABILITY_ATOL)
+    np.testing.assert_allclose(
+        mean_scores(vit_pipeline(mono, top_k=None)), from_file.probabilities, rtol=0, atol=PROBABILITY_ATOL
+    )
     assert [len(o) for o in vit_pipeline([str(stereo), mono], top_k=2)] == [2, 2]  # a list of songs
 
     with pytest.raises(ValueError, match='"sampling_rate"'):

@@ -13,10 +13,27 @@ TINY_VIT = "hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediat
 
 def tiny_run(workdir: Path, output_dir: Path, *extra: str) -> list[str]:
     return [
-        "--config", str(REPO_ROOT / "configs" / "smoke_vit_hybrid.yaml"), "--output_dir", str(output_dir),
-        "--synthetic", "true", "--data_dir", str(workdir / "synth"), "--synthetic_tracks_per_genre", "3", "--synthetic_duration_seconds", "4",
-        "--features_cache_dir", str(workdir / "features"), "--config_overrides", TINY_VIT,
-        "--num_train_epochs", "1", "--bf16", "false", *extra,
+        "--config",
+        str(REPO_ROOT / "configs" / "smoke_vit_hybrid.yaml"),
+        "--output_dir",
+        str(output_dir),
+        "--synthetic",
+        "true",
+        "--data_dir",
+        str(workdir / "synth"),
+        "--synthetic_tracks_per_genre",
+        "3",
+        "--synthetic_duration_seconds",
+        "4",
+        "--features_cache_dir",
+        str(workdir / "features"),
+        "--config_overrides",
+        TINY_VIT,
+        "--num_train_epochs",
+        "1",
+        "--bf16",
+        "false",
+        *extra,
     ]
 
 
@@ -28,12 +45,24 @@ def test_stages_run_only_what_is_asked(tmp_path):
     trained = tmp_path / "trained"
     metrics = main(tiny_run(tmp_path, trained, "--do_train", "true", "--do_eval", "true"))
     assert any(key.startswith("eval_") for key in metrics)
-    assert not any(key.startswith("test_") for key in results(trained)), "do_predict was not given: no test split"
+    assert not any(key.startswith("test_") for key in results(trained)), (
+        "do_predict was not given: no test split"
+    )
     assert (trained / "model.safetensors").is_file() and "train_loss" in results(trained)
 
     evaluated = tmp_path / "evaluated"
-    metrics = main(tiny_run(tmp_path, evaluated, "--do_train", "false", "--do_predict", "true",
-                            "--model_name_or_path", str(trained)))
+    metrics = main(
+        tiny_run(
+            tmp_path,
+            evaluated,
+            "--do_train",
+            "false",
+            "--do_predict",
+            "true",
+            "--model_name_or_path",
+            str(trained),
+        )
+    )
     assert set(metrics) and all(key.startswith("test_") for key in metrics)
     assert not (evaluated / "model.safetensors").exists(), "nothing was trained, so nothing is saved"
     assert "train_loss" not in results(evaluated)

@@ -43,9 +43,15 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def build(tiny_ast_dir, seed=0, **kwargs):
     # Dropout everywhere (frozen layers included), so that the eval-mode prefix and the order of random draws
     # in the trained layers matter: both paths must draw the same dropout masks in layers >= MIN_LAYER.
-    defaults = dict(model_type="ast_dora", model_name_or_path=str(tiny_ast_dir), min_layer=MIN_LAYER,
-                    classifier_hidden_size=16, dora_rank=4, dora_alpha=8.0,
-                    config_overrides="hidden_dropout_prob=0.1,attention_probs_dropout_prob=0.1")
+    defaults = dict(
+        model_type="ast_dora",
+        model_name_or_path=str(tiny_ast_dir),
+        min_layer=MIN_LAYER,
+        classifier_hidden_size=16,
+        dora_rank=4,
+        dora_alpha=8.0,
+        config_overrides="hidden_dropout_prob=0.1,attention_probs_dropout_prob=0.1",
+    )
     set_seed(seed)
     return build_ast_dora(ModelArguments(**{**defaults, **kwargs}), LABELS)
 
@@ -82,15 +88,21 @@ def test_training_from_cache_gives_the_same_losses(tiny_ast_dir, tmp_path, bf16)
     through_layers = build(tiny_ast_dir)
     from_cache = build(tiny_ast_dir)
     assert from_cache.get_base_model().config.min_layer == MIN_LAYER  # where its prefix_hidden_states enter
-    cached, hit = cache_prefix_hidden_states(from_cache, dataset, MIN_LAYER, bf16=bf16, cache_dir=str(tmp_path))
+    cached, hit = cache_prefix_hidden_states(
+        from_cache, dataset, MIN_LAYER, bf16=bf16, cache_dir=str(tmp_path)
+    )
     assert not hit
     assert cached.column_names == ["labels", "track_id", PREFIX_COLUMN]
     assert cached[0][PREFIX_COLUMN].shape == (514, 64)  # 512 patches + CLS + distillation token, hidden 64
 
     plain_batches = [dataset[i : i + BATCH] for i in range(0, len(dataset), BATCH)]
     plain_batches = [{"input_values": b["input_values"], "labels": b["labels"]} for b in plain_batches]
-    cached_batches = [collate_prefix_batch([cached[j] for j in range(i, i + BATCH)]) for i in range(0, len(cached), BATCH)]
-    assert all(torch.equal(p["labels"], c["labels"]) for p, c in zip(plain_batches, cached_batches, strict=True))
+    cached_batches = [
+        collate_prefix_batch([cached[j] for j in range(i, i + BATCH)]) for i in range(0, len(cached), BATCH)
+    ]
+    assert all(
+        torch.equal(p["labels"], c["labels"]) for p, c in zip(plain_batches, cached_batches, strict=True)
+    )
 
     expected = train_losses(through_layers, plain_batches * EPOCHS, bf16)
     got = train_losses(from_cache, cached_batches * EPOCHS, bf16)
@@ -133,7 +145,9 @@ def test_prefix_input_errors(tiny_ast_dir):
     data = SimpleNamespace(datasets=DatasetDict({"train": windows_dataset(n=2)}), cache_hits={})
     args = TrainingArguments(output_dir="unused", use_cpu=True, bf16=False, report_to="none")
     run = SimpleNamespace(
-        model=ModelArguments(model_type="ast_dora", model_name_or_path=str(tiny_ast_dir), min_layer=MIN_LAYER),
+        model=ModelArguments(
+            model_type="ast_dora", model_name_or_path=str(tiny_ast_dir), min_layer=MIN_LAYER
+        ),
         data=DataArguments(synthetic=True, data_dir="unused", cache_features=False),
     )
     base.config.min_layer = MIN_LAYER + 1
@@ -152,7 +166,8 @@ def test_cache_is_reused_and_fingerprinted(tiny_ast_dir, tmp_path):
 
     fingerprint = prefix_fingerprint(model, MIN_LAYER, dataset._fingerprint)
     assert prefix_fingerprint(build(tiny_ast_dir, seed=7), MIN_LAYER, dataset._fingerprint) == fingerprint, (
-        "the head and adapters are not part of the prefix")
+        "the head and adapters are not part of the prefix"
+    )
     assert prefix_fingerprint(model, MIN_LAYER - 1, dataset._fingerprint) != fingerprint
     assert prefix_fingerprint(model, MIN_LAYER, windows_dataset(n=4, seed=2)._fingerprint) != fingerprint
     assert prefix_fingerprint(model, MIN_LAYER, dataset._fingerprint, compute_dtype="fp32") != fingerprint
@@ -165,7 +180,9 @@ def test_cache_is_off_with_waveform_augmentation(tiny_ast_dir, caplog):
     model = build(tiny_ast_dir)
     data = SimpleNamespace(datasets=DatasetDict({"train": windows_dataset(n=2)}), cache_hits={})
     run = SimpleNamespace(
-        model=ModelArguments(model_type="ast_dora", model_name_or_path=str(tiny_ast_dir), min_layer=MIN_LAYER),
+        model=ModelArguments(
+            model_type="ast_dora", model_name_or_path=str(tiny_ast_dir), min_layer=MIN_LAYER
+        ),
         data=DataArguments(synthetic=True, data_dir="unused", augment_gain_prob=0.5),
     )
     with caplog.at_level(logging.WARNING, logger="ast_dora"):

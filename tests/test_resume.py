@@ -28,13 +28,34 @@ SAVE_STEPS = 2  # checkpoint-2 is in the middle of the first epoch
 
 def run_command(data_dir: Path, cache_dir: Path, output_dir: Path) -> list[str]:
     return [
-        sys.executable, str(REPO_ROOT / "finetune" / "run.py"), "--config", str(REPO_ROOT / "configs" / "smoke_vit_hybrid.yaml"),
-        "--data_dir", str(data_dir), "--features_cache_dir", str(cache_dir), "--output_dir", str(output_dir),
-        "--num_train_epochs", str(EPOCHS), "--per_device_train_batch_size", "4",
-        "--save_strategy", "steps", "--save_steps", str(SAVE_STEPS), "--save_total_limit", "2",
-        "--load_best_model_at_end", "false",
-        "--overwrite_output_dir", "false",  # the smoke config starts afresh; here a rerun must resume
-        "--log_level", "info", "--disable_tqdm", "true",
+        sys.executable,
+        str(REPO_ROOT / "finetune" / "run.py"),
+        "--config",
+        str(REPO_ROOT / "configs" / "smoke_vit_hybrid.yaml"),
+        "--data_dir",
+        str(data_dir),
+        "--features_cache_dir",
+        str(cache_dir),
+        "--output_dir",
+        str(output_dir),
+        "--num_train_epochs",
+        str(EPOCHS),
+        "--per_device_train_batch_size",
+        "4",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        str(SAVE_STEPS),
+        "--save_total_limit",
+        "2",
+        "--load_best_model_at_end",
+        "false",
+        "--overwrite_output_dir",
+        "false",  # the smoke config starts afresh; here a rerun must resume
+        "--log_level",
+        "info",
+        "--disable_tqdm",
+        "true",
     ]
 
 
@@ -44,13 +65,20 @@ def subprocess_env() -> dict[str, str]:
 
 
 def complete_checkpoints(output_dir: Path) -> list[int]:
-    return sorted(int(p.name.split("-")[1]) for p in output_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file())
+    return sorted(
+        int(p.name.split("-")[1])
+        for p in output_dir.glob("checkpoint-*")
+        if (p / "trainer_state.json").is_file()
+    )
 
 
 def final_state(output_dir: Path) -> tuple[dict, dict]:
     results = json.loads((output_dir / "all_results.json").read_text())
-    metrics = {k: v for k, v in results.items() if k.startswith(("eval_", "test_")) and not k.endswith(
-        ("_runtime", "_per_second"))}
+    metrics = {
+        k: v
+        for k, v in results.items()
+        if k.startswith(("eval_", "test_")) and not k.endswith(("_runtime", "_per_second"))
+    }
     return metrics, load_file(output_dir / "model.safetensors")
 
 
@@ -63,10 +91,16 @@ def cache_dir(tmp_path_factory):
 def test_killed_run_resumes_and_matches_uninterrupted_run(synthetic_gtzan_folder, cache_dir, tmp_path):
     reference_dir, killed_dir = tmp_path / "uninterrupted", tmp_path / "killed"
     # The uninterrupted run goes alongside the one that gets killed (one thread each, two cores).
-    reference = subprocess.Popen(run_command(synthetic_gtzan_folder, cache_dir, reference_dir), env=subprocess_env(),
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    reference = subprocess.Popen(
+        run_command(synthetic_gtzan_folder, cache_dir, reference_dir),
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     command = run_command(synthetic_gtzan_folder, cache_dir, killed_dir)
-    process = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 240
         while not complete_checkpoints(killed_dir) and process.poll() is None and time.monotonic() < deadline:
@@ -83,7 +117,8 @@ def test_killed_run_resumes_and_matches_uninterrupted_run(synthetic_gtzan_folder
     resume_step = max(saved)
     total_steps = STEPS_PER_EPOCH * EPOCHS
     assert resume_step < total_steps and not (killed_dir / "all_results.json").exists(), (
-        "the run finished before it could be killed; the test needs a slower run")
+        "the run finished before it could be killed; the test needs a slower run"
+    )
 
     rerun = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
@@ -91,9 +126,12 @@ def test_killed_run_resumes_and_matches_uninterrupted_run(synthetic_gtzan_folder
     assert f"Resuming from {killed_dir / f'checkpoint-{resume_step}'}" in log
     epochs_done, batches_done = divmod(resume_step, STEPS_PER_EPOCH)
     assert batches_done > 0, "killed at an epoch boundary: not the mid-epoch case this test is about"
-    assert re.search(rf"Resuming training from checkpoint with epoch {epochs_done} and global step {resume_step}\b",
-                     log), log[-3000:]
-    assert f"Fast-forwarding the dataloader past {epochs_done} epochs and {batches_done} batches" in log, log[-3000:]
+    assert re.search(
+        rf"Resuming training from checkpoint with epoch {epochs_done} and global step {resume_step}\b", log
+    ), log[-3000:]
+    assert f"Fast-forwarding the dataloader past {epochs_done} epochs and {batches_done} batches" in log, log[
+        -3000:
+    ]
     state = json.loads((killed_dir / "trainer_state.json").read_text())
     assert state["global_step"] == total_steps
 
@@ -144,8 +182,13 @@ def test_unreadable_checkpoint_is_skipped_and_the_run_matches_an_uninterrupted_o
     logging_steps, which may differ on resume; a changed learning_rate may not."""
     reference_dir = tmp_path / "uninterrupted"
     keep_all = ["--save_total_limit", str(EPOCHS * STEPS_PER_EPOCH)]  # the last --save_total_limit wins
-    reference = subprocess.run(run_command(synthetic_gtzan_folder, cache_dir, reference_dir) + keep_all,
-                               env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    reference = subprocess.run(
+        run_command(synthetic_gtzan_folder, cache_dir, reference_dir) + keep_all,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert reference.returncode == 0, reference.stdout[-3000:] + reference.stderr[-3000:]
 
     cases = {"weights": ("model.safetensors", []), "state": ("trainer_state.json", ["--logging_steps", "3"])}
@@ -158,8 +201,9 @@ def test_unreadable_checkpoint_is_skipped_and_the_run_matches_an_uninterrupted_o
             shutil.copytree(reference_dir / f"checkpoint-{step}", output_dir / f"checkpoint-{step}")
         truncate(output_dir / f"checkpoint-{BROKEN}" / broken_file)
         command = run_command(synthetic_gtzan_folder, cache_dir, output_dir) + keep_all + extra
-        reruns[case] = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True)
+        reruns[case] = subprocess.Popen(
+            command, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
     logs = {}
     try:
         for case, process in reruns.items():
@@ -173,9 +217,13 @@ def test_unreadable_checkpoint_is_skipped_and_the_run_matches_an_uninterrupted_o
     reference_metrics, reference_weights = final_state(reference_dir)
     for case, (broken_file, _) in cases.items():
         output_dir, log = tmp_path / case, logs[case]
-        assert f"Skipping {output_dir / f'checkpoint-{BROKEN}'}: {broken_file} cannot be read" in log, log[-3000:]
+        assert f"Skipping {output_dir / f'checkpoint-{BROKEN}'}: {broken_file} cannot be read" in log, log[
+            -3000:
+        ]
         assert f"Resuming from {output_dir / f'checkpoint-{RESUMED_FROM}'}" in log, log[-3000:]
-        assert re.search(rf"Resuming training from checkpoint with epoch \d+ and global step {RESUMED_FROM}\b", log)
+        assert re.search(
+            rf"Resuming training from checkpoint with epoch \d+ and global step {RESUMED_FROM}\b", log
+        )
         metrics, weights = final_state(output_dir)
         assert metrics == pytest.approx(reference_metrics, rel=1e-6, abs=1e-6), case
         for name, tensor in weights.items():
@@ -185,7 +233,10 @@ def test_unreadable_checkpoint_is_skipped_and_the_run_matches_an_uninterrupted_o
     from ast_dora.cli import main
     from ast_dora.config import ConfigError
 
-    command = run_command(synthetic_gtzan_folder, cache_dir, tmp_path / "weights")[2:] + ["--learning_rate", "0.0005"]
+    command = run_command(synthetic_gtzan_folder, cache_dir, tmp_path / "weights")[2:] + [
+        "--learning_rate",
+        "0.0005",
+    ]
     with pytest.raises(ConfigError) as refused:
         main(command)
     message = str(refused.value)

@@ -16,7 +16,9 @@ from ast_dora.models.genre_vit_hybrid.modeling_genre_vit_hybrid import cross_ent
 from ast_dora.models.mfcc_baseline import weighted_cross_entropy
 from ast_dora.trainer import GenreTrainer, mixup_batch
 
-TINY = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=(64, 48))
+TINY = dict(
+    hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=(64, 48)
+)
 
 
 def test_defaults_keep_the_published_model():
@@ -34,7 +36,9 @@ def test_time_mean_std_pooling_by_hand():
     rows, columns = config.grid_size
     assert (rows, columns) == (4, 3) and config.pooled_size == 2 * 4 * 16
     out = model.genre_vit_hybrid(torch.rand(2, 1, 64, 48))
-    tokens = out.last_hidden_state[:, 1:]  # (2, rows * columns, 16), row-major: frequency row, then time column
+    tokens = out.last_hidden_state[
+        :, 1:
+    ]  # (2, rows * columns, 16), row-major: frequency row, then time column
     expected = []
     for r in range(rows):
         row = tokens[:, r * columns : (r + 1) * columns]
@@ -45,7 +49,9 @@ def test_time_mean_std_pooling_by_hand():
 
 def test_label_smoothing_and_classifier_dropout():
     torch.manual_seed(0)
-    config = GenreViTHybridConfig(**TINY, loss="cross_entropy", label_smoothing=0.2, classifier_dropout_prob=0.5)
+    config = GenreViTHybridConfig(
+        **TINY, loss="cross_entropy", label_smoothing=0.2, classifier_dropout_prob=0.5
+    )
     model = GenreViTHybridForAudioClassification(config).eval()
     x, labels = torch.rand(3, 1, 64, 48), torch.tensor([0, 4, 9])
     out = model(input_values=x, labels=labels)
@@ -62,8 +68,12 @@ def test_every_loss_takes_soft_targets(loss):
     torch.manual_seed(0)
     logits, labels = torch.randn(5, 4), torch.tensor([0, 3, 1, 1, 2])
     one_hot = F.one_hot(labels, 4).float()
-    fn = {"focal_vit": lambda y, **k: focal_loss(logits, y, 2.0, **k), "ce_vit": lambda y, **k: cross_entropy_loss(logits, y, **k),
-          "ast": lambda y, **k: genre_cross_entropy(logits, y, **k), "mfcc": lambda y, **k: weighted_cross_entropy(logits, y, **k)}[loss]
+    fn = {
+        "focal_vit": lambda y, **k: focal_loss(logits, y, 2.0, **k),
+        "ce_vit": lambda y, **k: cross_entropy_loss(logits, y, **k),
+        "ast": lambda y, **k: genre_cross_entropy(logits, y, **k),
+        "mfcc": lambda y, **k: weighted_cross_entropy(logits, y, **k),
+    }[loss]
     # One-hot targets are the hard labels; a mixed target is the same mix of the two losses (linear in the target).
     torch.testing.assert_close(fn(one_hot), fn(labels))
     torch.testing.assert_close(fn(one_hot, num_items_in_batch=10), fn(labels, num_items_in_batch=10))
@@ -72,7 +82,11 @@ def test_every_loss_takes_soft_targets(loss):
 
 
 def test_mixup_batch_mixes_inputs_and_labels_alike():
-    inputs = {"input_values": torch.randn(6, 2, 3), "labels": torch.tensor([0, 1, 2, 0, 1, 2]), "track_id": "kept"}
+    inputs = {
+        "input_values": torch.randn(6, 2, 3),
+        "labels": torch.tensor([0, 1, 2, 0, 1, 2]),
+        "track_id": "kept",
+    }
     torch.manual_seed(3)
     mixed = mixup_batch(inputs, alpha=0.4, num_labels=3)
     torch.manual_seed(3)  # the same draws: one weight for the batch, then the partner of each row
@@ -87,8 +101,14 @@ def test_mixup_batch_mixes_inputs_and_labels_alike():
 
 def test_trainer_mixes_training_batches_only(tmp_path):
     torch.manual_seed(0)
-    config = GenreViTHybridConfig(**TINY, num_labels=3, loss="cross_entropy", hidden_dropout_prob=0.0, drop_path_rate=0.0,
-                                  apply_spec_augment=False)
+    config = GenreViTHybridConfig(
+        **TINY,
+        num_labels=3,
+        loss="cross_entropy",
+        hidden_dropout_prob=0.0,
+        drop_path_rate=0.0,
+        apply_spec_augment=False,
+    )
     model = GenreViTHybridForAudioClassification(config)
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
     args.mixup_alpha = 1.0
@@ -128,17 +148,24 @@ def test_conv_stem_keeps_the_token_grid_and_trains_its_batchnorm():
     odd = GenreViTHybridConfig(**{**TINY, "image_size": (216, 144)}, conv_stem_channels=[4, 8, 8])
     assert odd.grid_size == (27 // 2, 18 // 2)
     assert GenreViTHybridForAudioClassification(odd).genre_vit_hybrid.embeddings.patch_embeddings(
-        torch.rand(1, 1, 216, 144)).shape == (1, 13 * 9, 16)
+        torch.rand(1, 1, 216, 144)
+    ).shape == (1, 13 * 9, 16)
     batchnorm = embeddings.stem[1]
     before = batchnorm.num_batches_tracked.item()
     model.train()(input_values=x, labels=torch.tensor([0, 1, 2])).loss.backward()
     assert batchnorm.num_batches_tracked.item() == before + 1 and batchnorm.weight.grad is not None
     with pytest.raises(ValueError, match="conv_stem_channels"):
-        GenreViTHybridConfig(**TINY, conv_stem_channels=[4, 4, 4, 4, 4])  # 2 ** 5 does not divide patch_size 16
+        GenreViTHybridConfig(
+            **TINY, conv_stem_channels=[4, 4, 4, 4, 4]
+        )  # 2 ** 5 does not divide patch_size 16
 
 
 def test_config_overrides_take_lists():
     from ast_dora.config import ModelArguments
 
     args = ModelArguments(config_overrides="hidden_size=64,conv_stem_channels=[16, 32],pooling=time_mean_std")
-    assert args.parsed_config_overrides() == {"hidden_size": 64, "conv_stem_channels": [16, 32], "pooling": "time_mean_std"}
+    assert args.parsed_config_overrides() == {
+        "hidden_size": 64,
+        "conv_stem_channels": [16, 32],
+        "pooling": "time_mean_std",
+    }

@@ -19,7 +19,9 @@ def vit_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def song(tmp_path_factory):
-    return generated_wav(tmp_path_factory.mktemp("order_song") / "song.wav", 40.0, genre="jazz")  # 10 windows of 4 s, back to back
+    return generated_wav(
+        tmp_path_factory.mktemp("order_song") / "song.wav", 40.0, genre="jazz"
+    )  # 10 windows of 4 s, back to back
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 14, 33])
@@ -79,15 +81,23 @@ def test_max_windows_analyses_exactly_the_evenly_spread_windows(vit_dir, song, t
     assert sampled.complete and (sampled.windows_done, sampled.windows_total) == (5, 10)
     np.testing.assert_array_equal(sampled.window_starts, whole.window_starts[chosen])
     np.testing.assert_allclose(sampled.window_probabilities, whole.window_probabilities[chosen], atol=1e-6)
-    np.testing.assert_allclose(sampled.probabilities, whole.window_probabilities[chosen].mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(
+        sampled.probabilities, whole.window_probabilities[chosen].mean(axis=0), atol=1e-6
+    )
     data = sampled.to_dict()
     assert (data["windows_analysed"], data["windows_total"]) == (5, 10) and len(data["segments"]) == 5
 
-    assert predict.main([str(song), "--model", str(vit_dir), "--json", "--max_windows", "3", "--no_bf16",
-                         "--quiet"]) == 0
+    assert (
+        predict.main(
+            [str(song), "--model", str(vit_dir), "--json", "--max_windows", "3", "--no_bf16", "--quiet"]
+        )
+        == 0
+    )
     (row,) = json.loads(capsys.readouterr().out)
     assert (row["windows_analysed"], row["windows_total"]) == (3, 10)
-    assert [s["start"] for s in row["segments"]] == pytest.approx(whole.window_starts[spread_windows(10, 3)].tolist())
+    assert [s["start"] for s in row["segments"]] == pytest.approx(
+        whole.window_starts[spread_windows(10, 3)].tolist()
+    )
     with pytest.raises(SystemExit):
         predict.main([str(song), "--model", str(vit_dir), "--max_windows", "0"])
     with pytest.raises(ValueError, match="max_windows"):

@@ -115,4 +115,3 @@ def test_compiling_an_openvino_model_keeps_the_threads_signal_stack():
     assert current_signal_stack() == before
     measure_int8_matmul_peak("openvino", (16, 32, 64), threads=1, seconds=0.01, repeats=1)
     assert current_signal_stack() == before
-

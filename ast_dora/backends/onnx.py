@@ -251,9 +251,12 @@ class OnnxBackend(Backend):
         rng = np.random.default_rng(0)
         weight = numpy_helper.from_array(rng.integers(-127, 128, (k, n), dtype=np.int8), "w")
         graph = helper.make_graph(
-            [helper.make_node("MatMulInteger", ["x", "w"], ["y"])], "int8_peak",
+            [helper.make_node("MatMulInteger", ["x", "w"], ["y"])],
+            "int8_peak",
             [helper.make_tensor_value_info("x", TensorProto.UINT8, [m, k])],
-            [helper.make_tensor_value_info("y", TensorProto.INT32, [m, n])], [weight])
+            [helper.make_tensor_value_info("y", TensorProto.INT32, [m, n])],
+            [weight],
+        )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads

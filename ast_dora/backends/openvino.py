@@ -263,23 +263,32 @@ class OpenVinoBackend(Backend):
         low, high = ops.constant(np.float32(0.0)), ops.constant(np.float32(4.0))
         quantized = ops.fake_quantize(x, low, high, low, high, 256)
         weight = ops.constant(rng.integers(-127, 128, (n, k), dtype=np.int8))
-        weight = ops.multiply(ops.convert(weight, ov.Type.f32), ops.constant(np.full((n, 1), 0.01, np.float32)))
+        weight = ops.multiply(
+            ops.convert(weight, ov.Type.f32), ops.constant(np.full((n, 1), 0.01, np.float32))
+        )
         model = ov.Model([ops.matmul(quantized, weight, False, True)], [x], "int8_peak")
         from ..signal_stack import preserved_signal_stack
 
         with preserved_signal_stack():  # the CPU plugin replaces this thread's signal stack (signal_stack.py)
-            compiled = openvino_core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                              "PERFORMANCE_HINT": "LATENCY"})
+            compiled = openvino_core().compile_model(
+                model, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+            )
         kernels = set()
-        for node in compiled.get_runtime_model().get_ops():  # the executed graph: each node's kernel and precision
+        for (
+            node
+        ) in compiled.get_runtime_model().get_ops():  # the executed graph: each node's kernel and precision
             info = node.get_rt_info()
             layer = info["layerType"].astype(str)
             if layer in ("FullyConnected", "MatMul"):
-                kernels.add(f"{layer} {info['runtimePrecision'].astype(str)} {info['primitiveType'].astype(str)}")
+                kernels.add(
+                    f"{layer} {info['runtimePrecision'].astype(str)} {info['primitiveType'].astype(str)}"
+                )
         kernels = sorted(kernels)
         request = compiled.create_infer_request()
         data = rng.uniform(0, 4, (m, k)).astype(np.float32)
-        return lambda: request.infer({0: data}), "FakeQuantize u8 x i8 MatMul, runs as " + (",".join(kernels) or "?")
+        return lambda: request.infer({0: data}), "FakeQuantize u8 x i8 MatMul, runs as " + (
+            ",".join(kernels) or "?"
+        )
 
 
 BACKEND = OpenVinoBackend()

@@ -27,18 +27,36 @@ import numpy as np
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--data_dir", required=True, help="GTZAN-layout folder to read (e.g. 1000 x 30-s clips).")
+    parser.add_argument(
+        "--data_dir", required=True, help="GTZAN-layout folder to read (e.g. 1000 x 30-s clips)."
+    )
     from ast_dora.models import get_model_spec, model_types
 
-    names = [name for model_type in model_types() for name in (model_type, *get_model_spec(model_type).aliases)]
-    parser.add_argument("--models", nargs="+", default=list(model_types()), choices=names,
-                        help=f"Models whose features to time (default all: {', '.join(model_types())}).")
-    parser.add_argument("--num_proc", type=int, default=os.cpu_count() or 1,
-                        help="preprocessing_num_workers for the map (default: all CPU cores).")
+    names = [
+        name for model_type in model_types() for name in (model_type, *get_model_spec(model_type).aliases)
+    ]
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=list(model_types()),
+        choices=names,
+        help=f"Models whose features to time (default all: {', '.join(model_types())}).",
+    )
+    parser.add_argument(
+        "--num_proc",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="preprocessing_num_workers for the map (default: all CPU cores).",
+    )
     parser.add_argument("--max_tracks_per_genre", type=int, default=None, help="Benchmark on a subset.")
-    parser.add_argument("--decode_sample", type=int, default=100, help="Files timed for the decode-only figure.")
-    parser.add_argument("--cache_dir", default=None,
-                        help="Feature cache folder (default: a fresh temporary folder, deleted afterwards).")
+    parser.add_argument(
+        "--decode_sample", type=int, default=100, help="Files timed for the decode-only figure."
+    )
+    parser.add_argument(
+        "--cache_dir",
+        default=None,
+        help="Feature cache folder (default: a fresh temporary folder, deleted afterwards).",
+    )
 
 
 def feature_extractor_for(model: str):
@@ -94,12 +112,18 @@ def run(args) -> dict:
                 continue
             sr = int(fe.sampling_rate)
             rng = np.random.default_rng(0)
-            sample = [entries[i][0] for i in rng.choice(len(entries), min(args.decode_sample, len(entries)), replace=False)]
+            sample = [
+                entries[i][0]
+                for i in rng.choice(len(entries), min(args.decode_sample, len(entries)), replace=False)
+            ]
             decode_s, decode_audio_s = _time_decode(sample, sr)
             cache_dir = os.path.join(cache_root, model)
             data_args = DataArguments(
-                data_dir=args.data_dir, split="stratified", preprocessing_num_workers=args.num_proc,
-                features_cache_dir=cache_dir, max_tracks_per_genre=args.max_tracks_per_genre,
+                data_dir=args.data_dir,
+                split="stratified",
+                preprocessing_num_workers=args.num_proc,
+                features_cache_dir=cache_dir,
+                max_tracks_per_genre=args.max_tracks_per_genre,
             )
             start = time.perf_counter()
             data = build_datasets(data_args, fe, default_window=window)
@@ -112,7 +136,9 @@ def run(args) -> dict:
             audio_s = data.summary["audio_seconds"]
             windows = sum(len(ds) for ds in data.datasets.values())
             shape = tuple(data.datasets["train"][0]["input_values"].shape)
-            cache_bytes = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(cache_dir) for f in fs)
+            cache_bytes = sum(
+                os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(cache_dir) for f in fs
+            )
             results["models"][model] = {
                 "feature_extractor": type(fe).__name__,
                 "sampling_rate": sr,
@@ -122,14 +148,30 @@ def run(args) -> dict:
                 "clips": clips,
                 "windows": windows,
                 "audio_seconds": audio_s,
-                "decode_only": {"clips": len(sample), "seconds": decode_s, "clips_per_s": len(sample) / decode_s,
-                                "x_realtime": decode_audio_s / decode_s},
-                "first_pass": {"seconds": first_s, "clips_per_s": clips / first_s, "x_realtime": audio_s / first_s,
-                               "windows_per_s": windows / first_s},
-                "cached_pass": {"seconds": cached_s, "clips_per_s": clips / cached_s, "x_realtime": audio_s / cached_s,
-                                "speedup_vs_first": first_s / cached_s, "cache_hits": data2.cache_hits},
-                "cached_read": {"seconds": read_s, "windows_per_s": windows / read_s,
-                                "x_realtime": audio_s / read_s},
+                "decode_only": {
+                    "clips": len(sample),
+                    "seconds": decode_s,
+                    "clips_per_s": len(sample) / decode_s,
+                    "x_realtime": decode_audio_s / decode_s,
+                },
+                "first_pass": {
+                    "seconds": first_s,
+                    "clips_per_s": clips / first_s,
+                    "x_realtime": audio_s / first_s,
+                    "windows_per_s": windows / first_s,
+                },
+                "cached_pass": {
+                    "seconds": cached_s,
+                    "clips_per_s": clips / cached_s,
+                    "x_realtime": audio_s / cached_s,
+                    "speedup_vs_first": first_s / cached_s,
+                    "cache_hits": data2.cache_hits,
+                },
+                "cached_read": {
+                    "seconds": read_s,
+                    "windows_per_s": windows / read_s,
+                    "x_realtime": audio_s / read_s,
+                },
                 "cache_bytes": cache_bytes,
             }
     finally:
@@ -141,10 +183,16 @@ def run(args) -> dict:
 
 
 def format_table(results: dict) -> str:
-    head = (f"{'model':<11}{'clips':>6}{'audio h':>8} | {'decode x RT':>11} | {'1st pass s':>10}{'clips/s':>8}"
-            f"{'x RT':>7} | {'cached s':>9}{'x RT':>9}{'speedup':>8} | {'read s':>7}{'x RT':>8}")
-    lines = [f"data benchmark: {results['files']} files in {results['data_dir']}, num_proc={results['num_proc']}, "
-             f"{results['cpu_count']} CPU cores", head, "-" * len(head)]
+    head = (
+        f"{'model':<11}{'clips':>6}{'audio h':>8} | {'decode x RT':>11} | {'1st pass s':>10}{'clips/s':>8}"
+        f"{'x RT':>7} | {'cached s':>9}{'x RT':>9}{'speedup':>8} | {'read s':>7}{'x RT':>8}"
+    )
+    lines = [
+        f"data benchmark: {results['files']} files in {results['data_dir']}, num_proc={results['num_proc']}, "
+        f"{results['cpu_count']} CPU cores",
+        head,
+        "-" * len(head),
+    ]
     for model, r in results["models"].items():
         if "skipped" in r:
             lines.append(f"{model:<11} skipped: {r['skipped']}")

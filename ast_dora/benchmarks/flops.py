@@ -54,8 +54,6 @@ def ast_dora_flops(config, min_layer: int, classifier_hidden_size: int, num_labe
     }
 
 
-
-
 def forward_flops(model) -> float:
     """Analytic forward FLOPs per window of a loaded genre model (ViT-hybrid, or merged AST with its MLP head)."""
     from ..models import base_model_of

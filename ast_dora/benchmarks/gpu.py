@@ -94,12 +94,40 @@ class Sizes:
 # Sized for <= 8 minutes on one H100 / H200 with warm-up: every training run is seconds there (an AST-base step
 # through all layers at batch 32 is ~8 TFLOP: ~30 ms at 35% MFU of ~790 TFLOP/s); most of the time goes to
 # building the models on the CPU, writing the Arrow files and the songs.
-DEFAULT = Sizes(model_size="default", batch_divisor=1, peak_seconds=1.0, warmup=3, loss_steps=100, loss_fall=0.8,
-                timed_steps=20, logging_steps=10, pool=128, eval_batches=10, resume_step=3, loader_windows=2048,
-                loader_batches=48, song_seconds=180.0, song_runs=5)
-TINY = Sizes(model_size="tiny", batch_divisor=8, peak_seconds=0.2, warmup=1, loss_steps=32, loss_fall=0.995,
-             timed_steps=3, logging_steps=4, pool=8, eval_batches=2, resume_step=2, loader_windows=96,
-             loader_batches=6, song_seconds=20.0, song_runs=1)
+DEFAULT = Sizes(
+    model_size="default",
+    batch_divisor=1,
+    peak_seconds=1.0,
+    warmup=3,
+    loss_steps=100,
+    loss_fall=0.8,
+    timed_steps=20,
+    logging_steps=10,
+    pool=128,
+    eval_batches=10,
+    resume_step=3,
+    loader_windows=2048,
+    loader_batches=48,
+    song_seconds=180.0,
+    song_runs=5,
+)
+TINY = Sizes(
+    model_size="tiny",
+    batch_divisor=8,
+    peak_seconds=0.2,
+    warmup=1,
+    loss_steps=32,
+    loss_fall=0.995,
+    timed_steps=3,
+    logging_steps=4,
+    pool=8,
+    eval_batches=2,
+    resume_step=2,
+    loader_windows=96,
+    loader_batches=6,
+    song_seconds=20.0,
+    song_runs=1,
+)
 
 
 class Check:
@@ -117,7 +145,9 @@ class Check:
         self.bf16_native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_fast_bf16()
         self.specs = [get_model_spec(t) for t in model_types() if get_model_spec(t).gpu_check is not None]
         self.peak: dict[str, float] | None = None
-        self.rates: dict[str, dict] = {spec.name: {"train": {}, "eval": {}, "loader": {}} for spec in self.specs}
+        self.rates: dict[str, dict] = {
+            spec.name: {"train": {}, "eval": {}, "loader": {}} for spec in self.specs
+        }
         self.figures: dict[str, dict] = {spec.name: {} for spec in self.specs}
         self._workdir: Path | None = None
         self._models: dict[str, torch.nn.Module] = {}
@@ -137,21 +167,49 @@ class Check:
 
     # ---- configs and models ----
 
-    def run_config(self, spec, output_dir, batch_size: int = 8, max_steps: int = 1, logging_steps: int | None = None,
-                   save_steps: int | None = None, in_process_loading: bool = True):
+    def run_config(
+        self,
+        spec,
+        output_dir,
+        batch_size: int = 8,
+        max_steps: int = 1,
+        logging_steps: int | None = None,
+        save_steps: int | None = None,
+        in_process_loading: bool = True,
+    ):
         """The model's config file with what a timed run changes: batch, steps, logging, saving, loader workers."""
         from ..config import parse_config
 
         argv = [
-            "--config", str(self.config_dir / f"{spec.name}.yaml"),
-            "--output_dir", str(output_dir), "--overwrite_output_dir", "true",
-            "--per_device_train_batch_size", str(batch_size), "--max_steps", str(max_steps),
-            "--eval_strategy", "no", "--load_best_model_at_end", "false",
-            "--save_strategy", "steps" if save_steps else "no", "--save_steps", str(save_steps or max_steps),
-            "--logging_strategy", "steps" if logging_steps else "no", "--logging_steps", str(logging_steps or 1),
-            "--report_to", "none", "--disable_tqdm", "true",
+            "--config",
+            str(self.config_dir / f"{spec.name}.yaml"),
+            "--output_dir",
+            str(output_dir),
+            "--overwrite_output_dir",
+            "true",
+            "--per_device_train_batch_size",
+            str(batch_size),
+            "--max_steps",
+            str(max_steps),
+            "--eval_strategy",
+            "no",
+            "--load_best_model_at_end",
+            "false",
+            "--save_strategy",
+            "steps" if save_steps else "no",
+            "--save_steps",
+            str(save_steps or max_steps),
+            "--logging_strategy",
+            "steps" if logging_steps else "no",
+            "--logging_steps",
+            str(logging_steps or 1),
+            "--report_to",
+            "none",
+            "--disable_tqdm",
+            "true",
             # Timed at the per-step batch: one batch per optimizer step.
-            "--gradient_accumulation_steps", "1",
+            "--gradient_accumulation_steps",
+            "1",
         ]
         if in_process_loading:
             argv += ["--dataloader_num_workers", "0"]
@@ -182,7 +240,9 @@ class Check:
 
             extractor = spec.default_feature_extractor()
             rate = int(extractor.sampling_rate)
-            self._inputs[spec.name] = probe_feature_type(extractor, seconds_to_samples(spec.window_seconds, rate), rate)
+            self._inputs[spec.name] = probe_feature_type(
+                extractor, seconds_to_samples(spec.window_seconds, rate), rate
+            )
         return self._inputs[spec.name]
 
     def batch_groups(self, spec) -> list[tuple[int, ...]]:
@@ -272,21 +332,42 @@ def step_full_training(ctx: Check, spec) -> dict:
     def attempt(batch: int, first: bool) -> dict:
         nonlocal train_flops
         steps = sizes.loss_steps if first else sizes.warmup + sizes.timed_steps
-        run = ctx.run_config(spec, ctx.output_dir("train"), batch, steps,
-                             logging_steps=sizes.logging_steps if first else None, save_steps=steps if first else None)
+        run = ctx.run_config(
+            spec,
+            ctx.output_dir("train"),
+            batch,
+            steps,
+            logging_steps=sizes.logging_steps if first else None,
+            save_steps=steps if first else None,
+        )
         model = ctx.initial_model(spec)
         use_fastest_attention(model, ctx.device, bf16=run.training.bf16)
         train_flops = 3 * forward_flops(model)  # forward, plus backward through activations and weights
         # Other samples of the same classes (same patterns, other noise and labels).
-        eval_set = _synthetic(ctx, spec, run.training.per_device_eval_batch_size * sizes.eval_batches, seed=1,
-                              signal=1.0) if first else None
-        timing = train_and_time(model, _synthetic(ctx, spec, batch * steps, signal=1.0), run.training, sizes.warmup,
-                                eval_dataset=eval_set)
+        eval_set = (
+            _synthetic(
+                ctx, spec, run.training.per_device_eval_batch_size * sizes.eval_batches, seed=1, signal=1.0
+            )
+            if first
+            else None
+        )
+        timing = train_and_time(
+            model,
+            _synthetic(ctx, spec, batch * steps, signal=1.0),
+            run.training,
+            sizes.warmup,
+            eval_dataset=eval_set,
+        )
         tflops = train_flops * timing["samples_per_s"] / 1e12
-        timing.update(batch=batch, bf16=run.training.bf16, achieved_tflops=tflops,
-                      mfu=ctx.mfu(tflops, run.training.bf16), optim=str(run.training.optim.value),
-                      attn_implementation=base_model_of(model).config._attn_implementation,
-                      loss_function=getattr(base_model_of(model).config, "loss", None))
+        timing.update(
+            batch=batch,
+            bf16=run.training.bf16,
+            achieved_tflops=tflops,
+            mfu=ctx.mfu(tflops, run.training.bf16),
+            optim=str(run.training.optim.value),
+            attn_implementation=base_model_of(model).config._attn_implementation,
+            loss_function=getattr(base_model_of(model).config, "loss", None),
+        )
         return timing
 
     for index, timing in _fitting_batches(ctx, spec, attempt, oom, checks):
@@ -295,17 +376,24 @@ def step_full_training(ctx: Check, spec) -> dict:
         if index == 0:
             first = timing
             before, after = timing["eval_loss_before"], timing["eval_loss"]
-            checks[f"evaluation loss falls below {sizes.loss_fall:g} x its start ({before:.4f} -> {after:.4f} in "
-                   f"{timing['log_steps'][-1]} steps)"] = after < sizes.loss_fall * before
+            checks[
+                f"evaluation loss falls below {sizes.loss_fall:g} x its start ({before:.4f} -> {after:.4f} in "
+                f"{timing['log_steps'][-1]} steps)"
+            ] = after < sizes.loss_fall * before
             ctx.rates[spec.name]["eval"]["full"] = timing["eval_samples_per_s"]
             ctx.rates[spec.name]["save_s"] = timing.get("save_s", 0.0)
     summary = "; ".join(
-        f"batch {r['batch']}: {_fmt_rate(r['samples_per_s'])} samples/s, MFU {_fmt_mfu(r['mfu'])}" for r in runs)
+        f"batch {r['batch']}: {_fmt_rate(r['samples_per_s'])} samples/s, MFU {_fmt_mfu(r['mfu'])}"
+        for r in runs
+    )
     if first:
-        summary = (f"eval loss {first['eval_loss_before']:.3f} -> {first['eval_loss']:.3f} in "
-                   f"{first['log_steps'][-1]} steps; "
-                   + summary + f"; eval {_fmt_rate(first['eval_samples_per_s'])} samples/s; "
-                   f"checkpoint {first.get('save_s', 0):.2f} s")
+        summary = (
+            f"eval loss {first['eval_loss_before']:.3f} -> {first['eval_loss']:.3f} in "
+            f"{first['log_steps'][-1]} steps; "
+            + summary
+            + f"; eval {_fmt_rate(first['eval_samples_per_s'])} samples/s; "
+            f"checkpoint {first.get('save_s', 0):.2f} s"
+        )
     if oom:
         summary += f"; out of memory at batch {', '.join(map(str, oom))}"
     ctx.figures[spec.name]["best_mfu"] = max((r["mfu"] for r in runs if r["mfu"] is not None), default=None)
@@ -323,8 +411,13 @@ def step_full_training(ctx: Check, spec) -> dict:
         "loss_steps": first.get("log_steps"),
         "eval_samples_per_s": first.get("eval_samples_per_s"),
         "checkpoint_save_s": first.get("save_s"),
-        "runs": [{k: r[k] for k in ("batch", "samples_per_s", "step_s", "achieved_tflops", "mfu", "peak_memory_mb")}
-                 for r in runs],
+        "runs": [
+            {
+                k: r[k]
+                for k in ("batch", "samples_per_s", "step_s", "achieved_tflops", "mfu", "peak_memory_mb")
+            }
+            for r in runs
+        ],
         "oom_batches": oom,
         "checks": checks,
         "summary": summary,
@@ -354,8 +447,14 @@ def step_prefix_training(ctx: Check, spec) -> dict:
     # Cached once, as training does: the prefix is frozen, so every copy of the model computes the same states.
     template = copy.deepcopy(initial)
     eval_batch = ctx.run_config(spec, ctx.output_dir("config")).training.per_device_eval_batch_size
-    cached_rows, build_s = build_prefix_cache(template, pool_windows, min_layer, bf16=ctx.bf16_native,
-                                              batch_size=eval_batch, cache_dir=str(ctx.output_dir("prefix_cache")))
+    cached_rows, build_s = build_prefix_cache(
+        template,
+        pool_windows,
+        min_layer,
+        bf16=ctx.bf16_native,
+        batch_size=eval_batch,
+        cache_dir=str(ctx.output_dir("prefix_cache")),
+    )
     flops = ast_dora_flops(config, min_layer, config.classifier_hidden_size, len(labels))
     runs, oom, checks = [], [], {}
 
@@ -364,20 +463,43 @@ def step_prefix_training(ctx: Check, spec) -> dict:
         timings = {}
         for path, make_model, rows, collator, train_flops in (
             ("through all layers", lambda: copy.deepcopy(initial), None, None, flops["train_uncached"]),
-            ("from cache", lambda: copy.deepcopy(template), cached_rows, collate_prefix_batch, flops["train_cached"]),
+            (
+                "from cache",
+                lambda: copy.deepcopy(template),
+                cached_rows,
+                collate_prefix_batch,
+                flops["train_cached"],
+            ),
         ):
-            run = ctx.run_config(spec, ctx.output_dir("train"), batch, steps, logging_steps=1,
-                                 save_steps=steps if first else None)
+            run = ctx.run_config(
+                spec,
+                ctx.output_dir("train"),
+                batch,
+                steps,
+                logging_steps=1,
+                save_steps=steps if first else None,
+            )
             n_eval = run.training.per_device_eval_batch_size * sizes.eval_batches
             if rows is None:
                 dataset, eval_set = _synthetic(ctx, spec, batch * steps), _synthetic(ctx, spec, n_eval)
             else:
                 dataset, eval_set = CycledRows(rows, batch * steps), CycledRows(rows, n_eval)
-            timing = train_and_time(make_model(), dataset, run.training, sizes.warmup, data_collator=collator,
-                                    eval_dataset=eval_set if first else None)
+            timing = train_and_time(
+                make_model(),
+                dataset,
+                run.training,
+                sizes.warmup,
+                data_collator=collator,
+                eval_dataset=eval_set if first else None,
+            )
             tflops = train_flops * timing["samples_per_s"] / 1e12
-            timing.update(batch=batch, path=path, bf16=run.training.bf16, achieved_tflops=tflops,
-                          mfu=ctx.mfu(tflops, run.training.bf16))
+            timing.update(
+                batch=batch,
+                path=path,
+                bf16=run.training.bf16,
+                achieved_tflops=tflops,
+                mfu=ctx.mfu(tflops, run.training.bf16),
+            )
             timings[path] = timing
             ctx.free_memory()
         return timings
@@ -385,12 +507,16 @@ def step_prefix_training(ctx: Check, spec) -> dict:
     for index, timings in _fitting_batches(ctx, spec, attempt, oom, checks):
         uncached, cached = timings["through all layers"], timings["from cache"]
         difference = loss_max_rel_diff(cached["losses"], uncached["losses"])
-        checks[f"batch {uncached['batch']}: cached and uncached step losses agree within {PREFIX_LOSS_RTOL:g} "
-               f"(largest relative difference {difference:.1e})"] = difference <= PREFIX_LOSS_RTOL
+        checks[
+            f"batch {uncached['batch']}: cached and uncached step losses agree within {PREFIX_LOSS_RTOL:g} "
+            f"(largest relative difference {difference:.1e})"
+        ] = difference <= PREFIX_LOSS_RTOL
         for timing in (uncached, cached):
             timing["loss_max_rel_diff"] = difference
             runs.append(timing)
-            ctx.rates[spec.name]["train"].setdefault(timing["path"], {})[timing["batch"]] = timing["samples_per_s"]
+            ctx.rates[spec.name]["train"].setdefault(timing["path"], {})[timing["batch"]] = timing[
+                "samples_per_s"
+            ]
             if index == 0:
                 ctx.rates[spec.name]["eval"][timing["path"]] = timing["eval_samples_per_s"]
         if index == 0:
@@ -400,7 +526,8 @@ def step_prefix_training(ctx: Check, spec) -> dict:
     ctx.figures[spec.name]["best_mfu"] = uncached_mfus[-1] if uncached_mfus else None
     summary = "; ".join(
         f"batch {r['batch']} {r['path']}: {_fmt_rate(r['samples_per_s'])} samples/s, MFU {_fmt_mfu(r['mfu'])}"
-        for r in runs)
+        for r in runs
+    )
     summary += f"; cache built at {_fmt_rate(sizes.pool / build_s)} windows/s"
     if runs:
         summary += f"; losses agree within {max(r['loss_max_rel_diff'] for r in runs):.1e}"
@@ -420,8 +547,23 @@ def step_prefix_training(ctx: Check, spec) -> dict:
         "loss_rtol": PREFIX_LOSS_RTOL,
         "eval_samples_per_s": {path: rate for path, rate in ctx.rates[spec.name]["eval"].items()},
         "checkpoint_save_s": ctx.rates[spec.name].get("save_s"),
-        "runs": [{k: r[k] for k in ("batch", "path", "samples_per_s", "step_s", "achieved_tflops", "mfu",
-                                    "peak_memory_mb", "loss_max_rel_diff", "losses")} for r in runs],
+        "runs": [
+            {
+                k: r[k]
+                for k in (
+                    "batch",
+                    "path",
+                    "samples_per_s",
+                    "step_s",
+                    "achieved_tflops",
+                    "mfu",
+                    "peak_memory_mb",
+                    "loss_max_rel_diff",
+                    "losses",
+                )
+            }
+            for r in runs
+        ],
         "oom_batches": oom,
         "checks": checks,
         "summary": summary,
@@ -486,19 +628,33 @@ def _compare_lean_dora(ctx: Check) -> dict:
             (logits, loss, grads), (ref_logits, ref_loss, ref_grads) = outputs
             tolerance = DORA_TOLERANCE[bf16]
             logits_diff = float((logits - ref_logits).abs().max())
-            logits_ok = bool(torch.allclose(logits, ref_logits, atol=tolerance["atol"], rtol=tolerance["rtol"]))
+            logits_ok = bool(
+                torch.allclose(logits, ref_logits, atol=tolerance["atol"], rtol=tolerance["rtol"])
+            )
             loss_ok = bool(torch.allclose(loss, ref_loss, atol=tolerance["atol"], rtol=tolerance["rtol"]))
-            grad_diff = max(float((grads[n] - ref_grads[n]).abs().max() / ref_grads[n].abs().max().clamp_min(1e-12))
-                            for n in ref_grads)
+            grad_diff = max(
+                float((grads[n] - ref_grads[n]).abs().max() / ref_grads[n].abs().max().clamp_min(1e-12))
+                for n in ref_grads
+            )
             precision = "bf16" if bf16 else "fp32"
-            checks[f"{spec.name} {precision}: logits within atol {tolerance['atol']:g} / rtol {tolerance['rtol']:g} "
-                   f"(largest difference {logits_diff:.1e})"] = logits_ok and loss_ok
-            checks[f"{spec.name} {precision}: gradients within {tolerance['grad']:g} of the largest "
-                   f"(largest relative difference {grad_diff:.1e})"] = (
-                grads.keys() == ref_grads.keys() and grad_diff < tolerance["grad"])
-            compared.append({"model_type": spec.name, "precision": precision, "logits_max_abs_diff": logits_diff,
-                             "logits_max_abs": float(ref_logits.abs().max()),
-                             "grads_max_rel_diff": grad_diff, "dora_linears": len(patched)})
+            checks[
+                f"{spec.name} {precision}: logits within atol {tolerance['atol']:g} / rtol {tolerance['rtol']:g} "
+                f"(largest difference {logits_diff:.1e})"
+            ] = logits_ok and loss_ok
+            checks[
+                f"{spec.name} {precision}: gradients within {tolerance['grad']:g} of the largest "
+                f"(largest relative difference {grad_diff:.1e})"
+            ] = grads.keys() == ref_grads.keys() and grad_diff < tolerance["grad"]
+            compared.append(
+                {
+                    "model_type": spec.name,
+                    "precision": precision,
+                    "logits_max_abs_diff": logits_diff,
+                    "logits_max_abs": float(ref_logits.abs().max()),
+                    "grads_max_rel_diff": grad_diff,
+                    "dora_linears": len(patched),
+                }
+            )
         del lean, reference
     if not compared:
         checks["a registered model has lean DoRA linears"] = False
@@ -508,9 +664,11 @@ def _compare_lean_dora(ctx: Check) -> dict:
         "dora_path": path,
         "comparisons": compared,
         "checks": checks,
-        "summary": f"{path} forward vs peft: " + ", ".join(
+        "summary": f"{path} forward vs peft: "
+        + ", ".join(
             f"{c['precision']} logits {c['logits_max_abs_diff']:.1e}, grads {c['grads_max_rel_diff']:.1e}"
-            for c in compared),
+            for c in compared
+        ),
     }
 
 
@@ -529,8 +687,12 @@ def step_resume(ctx: Check) -> dict:
     losses, checkpoint = [], None
     for resume in (False, True):
         output_dir = ctx.output_dir("resume")
-        run = ctx.run_config(spec, output_dir, batch, total, logging_steps=1, save_steps=None if resume else k)
-        run.training.save_total_limit = None  # the config's limit could rotate checkpoint-k away before it is used
+        run = ctx.run_config(
+            spec, output_dir, batch, total, logging_steps=1, save_steps=None if resume else k
+        )
+        run.training.save_total_limit = (
+            None  # the config's limit could rotate checkpoint-k away before it is used
+        )
         if resume:
             # Other initial weights than the first run's: only a checkpoint that really loads gives its loss.
             set_seed(1)
@@ -545,7 +707,9 @@ def step_resume(ctx: Check) -> dict:
         else:
             trainer.train()
             checkpoint = output_dir / f"checkpoint-{k}"
-        losses.append({entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry})
+        losses.append(
+            {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}
+        )
         del trainer, model
         ctx.free_memory()
     uninterrupted, resumed = losses
@@ -553,8 +717,8 @@ def step_resume(ctx: Check) -> dict:
     next_difference = abs(resumed[k + 2] - uninterrupted[k + 2]) / abs(uninterrupted[k + 2])
     checks = {
         f"checkpoint-{k} saved": checkpoint is not None and checkpoint.is_dir(),
-        f"step {k + 1} loss after resuming within {RESUME_RTOL:g} (relative difference {difference:.1e})":
-            difference <= RESUME_RTOL,
+        f"step {k + 1} loss after resuming within {RESUME_RTOL:g} (relative difference {difference:.1e})": difference
+        <= RESUME_RTOL,
     }
     return {
         "model_type": spec.name,
@@ -566,8 +730,8 @@ def step_resume(ctx: Check) -> dict:
         "rtol": RESUME_RTOL,
         "checks": checks,
         "summary": f"{spec.name} batch {batch}: step {k + 1} loss {uninterrupted[k + 1]:.4f} uninterrupted, "
-                   f"{resumed[k + 1]:.4f} resumed from checkpoint-{k} (difference {difference:.1e}; step {k + 2}: "
-                   f"{next_difference:.1e})",
+        f"{resumed[k + 1]:.4f} resumed from checkpoint-{k} (difference {difference:.1e}; step {k + 2}: "
+        f"{next_difference:.1e})",
     }
 
 
@@ -597,12 +761,18 @@ def _write_feature_windows(ctx: Check, spec, count: int):
         }
 
     windows = Dataset.from_dict({"index": list(range(count))}).map(
-        fill, batched=True, batch_size=64, writer_batch_size=64, remove_columns=["index"], features=features,
+        fill,
+        batched=True,
+        batch_size=64,
+        writer_batch_size=64,
+        remove_columns=["index"],
+        features=features,
         cache_file_name=str(ctx.output_dir("features") / f"features-{spec.name}.arrow"),
         new_fingerprint=f"gpu-check-{spec.name}-{count}",
     )
     return windows.remove_columns(list(SUMMARY_COLUMNS)).with_format(
-        "torch", columns=["input_values", "labels"], output_all_columns=True)
+        "torch", columns=["input_values", "labels"], output_all_columns=True
+    )
 
 
 def step_data_loader(ctx: Check) -> dict:
@@ -618,9 +788,15 @@ def step_data_loader(ctx: Check) -> dict:
         for batch in sorted(timed or {group[0] for group in ctx.batch_groups(spec)}):
             run = ctx.run_config(spec, ctx.output_dir("loader"), batch, in_process_loading=False)
             if model is None:
-                model = spec.random_model(run.model, "tiny", ctx.labels())  # only its forward signature is used
-            trainer = Trainer(model=model, args=run.training, train_dataset=windows,
-                              processing_class=spec.default_feature_extractor())
+                model = spec.random_model(
+                    run.model, "tiny", ctx.labels()
+                )  # only its forward signature is used
+            trainer = Trainer(
+                model=model,
+                args=run.training,
+                train_dataset=windows,
+                processing_class=spec.default_feature_extractor(),
+            )
             loader = trainer.get_train_dataloader()
             start = time.perf_counter()
             first_batch_s, read, timed_from = None, 0, None
@@ -637,8 +813,16 @@ def step_data_loader(ctx: Check) -> dict:
             seconds = time.perf_counter() - timed_from
             rate = read / seconds if read else None
             ctx.rates[spec.name]["loader"][batch] = rate
-            rows.append({"model_type": spec.name, "batch": batch, "windows_per_s": rate, "first_batch_s": first_batch_s,
-                         "num_workers": run.training.dataloader_num_workers, "batches": i + 1})
+            rows.append(
+                {
+                    "model_type": spec.name,
+                    "batch": batch,
+                    "windows_per_s": rate,
+                    "first_batch_s": first_batch_s,
+                    "num_workers": run.training.dataloader_num_workers,
+                    "batches": i + 1,
+                }
+            )
             parts.append(f"{spec.name} batch {batch}: {_fmt_rate(rate)} windows/s")
             del loader, trainer
         del windows
@@ -657,7 +841,9 @@ def step_song(ctx: Check, spec) -> dict:
     model = spec.for_inference(ctx.initial_model(spec)).eval()
     classifier = GenreClassifier(model, spec.default_feature_extractor(), device=ctx.device)
     audio = song_waveform(ctx.sizes.song_seconds, classifier.sampling_rate)
-    timing = time_song_analysis(classifier, audio, ctx.sizes.song_runs, warmup=1, sampling_rate=classifier.sampling_rate)
+    timing = time_song_analysis(
+        classifier, audio, ctx.sizes.song_runs, warmup=1, sampling_rate=classifier.sampling_rate
+    )
     ctx.figures[spec.name]["song_latency_s"] = timing["latency_s"]
     ctx.figures[spec.name]["song_seconds"] = timing["song_seconds"]
     return {
@@ -673,7 +859,7 @@ def step_song(ctx: Check, spec) -> dict:
         "features_s": timing["features_s"],
         "model_s": timing["model_s"],
         "summary": f"{timing['song_seconds']:.0f}-s song: {timing['latency_s']:.3f} s (features "
-                   f"{timing['features_s']:.3f} s by {classifier.features_implementation}, model {timing['model_s']:.3f} s)",
+        f"{timing['features_s']:.3f} s by {classifier.features_implementation}, model {timing['model_s']:.3f} s)",
     }
 
 
@@ -690,8 +876,13 @@ def step_projection(ctx: Check) -> dict:
         run = ctx.run_config(spec, ctx.output_dir("config"))
         epochs = run.training.num_train_epochs
         rate = int(spec.default_feature_extractor().sampling_rate)
-        per_clip = len(window_starts(seconds_to_samples(CLIP_SECONDS, rate), seconds_to_samples(spec.window_seconds, rate),
-                                     seconds_to_samples(spec.hop_seconds, rate)))
+        per_clip = len(
+            window_starts(
+                seconds_to_samples(CLIP_SECONDS, rate),
+                seconds_to_samples(spec.window_seconds, rate),
+                seconds_to_samples(spec.hop_seconds, rate),
+            )
+        )
         train_windows, eval_windows = (tracks * per_clip for tracks in spec.gpu_check.recipe_tracks)
         for path, by_batch in rates["train"].items():
             reads_cache = path == "from cache"  # its measured rate already includes reading the cached rows
@@ -699,30 +890,49 @@ def step_projection(ctx: Check) -> dict:
                 loader_rate = None if reads_cache else rates["loader"].get(batch)
                 train_rate = min(model_rate, loader_rate) if loader_rate else model_rate
                 eval_rate = rates["eval"].get(path) or model_rate
-                eval_loader_rate = None if reads_cache else rates["loader"].get(run.training.per_device_eval_batch_size)
+                eval_loader_rate = (
+                    None if reads_cache else rates["loader"].get(run.training.per_device_eval_batch_size)
+                )
                 eval_rate = min(eval_rate, eval_loader_rate) if eval_loader_rate else eval_rate
                 epoch_s = train_windows / train_rate + eval_windows / eval_rate + rates.get("save_s", 0.0)
-                build_s = (train_windows + eval_windows) / rates["cache_build_windows_per_s"] if reads_cache else 0.0
+                build_s = (
+                    (train_windows + eval_windows) / rates["cache_build_windows_per_s"]
+                    if reads_cache
+                    else 0.0
+                )
                 total_s = epochs * epoch_s + build_s
-                rows.append({
-                    "model_type": spec.name, "path": path, "batch": batch, "epochs": epochs,
-                    "train_windows_per_epoch": train_windows, "eval_windows_per_epoch": eval_windows,
-                    "model_samples_per_s": model_rate, "loader_windows_per_s": loader_rate,
-                    "limited_by": "data" if loader_rate and loader_rate < model_rate else "model",
-                    "cache_build_s": build_s, "epoch_s": epoch_s, "total_minutes": total_s / 60,
-                })
+                rows.append(
+                    {
+                        "model_type": spec.name,
+                        "path": path,
+                        "batch": batch,
+                        "epochs": epochs,
+                        "train_windows_per_epoch": train_windows,
+                        "eval_windows_per_epoch": eval_windows,
+                        "model_samples_per_s": model_rate,
+                        "loader_windows_per_s": loader_rate,
+                        "limited_by": "data" if loader_rate and loader_rate < model_rate else "model",
+                        "cache_build_s": build_s,
+                        "epoch_s": epoch_s,
+                        "total_minutes": total_s / 60,
+                    }
+                )
     for row in rows:
-        ctx.figures[row["model_type"]].setdefault("recipe_minutes", {})[(row["path"], row["batch"])] = row["total_minutes"]
+        ctx.figures[row["model_type"]].setdefault("recipe_minutes", {})[(row["path"], row["batch"])] = row[
+            "total_minutes"
+        ]
     if not rows and not checks:
         checks["a model to project"] = False
     return {
         "rows": rows,
         "counts": "train steps at the slower of model and data loader, a validation pass and a checkpoint save per "
-                  "epoch, the frozen-prefix cache build; not the final test pass or model loading",
+        "epoch, the frozen-prefix cache build; not the final test pass or model loading",
         "checks": checks,
         "summary": "; ".join(
             f"{r['model_type']} {r['path']} batch {r['batch']}: {r['epochs']:g} epochs x {r['train_windows_per_epoch']} "
-            f"windows -> {r['total_minutes']:.1f} min ({r['limited_by']}-bound)" for r in rows),
+            f"windows -> {r['total_minutes']:.1f} min ({r['limited_by']}-bound)"
+            for r in rows
+        ),
     }
 
 
@@ -732,22 +942,42 @@ def targets(ctx: Check) -> list[dict]:
     for spec in ctx.specs:
         settings, figures = spec.gpu_check, ctx.figures[spec.name]
         if settings.mfu_target is not None:
-            found.append({"name": f"{spec.name} training MFU at the largest batch (through all layers)",
-                          "value": figures.get("best_mfu"), "target": settings.mfu_target, "at_least": True})
+            found.append(
+                {
+                    "name": f"{spec.name} training MFU at the largest batch (through all layers)",
+                    "value": figures.get("best_mfu"),
+                    "target": settings.mfu_target,
+                    "at_least": True,
+                }
+            )
         if settings.recipe_minutes_target is not None:
             projected = figures.get("recipe_minutes", {})
             first_batch = ctx.batch_groups(spec)[0][0]
             value = next((m for (path, batch), m in projected.items() if batch == first_batch), None)
-            found.append({"name": f"{spec.name} full recipe at batch {first_batch}, minutes",
-                          "value": value, "target": settings.recipe_minutes_target, "at_least": False})
+            found.append(
+                {
+                    "name": f"{spec.name} full recipe at batch {first_batch}, minutes",
+                    "value": value,
+                    "target": settings.recipe_minutes_target,
+                    "at_least": False,
+                }
+            )
         if settings.song_latency_target_s is not None:
-            found.append({"name": f"{spec.name} song latency, s per {figures.get('song_seconds', 0):.0f}-s song",
-                          "value": figures.get("song_latency_s"), "target": settings.song_latency_target_s,
-                          "at_least": False})
+            found.append(
+                {
+                    "name": f"{spec.name} song latency, s per {figures.get('song_seconds', 0):.0f}-s song",
+                    "value": figures.get("song_latency_s"),
+                    "target": settings.song_latency_target_s,
+                    "at_least": False,
+                }
+            )
     for target in found:
         value = target["value"]
-        target["met"] = None if value is None else (value >= target["target"] if target["at_least"]
-                                                    else value <= target["target"])
+        target["met"] = (
+            None
+            if value is None
+            else (value >= target["target"] if target["at_least"] else value <= target["target"])
+        )
     return found
 
 
@@ -757,13 +987,23 @@ def targets(ctx: Check) -> list[dict]:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--tiny", action="store_true",
-                        help="Tiny models, batches and data: the same steps in about a minute on a CPU (CI).")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's, = cores; with --tiny: 1, as tiny models gain nothing "
-                        "from more and on a shared CPU OpenMP threads spin waiting for each other, many times slower).")
-    parser.add_argument("--config_dir", default=str(CONFIG_DIR),
-                        help="Folder of the <model_type>.yaml configs whose settings are checked (default: configs/).")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="Tiny models, batches and data: the same steps in about a minute on a CPU (CI).",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's, = cores; with --tiny: 1, as tiny models gain nothing "
+        "from more and on a shared CPU OpenMP threads spin waiting for each other, many times slower).",
+    )
+    parser.add_argument(
+        "--config_dir",
+        default=str(CONFIG_DIR),
+        help="Folder of the <model_type>.yaml configs whose settings are checked (default: configs/).",
+    )
 
 
 def _run_step(ctx: Check, name: str, step: Callable[[], dict]) -> dict:
@@ -776,9 +1016,13 @@ def _run_step(ctx: Check, name: str, step: Callable[[], dict]) -> dict:
         if failed:
             entry["error"] = "failed: " + "; ".join(failed)
     except Exception as error:  # a failed step is reported and the others still run
-        entry = {"name": name, "ok": False, "seconds": time.perf_counter() - start,
-                 "error": f"{type(error).__name__}: {error}",
-                 "traceback": traceback.format_exc(limit=-8).splitlines()[-30:]}
+        entry = {
+            "name": name,
+            "ok": False,
+            "seconds": time.perf_counter() - start,
+            "error": f"{type(error).__name__}: {error}",
+            "traceback": traceback.format_exc(limit=-8).splitlines()[-30:],
+        }
     ctx.free_memory()
     return entry
 
@@ -844,21 +1088,28 @@ def _run(args) -> dict:
     sizes = TINY if args.tiny else DEFAULT
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type != "cuda" and not args.tiny:
-        raise SystemExit("No CUDA device found: the GPU check at real sizes needs one. On this machine run "
-                         "`python -m ast_dora.bench gpu --tiny` (the same steps at tiny sizes).")
+        raise SystemExit(
+            "No CUDA device found: the GPU check at real sizes needs one. On this machine run "
+            "`python -m ast_dora.bench gpu --tiny` (the same steps at tiny sizes)."
+        )
     ctx = Check(sizes, device, Path(args.config_dir))
     steps: list[tuple[str, Callable[[], dict]]] = [("matmul peak", lambda: step_peak(ctx))]
     for spec in ctx.specs:
         train = step_prefix_training if spec.prefix_cache else step_full_training
         steps.append((f"{spec.name} training", lambda spec=spec, train=train: train(ctx, spec)))
-    steps += [("lean DoRA", lambda: step_lean_dora(ctx)), ("resume", lambda: step_resume(ctx)),
-              ("data loader", lambda: step_data_loader(ctx))]
+    steps += [
+        ("lean DoRA", lambda: step_lean_dora(ctx)),
+        ("resume", lambda: step_resume(ctx)),
+        ("data loader", lambda: step_data_loader(ctx)),
+    ]
     steps += [(f"{spec.name} song", lambda spec=spec: step_song(ctx, spec)) for spec in ctx.specs]
     steps.append(("projection", lambda: step_projection(ctx)))
 
     started = time.perf_counter()
-    header = (f"GPU check on {_device_name(device)}: {sizes.model_size} sizes, bf16={ctx.bf16_native}, torch "
-              f"{torch.__version__}, transformers {transformers.__version__}")
+    header = (
+        f"GPU check on {_device_name(device)}: {sizes.model_size} sizes, bf16={ctx.bf16_native}, torch "
+        f"{torch.__version__}, transformers {transformers.__version__}"
+    )
     print(header, flush=True)
     print(f"  {'step':<22}{'ok':<6}{'s':>7}  figures", flush=True)
     results = []
@@ -903,9 +1154,13 @@ def _format_row(entry: dict) -> str:
 
 def _format_footer(result: dict) -> str:
     failed = [entry["name"] for entry in result["steps"] if not entry["ok"]]
-    lines = [f"  {'all steps passed' if not failed else 'FAILED: ' + ', '.join(failed)} in "
-             f"{result['total_seconds']:.0f} s"]
-    heading = "targets (H100 / H200, default sizes)" + ("" if result["targets_apply"] else ": not applicable here")
+    lines = [
+        f"  {'all steps passed' if not failed else 'FAILED: ' + ', '.join(failed)} in "
+        f"{result['total_seconds']:.0f} s"
+    ]
+    heading = "targets (H100 / H200, default sizes)" + (
+        "" if result["targets_apply"] else ": not applicable here"
+    )
     lines.append(f"  {heading}")
     for target in result["targets"]:
         value = "-" if target["value"] is None else f"{target['value']:.3g}"

@@ -15,7 +15,9 @@ import torch
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
 
 
-def _matmul_tflops(n: int, dtype: torch.dtype, device: torch.device, seconds: float, repeats: int) -> tuple[float, bool]:
+def _matmul_tflops(
+    n: int, dtype: torch.dtype, device: torch.device, seconds: float, repeats: int
+) -> tuple[float, bool]:
     """(best TFLOP/s of back-to-back `n x n @ n x n` matmuls, whether one call fitted the time budget).
 
     Each of the `repeats` timings lasts about `seconds`. A call slower than that (bf16 on a CPU without native
@@ -56,7 +58,10 @@ def _matmul_tflops(n: int, dtype: torch.dtype, device: torch.device, seconds: fl
 
 
 def measure_matmul_peak(
-    dtypes=("bf16", "fp32"), sizes: tuple[int, ...] | None = None, seconds: float = 1.0, repeats: int = 3,
+    dtypes=("bf16", "fp32"),
+    sizes: tuple[int, ...] | None = None,
+    seconds: float = 1.0,
+    repeats: int = 3,
     device=None,
 ) -> dict[str, float]:
     """`{"bf16": TFLOP/s, "fp32": TFLOP/s}`: the best sustained rate of square matmuls on `device`.
@@ -82,8 +87,10 @@ def measure_matmul_peak(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog="python -m ast_dora.benchmarks.peak",
-                                   description="Print this machine's measured bf16 and fp32 matmul peak (TFLOP/s).")
+    return argparse.ArgumentParser(
+        prog="python -m ast_dora.benchmarks.peak",
+        description="Print this machine's measured bf16 and fp32 matmul peak (TFLOP/s).",
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -93,11 +100,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return peaks
 
 
-
-
 # ----------------------------------------------------------------------------------------------------------
 # int8: the exported backends' own int8 matmul
 # ----------------------------------------------------------------------------------------------------------
+
 
 def _best_ops_rate(run, ops: float, seconds: float, repeats: int) -> float:
     """Best TOP/s of `run()` over `repeats` loops of about `seconds` each (after one warm-up call)."""
@@ -114,8 +120,13 @@ def _best_ops_rate(run, ops: float, seconds: float, repeats: int) -> float:
     return best / 1e12
 
 
-def measure_int8_matmul_peak(backend: str, shape: tuple[int, int, int] = (512, 768, 3072), threads: int | None = None,
-                             seconds: float = 1.0, repeats: int = 3) -> dict:
+def measure_int8_matmul_peak(
+    backend: str,
+    shape: tuple[int, int, int] = (512, 768, 3072),
+    threads: int | None = None,
+    seconds: float = 1.0,
+    repeats: int = 3,
+) -> dict:
     """`{"tops": TOP/s, "shape": [m, k, n], "kernel": ..., "threads": ...}`: the best rate of `backend`'s own int8
     matmul of a transformer layer's shape (tokens x hidden @ hidden x 4 hidden), measured now. 2 m k n operations
     per call, so the figure is comparable with a model's FLOP/s counted the same way."""
@@ -125,13 +136,20 @@ def measure_int8_matmul_peak(backend: str, shape: tuple[int, int, int] = (512, 7
 
     kernel_of = getattr(get_backend(backend), "int8_matmul", None)
     if kernel_of is None:
-        raise ValueError(f"backend={backend!r} runs no int8 matmul of its own: the int8 peak is measured for "
-                         "an exported backend with int8 files (onnx, openvino).")
+        raise ValueError(
+            f"backend={backend!r} runs no int8 matmul of its own: the int8 peak is measured for "
+            "an exported backend with int8 files (onnx, openvino)."
+        )
     threads = int(threads or torch.get_num_threads() or os.cpu_count() or 1)
     m, k, n = shape
     run, kernel = kernel_of(m, k, n, threads)
-    return {"tops": _best_ops_rate(run, 2.0 * m * k * n, seconds, repeats), "shape": [m, k, n], "kernel": kernel,
-            "threads": threads, "backend": backend}
+    return {
+        "tops": _best_ops_rate(run, 2.0 * m * k * n, seconds, repeats),
+        "shape": [m, k, n],
+        "kernel": kernel,
+        "threads": threads,
+        "backend": backend,
+    }
 
 
 if __name__ == "__main__":

@@ -51,34 +51,80 @@ from .peak import measure_int8_matmul_peak, measure_matmul_peak
 
 def add_arguments(parser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", default=None, metavar="DIR_OR_HUB_ID", help="A trained model (either kind).")
-    source.add_argument("--model_type", default=None, choices=model_types(),
-                        help="A randomly initialised model of the real default size instead of a checkpoint.")
-    parser.add_argument("--size", choices=("default", "tiny"), default="default",
-                        help="With --model_type: default, the real architecture; tiny, a few-layer stand-in for tests.")
-    parser.add_argument("--audio", default=None, help="Song to time (default: a generated 44.1-kHz stereo mp3).")
-    parser.add_argument("--seconds", type=float, default=180.0, help="Length of the generated song (default 180).")
+    source.add_argument(
+        "--model", default=None, metavar="DIR_OR_HUB_ID", help="A trained model (either kind)."
+    )
+    source.add_argument(
+        "--model_type",
+        default=None,
+        choices=model_types(),
+        help="A randomly initialised model of the real default size instead of a checkpoint.",
+    )
+    parser.add_argument(
+        "--size",
+        choices=("default", "tiny"),
+        default="default",
+        help="With --model_type: default, the real architecture; tiny, a few-layer stand-in for tests.",
+    )
+    parser.add_argument(
+        "--audio", default=None, help="Song to time (default: a generated 44.1-kHz stereo mp3)."
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=180.0, help="Length of the generated song (default 180)."
+    )
     parser.add_argument("--runs", type=int, default=5, help="Timed runs; the median is reported (default 5).")
     parser.add_argument("--warmup", type=int, default=1, help="Untimed runs first (default 1).")
-    parser.add_argument("--batch_size", type=int, default=None, help="Windows per forward pass (model's default).")
-    parser.add_argument("--first_batch_size", type=int, default=None,
-                        help="Windows in the song's first batch (model's default: a short one, for first_result_s).")
-    parser.add_argument("--hop_seconds", type=float, default=None,
-                        help="Seconds between windows (default: the window length, as `predict` analyses songs).")
-    parser.add_argument("--no_bf16", action="store_true", help="Compute in fp32 on every backend (default: bf16 where it is measured faster than fp32, `ast_dora.hardware`).")
-    parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
-                        help="torch (default), onnx (ONNX Runtime on the model's onnx/ export) or openvino "
-                        "(OpenVINO on its openvino/ export).")
-    parser.add_argument("--onnx_precision", choices=("auto", *FILE_PRECISIONS),
-                        default="auto", help="With --backend onnx / openvino: the int8 or fp32 file (default auto: "
-                        "int8 when present).")
-    parser.add_argument("--calibration_windows", type=int, default=32,
-                        help="With --model_type and --backend openvino: windows of generated music the int8 export "
-                        "is calibrated on (default 32).")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, = cores).")
-    parser.add_argument("--wait_idle", type=float, default=0.0, metavar="SECONDS",
-                        help="On a shared machine: after the warm-up, wait up to SECONDS for the CPUs to be idle "
-                        "(>= 90%% for 3 s, read from /proc/stat) before the timed runs. Default 0: no wait.")
+    parser.add_argument(
+        "--batch_size", type=int, default=None, help="Windows per forward pass (model's default)."
+    )
+    parser.add_argument(
+        "--first_batch_size",
+        type=int,
+        default=None,
+        help="Windows in the song's first batch (model's default: a short one, for first_result_s).",
+    )
+    parser.add_argument(
+        "--hop_seconds",
+        type=float,
+        default=None,
+        help="Seconds between windows (default: the window length, as `predict` analyses songs).",
+    )
+    parser.add_argument(
+        "--no_bf16",
+        action="store_true",
+        help="Compute in fp32 on every backend (default: bf16 where it is measured faster than fp32, `ast_dora.hardware`).",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=DEFAULT_BACKEND,
+        help="torch (default), onnx (ONNX Runtime on the model's onnx/ export) or openvino "
+        "(OpenVINO on its openvino/ export).",
+    )
+    parser.add_argument(
+        "--onnx_precision",
+        choices=("auto", *FILE_PRECISIONS),
+        default="auto",
+        help="With --backend onnx / openvino: the int8 or fp32 file (default auto: int8 when present).",
+    )
+    parser.add_argument(
+        "--calibration_windows",
+        type=int,
+        default=32,
+        help="With --model_type and --backend openvino: windows of generated music the int8 export "
+        "is calibrated on (default 32).",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's, = cores)."
+    )
+    parser.add_argument(
+        "--wait_idle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="On a shared machine: after the warm-up, wait up to SECONDS for the CPUs to be idle "
+        "(>= 90%% for 3 s, read from /proc/stat) before the timed runs. Default 0: no wait.",
+    )
 
 
 def random_genre_model(model_type: str, size: str = "default", labels=None, seed: int = 0):
@@ -102,7 +148,9 @@ def random_genre_model(model_type: str, size: str = "default", labels=None, seed
     return spec.for_inference(model).eval(), spec.default_feature_extractor()
 
 
-def generated_song(path: str | Path, seconds: float = 180.0, sampling_rate: int = 44100, seed: int = 0) -> Path:
+def generated_song(
+    path: str | Path, seconds: float = 180.0, sampling_rate: int = 44100, seed: int = 0
+) -> Path:
     """`seconds` of synthetic music (a few genres one after another), stereo, encoded by FFmpeg (PyAV) to `path`'s
     format (the extension: .mp3, .wav, .flac, .m4a, ...)."""
     from ..data import GTZAN_GENRES, encode_audio, synthesize_track
@@ -135,8 +183,9 @@ def song_waveform(seconds: float = 180.0, sampling_rate: int = 22050, seed: int 
     return (0.5 * audio / np.abs(audio).max()).astype(np.float32)
 
 
-def time_song_analysis(classifier, audio, runs: int, warmup: int, sampling_rate: int | None = None,
-                       wait_idle: float = 0.0) -> dict:
+def time_song_analysis(
+    classifier, audio, runs: int, warmup: int, sampling_rate: int | None = None, wait_idle: float = 0.0
+) -> dict:
     """Median latency of `classifier.analyse(audio, sampling_rate)` over `runs` runs after `warmup` untimed ones,
     the time to the first batch's result (`first_result_s`), the decode / features / model split (medians), the CPU
     seconds per run and the analysis' window count."""
@@ -195,8 +244,9 @@ def wait_for_idle_cpus(timeout: float, idle: float = 0.9, quiet_seconds: int = 3
     return time.perf_counter() - start
 
 
-def _export_random_model(model_type: str, size: str, folder: Path, backend: str,
-                         calibration_windows: int = 32) -> Path:
+def _export_random_model(
+    model_type: str, size: str, folder: Path, backend: str, calibration_windows: int = 32
+) -> Path:
     """Save a random model like a training run would and export it (fp32 and int8) for `backend`."""
     from ..export import export_model
     from ..models.factory import save_trained_model
@@ -216,7 +266,12 @@ def run(args) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    options = dict(batch_size=args.batch_size, first_batch_size=args.first_batch_size, bf16=False if args.no_bf16 else None, hop_seconds=args.hop_seconds)
+    options = dict(
+        batch_size=args.batch_size,
+        first_batch_size=args.first_batch_size,
+        bf16=False if args.no_bf16 else None,
+        hop_seconds=args.hop_seconds,
+    )
     if get_backend(args.backend).exported:
         options.update(backend=args.backend, onnx_precision=args.onnx_precision)
     workdir = tempfile.mkdtemp(prefix="bench_song_")
@@ -227,8 +282,9 @@ def run(args) -> dict:
             classifier = GenreClassifier.from_pretrained(args.model, **options)
             model_name = args.model
         elif get_backend(args.backend).exported:
-            _export_random_model(args.model_type, args.size, Path(workdir) / "model", args.backend,
-                                 args.calibration_windows)
+            _export_random_model(
+                args.model_type, args.size, Path(workdir) / "model", args.backend, args.calibration_windows
+            )
             export_seconds = time.perf_counter() - load_start
             load_start = time.perf_counter()
             classifier = GenreClassifier.from_pretrained(Path(workdir) / "model", **options)
@@ -253,8 +309,13 @@ def run(args) -> dict:
                         pairs[check].append(time_song_analysis(classifier, song, 1, 0))
             finally:
                 classifier.music_check = True
-            without_check, with_check = ({key: statistics.median(run[key] for run in pairs[check])
-                                          for key in ("latency_s", "model_s", "cpu_s")} for check in (False, True))
+            without_check, with_check = (
+                {
+                    key: statistics.median(run[key] for run in pairs[check])
+                    for key in ("latency_s", "model_s", "cpu_s")
+                }
+                for check in (False, True)
+            )
         parameters = classifier.runner.parameters  # (an ONNX runner reads them from its file, in workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -269,10 +330,13 @@ def run(args) -> dict:
     int8_peak = None
     if str(classifier.runner.precision).startswith("int8"):
         hidden = int(getattr(classifier.config, "hidden_size", 768))
-        int8_peak = measure_int8_matmul_peak(classifier.backend, (512, hidden, 4 * hidden), threads=args.threads)
+        int8_peak = measure_int8_matmul_peak(
+            classifier.backend, (512, hidden, 4 * hidden), threads=args.threads
+        )
     precision = str(classifier.runner.precision)
-    utilisation_of = ("int8" if int8_peak and precision.startswith("int8") else "bf16" if classifier.bf16
-                      else "fp32")
+    utilisation_of = (
+        "int8" if int8_peak and precision.startswith("int8") else "bf16" if classifier.bf16 else "fp32"
+    )
     peak_of = {**peak, "int8": int8_peak["tops"] if int8_peak else None}
     results = {
         "benchmark": "song",
@@ -319,7 +383,8 @@ def run(args) -> dict:
         "model_load_s": load_seconds,
         "onnx_export_s": export_seconds,  # the older name of export_s
         "export_s": export_seconds,
-        "calibration_windows": args.calibration_windows if export_seconds and get_backend(classifier.backend).calibrated
+        "calibration_windows": args.calibration_windows
+        if export_seconds and get_backend(classifier.backend).calibrated
         else None,
         # the runtime's version, under its package name (onnxruntime, openvino)
         **(get_backend(classifier.backend).versions() if get_backend(classifier.backend).exported else {}),
@@ -327,36 +392,53 @@ def run(args) -> dict:
         "music_check": without_check is not None,
         "latency_with_music_check_s": None if with_check is None else with_check["latency_s"],
         "latency_without_music_check_s": None if without_check is None else without_check["latency_s"],
-        "music_check_share": None if with_check is None else
-        (with_check["latency_s"] - without_check["latency_s"]) / with_check["latency_s"],
-        "music_check_cpu_share": None if with_check is None else
-        (with_check["cpu_s"] - without_check["cpu_s"]) / with_check["cpu_s"],
-        "music_check_model_share": None if with_check is None else
-        (with_check["model_s"] - without_check["model_s"]) / with_check["model_s"],
+        "music_check_share": None
+        if with_check is None
+        else (with_check["latency_s"] - without_check["latency_s"]) / with_check["latency_s"],
+        "music_check_cpu_share": None
+        if with_check is None
+        else (with_check["cpu_s"] - without_check["cpu_s"]) / with_check["cpu_s"],
+        "music_check_model_share": None
+        if with_check is None
+        else (with_check["model_s"] - without_check["model_s"]) / with_check["model_s"],
     }
     print(format_table(results))
     return results
 
 
 def format_table(r: dict) -> str:
-    return "\n".join([
-        f"song benchmark: {r['model']} ({r['parameters'] / 1e6:.1f} M parameters), {r['song']}",
-        f"  backend {r['backend_description']}; {r['windows']} windows of {r['window_seconds']:g} s / "
-        f"{r['hop_seconds']:g} s hop, batches of {r['first_batch_size']} then {r['batch_size']}, "
-        f"bf16={r['bf16']} (native bf16: {r['cpu_native_bf16']}), {r['torch_threads']} threads on {r['cpu_count']} cores, "
-        f"load average {r['load_average_before'][0]:.2f} before / {r['load_average'][0]:.2f} after the timed runs",
-        f"  song {r['song_seconds']:.1f} s -> latency {r['latency_s']:.2f} s (median of {len(r['latencies_s'])}: "
-        + ", ".join(f"{t:.2f}" for t in r["latencies_s"]) + f"), {r['x_realtime']:.0f}x real time; first result "
-        f"after {r['first_result_s']:.2f} s",
-        f"  decode {r['decode_s']:.2f} s + features {r['features_s']:.2f} s + model {r['model_s']:.2f} s; "
-        f"{r['cpu_s']:.2f} CPU s; peak RSS {r['peak_rss_mb']:.0f} MB",
-        f"  model stage {r['model_tflops']:.2f} TFLOP/s = {r['model_utilisation']:.0%} of this machine's measured "
-        f"{r['model_utilisation_of']} matmul peak (bf16 {r['peak_bf16_tflops']:.2f}, fp32 "
-        f"{r['peak_fp32_tflops']:.2f} TFLOP/s"
-        + (f"; int8 {r['peak_int8_tops']:.2f} TOP/s: {r['peak_int8']['kernel']}, "
-           f"{'x'.join(map(str, r['peak_int8']['shape']))}" if r.get("peak_int8") else "") + ")",
-        *([f"  music check (AudioSet head): {r['music_check_share']:.1%} of the song's analysis time "
-           f"({r['latency_with_music_check_s']:.2f} s with it, {r['latency_without_music_check_s']:.2f} s without, "
-           f"medians of {len(r['latencies_s'])} alternating pairs); {r['music_check_cpu_share']:.1%} of its CPU "
-           f"time; model stage {r['music_check_model_share']:.1%}"] if r.get("music_check") else []),
-    ])
+    return "\n".join(
+        [
+            f"song benchmark: {r['model']} ({r['parameters'] / 1e6:.1f} M parameters), {r['song']}",
+            f"  backend {r['backend_description']}; {r['windows']} windows of {r['window_seconds']:g} s / "
+            f"{r['hop_seconds']:g} s hop, batches of {r['first_batch_size']} then {r['batch_size']}, "
+            f"bf16={r['bf16']} (native bf16: {r['cpu_native_bf16']}), {r['torch_threads']} threads on {r['cpu_count']} cores, "
+            f"load average {r['load_average_before'][0]:.2f} before / {r['load_average'][0]:.2f} after the timed runs",
+            f"  song {r['song_seconds']:.1f} s -> latency {r['latency_s']:.2f} s (median of {len(r['latencies_s'])}: "
+            + ", ".join(f"{t:.2f}" for t in r["latencies_s"])
+            + f"), {r['x_realtime']:.0f}x real time; first result "
+            f"after {r['first_result_s']:.2f} s",
+            f"  decode {r['decode_s']:.2f} s + features {r['features_s']:.2f} s + model {r['model_s']:.2f} s; "
+            f"{r['cpu_s']:.2f} CPU s; peak RSS {r['peak_rss_mb']:.0f} MB",
+            f"  model stage {r['model_tflops']:.2f} TFLOP/s = {r['model_utilisation']:.0%} of this machine's measured "
+            f"{r['model_utilisation_of']} matmul peak (bf16 {r['peak_bf16_tflops']:.2f}, fp32 "
+            f"{r['peak_fp32_tflops']:.2f} TFLOP/s"
+            + (
+                f"; int8 {r['peak_int8_tops']:.2f} TOP/s: {r['peak_int8']['kernel']}, "
+                f"{'x'.join(map(str, r['peak_int8']['shape']))}"
+                if r.get("peak_int8")
+                else ""
+            )
+            + ")",
+            *(
+                [
+                    f"  music check (AudioSet head): {r['music_check_share']:.1%} of the song's analysis time "
+                    f"({r['latency_with_music_check_s']:.2f} s with it, {r['latency_without_music_check_s']:.2f} s without, "
+                    f"medians of {len(r['latencies_s'])} alternating pairs); {r['music_check_cpu_share']:.1%} of its CPU "
+                    f"time; model stage {r['music_check_model_share']:.1%}"
+                ]
+                if r.get("music_check")
+                else []
+            ),
+        ]
+    )

@@ -46,23 +46,50 @@ from .peak import measure_matmul_peak
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model_type", choices=model_types(), default=model_types()[0])
-    parser.add_argument("--size", choices=("default", "tiny"), default="default",
-                        help="default: the real architecture (25.4 M ViT-hybrid; AudioSet-sized AST). tiny: for tests.")
-    parser.add_argument("--batch_size", type=int, default=None, help="Per-step batch (default: the model's, vit_hybrid 64, ast_dora 8).")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="Timed steps (vit_hybrid default 8; ast_dora: one epoch of --samples windows).")
-    parser.add_argument("--warmup", type=int, default=None, help="Untimed steps first (vit_hybrid 2, ast_dora 1).")
+    parser.add_argument(
+        "--size",
+        choices=("default", "tiny"),
+        default="default",
+        help="default: the real architecture (25.4 M ViT-hybrid; AudioSet-sized AST). tiny: for tests.",
+    )
+    parser.add_argument(
+        "--batch_size",
+        type=int,
+        default=None,
+        help="Per-step batch (default: the model's, vit_hybrid 64, ast_dora 8).",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="Timed steps (vit_hybrid default 8; ast_dora: one epoch of --samples windows).",
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="Untimed steps first (vit_hybrid 2, ast_dora 1)."
+    )
     parser.add_argument("--samples", type=int, default=32, help="ast_dora: windows per epoch (default 32).")
-    parser.add_argument("--min_layer", type=int, default=10, help="ast_dora: first adapted layer (default 10).")
-    parser.add_argument("--bf16", default="auto",
-                        help="auto (default: bf16 where a measured bf16-vs-fp32 matmul probe finds it faster, as the "
-                        "configs' `bf16: auto`), true or false. MFU is against the chosen precision's peak.")
+    parser.add_argument(
+        "--min_layer", type=int, default=10, help="ast_dora: first adapted layer (default 10)."
+    )
+    parser.add_argument(
+        "--bf16",
+        default="auto",
+        help="auto (default: bf16 where a measured bf16-vs-fp32 matmul probe finds it faster, as the "
+        "configs' `bf16: auto`), true or false. MFU is against the chosen precision's peak.",
+    )
     parser.add_argument("--no_bf16", action="store_true", help="Train in fp32 (= --bf16 false).")
-    parser.add_argument("--optim", default="adamw_torch_fused", help="TrainingArguments.optim (default fused AdamW).")
+    parser.add_argument(
+        "--optim", default="adamw_torch_fused", help="TrainingArguments.optim (default fused AdamW)."
+    )
     parser.add_argument("--torch_compile", action="store_true", help="TrainingArguments.torch_compile.")
-    parser.add_argument("--plain_loop", action="store_true",
-                        help="vit_hybrid: time a bare PyTorch loop (autocast, torch.optim.AdamW) instead of the Trainer.")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, = cores).")
+    parser.add_argument(
+        "--plain_loop",
+        action="store_true",
+        help="vit_hybrid: time a bare PyTorch loop (autocast, torch.optim.AdamW) instead of the Trainer.",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's, = cores)."
+    )
     parser.add_argument("--no_song", action="store_true", help="Skip the 3-min song latency.")
     parser.add_argument("--peak_seconds", type=float, default=1.0, help="Seconds per matmul-peak timing.")
 
@@ -80,8 +107,16 @@ class SyntheticWindows(torch.utils.data.Dataset):
     down, on other samples of the same classes too (another `seed`, the same `pattern_seed`).
     """
 
-    def __init__(self, shape, num_labels: int, length: int, pool: int = 16, seed: int = 0, signal: float = 0.0,
-                 pattern_seed: int = 0):
+    def __init__(
+        self,
+        shape,
+        num_labels: int,
+        length: int,
+        pool: int = 16,
+        seed: int = 0,
+        signal: float = 0.0,
+        pattern_seed: int = 0,
+    ):
         generator = torch.Generator().manual_seed(seed)
         self.inputs = torch.randn(pool, *shape, generator=generator)
         self.labels = torch.randint(0, num_labels, (pool,), generator=generator)
@@ -94,7 +129,10 @@ class SyntheticWindows(torch.utils.data.Dataset):
         return self.length
 
     def __getitem__(self, i):
-        return {"input_values": self.inputs[i % len(self.inputs)], "labels": self.labels[i % len(self.labels)]}
+        return {
+            "input_values": self.inputs[i % len(self.inputs)],
+            "labels": self.labels[i % len(self.labels)],
+        }
 
 
 class CycledRows(torch.utils.data.Dataset):
@@ -180,8 +218,13 @@ def train_and_time(model, dataset, training_args, warmup: int, data_collator=Non
     batch_size = training_args.per_device_train_batch_size
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    trainer = Trainer(model=model, args=training_args, train_dataset=dataset, data_collator=data_collator,
-                      callbacks=[callback])
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        data_collator=data_collator,
+        callbacks=[callback],
+    )
     trainer.remove_callback(PrinterCallback)  # the table says it all
     loss_before = trainer.evaluate(eval_dataset)["eval_loss"] if eval_dataset is not None else None
     trainer.train()
@@ -201,17 +244,23 @@ def train_and_time(model, dataset, training_args, warmup: int, data_collator=Non
     if eval_dataset is not None:
         for _ in range(2):
             metrics = trainer.evaluate(eval_dataset)
-        result.update(eval_samples_per_s=metrics["eval_samples_per_second"], eval_loss=metrics["eval_loss"],
-                      eval_loss_before=loss_before)
+        result.update(
+            eval_samples_per_s=metrics["eval_samples_per_second"],
+            eval_loss=metrics["eval_loss"],
+            eval_loss_before=loss_before,
+        )
     return result
 
 
-def time_trainer(model, dataset, args, batch_size: int, steps: int, data_collator=None, log_losses=False) -> dict:
+def time_trainer(
+    model, dataset, args, batch_size: int, steps: int, data_collator=None, log_losses=False
+) -> dict:
     """Train `warmup + steps` steps with the Trainer; throughput over the last `steps` (and step losses)."""
     output_dir = tempfile.mkdtemp(prefix="bench_train_")
     try:
-        training_args = _training_args(args, output_dir, args.warmup + steps, batch_size,
-                                       logging_steps=1 if log_losses else None)
+        training_args = _training_args(
+            args, output_dir, args.warmup + steps, batch_size, logging_steps=1 if log_losses else None
+        )
         return train_and_time(model, dataset, training_args, args.warmup, data_collator=data_collator)
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
@@ -262,8 +311,11 @@ def bench_trainer(args, spec) -> dict:
     config = model.config
     # The kernel finetune/run.py would pick for this device and precision.
     use_fastest_attention(model, "cuda" if torch.cuda.is_available() else "cpu", bf16=not args.no_bf16)
-    dataset = SyntheticWindows((config.num_channels, *config.image_size), config.num_labels,
-                                length=batch_size * (args.warmup + steps))
+    dataset = SyntheticWindows(
+        (config.num_channels, *config.image_size),
+        config.num_labels,
+        length=batch_size * (args.warmup + steps),
+    )
     if args.plain_loop:
         timing = time_plain_loop(model, dataset, args, batch_size, steps)
     else:
@@ -288,7 +340,9 @@ def prefix_min_layer(min_layer: int, size: str) -> int:
     return min(min_layer, 2) if size == "tiny" else min_layer
 
 
-def build_prefix_cache(model, windows, min_layer: int, bf16: bool, batch_size: int, cache_dir: str | None = None):
+def build_prefix_cache(
+    model, windows, min_layer: int, bf16: bool, batch_size: int, cache_dir: str | None = None
+):
     """Check `model` takes cached prefix inputs at `min_layer`, move it to the training device and cache `windows`' hidden states
     entering `min_layer` (in `cache_dir`, as training writes them, or in memory without one).
 
@@ -300,7 +354,13 @@ def build_prefix_cache(model, windows, min_layer: int, bf16: bool, batch_size: i
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
     cached_windows, _ = cache_prefix_hidden_states(
-        model, windows, min_layer, bf16=bf16, batch_size=batch_size, cache_dir=cache_dir, use_cache=cache_dir is not None
+        model,
+        windows,
+        min_layer,
+        bf16=bf16,
+        batch_size=batch_size,
+        cache_dir=cache_dir,
+        use_cache=cache_dir is not None,
     )
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -333,16 +393,28 @@ def bench_with_prefix_cache(args, spec) -> dict:
     classifier_hidden_size = config.classifier_hidden_size
     n = batch_size * (args.warmup + steps)
     generator = torch.Generator().manual_seed(0)
-    windows = Dataset.from_dict({
-        "input_values": torch.randn(n, config.max_length, config.num_mel_bins, generator=generator).numpy(),
-        "labels": torch.randint(0, len(labels), (n,), generator=generator).tolist(),
-    }).with_format("torch")
+    windows = Dataset.from_dict(
+        {
+            "input_values": torch.randn(
+                n, config.max_length, config.num_mel_bins, generator=generator
+            ).numpy(),
+            "labels": torch.randint(0, len(labels), (n,), generator=generator).tolist(),
+        }
+    ).with_format("torch")
 
     uncached = time_trainer(model, windows, args, batch_size, steps, log_losses=True)
-    cached_windows, cache_build_s = build_prefix_cache(cached_model, windows, min_layer, bf16=not args.no_bf16,
-                                                       batch_size=batch_size)
-    cached = time_trainer(cached_model, cached_windows, args, batch_size, steps,
-                          data_collator=collate_prefix_batch, log_losses=True)
+    cached_windows, cache_build_s = build_prefix_cache(
+        cached_model, windows, min_layer, bf16=not args.no_bf16, batch_size=batch_size
+    )
+    cached = time_trainer(
+        cached_model,
+        cached_windows,
+        args,
+        batch_size,
+        steps,
+        data_collator=collate_prefix_batch,
+        log_losses=True,
+    )
 
     flops = ast_dora_flops(config, min_layer, classifier_hidden_size, len(labels))
     epoch_uncached = args.samples / uncached["samples_per_s"]
@@ -386,8 +458,11 @@ def _song_latency(model_type: str, threads: int | None, no_bf16: bool) -> dict:
     argv += ["--threads", str(threads)] if threads else []
     song_args = parser.parse_args(argv)
     result = song.run(song_args)
-    return {"song_latency_s": result["latency_s"], "song_seconds": result["song_seconds"],
-            "song_x_realtime": result["x_realtime"]}
+    return {
+        "song_latency_s": result["latency_s"],
+        "song_seconds": result["song_seconds"],
+        "song_x_realtime": result["x_realtime"],
+    }
 
 
 def run(args) -> dict:
@@ -403,7 +478,9 @@ def run(args) -> dict:
     # The precision training would choose here (`config.resolve_training_bf16`); every path below follows it.
     from ..config import bf16_setting, resolve_training_bf16
 
-    choice = resolve_training_bf16(False if args.no_bf16 else bf16_setting(args.bf16), not torch.cuda.is_available())
+    choice = resolve_training_bf16(
+        False if args.no_bf16 else bf16_setting(args.bf16), not torch.cuda.is_available()
+    )
     args.no_bf16 = not choice["bf16"]
     load_before = os.getloadavg()
     peak_before = measure_matmul_peak(("bf16", "fp32"), seconds=args.peak_seconds)
@@ -417,8 +494,11 @@ def run(args) -> dict:
     peak_used = peak["fp32"] if args.no_bf16 else peak["bf16"]
     for key in [k for k in result if k.startswith("achieved_tflops")]:
         result[key.replace("achieved_tflops", "mfu")] = result[key] / peak_used
-    peak_memory = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
-                   else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
+    peak_memory = (
+        torch.cuda.max_memory_allocated()
+        if torch.cuda.is_available()
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    ) / 2**20
     results = {
         "benchmark": "train",
         "model_type": args.model_type,
@@ -438,7 +518,9 @@ def run(args) -> dict:
         "torch_compile": args.torch_compile,
         "peak_memory_mb": peak_memory,
         "peak_memory_kind": "cuda_max_allocated" if torch.cuda.is_available() else "process_peak_rss",
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else platform.processor() or "cpu",
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
@@ -469,10 +551,20 @@ def format_table(r: dict) -> str:
         rows = [("train", r["samples_per_s"], r["train_gflops_per_sample"], r["achieved_tflops"], r["mfu"])]
     else:
         rows = [
-            ("through frozen layers", r["samples_per_s_uncached"], r["train_gflops_per_sample_uncached"],
-             r["achieved_tflops_uncached"], r["mfu_uncached"]),
-            ("from prefix cache", r["samples_per_s"], r["train_gflops_per_sample_cached"], r["achieved_tflops"],
-             r["mfu"]),
+            (
+                "through frozen layers",
+                r["samples_per_s_uncached"],
+                r["train_gflops_per_sample_uncached"],
+                r["achieved_tflops_uncached"],
+                r["mfu_uncached"],
+            ),
+            (
+                "from prefix cache",
+                r["samples_per_s"],
+                r["train_gflops_per_sample_cached"],
+                r["achieved_tflops"],
+                r["mfu"],
+            ),
         ]
     for name, sps, gflops, tflops, mfu in rows:
         lines.append(f"  {name:<22}{sps:>10.2f}{gflops:>14.1f}{tflops:>9.3f}{mfu:>7.1%}")

@@ -1,11 +1,11 @@
 """The data layer: sources, synthetic GTZAN, splits by track, windows, augmentation and feature caching.
 
-    from ast_dora.data import DataArguments, build_datasets
-    data = build_datasets(data_args, feature_extractor, default_window=(4.0, 2.0), seed=42, output_dir="runs/x")
-    data.datasets  # DatasetDict train / validation / test; rows are windows:
-                   # input_values, labels, track_id, window_start
-    data.labels    # the class names: GTZAN's ten genres, or the data's own labels sorted by name
-    data.splits    # track ids per split (also written to output_dir/splits.json)
+from ast_dora.data import DataArguments, build_datasets
+data = build_datasets(data_args, feature_extractor, default_window=(4.0, 2.0), seed=42, output_dir="runs/x")
+data.datasets  # DatasetDict train / validation / test; rows are windows:
+               # input_values, labels, track_id, window_start
+data.labels    # the class names: GTZAN's ten genres, or the data's own labels sorted by name
+data.splits    # track ids per split (also written to output_dir/splits.json)
 """
 
 import importlib

@@ -24,9 +24,19 @@ _AUGMENT_RANGES = {
     "augment_lowpass_cutoff_range": ([2000.0, 8000.0], 20.0, None, "low-pass cutoff in Hz"),
     "augment_highpass_cutoff_range": ([40.0, 400.0], 1.0, None, "high-pass cutoff in Hz"),
     "augment_echo_delay_range": ([0.05, 0.3], 0.001, 2.0, "echo delay in seconds"),
-    "augment_echo_decay_range": ([0.2, 0.6], 0.0, 0.99, "echo tap gain (first tap; the second is its square)"),
+    "augment_echo_decay_range": (
+        [0.2, 0.6],
+        0.0,
+        0.99,
+        "echo tap gain (first tap; the second is its square)",
+    ),
     "augment_gain_db_range": ([-6.0, 6.0], -40.0, 40.0, "gain in dB"),
-    "augment_noise_snr_db_range": ([15.0, 40.0], -20.0, 120.0, "signal-to-noise ratio of added white noise in dB"),
+    "augment_noise_snr_db_range": (
+        [15.0, 40.0],
+        -20.0,
+        120.0,
+        "signal-to-noise ratio of added white noise in dB",
+    ),
 }
 AUGMENTATIONS = ("speed", "lowpass", "highpass", "echo", "gain", "noise")
 
@@ -41,7 +51,9 @@ def _range_field(name: str):
 
 
 def _prob_field(what: str):
-    return field(default=0.0, metadata={"help": f"Probability of applying {what} to a train window (0 = off)."})
+    return field(
+        default=0.0, metadata={"help": f"Probability of applying {what} to a train window (0 = off)."}
+    )
 
 
 @dataclass
@@ -56,7 +68,9 @@ class DataArguments:
             "file/folder or `audiofolder` folder. Loading-script datasets such as marsyas/gtzan are refused."
         },
     )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Config (subset) of dataset_name."})
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "Config (subset) of dataset_name."}
+    )
     data_dir: str | None = field(
         default=None,
         metadata={
@@ -74,7 +88,9 @@ class DataArguments:
         },
     )
     synthetic_tracks_per_genre: int = field(default=20, metadata={"help": "Synthetic tracks per genre."})
-    synthetic_duration_seconds: float = field(default=12.0, metadata={"help": "Length of each synthetic track (s)."})
+    synthetic_duration_seconds: float = field(
+        default=12.0, metadata={"help": "Length of each synthetic track (s)."}
+    )
     synthetic_seed: int = field(default=0, metadata={"help": "Seed of the synthetic generator."})
     audio_column_name: str = field(default="audio", metadata={"help": "Audio column of dataset_name."})
     label_column_name: str = field(
@@ -192,12 +208,18 @@ class DataArguments:
         if self.dataset_name in SCRIPT_DATASETS:
             raise ValueError(script_dataset_message(self.dataset_name))
         if self.split not in SPLIT_PROTOCOLS:
-            raise ValueError(f"split={self.split!r} is not a split protocol; allowed values: {SPLIT_PROTOCOLS}.")
+            raise ValueError(
+                f"split={self.split!r} is not a split protocol; allowed values: {SPLIT_PROTOCOLS}."
+            )
         if self.split == "predefined" and not self.dataset_name and not is_manifest_path(self.data_dir):
-            raise ValueError("split='predefined' uses the source's own splits (dataset_name's, or a manifest's split "
-                             f"column); a local folder has none. Use one of {SPLIT_PROTOCOLS[:4]}.")
+            raise ValueError(
+                "split='predefined' uses the source's own splits (dataset_name's, or a manifest's split "
+                f"column); a local folder has none. Use one of {SPLIT_PROTOCOLS[:4]}."
+            )
         if self.class_weighting not in CLASS_WEIGHTINGS:
-            raise ValueError(f"class_weighting={self.class_weighting!r} is not allowed; allowed values: {CLASS_WEIGHTINGS}.")
+            raise ValueError(
+                f"class_weighting={self.class_weighting!r} is not allowed; allowed values: {CLASS_WEIGHTINGS}."
+            )
         _check_int(self, "num_folds", low=3)
         # split_seeds and compare mean nothing to one fold's run (`fold_run` keeps the command line it came from).
         if self.split_seeds and len(set(self.split_seeds)) != len(self.split_seeds):
@@ -240,7 +262,11 @@ class DataArguments:
 
     def augmentation_config(self) -> dict:
         """The augmentation fields as a plain dict (what `WaveformAugmenter` takes)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name.startswith("augment_") and f.name != "augment_seed"}
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name.startswith("augment_") and f.name != "augment_seed"
+        }
 
 
 def is_manifest_path(data_dir) -> bool:
@@ -256,12 +282,17 @@ def script_dataset_message(name: str) -> str:
     )
 
 
-def _check_int(args, name: str, low: int | None = None, high: int | None = None, optional: bool = False) -> None:
+def _check_int(
+    args, name: str, low: int | None = None, high: int | None = None, optional: bool = False
+) -> None:
     value = getattr(args, name)
     if value is None and optional:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low) or (
-        high is not None and value > high
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or (low is not None and value < low)
+        or (high is not None and value > high)
     ):
         allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
         if optional:
@@ -273,6 +304,11 @@ def _check_positive(args, name: str, optional: bool = False) -> None:
     value = getattr(args, name)
     if value is None and optional:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         allowed = "a number > 0" + (" or None" if optional else "")
         raise ValueError(f"{name}={value!r} is not allowed; allowed values: {allowed}.")

@@ -91,43 +91,66 @@ def build_datasets(
             from .synthetic import ensure_synthetic_gtzan
 
             # The tracks do not depend on the number of workers (each has its own seeded generator).
-            ensure_synthetic_gtzan(data_args.data_dir, data_args.synthetic_tracks_per_genre,
-                                   data_args.synthetic_duration_seconds, data_args.synthetic_seed,
-                                   num_workers=data_args.preprocessing_num_workers or 1)
+            ensure_synthetic_gtzan(
+                data_args.data_dir,
+                data_args.synthetic_tracks_per_genre,
+                data_args.synthetic_duration_seconds,
+                data_args.synthetic_seed,
+                num_workers=data_args.preprocessing_num_workers or 1,
+            )
         source: TrackSource = load_source(data_args)
     table = source.tracks.data
     track_ids = table.column("track_id").to_pylist()
     track_labels = table.column("labels").to_pylist()
     source_splits = table.column("source_split").to_pylist()
-    splits = make_splits(data_args, track_ids, track_labels, source_splits, source.ids_from_names, source.labels)
+    splits = make_splits(
+        data_args, track_ids, track_labels, source_splits, source.ids_from_names, source.labels
+    )
 
     labels_feature = datasets.ClassLabel(names=list(source.labels))
     augmenting = data_args.augmentation_enabled
     row_of = {tid: i for i, tid in enumerate(track_ids)}
     feature_ids = sorted(splits["validation"] + splits["test"] + ([] if augmenting else splits["train"]))
-    common = dict(labels_feature=labels_feature, sampling_rate=sampling_rate, window=window, hop=hop,
-                  num_proc=data_args.preprocessing_num_workers, cache_dir=data_args.features_cache_dir,
-                  use_cache=data_args.cache_features)
+    common = dict(
+        labels_feature=labels_feature,
+        sampling_rate=sampling_rate,
+        window=window,
+        hop=hop,
+        num_proc=data_args.preprocessing_num_workers,
+        cache_dir=data_args.features_cache_dir,
+        use_cache=data_args.cache_features,
+    )
 
     results = {}
     with main_process_first(desc="decode + features"):
-        fp = cache_fingerprint("features", source.fingerprint, feature_ids, sampling_rate, window, hop,
-                               feature_extractor)
+        fp = cache_fingerprint(
+            "features", source.fingerprint, feature_ids, sampling_rate, window, hop, feature_extractor
+        )
         results["features"] = map_tracks_to_windows(
-            source.tracks.select([row_of[t] for t in feature_ids]), kind="features", fingerprint=fp,
-            feature_extractor=feature_extractor, **common,
+            source.tracks.select([row_of[t] for t in feature_ids]),
+            kind="features",
+            fingerprint=fp,
+            feature_extractor=feature_extractor,
+            **common,
         )
         if augmenting:
             train_ids = sorted(splits["train"])
             fp = cache_fingerprint("waveforms", source.fingerprint, train_ids, sampling_rate, window, hop)
             results["waveforms"] = map_tracks_to_windows(
-                source.tracks.select([row_of[t] for t in train_ids]), kind="waveforms", fingerprint=fp,
-                feature_extractor=None, **common,
+                source.tracks.select([row_of[t] for t in train_ids]),
+                kind="waveforms",
+                fingerprint=fp,
+                feature_extractor=None,
+                **common,
             )
 
-    summaries = [summarize_windows(r.dataset, ids, window_seconds, sampling_rate)
-                 for r, ids in ((results["features"], feature_ids),
-                                *([(results["waveforms"], sorted(splits["train"]))] if augmenting else []))]
+    summaries = [
+        summarize_windows(r.dataset, ids, window_seconds, sampling_rate)
+        for r, ids in (
+            (results["features"], feature_ids),
+            *([(results["waveforms"], sorted(splits["train"]))] if augmenting else []),
+        )
+    ]
     summary = _merge_summaries(summaries)
     skipped = set(summary["skipped_unreadable"])
     splits = {name: [t for t in ids if t not in skipped] for name, ids in splits.items()}
@@ -156,9 +179,13 @@ def build_datasets(
         tracks={name: len(ids) for name, ids in splits.items()},
         # per split and label: what class weighting (`class_weighting`) and a reader of an unbalanced library need
         class_counts={
-            "tracks": {name: _per_label([label_of[t] for t in ids], source.labels) for name, ids in splits.items()},
-            "windows": {name: _per_label(column_values(ds, "labels"), source.labels)
-                        for name, ds in dataset_dict.items()},
+            "tracks": {
+                name: _per_label([label_of[t] for t in ids], source.labels) for name, ids in splits.items()
+            },
+            "windows": {
+                name: _per_label(column_values(ds, "labels"), source.labels)
+                for name, ds in dataset_dict.items()
+            },
         },
         windows={name: len(ds) for name, ds in dataset_dict.items()},
         sampling_rate=sampling_rate,
@@ -211,9 +238,17 @@ def _per_label(label_ids, label_names: list[str]) -> dict[str, int]:
 
 
 def _merge_summaries(parts: list[dict]) -> dict:
-    merged = {"tracks_requested": 0, "tracks_decoded": 0, "windows_decoded": 0, "skipped_unreadable": [],
-              "padded_short": [], "downmixed_multichannel": [], "resampled": 0, "source_sampling_rates": {},
-              "audio_seconds": 0.0}
+    merged = {
+        "tracks_requested": 0,
+        "tracks_decoded": 0,
+        "windows_decoded": 0,
+        "skipped_unreadable": [],
+        "padded_short": [],
+        "downmixed_multichannel": [],
+        "resampled": 0,
+        "source_sampling_rates": {},
+        "audio_seconds": 0.0,
+    }
     for p in parts:
         merged["tracks_requested"] += p["tracks_requested"]
         merged["tracks_decoded"] += p["tracks_decoded"]
@@ -233,15 +268,26 @@ def _log_summary(summary: dict, warn_skipped: bool) -> None:
     logger.info(
         "Data: %s | split %s, tracks %s, windows %s | %d tracks decoded (%.0f s of audio), source rates %s, "
         "%d resampled to %d Hz, %d multichannel downmixed, %d shorter than a window padded%s",
-        summary["source"], summary["split"], summary["tracks"], summary["windows"], summary["tracks_decoded"],
-        summary["audio_seconds"], summary["source_sampling_rates"], summary["resampled"], summary["sampling_rate"],
-        len(summary["downmixed_multichannel"]), len(summary["padded_short"]),
+        summary["source"],
+        summary["split"],
+        summary["tracks"],
+        summary["windows"],
+        summary["tracks_decoded"],
+        summary["audio_seconds"],
+        summary["source_sampling_rates"],
+        summary["resampled"],
+        summary["sampling_rate"],
+        len(summary["downmixed_multichannel"]),
+        len(summary["padded_short"]),
         f" {summary['padded_short'][:5]}" if summary["padded_short"] else "",
     )
     if summary["skipped_unreadable"]:
         log = logger.warning if warn_skipped else logger.info
-        log("Skipped %d unreadable audio file(s): %s", len(summary["skipped_unreadable"]),
-            ", ".join(summary["skipped_unreadable"][:10]))
+        log(
+            "Skipped %d unreadable audio file(s): %s",
+            len(summary["skipped_unreadable"]),
+            ", ".join(summary["skipped_unreadable"][:10]),
+        )
 
 
 def column_values(dataset: Dataset, name: str) -> list:

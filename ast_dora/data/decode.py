@@ -19,12 +19,22 @@ import numpy as np
 from ..errors import MissingComponentError
 from ..genre_classification.audio_decoding import AudioDecodeError, decode_with_av
 
-PYAV_MISSING = "PyAV is not installed: pip install av (its wheels carry FFmpeg's libraries; no system FFmpeg is needed)"
+PYAV_MISSING = (
+    "PyAV is not installed: pip install av (its wheels carry FFmpeg's libraries; no system FFmpeg is needed)"
+)
 
 # The encoder for each container the project writes; PyAV converts the sample format, layout and rate to what the
 # codec takes (Opus runs at 48 kHz).
-ENCODERS = {".mp3": "libmp3lame", ".m4a": "aac", ".mp4": "aac", ".aac": "aac", ".opus": "libopus", ".ogg": "libopus",
-            ".flac": "flac", ".wav": "pcm_s16le"}
+ENCODERS = {
+    ".mp3": "libmp3lame",
+    ".m4a": "aac",
+    ".mp4": "aac",
+    ".aac": "aac",
+    ".opus": "libopus",
+    ".ogg": "libopus",
+    ".flac": "flac",
+    ".wav": "pcm_s16le",
+}
 
 
 @dataclass
@@ -51,8 +61,12 @@ def decode_audio(source: str | bytes, sampling_rate: int) -> DecodedAudio:
         if error.name != "av":
             raise
         raise MissingComponentError(PYAV_MISSING) from None
-    return DecodedAudio(waveform=waveform, sampling_rate=int(sampling_rate), source_sampling_rate=source_rate,
-                        source_channels=source_channels)
+    return DecodedAudio(
+        waveform=waveform,
+        sampling_rate=int(sampling_rate),
+        source_sampling_rate=source_rate,
+        source_channels=source_channels,
+    )
 
 
 def encode_audio(path: str | os.PathLike, audio: np.ndarray, sampling_rate: int) -> Path:
@@ -70,12 +84,17 @@ def encode_audio(path: str | os.PathLike, audio: np.ndarray, sampling_rate: int)
     if planar.shape[0] > 8:
         raise ValueError(f"audio of shape {np.shape(audio)}: give (samples,) or (channels, samples)")
     # FFmpeg's usual layout for that many channels (5.1 for six), so that players and decoders know the speakers
-    layout = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}[planar.shape[0]]
+    layout = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}[
+        planar.shape[0]
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=48000 if codec == "libopus" else int(sampling_rate), layout=layout)
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(np.clip(planar, -1.0, 1.0)), format="fltp",
-                                           layout=layout)
+        stream = container.add_stream(
+            codec, rate=48000 if codec == "libopus" else int(sampling_rate), layout=layout
+        )
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(np.clip(planar, -1.0, 1.0)), format="fltp", layout=layout
+        )
         frame.sample_rate = int(sampling_rate)
         for packet in stream.encode(frame):
             container.mux(packet)

@@ -57,12 +57,16 @@ def feature_extractor_id(feature_extractor) -> str:
 FEATURE_CHUNK = 16
 
 
-def extract_features(feature_extractor, windows, sampling_rate: int, chunk: int = FEATURE_CHUNK) -> np.ndarray:
+def extract_features(
+    feature_extractor, windows, sampling_rate: int, chunk: int = FEATURE_CHUNK
+) -> np.ndarray:
     """`feature_extractor(windows)["input_values"]` as one float32 array (B, ...), `chunk` windows per call."""
     windows = list(windows)
     parts = [
         np.asarray(
-            feature_extractor(windows[i : i + chunk], sampling_rate=sampling_rate, return_tensors="np")["input_values"],
+            feature_extractor(windows[i : i + chunk], sampling_rate=sampling_rate, return_tensors="np")[
+                "input_values"
+            ],
             dtype=np.float32,
         )
         for i in range(0, len(windows), chunk)
@@ -76,7 +80,9 @@ def probe_feature_type(feature_extractor, window: int, sampling_rate: int):
     if len(shape) == 1:
         return datasets.List(datasets.Value("float32"), length=shape[0]), shape
     if len(shape) not in _ARRAY_TYPES:
-        raise ValueError(f"feature extractor returns input_values of shape {shape} per window; expected 1-5 dims")
+        raise ValueError(
+            f"feature extractor returns input_values of shape {shape} per window; expected 1-5 dims"
+        )
     return _ARRAY_TYPES[len(shape)](shape=tuple(int(s) for s in shape), dtype="float32"), shape
 
 
@@ -94,7 +100,9 @@ def window_features(labels_feature, input_feature) -> datasets.Features:
     )
 
 
-def tracks_to_windows(batch, *, feature_extractor, sampling_rate: int, window: int, hop: int, as_waveform: bool):
+def tracks_to_windows(
+    batch, *, feature_extractor, sampling_rate: int, window: int, hop: int, as_waveform: bool
+):
     """Batched map function: a batch of tracks in, all their windows out (features, or raw float32 bytes).
 
     An unreadable track is skipped with one warning naming it; it yields no rows (counted by the caller).
@@ -103,15 +111,24 @@ def tracks_to_windows(batch, *, feature_extractor, sampling_rate: int, window: i
         import torch
 
         torch.set_num_threads(1)
-    out = {"input_values": [], "labels": [], "track_id": [], "window_start": [], "track_seconds": [],
-           "source_sampling_rate": [], "source_channels": []}
+    out = {
+        "input_values": [],
+        "labels": [],
+        "track_id": [],
+        "window_start": [],
+        "track_seconds": [],
+        "source_sampling_rate": [],
+        "source_channels": [],
+    }
     chunks = []
     for audio, label, track_id in zip(batch["audio"], batch["labels"], batch["track_id"], strict=True):
         source = audio.get("bytes") or audio.get("path")
         try:
             decoded = decode_audio(source, sampling_rate)
         except AudioDecodeError as error:
-            logger.warning("Skipping unreadable audio %s (%s): %s", track_id, audio.get("path") or "<bytes>", error)
+            logger.warning(
+                "Skipping unreadable audio %s (%s): %s", track_id, audio.get("path") or "<bytes>", error
+            )
             continue
         windows, starts = cut_windows(decoded.waveform, window, hop)
         chunks.append(windows)
@@ -139,10 +156,24 @@ class MapResult:
     cache_file: str | None
 
 
-def cache_fingerprint(kind: str, source_fingerprint: str, track_ids: list[str], sampling_rate: int, window: int,
-                      hop: int, feature_extractor=None) -> str:
-    parts = [f"ast_dora.{kind}", CACHE_VERSION, source_fingerprint, list(track_ids), int(sampling_rate), int(window),
-             int(hop)]
+def cache_fingerprint(
+    kind: str,
+    source_fingerprint: str,
+    track_ids: list[str],
+    sampling_rate: int,
+    window: int,
+    hop: int,
+    feature_extractor=None,
+) -> str:
+    parts = [
+        f"ast_dora.{kind}",
+        CACHE_VERSION,
+        source_fingerprint,
+        list(track_ids),
+        int(sampling_rate),
+        int(window),
+        int(hop),
+    ]
     if feature_extractor is not None:
         parts.append(feature_extractor_id(feature_extractor))
     return Hasher.hash(parts)
@@ -212,13 +243,21 @@ def map_tracks_to_windows(
             new_fingerprint=fingerprint,
             desc=f"Decoding + {'windows' if as_waveform else 'features'} ({kind})",
         )
-    logger.info("%s: %d windows from %d tracks (%s)", kind, len(mapped), len(tracks),
-                "cache hit" if hit else ("computed, cached at " + cache_file if cache_file else "computed, not cached"))
+    logger.info(
+        "%s: %d windows from %d tracks (%s)",
+        kind,
+        len(mapped),
+        len(tracks),
+        "cache hit"
+        if hit
+        else ("computed, cached at " + cache_file if cache_file else "computed, not cached"),
+    )
     return MapResult(mapped, hit, fingerprint, cache_file)
 
 
-def summarize_windows(dataset: Dataset, requested_ids: list[str], window_seconds: float,
-                      sampling_rate: int) -> dict:
+def summarize_windows(
+    dataset: Dataset, requested_ids: list[str], window_seconds: float, sampling_rate: int
+) -> dict:
     """Run summary from the per-track columns of a mapped dataset (one row per track: its first window)."""
     table = dataset.data
     track_ids = table.column("track_id").to_pylist()

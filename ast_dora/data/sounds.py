@@ -72,13 +72,17 @@ def speech_like(seconds: float, sampling_rate: int, rng: np.random.Generator) ->
         out = np.zeros(end - start)
         for frequency, gain in zip(formants, (1.0, 0.6, 0.3), strict=True):
             if frequency < sampling_rate / 2 - 100:
-                out += gain * signal.lfilter(*_resonator(frequency, rng.uniform(60, 160), sampling_rate), segment)
+                out += gain * signal.lfilter(
+                    *_resonator(frequency, rng.uniform(60, 160), sampling_rate), segment
+                )
         voice[start:end] = out
         # a syllable's loudness: rise and fall (a raised sine), a pause now and then between phrases
         shape = np.sin(np.linspace(0, np.pi, end - start)) ** 0.7
         envelope[start:end] = shape * (0.0 if rng.random() < 0.12 else rng.uniform(0.5, 1.0))
-    breath = signal.lfilter(*signal.butter(2, [2000, min(6000, sampling_rate / 2 - 200)], "bandpass",
-                                           fs=sampling_rate), rng.standard_normal(n))
+    breath = signal.lfilter(
+        *signal.butter(2, [2000, min(6000, sampling_rate / 2 - 200)], "bandpass", fs=sampling_rate),
+        rng.standard_normal(n),
+    )
     voice = voice / max(np.abs(voice).max(), 1e-9) + 0.05 * breath
     return _normalise(voice * envelope, rng)
 

@@ -43,8 +43,17 @@ logger = logging.getLogger(__name__)
 
 # Folder layouts that hold `<genre>/<file>` below the given root.
 LAYOUT_SUBDIRS = ("", "genres", "genres_original", "Data/genres_original", "gtzan", "GTZAN")
-SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
-                 "val": "validation", "dev": "validation", "test": "test", "testing": "test", "eval": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "dev": "validation",
+    "test": "test",
+    "testing": "test",
+    "eval": "test",
+}
 
 
 class DataSourceError(ValueError):
@@ -104,7 +113,9 @@ def find_layout_root(root: Path) -> Path:
     """The folder whose sub-folders are the labels: GTZAN's `root/genres` or Kaggle's `root/Data/genres_original`
     when they hold genre folders, else `root` itself."""
     if not root.is_dir():
-        raise DataSourceError(f"data_dir {str(root)!r} does not exist or is not a folder (or a .csv / .jsonl manifest).")
+        raise DataSourceError(
+            f"data_dir {str(root)!r} does not exist or is not a folder (or a .csv / .jsonl manifest)."
+        )
     for sub in LAYOUT_SUBDIRS:
         candidate = root / sub if sub else root
         if candidate.is_dir() and any((candidate / g).is_dir() for g in GTZAN_GENRES):
@@ -128,8 +139,13 @@ def _dedupe(entries: list[tuple[Path, str, str]]) -> dict[str, tuple[Path, str, 
                 f"({entry[1]}); rename one of the files (GTZAN-style names <genre>.NNNNN must be unique)."
             )
         keep = min(previous, entry, key=lambda e: rank.get(e[0].suffix.lower(), 99))
-        logger.warning("Track %s exists twice (%s, %s); using %s", entry[2], previous[0].name, entry[0].name,
-                       keep[0].name)
+        logger.warning(
+            "Track %s exists twice (%s, %s); using %s",
+            entry[2],
+            previous[0].name,
+            entry[0].name,
+            keep[0].name,
+        )
         by_id[entry[2]] = keep
     return by_id
 
@@ -150,15 +166,21 @@ def scan_label_folder(root: str | Path) -> tuple[list[tuple[Path, int, str]], li
     for folder in sorted(p for p in layout_root.iterdir() if p.is_dir()):
         for directory, subdirs, files in os.walk(folder):
             directory = Path(directory)
-            hidden = _hidden(folder.name) or any(_hidden(part) for part in directory.relative_to(folder).parts)
+            hidden = _hidden(folder.name) or any(
+                _hidden(part) for part in directory.relative_to(folder).parts
+            )
             for name in sorted(files):
                 path = directory / name
                 if not _is_audio(path):
-                    other_files[path.suffix.lower() or name] = other_files.get(path.suffix.lower() or name, 0) + 1
+                    other_files[path.suffix.lower() or name] = (
+                        other_files.get(path.suffix.lower() or name, 0) + 1
+                    )
                 elif hidden or name.startswith("."):
                     skipped_hidden.append(path.relative_to(layout_root).as_posix())
                 else:
-                    entries.append((path, folder.name, track_id_for(path.relative_to(layout_root).as_posix())))
+                    entries.append(
+                        (path, folder.name, track_id_for(path.relative_to(layout_root).as_posix()))
+                    )
             subdirs.sort()
     loose = _audio_files(layout_root)
     if loose:
@@ -174,24 +196,41 @@ def scan_label_folder(root: str | Path) -> tuple[list[tuple[Path, int, str]], li
             "or pass a .csv / .jsonl manifest."
         )
     if skipped_hidden:
-        logger.warning("Skipped %d audio file(s) in hidden folders or with hidden names (starting with '.' or '_'): "
-                       "%s", len(skipped_hidden), skipped_hidden[:5])
+        logger.warning(
+            "Skipped %d audio file(s) in hidden folders or with hidden names (starting with '.' or '_'): %s",
+            len(skipped_hidden),
+            skipped_hidden[:5],
+        )
     if other_files:
-        logger.info("Ignored %d file(s) that are not audio (%s) in %s", sum(other_files.values()),
-                    ", ".join(f"{ext} {n}" for ext, n in sorted(other_files.items())), layout_root)
+        logger.info(
+            "Ignored %d file(s) that are not audio (%s) in %s",
+            sum(other_files.values()),
+            ", ".join(f"{ext} {n}" for ext, n in sorted(other_files.items())),
+            layout_root,
+        )
     by_id = _dedupe(entries)
-    mislabeled = [tid for tid, (_, label, _) in by_id.items()
-                  if (parsed := parse_track_id(tid)) and parsed[0] in GTZAN_GENRES and label in GTZAN_GENRES
-                  and parsed[0] != label]
+    mislabeled = [
+        tid
+        for tid, (_, label, _) in by_id.items()
+        if (parsed := parse_track_id(tid))
+        and parsed[0] in GTZAN_GENRES
+        and label in GTZAN_GENRES
+        and parsed[0] != label
+    ]
     if mislabeled:
-        logger.warning("%d file(s) are named after another genre than their folder (the folder wins): %s",
-                       len(mislabeled), mislabeled[:5])
+        logger.warning(
+            "%d file(s) are named after another genre than their folder (the folder wins): %s",
+            len(mislabeled),
+            mislabeled[:5],
+        )
     labels = label_names_for({label for _, label, _ in by_id.values()})
     index = {name: i for i, name in enumerate(labels)}
     return [(path, index[label], tid) for tid, (path, label, _) in sorted(by_id.items())], labels
 
 
-def _track_source(kind: str, where: str, rows: list[tuple[Path, int, str, str]], labels: list[str]) -> TrackSource:
+def _track_source(
+    kind: str, where: str, rows: list[tuple[Path, int, str, str]], labels: list[str]
+) -> TrackSource:
     """A `TrackSource` of local files `(path, label id, track id, source split)`."""
     stats = []
     for path, label, tid, split in rows:
@@ -219,14 +258,18 @@ def _track_source(kind: str, where: str, rows: list[tuple[Path, int, str, str]],
     counts = {name: 0 for name in labels}
     for _, label, _, _ in rows:
         counts[labels[label]] += 1
-    description = f"{kind} {where} ({len(rows)} tracks: " + ", ".join(f"{g} {n}" for g, n in counts.items()) + ")"
+    description = (
+        f"{kind} {where} ({len(rows)} tracks: " + ", ".join(f"{g} {n}" for g, n in counts.items()) + ")"
+    )
     logger.info("Data source: %s", description)
     return TrackSource(tracks, list(labels), fingerprint, description, ids_from_names=True)
 
 
 def load_folder_source(root: str | Path) -> TrackSource:
     entries, labels = scan_label_folder(root)
-    return _track_source("folder", str(root), [(path, label, tid, "train") for path, label, tid in entries], labels)
+    return _track_source(
+        "folder", str(root), [(path, label, tid, "train") for path, label, tid in entries], labels
+    )
 
 
 MANIFEST_COLUMNS = ("path", "label", "split")
@@ -262,18 +305,28 @@ def read_manifest(path: str | Path) -> list[dict[str, str]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
-                raise DataSourceError(f"Manifest {str(path)!r} line {number} is not JSON ({error}).") from None
+                raise DataSourceError(
+                    f"Manifest {str(path)!r} line {number} is not JSON ({error})."
+                ) from None
             if not isinstance(row, dict):
-                raise DataSourceError(f"Manifest {str(path)!r} line {number} is not a JSON object with path and label.")
-            rows.append({**{c: str(row[c]).strip() for c in MANIFEST_COLUMNS if row.get(c) is not None},
-                         "line": str(number)})
+                raise DataSourceError(
+                    f"Manifest {str(path)!r} line {number} is not a JSON object with path and label."
+                )
+            rows.append(
+                {
+                    **{c: str(row[c]).strip() for c in MANIFEST_COLUMNS if row.get(c) is not None},
+                    "line": str(number),
+                }
+            )
     if not rows:
         raise DataSourceError(f"Manifest {str(path)!r} lists no files.")
     for row in rows:
         empty = [c for c in MANIFEST_COLUMNS[:2] if not row.get(c)]
         if empty:
-            raise DataSourceError(f"Manifest {str(path)!r} line {row['line']}: no {' / '.join(empty)}; every row needs "
-                                  "a path (relative to the manifest) and a label.")
+            raise DataSourceError(
+                f"Manifest {str(path)!r} line {row['line']}: no {' / '.join(empty)}; every row needs "
+                "a path (relative to the manifest) and a label."
+            )
     return rows
 
 
@@ -286,8 +339,10 @@ def load_manifest_source(manifest: str | Path, need_splits: bool = False) -> Tra
     with_split = [row for row in rows if row.get("split")]
     if with_split and len(with_split) != len(rows):
         row = next(row for row in rows if not row.get("split"))
-        raise DataSourceError(f"Manifest {str(manifest)!r} line {row['line']} has no split while other rows have one: "
-                              "give every row a split (train / validation / test), or none.")
+        raise DataSourceError(
+            f"Manifest {str(manifest)!r} line {row['line']} has no split while other rows have one: "
+            "give every row a split (train / validation / test), or none."
+        )
     if need_splits and not with_split:
         raise DataSourceError(
             f"split=predefined uses the manifest's own split column, and {str(manifest)!r} has none: add a column "
@@ -303,8 +358,10 @@ def load_manifest_source(manifest: str | Path, need_splits: bool = False) -> Tra
         split = row.get("split", "train")
         canonical = SPLIT_ALIASES.get(split.lower())
         if canonical is None:
-            raise DataSourceError(f"Manifest {str(manifest)!r} line {row['line']}: split {split!r} is not one of "
-                                  f"train / validation / test (or one of {sorted(SPLIT_ALIASES)}).")
+            raise DataSourceError(
+                f"Manifest {str(manifest)!r} line {row['line']}: split {split!r} is not one of "
+                f"train / validation / test (or one of {sorted(SPLIT_ALIASES)})."
+            )
         entries.append((path, row["label"], track_id_for(relative.lstrip("/"))))
         splits.append(canonical)
     if missing:
@@ -406,9 +463,7 @@ def load_dataset_source(args: DataArguments) -> TrackSource:
                 f"{first.column_names}."
             )
     label_names, kind = _label_names(dict(loaded), label_col)
-    original_names = (
-        list(first.features[label_col].names) if kind == "classlabel" else None
-    )
+    original_names = list(first.features[label_col].names) if kind == "classlabel" else None
     parts, fingerprints = [], []
     ids_from_names = True
     per_genre_counter: dict[str, int] = {}
@@ -423,7 +478,11 @@ def load_dataset_source(args: DataArguments) -> TrackSource:
             names = list(raw_labels)
         labels = [label_names.index(n) for n in names]
         # Only the `path` field: reading the column through Python would copy every audio file's bytes.
-        paths = [p for chunk in ds.data.column(audio_col).chunks for p in pc.struct_field(chunk, "path").to_pylist()]
+        paths = [
+            p
+            for chunk in ds.data.column(audio_col).chunks
+            for p in pc.struct_field(chunk, "path").to_pylist()
+        ]
         if "file" in ds.column_names:
             names_for_ids = ds["file"]
         else:
@@ -456,8 +515,9 @@ def load_dataset_source(args: DataArguments) -> TrackSource:
         raise DataSourceError(f"{len(dupes)} duplicate track ids in {args.dataset_name!r}, e.g. {dupes[:5]}.")
     if not ids_from_names:
         logger.warning("%s has no file names; track ids are <genre>.<index> in row order", args.dataset_name)
-    fingerprint = Hasher.hash(["dataset", args.dataset_name, args.dataset_config_name, audio_col, label_col,
-                               fingerprints])
+    fingerprint = Hasher.hash(
+        ["dataset", args.dataset_name, args.dataset_config_name, audio_col, label_col, fingerprints]
+    )
     description = f"dataset {args.dataset_name} ({len(tracks)} tracks, splits {list(loaded)})"
     logger.info("Data source: %s", description)
     return TrackSource(tracks, label_names, fingerprint, description, ids_from_names)

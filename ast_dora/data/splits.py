@@ -31,7 +31,11 @@ logger = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "validation", "test")
 LIST_FILES = {
-    "fault_filtered": {"train": "train_filtered.txt", "validation": "valid_filtered.txt", "test": "test_filtered.txt"},
+    "fault_filtered": {
+        "train": "train_filtered.txt",
+        "validation": "valid_filtered.txt",
+        "test": "test_filtered.txt",
+    },
     "kereliuk_stratified": {
         "train": "train_stratified.txt",
         "validation": "valid_stratified.txt",
@@ -89,7 +93,9 @@ def read_split_list(path: Path) -> list[str]:
     return ids
 
 
-def list_split(protocol: str, track_ids, lists_dir: str | None, ids_from_names: bool = True) -> dict[str, list[str]]:
+def list_split(
+    protocol: str, track_ids, lists_dir: str | None, ids_from_names: bool = True
+) -> dict[str, list[str]]:
     folder = resolve_split_lists_dir(lists_dir)
     available = set(track_ids)
     out, missing_all, listed_all = {}, [], set()
@@ -102,7 +108,11 @@ def list_split(protocol: str, track_ids, lists_dir: str | None, ids_from_names: 
             missing_all += missing
             logger.warning(
                 "%s %s: %d of %d listed tracks are not in the data (first: %s)",
-                protocol, name, len(missing), len(listed), ", ".join(missing[:5]),
+                protocol,
+                name,
+                len(missing),
+                len(listed),
+                ", ".join(missing[:5]),
             )
         out[name] = sorted(present)
     if not any(out.values()):
@@ -118,8 +128,12 @@ def list_split(protocol: str, track_ids, lists_dir: str | None, ids_from_names: 
         )
     unlisted = available - listed_all
     if unlisted:
-        logger.info("%s: %d track(s) of the data are in none of the lists and are left out (e.g. %s)",
-                    protocol, len(unlisted), sorted(unlisted)[:3])
+        logger.info(
+            "%s: %d track(s) of the data are in none of the lists and are left out (e.g. %s)",
+            protocol,
+            len(unlisted),
+            sorted(unlisted)[:3],
+        )
     if missing_all:
         logger.warning("%s: %d listed track(s) missing from the data in total", protocol, len(missing_all))
     return out
@@ -134,7 +148,9 @@ def predefined_split(track_ids, source_splits) -> dict[str, list[str]]:
         else:
             unknown.add(split)
     if unknown:
-        raise ValueError(f"split='predefined': the dataset's split(s) {sorted(unknown)} are not train/validation/test.")
+        raise ValueError(
+            f"split='predefined': the dataset's split(s) {sorted(unknown)} are not train/validation/test."
+        )
     empty = [name for name, ids in out.items() if not ids]
     if empty:
         raise ValueError(
@@ -143,7 +159,9 @@ def predefined_split(track_ids, source_splits) -> dict[str, list[str]]:
     return {name: sorted(ids) for name, ids in out.items()}
 
 
-def cap_tracks_per_genre(splits: dict[str, list[str]], label_of: dict[str, int], cap: int) -> dict[str, list[str]]:
+def cap_tracks_per_genre(
+    splits: dict[str, list[str]], label_of: dict[str, int], cap: int
+) -> dict[str, list[str]]:
     """Keep at most `cap` tracks per genre, shared between the splits in proportion (each non-empty split of a
     genre keeps at least one track when the cap allows it; train is served first)."""
     out = {name: [] for name in SPLIT_NAMES}
@@ -162,7 +180,9 @@ def cap_tracks_per_genre(splits: dict[str, list[str]], label_of: dict[str, int],
                 budget -= 1
         shares = {name: len(per_split[name]) / total * cap for name in SPLIT_NAMES}
         while budget > 0:
-            name = max(SPLIT_NAMES, key=lambda n: (shares[n] - keep[n]) if keep[n] < len(per_split[n]) else -1e9)
+            name = max(
+                SPLIT_NAMES, key=lambda n: (shares[n] - keep[n]) if keep[n] < len(per_split[n]) else -1e9
+            )
             keep[name] += 1
             budget -= 1
         for name in SPLIT_NAMES:
@@ -195,8 +215,14 @@ def check_list_protocol(protocol: str, label_names: list[str] | None) -> None:
         )
 
 
-def make_splits(args: DataArguments, track_ids: list[str], labels: list[int], source_splits: list[str] | None = None,
-                ids_from_names: bool = True, label_names: list[str] | None = None) -> dict[str, list[str]]:
+def make_splits(
+    args: DataArguments,
+    track_ids: list[str],
+    labels: list[int],
+    source_splits: list[str] | None = None,
+    ids_from_names: bool = True,
+    label_names: list[str] | None = None,
+) -> dict[str, list[str]]:
     """`{"train": [...], "validation": [...], "test": [...]}` sorted track ids for `args.split`.
 
     `label_names` (the source's labels) lets the list-based protocols refuse data that is not GTZAN's."""

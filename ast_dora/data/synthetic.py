@@ -97,7 +97,9 @@ def _noise(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     """White noise: a random slice of a cached 64-s noise vector (drawing fresh noise costs more than the rest)."""
     noise = _NOISE_CACHE.get(sr)
     if noise is None or len(noise) < 2 * n:
-        noise = _NOISE_CACHE[sr] = np.random.default_rng(12345).standard_normal(max(2 * n, 64 * sr), dtype=np.float32)
+        noise = _NOISE_CACHE[sr] = np.random.default_rng(12345).standard_normal(
+            max(2 * n, 64 * sr), dtype=np.float32
+        )
     start = int(rng.integers(0, len(noise) - n))
     return noise[start : start + n]
 
@@ -110,8 +112,15 @@ def _time(n: int, sr: int) -> np.ndarray:
     return t[:n]
 
 
-def _envelope(n: int, sr: int, attack: float, decay: float, sustain: float, release_at: int | None = None,
-              release: float = 0.05) -> np.ndarray:
+def _envelope(
+    n: int,
+    sr: int,
+    attack: float,
+    decay: float,
+    sustain: float,
+    release_at: int | None = None,
+    release: float = 0.05,
+) -> np.ndarray:
     """Attack ramp, exponential decay to `sustain` (time constant `decay`), then an exponential release."""
     t = _time(n, sr)
     env = np.exp(t * np.float32(-1.0 / max(decay, 1e-3)))
@@ -130,7 +139,9 @@ class _Mix:
     def __init__(self, n: int, sr: int, rng: np.random.Generator):
         self.n, self.sr, self.rng = n, sr, rng
         self.buses: dict[str, np.ndarray] = {}
-        self._notes: dict[tuple, np.ndarray] = {}  # repeated notes (riffs, stabs, bass lines) are rendered once
+        self._notes: dict[
+            tuple, np.ndarray
+        ] = {}  # repeated notes (riffs, stabs, bass lines) are rendered once
         self.cache: dict[tuple, np.ndarray] = {}  # other reusable sounds of this track
 
     def bus(self, name: str) -> np.ndarray:
@@ -164,24 +175,66 @@ class _Mix:
         for t, v in zip(times.tolist(), velocities.tolist(), strict=True):
             self.add(name, t, sound, v)
 
-    def note(self, name: str, start_time: float, duration: float, midi: float, table: np.ndarray, gain: float = 1.0,
-             attack: float = 0.005, decay: float = 0.3, sustain: float = 0.0, release: float = 0.05,
-             vibrato: tuple[float, float] | None = None, glide_from: float | None = None,
-             bright: tuple[np.ndarray, float] | None = None) -> None:
-        self.add(name, start_time, self._note_sound(duration, midi, table, attack, decay, sustain, release, vibrato,
-                                                    glide_from, bright), gain)
+    def note(
+        self,
+        name: str,
+        start_time: float,
+        duration: float,
+        midi: float,
+        table: np.ndarray,
+        gain: float = 1.0,
+        attack: float = 0.005,
+        decay: float = 0.3,
+        sustain: float = 0.0,
+        release: float = 0.05,
+        vibrato: tuple[float, float] | None = None,
+        glide_from: float | None = None,
+        bright: tuple[np.ndarray, float] | None = None,
+    ) -> None:
+        self.add(
+            name,
+            start_time,
+            self._note_sound(
+                duration, midi, table, attack, decay, sustain, release, vibrato, glide_from, bright
+            ),
+            gain,
+        )
 
-    def _note_sound(self, duration, midi, table, attack=0.005, decay=0.3, sustain=0.0, release=0.05, vibrato=None,
-                    glide_from=None, bright=None) -> np.ndarray:
-        key = (id(table), round(float(midi), 3), round(duration, 3), attack, decay, sustain, release, vibrato,
-               glide_from, None if bright is None else (id(bright[0]), bright[1]))
+    def _note_sound(
+        self,
+        duration,
+        midi,
+        table,
+        attack=0.005,
+        decay=0.3,
+        sustain=0.0,
+        release=0.05,
+        vibrato=None,
+        glide_from=None,
+        bright=None,
+    ) -> np.ndarray:
+        key = (
+            id(table),
+            round(float(midi), 3),
+            round(duration, 3),
+            attack,
+            decay,
+            sustain,
+            release,
+            vibrato,
+            glide_from,
+            None if bright is None else (id(bright[0]), bright[1]),
+        )
         sound = self._notes.get(key)
         if sound is None:
-            sound = self._notes[key] = self._render_note(duration, midi, table, attack, decay, sustain, release,
-                                                         vibrato, glide_from, bright)
+            sound = self._notes[key] = self._render_note(
+                duration, midi, table, attack, decay, sustain, release, vibrato, glide_from, bright
+            )
         return sound
 
-    def _render_note(self, duration, midi, table, attack, decay, sustain, release, vibrato, glide_from, bright):
+    def _render_note(
+        self, duration, midi, table, attack, decay, sustain, release, vibrato, glide_from, bright
+    ):
         sr = self.sr
         n_on = max(int(duration * sr), 1)
         n = n_on + int(3 * release * sr)
@@ -200,7 +253,9 @@ class _Mix:
             rate, depth = vibrato
             cos = self.cache.get(("lfo", rate))
             if cos is None or len(cos) < n:  # one cosine per vibrato rate, sliced for every note
-                cos = self.cache[("lfo", rate)] = np.cos(_time(max(n, 4 * sr), sr) * np.float32(2 * np.pi * rate))
+                cos = self.cache[("lfo", rate)] = np.cos(
+                    _time(max(n, 4 * sr), sr) * np.float32(2 * np.pi * rate)
+                )
             cycles = cycles + (f0 * depth / (2 * np.pi * rate)) * (1.0 - cos[:n])
         # wavetable lookup: one gather per sample whatever the number of harmonics in the table
         index = (cycles * TABLE_SIZE).astype(np.int64) & _TABLE_MASK
@@ -216,7 +271,14 @@ class _Mix:
         """The notes together (strummed: each `strum` seconds after the previous, downwards if negative),
         rendered once per distinct chord and added as one sound."""
         notes = tuple(float(m) for m in notes)
-        key = ("chord", notes, round(duration, 3), id(table), strum, tuple(sorted((k, repr(v)) for k, v in kw.items())))
+        key = (
+            "chord",
+            notes,
+            round(duration, 3),
+            id(table),
+            strum,
+            tuple(sorted((k, repr(v)) for k, v in kw.items())),
+        )
         sound = self.cache.get(key)
         if sound is None:
             order = notes if strum >= 0 else notes[::-1]
@@ -253,7 +315,9 @@ def kick(rng, sr, f_hi=None, f_lo=None, tau=None, length=0.5) -> np.ndarray:
     f_hi = f_hi or rng.uniform(110, 170)
     f_lo = f_lo or rng.uniform(44, 58)
     freq = f_lo + (f_hi - f_lo) * np.exp(-t / 0.035)
-    body = np.sin(2 * np.pi * np.cumsum(freq) / sr).astype(np.float32) * _decay(n, sr, tau or rng.uniform(0.12, 0.3))
+    body = np.sin(2 * np.pi * np.cumsum(freq) / sr).astype(np.float32) * _decay(
+        n, sr, tau or rng.uniform(0.12, 0.3)
+    )
     click = _band_noise(rng, n, sr, 1500, 6000) * _decay(n, sr, 0.004) * 0.3
     return body + click
 
@@ -307,13 +371,19 @@ def crash(rng, sr) -> np.ndarray:
 def rim(rng, sr) -> np.ndarray:
     n = int(0.12 * sr)
     t = np.arange(n) / sr
-    x = np.sin(2 * np.pi * rng.uniform(1500, 2200) * t).astype(np.float32) + 0.5 * _band_noise(rng, n, sr, 2000, 8000)
+    x = np.sin(2 * np.pi * rng.uniform(1500, 2200) * t).astype(np.float32) + 0.5 * _band_noise(
+        rng, n, sr, 2000, 8000
+    )
     return x * _decay(n, sr, 0.015)
 
 
 def brush(rng, sr) -> np.ndarray:
     n = int(0.3 * sr)
-    return _band_noise(rng, n, sr, 1500, 7000) * _decay(n, sr, 0.09) * np.linspace(0.3, 1.0, n, dtype=np.float32) ** 0.3
+    return (
+        _band_noise(rng, n, sr, 1500, 7000)
+        * _decay(n, sr, 0.09)
+        * np.linspace(0.3, 1.0, n, dtype=np.float32) ** 0.3
+    )
 
 
 def _trim(sound: np.ndarray, floor: float = 1e-3) -> np.ndarray:
@@ -426,16 +496,36 @@ def _blues(mix: _Mix, rng, duration: float):
         chord = voicing(root + 12, "7", key + 14, key + 30)
         for b in range(4):
             t = (bar * 4 + b + swing) * beat
-            mix.chord("harmony", t, beat * 0.3, chord, guitar, 0.55, strum=0.012, decay=0.15,
-                      bright=(TABLES["saw"], 0.03))
+            mix.chord(
+                "harmony",
+                t,
+                beat * 0.3,
+                chord,
+                guitar,
+                0.55,
+                strum=0.012,
+                decay=0.15,
+                bright=(TABLES["saw"], 0.03),
+            )
     pool = scale_notes(key, BLUES, key + 24, key + 41)
     harp = _mix_tables(rng, "reed", "square")
     t = rng.uniform(0, 2) * beat
     while t < duration:
         for m in _melody(rng, pool, int(rng.integers(2, 6))):
             d = beat * float(rng.choice([1 / 3, 2 / 3, 1.0]))
-            mix.note("lead", t, d, m, harp, 0.5, attack=0.03, decay=0.5, sustain=0.7, vibrato=(5.5, 0.01),
-                     glide_from=m - float(rng.choice([0, 0, 1, 2])))
+            mix.note(
+                "lead",
+                t,
+                d,
+                m,
+                harp,
+                0.5,
+                attack=0.03,
+                decay=0.5,
+                sustain=0.7,
+                vibrato=(5.5, 0.01),
+                glide_from=m - float(rng.choice([0, 0, 1, 2])),
+            )
             t += d
         t += beat * rng.uniform(1, 3)
     return tempo, {"drums": 0.9, "bass": 0.8, "harmony": 0.7, "lead": 0.55}, {"drive": ("harmony", 1.8)}
@@ -469,17 +559,50 @@ def _classical(mix: _Mix, rng, duration: float):
             chord = voicing(root, qual[int(prog[bar % 4])], key + 4, key + 19)
             for m in chord:
                 for det in (-0.08, 0.08):
-                    mix.note("harmony", bar * 4 * beat, 4 * beat, m + det, strings, 0.3, attack=rng.uniform(0.2, 0.5),
-                             decay=1.0, sustain=0.8, release=0.4, vibrato=(vib_rate, 0.004))
-            mix.note("bass", bar * 4 * beat, 4 * beat, root - 12, strings, 0.6, attack=0.15, decay=1, sustain=0.8,
-                     release=0.4, vibrato=(5, 0.003))
+                    mix.note(
+                        "harmony",
+                        bar * 4 * beat,
+                        4 * beat,
+                        m + det,
+                        strings,
+                        0.3,
+                        attack=rng.uniform(0.2, 0.5),
+                        decay=1.0,
+                        sustain=0.8,
+                        release=0.4,
+                        vibrato=(vib_rate, 0.004),
+                    )
+            mix.note(
+                "bass",
+                bar * 4 * beat,
+                4 * beat,
+                root - 12,
+                strings,
+                0.6,
+                attack=0.15,
+                decay=1,
+                sustain=0.8,
+                release=0.4,
+                vibrato=(5, 0.003),
+            )
         lead_table, vib, attack = strings, (rng.uniform(5, 6.5), 0.006), 0.08
     pool = scale_notes(key, scale, key + 19, key + 36)
     t = 0.0
     for m in _melody(rng, pool, int(duration / beat) + 4, step_max=2):
         d = beat * float(rng.choice([0.5, 1.0, 1.0, 2.0]))
-        mix.note("lead", t, d * 1.05, m, lead_table, 0.45, attack=attack, decay=0.8, sustain=0.75 if vib else 0.0,
-                 release=0.15, vibrato=vib)
+        mix.note(
+            "lead",
+            t,
+            d * 1.05,
+            m,
+            lead_table,
+            0.45,
+            attack=attack,
+            decay=0.8,
+            sustain=0.75 if vib else 0.0,
+            release=0.15,
+            vibrato=vib,
+        )
         t += d
         if t > duration:
             break
@@ -501,22 +624,50 @@ def _country(mix: _Mix, rng, duration: float):
     for bar in range(bars):
         root = key + int(prog[bar % 4])
         for b, iv in enumerate([0, 7, 0, 7]):
-            mix.note("bass", (bar * 4 + b) * beat, beat * 0.7, root + iv - (12 if iv else 0), TABLES["bass"], 0.8,
-                     decay=0.2, sustain=0.2)
+            mix.note(
+                "bass",
+                (bar * 4 + b) * beat,
+                beat * 0.7,
+                root + iv - (12 if iv else 0),
+                TABLES["bass"],
+                0.8,
+                decay=0.2,
+                sustain=0.2,
+            )
         chord = voicing(root + 12, "maj", key + 16, key + 31)
         for b in (1, 3):
-            mix.chord("harmony", (bar * 4 + b) * beat, beat * 0.8, chord, acoustic, 0.7, strum=0.015, decay=0.25,
-                      bright=(TABLES["saw"], 0.05))
+            mix.chord(
+                "harmony",
+                (bar * 4 + b) * beat,
+                beat * 0.8,
+                chord,
+                acoustic,
+                0.7,
+                strum=0.015,
+                decay=0.25,
+                bright=(TABLES["saw"], 0.05),
+            )
         for b in (1.5, 3.5):
-            mix.chord("harmony", (bar * 4 + b) * beat, beat * 0.3, chord, acoustic, 0.3, strum=-0.01, decay=0.12)
+            mix.chord(
+                "harmony", (bar * 4 + b) * beat, beat * 0.3, chord, acoustic, 0.3, strum=-0.01, decay=0.12
+            )
     pool = scale_notes(key, PENTA_MAJOR, key + 24, key + 40)
     twang = _mix_tables(rng, "bright", "square")
     t = rng.uniform(0, 4) * beat
     while t < duration:
         for m in _melody(rng, pool, int(rng.integers(3, 8)), step_max=1):
             d = beat * float(rng.choice([0.5, 0.5, 1.0]))
-            mix.note("lead", t, d, m, twang, 0.45, decay=0.3, bright=(TABLES["saw"], 0.02),
-                     glide_from=m - float(rng.choice([0, 0, 2])))
+            mix.note(
+                "lead",
+                t,
+                d,
+                m,
+                twang,
+                0.45,
+                decay=0.3,
+                bright=(TABLES["saw"], 0.02),
+                glide_from=m - float(rng.choice([0, 0, 2])),
+            )
             t += d
         t += beat * rng.uniform(2, 4)
     return tempo, {"drums": 0.6, "bass": 0.8, "harmony": 0.8, "lead": 0.5}, {}
@@ -531,7 +682,13 @@ def _disco(mix: _Mix, rng, duration: float):
     prog = rng.choice([[0, 0, 5, 5], [0, 5, 0, 5], [0, 0, 3, 5]])
     qual = "m7" if rng.uniform() < 0.6 else "maj7"
     mix.hits("drums", _grid(bars, beat, 4, [0, 1, 2, 3]), kick(rng, sr, tau=0.15), jitter=0.002)
-    mix.hits("drums", _grid(bars, beat, 4, [1, 3]), layer(clap(rng, sr), snare(rng, sr), gains=[1.0, 0.5]), 0.7, jitter=0.002)
+    mix.hits(
+        "drums",
+        _grid(bars, beat, 4, [1, 3]),
+        layer(clap(rng, sr), snare(rng, sr), gains=[1.0, 0.5]),
+        0.7,
+        jitter=0.002,
+    )
     mix.hits("drums", _grid(bars, beat, 4, [0.5, 1.5, 2.5, 3.5]), hat(rng, sr, 0.12), 0.6, jitter=0.002)
     mix.hits("drums", _grid(bars, beat, 4, np.arange(16) / 4), hat(rng, sr, 0.02), 0.25, jitter=0.002)
     strings = _mix_tables(rng, "saw", "string")
@@ -539,14 +696,26 @@ def _disco(mix: _Mix, rng, duration: float):
     for bar in range(bars):
         root = key + int(prog[bar % 4])
         for i in range(8):
-            mix.note("bass", (bar * 4 + i / 2) * beat, beat * 0.35, root + (12 if i % 2 else 0), TABLES["bass"], 0.9,
-                     decay=0.15, sustain=0.4)
+            mix.note(
+                "bass",
+                (bar * 4 + i / 2) * beat,
+                beat * 0.35,
+                root + (12 if i % 2 else 0),
+                TABLES["bass"],
+                0.9,
+                decay=0.15,
+                sustain=0.4,
+            )
         chord = voicing(root + 24, qual, key + 24, key + 40)
         if rng.uniform() < 0.5:
-            mix.chord("harmony", bar * 4 * beat, 4 * beat, chord, strings, 0.5, attack=0.05, decay=1, sustain=0.8)
+            mix.chord(
+                "harmony", bar * 4 * beat, 4 * beat, chord, strings, 0.5, attack=0.05, decay=1, sustain=0.8
+            )
         else:
             for b in (0, 1.5, 2.5):
-                mix.chord("harmony", (bar * 4 + b) * beat, beat * 0.4, chord, strings, 0.6, attack=0.01, decay=0.2)
+                mix.chord(
+                    "harmony", (bar * 4 + b) * beat, beat * 0.4, chord, strings, 0.6, attack=0.01, decay=0.2
+                )
         for i in range(16):
             if i % 4 in (1, 3):
                 mix.chord("guitar", (bar * 4 + i / 4) * beat, 0.04, chord[:3], chuck, 0.3, decay=0.03)
@@ -560,12 +729,26 @@ def _hiphop(mix: _Mix, rng, duration: float):
     bars = int(duration / (4 * beat)) + 2
     key = int(rng.integers(33, 41))
     swing = rng.uniform(0.55, 0.64)
-    steps = [0, 10] + [int(s) for s in rng.choice([3, 7, 8, 11, 14], size=int(rng.integers(1, 3)), replace=False)]
+    steps = [0, 10] + [
+        int(s) for s in rng.choice([3, 7, 8, 11, 14], size=int(rng.integers(1, 3)), replace=False)
+    ]
     k = kick(rng, sr, f_lo=rng.uniform(40, 50), tau=0.22)
     mix.hits("drums", _grid(bars, beat, 4, np.array(sorted(steps)) / 4, swing), k, jitter=0.008)
-    mix.hits("drums", _grid(bars, beat, 4, [1, 3]), layer(snare(rng, sr, tau=0.14), clap(rng, sr), gains=[1.0, 0.6]), 0.9, jitter=0.008)
-    hh = np.sort(np.concatenate([_grid(bars, beat, 4, np.arange(8) / 2, swing),
-                                 _grid(bars, beat, 4, [b + 0.25 for b in range(4)], swing)[::3]]))
+    mix.hits(
+        "drums",
+        _grid(bars, beat, 4, [1, 3]),
+        layer(snare(rng, sr, tau=0.14), clap(rng, sr), gains=[1.0, 0.6]),
+        0.9,
+        jitter=0.008,
+    )
+    hh = np.sort(
+        np.concatenate(
+            [
+                _grid(bars, beat, 4, np.arange(8) / 2, swing),
+                _grid(bars, beat, 4, [b + 0.25 for b in range(4)], swing)[::3],
+            ]
+        )
+    )
     mix.hits("drums", hh, hat(rng, sr, 0.025), rng.uniform(0.25, 0.5, len(hh)), jitter=0.008)
     prog = rng.choice([[0, 0, 8, 8], [0, 0, 5, 3], [0, 3, 8, 7]])
     keys = _mix_tables(rng, "epiano", "mellow")
@@ -579,7 +762,11 @@ def _hiphop(mix: _Mix, rng, duration: float):
         chord = voicing(root + 24, "m7" if rng.uniform() < 0.7 else "m9", key + 19, key + 34)
         mix.chord("harmony", bar * 4 * beat, 2 * beat, chord, keys, 0.5, attack=0.01, decay=0.8, sustain=0.3)
         mix.chord("harmony", (bar * 4 + 2.5) * beat, 1.5 * beat, chord, keys, 0.35, attack=0.01, decay=0.6)
-    return tempo, {"drums": 1.0, "bass": 1.0, "harmony": 0.5}, {"lofi": rng.uniform(3500, 6500), "crackle": True}
+    return (
+        tempo,
+        {"drums": 1.0, "bass": 1.0, "harmony": 0.5},
+        {"lofi": rng.uniform(3500, 6500), "crackle": True},
+    )
 
 
 def _jazz(mix: _Mix, rng, duration: float):
@@ -613,9 +800,13 @@ def _jazz(mix: _Mix, rng, duration: float):
             m = tones[b % len(tones)] if b < per - 1 else next_root + int(rng.choice([-1, 1]))
             mix.note("bass", t, beat * 0.9, m, upright, 0.9, attack=0.005, decay=0.35, sustain=0.2)
         voice = voicing(root + 12, q if q != "7" else "9", key + 10, key + 28)[1:]  # rootless
-        for t in (c * per * beat + np.sort(rng.choice([swing, 1.0, 1 + swing, per - 1 + swing], 2, replace=False))
-                  * beat):
-            mix.chord("harmony", float(t), beat * float(rng.choice([0.3, 0.5, 0.8])), voice, piano, 0.55, decay=0.5)
+        for t in (
+            c * per * beat
+            + np.sort(rng.choice([swing, 1.0, 1 + swing, per - 1 + swing], 2, replace=False)) * beat
+        ):
+            mix.chord(
+                "harmony", float(t), beat * float(rng.choice([0.3, 0.5, 0.8])), voice, piano, 0.55, decay=0.5
+            )
     if rng.uniform() < 0.6:
         sax = _mix_tables(rng, "reed", "saw")
         pool = scale_notes(key, (0, 2, 3, 4, 5, 7, 9, 10, 11), key + 17, key + 36)
@@ -649,10 +840,15 @@ def _metal(mix: _Mix, rng, duration: float):
                 mix.chord("guitar", t, beat * 0.18, [key, key + 7], guitar, 0.9, decay=0.05, sustain=0.1)
             elif i % 8 == 6:
                 root = int(rng.choice(riff_pool))
-                mix.chord("guitar", t, beat * 0.5, [root, root + 7, root + 12], guitar, 1.0, decay=0.5, sustain=0.6)
+                mix.chord(
+                    "guitar", t, beat * 0.5, [root, root + 7, root + 12], guitar, 1.0, decay=0.5, sustain=0.6
+                )
         mix.note("bass", bar * 4 * beat, 4 * beat, key - 12, TABLES["saw"], 0.6, decay=2, sustain=0.8)
-    return tempo, {"drums": 0.9, "guitar": 1.0, "bass": 0.6}, {"drive": ("guitar", rng.uniform(12, 30)),
-                                                               "master_drive": 2.0}
+    return (
+        tempo,
+        {"drums": 0.9, "guitar": 1.0, "bass": 0.6},
+        {"drive": ("guitar", rng.uniform(12, 30)), "master_drive": 2.0},
+    )
 
 
 def _pop(mix: _Mix, rng, duration: float):
@@ -671,23 +867,60 @@ def _pop(mix: _Mix, rng, duration: float):
     for bar in range(bars):
         root = key + int(prog[bar % 4])
         chord = voicing(root + 12, qual[int(prog[bar % 4])], key + 12, key + 26)
-        mix.chord("harmony", bar * 4 * beat, 4 * beat, chord, pad, 0.45, attack=0.08, decay=1, sustain=0.8, release=0.2)
+        mix.chord(
+            "harmony",
+            bar * 4 * beat,
+            4 * beat,
+            chord,
+            pad,
+            0.45,
+            attack=0.08,
+            decay=1,
+            sustain=0.8,
+            release=0.2,
+        )
         arp = chord + [chord[0] + 12]
         for i in range(8):
-            mix.note("arp", (bar * 4 + i / 2) * beat, beat * 0.4, arp[i % len(arp)] + 12, pluck, 0.35, decay=0.12)
+            mix.note(
+                "arp", (bar * 4 + i / 2) * beat, beat * 0.4, arp[i % len(arp)] + 12, pluck, 0.35, decay=0.12
+            )
         for i in range(8):
-            mix.note("bass", (bar * 4 + i / 2) * beat, beat * 0.45, root - 12, TABLES["bass"], 0.7, decay=0.2, sustain=0.5)
+            mix.note(
+                "bass",
+                (bar * 4 + i / 2) * beat,
+                beat * 0.45,
+                root - 12,
+                TABLES["bass"],
+                0.7,
+                decay=0.2,
+                sustain=0.5,
+            )
     voice = _mix_tables(rng, "vowel", "sine")
     pool = scale_notes(key, PENTA_MAJOR, key + 24, key + 38)
     t = rng.uniform(0, 1) * beat
     while t < duration:
         for m in _melody(rng, pool, int(rng.integers(4, 9)), step_max=2):
             d = beat * float(rng.choice([0.5, 0.5, 1.0, 1.5]))
-            mix.note("lead", t, d, m, voice, 0.55, attack=0.03, decay=0.6, sustain=0.8, release=0.08,
-                     vibrato=(5.5, 0.012))
+            mix.note(
+                "lead",
+                t,
+                d,
+                m,
+                voice,
+                0.55,
+                attack=0.03,
+                decay=0.6,
+                sustain=0.8,
+                release=0.08,
+                vibrato=(5.5, 0.012),
+            )
             t += d
         t += beat * rng.uniform(1, 2)
-    return tempo, {"drums": 0.9, "harmony": 0.5, "arp": 0.5, "bass": 0.7, "lead": 0.7}, {"sidechain": (beat, 0.5)}
+    return (
+        tempo,
+        {"drums": 0.9, "harmony": 0.5, "arp": 0.5, "bass": 0.7, "lead": 0.7},
+        {"sidechain": (beat, 0.5)},
+    )
 
 
 def _reggae(mix: _Mix, rng, duration: float):
@@ -715,8 +948,16 @@ def _reggae(mix: _Mix, rng, duration: float):
         for p, iv in bass_pattern:
             if rng.uniform() < 0.85:
                 iv = iv if not (minor and iv == 4) else 3
-                mix.note("bass", (bar * 4 + p) * beat, beat * 0.45, root - 12 + iv, TABLES["bass"], 1.0, decay=0.4,
-                         sustain=0.5)
+                mix.note(
+                    "bass",
+                    (bar * 4 + p) * beat,
+                    beat * 0.45,
+                    root - 12 + iv,
+                    TABLES["bass"],
+                    1.0,
+                    decay=0.4,
+                    sustain=0.5,
+                )
     return tempo, {"drums": 0.8, "harmony": 0.55, "organ": 0.4, "bass": 1.1}, {"bass_lowpass": 500.0}
 
 
@@ -734,11 +975,33 @@ def _rock(mix: _Mix, rng, duration: float):
     guitar = _mix_tables(rng, "saw", "bright")
     for bar in range(bars):
         root = key + int(prog[bar % 4])
-        shape = [root + 12, root + 19, root + 24] if rng.uniform() < 0.6 else voicing(root + 12, "maj", key + 12, key + 28)
+        shape = (
+            [root + 12, root + 19, root + 24]
+            if rng.uniform() < 0.6
+            else voicing(root + 12, "maj", key + 12, key + 28)
+        )
         for i in range(8):
-            mix.chord("guitar", (bar * 4 + i / 2) * beat, beat * 0.45, shape, guitar, 0.8 if i % 2 == 0 else 0.6,
-                      strum=0.006, decay=0.3, sustain=0.5)
-            mix.note("bass", (bar * 4 + i / 2) * beat, beat * 0.45, root, TABLES["bass"], 0.8, decay=0.2, sustain=0.5)
+            mix.chord(
+                "guitar",
+                (bar * 4 + i / 2) * beat,
+                beat * 0.45,
+                shape,
+                guitar,
+                0.8 if i % 2 == 0 else 0.6,
+                strum=0.006,
+                decay=0.3,
+                sustain=0.5,
+            )
+            mix.note(
+                "bass",
+                (bar * 4 + i / 2) * beat,
+                beat * 0.45,
+                root,
+                TABLES["bass"],
+                0.8,
+                decay=0.2,
+                sustain=0.5,
+            )
     if rng.uniform() < 0.5:
         pool = scale_notes(key, PENTA_MINOR, key + 24, key + 41)
         t = rng.uniform(0, 4) * beat
@@ -748,8 +1011,11 @@ def _rock(mix: _Mix, rng, duration: float):
                 mix.note("lead", t, d, m, guitar, 0.5, decay=0.6, sustain=0.6, vibrato=(6, 0.01))
                 t += d
             t += beat * rng.uniform(2, 4)
-    return tempo, {"drums": 0.9, "guitar": 0.9, "bass": 0.7, "lead": 0.5}, {"drive": ("guitar", rng.uniform(3, 7)),
-                                                                            "drive_lead": True}
+    return (
+        tempo,
+        {"drums": 0.9, "guitar": 0.9, "bass": 0.7, "lead": 0.5},
+        {"drive": ("guitar", rng.uniform(3, 7)), "drive_lead": True},
+    )
 
 
 GENRE_SYNTHS = {
@@ -800,7 +1066,9 @@ def _reverb(x: np.ndarray, sr: int, rng, seconds: float) -> np.ndarray:
     return (x + 0.35 * wet).astype(np.float32)
 
 
-def synthesize_track(genre: str, duration_seconds: float, sampling_rate: int, rng: np.random.Generator) -> np.ndarray:
+def synthesize_track(
+    genre: str, duration_seconds: float, sampling_rate: int, rng: np.random.Generator
+) -> np.ndarray:
     """One synthetic track of `genre`, float32 mono in [-1, 1]."""
     sr = sampling_rate
     n = int(round(duration_seconds * sr))
@@ -909,20 +1177,41 @@ def generate_synthetic_gtzan(
         # fork where no native thread pool runs in this process, forkserver where one may (`workers.py`)
         with ProcessPoolExecutor(num_workers, mp_context=mp_context()) as pool:
             n = len(jobs)
-            paths = list(pool.map(_write_track, [root] * n, [g for g, _ in jobs], [i for _, i in jobs],
-                                  [duration_seconds] * n, [sampling_rate] * n, [seed] * n, chunksize=8))
+            paths = list(
+                pool.map(
+                    _write_track,
+                    [root] * n,
+                    [g for g, _ in jobs],
+                    [i for _, i in jobs],
+                    [duration_seconds] * n,
+                    [sampling_rate] * n,
+                    [seed] * n,
+                    chunksize=8,
+                )
+            )
     else:
         paths = [_write_track(root, g, i, duration_seconds, sampling_rate, seed) for g, i in jobs]
     manifest = _manifest(tracks_per_genre, duration_seconds, sampling_rate, seed)
     manifest["files"] = len(paths)
     (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-    logger.info("Generated %d synthetic tracks (%.1f s each) in %s in %.1f s", len(paths), duration_seconds, root,
-                time.perf_counter() - start)
+    logger.info(
+        "Generated %d synthetic tracks (%.1f s each) in %s in %.1f s",
+        len(paths),
+        duration_seconds,
+        root,
+        time.perf_counter() - start,
+    )
     return paths
 
 
-def ensure_synthetic_gtzan(root: str | Path, tracks_per_genre: int, duration_seconds: float, seed: int = 0,
-                           sampling_rate: int = 22050, num_workers: int = 1) -> Path:
+def ensure_synthetic_gtzan(
+    root: str | Path,
+    tracks_per_genre: int,
+    duration_seconds: float,
+    seed: int = 0,
+    sampling_rate: int = 22050,
+    num_workers: int = 1,
+) -> Path:
     """Generate the synthetic set into `root` unless a manifest there says it was made with these parameters.
 
     A folder holding other audio (no manifest) is never overwritten.
@@ -940,8 +1229,12 @@ def ensure_synthetic_gtzan(root: str | Path, tracks_per_genre: int, duration_sec
         if found == wanted and found_files == len(expected) and all(p.is_file() for p in expected):
             logger.info("Reusing synthetic GTZAN in %s (%s)", root, manifest_path)
             return root
-        logger.info("Synthetic GTZAN in %s was made with other parameters (%s); regenerating with %s", root, found,
-                    wanted)
+        logger.info(
+            "Synthetic GTZAN in %s was made with other parameters (%s); regenerating with %s",
+            root,
+            found,
+            wanted,
+        )
         for genre in GTZAN_GENRES:
             if (root / genre).is_dir():
                 shutil.rmtree(root / genre)
@@ -956,7 +1249,9 @@ def ensure_synthetic_gtzan(root: str | Path, tracks_per_genre: int, duration_sec
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ast_dora.data.synthetic", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ast_dora.data.synthetic", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("out_dir", help="Folder to write <genre>/<genre>.NNNNN.wav into.")
     parser.add_argument("--tracks_per_genre", type=int, default=20)
     parser.add_argument("--duration", type=float, default=12.0, help="Seconds per track.")
@@ -970,8 +1265,9 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.perf_counter()
-    paths = generate_synthetic_gtzan(args.out_dir, args.tracks_per_genre, args.duration, args.sampling_rate, args.seed,
-                                     args.num_workers)
+    paths = generate_synthetic_gtzan(
+        args.out_dir, args.tracks_per_genre, args.duration, args.sampling_rate, args.seed, args.num_workers
+    )
     print(f"wrote {len(paths)} tracks to {args.out_dir} in {time.perf_counter() - start:.1f} s")
 
 

@@ -33,7 +33,9 @@ def _short_message(error: Exception) -> str:
 def _resample_chunk(av, resampler, arrays: list, like) -> list[np.ndarray]:
     """Decoded frames of the format, layout and rate of frame `like` (their ndarrays, concatenated along samples)
     -> resampled float32 chunks."""
-    frame = av.AudioFrame.from_ndarray(np.concatenate(arrays, axis=1), format=like.format.name, layout=like.layout)
+    frame = av.AudioFrame.from_ndarray(
+        np.concatenate(arrays, axis=1), format=like.format.name, layout=like.layout
+    )
     frame.sample_rate = like.sample_rate
     return [resampled.to_ndarray() for resampled in resampler.resample(frame)]
 
@@ -61,7 +63,9 @@ def decode_with_av(source: str | os.PathLike | bytes, sampling_rate: int) -> tup
             resampler, signature, like, pending, pending_samples = None, None, None, [], 0
             for frame in container.decode(stream):
                 frame_signature = (frame.format.name, frame.layout.name, frame.sample_rate)
-                if frame_signature != signature:  # a new stream layout mid-file (rare): finish the old one first
+                if (
+                    frame_signature != signature
+                ):  # a new stream layout mid-file (rare): finish the old one first
                     if pending:
                         chunks += _resample_chunk(av, resampler, pending, like)
                     if resampler is not None:
@@ -77,7 +81,9 @@ def decode_with_av(source: str | os.PathLike | bytes, sampling_rate: int) -> tup
             if pending:
                 chunks += _resample_chunk(av, resampler, pending, like)
             if resampler is not None:
-                chunks += [resampled.to_ndarray() for resampled in resampler.resample(None)]  # what it still holds
+                chunks += [
+                    resampled.to_ndarray() for resampled in resampler.resample(None)
+                ]  # what it still holds
     except AudioDecodeError:
         raise
     except (av.FFmpegError, OSError, ValueError, EOFError) as error:
@@ -107,4 +113,6 @@ def resample_with_av(waveform: np.ndarray, source_rate: int, target_rate: int) -
     resampler = av.AudioResampler(format="flt", layout="mono", rate=int(target_rate))
     chunks = [out.to_ndarray()[0] for out in resampler.resample(frame)]
     chunks += [out.to_ndarray()[0] for out in resampler.resample(None)]
-    return np.ascontiguousarray(np.concatenate(chunks) if chunks else np.zeros(0, np.float32), dtype=np.float32)
+    return np.ascontiguousarray(
+        np.concatenate(chunks) if chunks else np.zeros(0, np.float32), dtype=np.float32
+    )

@@ -102,13 +102,18 @@ class GenreClassification(evaluate.Metric):
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features(
-                {"predictions": datasets.Sequence(datasets.Value("float64")), "references": datasets.Value("int64")}
+                {
+                    "predictions": datasets.Sequence(datasets.Value("float64")),
+                    "references": datasets.Value("int64"),
+                }
             ),
             reference_urls=["https://scikit-learn.org/stable/modules/model_evaluation.html"],
         )
 
     def _compute(self, predictions, references, track_ids=None, label_names=None):
-        expected = "predictions must be one row of class probabilities per window, all rows of the same length"
+        expected = (
+            "predictions must be one row of class probabilities per window, all rows of the same length"
+        )
         try:
             probabilities = np.asarray(predictions, dtype=np.float64)
         except ValueError as error:
@@ -118,13 +123,19 @@ class GenreClassification(evaluate.Metric):
         labels = np.asarray(references, dtype=np.int64)
         num_classes = probabilities.shape[1]
         if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(f"references must be class ids in [0, {num_classes}); got {labels.min()}..{labels.max()}.")
-        label_names = [str(i) for i in range(num_classes)] if label_names is None else [str(n) for n in label_names]
+            raise ValueError(
+                f"references must be class ids in [0, {num_classes}); got {labels.min()}..{labels.max()}."
+            )
+        label_names = (
+            [str(i) for i in range(num_classes)] if label_names is None else [str(n) for n in label_names]
+        )
         if len(label_names) != num_classes:
             raise ValueError(f"label_names names {len(label_names)} classes; predictions have {num_classes}.")
 
         predicted = probabilities.argmax(axis=1)
-        precision, recall, f1, _ = precision_recall_fscore_support(labels, predicted, average="macro", zero_division=0)
+        precision, recall, f1, _ = precision_recall_fscore_support(
+            labels, predicted, average="macro", zero_division=0
+        )
         results = {
             "accuracy": float(accuracy_score(labels, predicted)),
             "f1_macro": float(f1),
@@ -140,6 +151,10 @@ class GenreClassification(evaluate.Metric):
             track_predicted = track_probabilities.argmax(axis=1)
             results["track_accuracy"] = float(accuracy_score(track_labels, track_predicted))
             results["track_accuracy_vote"] = float(accuracy_score(track_labels, vote))
-            results.update({f"track_{key}": value for key, value in class_report(track_labels, track_predicted,
-                                                                                 label_names).items()})
+            results.update(
+                {
+                    f"track_{key}": value
+                    for key, value in class_report(track_labels, track_predicted, label_names).items()
+                }
+            )
         return results

@@ -86,7 +86,11 @@ def _decode(source, sampling_rate: int) -> np.ndarray:
     if is_torchcodec_available():
         try:
             decoders = importlib.import_module("torchcodec.decoders")
-        except (ImportError, OSError, RuntimeError):  # installed, but the system's FFmpeg libraries are missing
+        except (
+            ImportError,
+            OSError,
+            RuntimeError,
+        ):  # installed, but the system's FFmpeg libraries are missing
             decoders = None
     if decoders is not None:
         try:
@@ -95,7 +99,11 @@ def _decode(source, sampling_rate: int) -> np.ndarray:
             raise ValueError(f"Could not read {name} as audio ({type(error).__name__}: {error}).") from error
         if samples.ndim != 2 or samples.shape[-1] == 0:
             raise ValueError("The audio has no samples.")
-        return (samples[0] if samples.shape[0] == 1 else samples.mean(dim=0)).numpy().astype(np.float32, copy=False)
+        return (
+            (samples[0] if samples.shape[0] == 1 else samples.mean(dim=0))
+            .numpy()
+            .astype(np.float32, copy=False)
+        )
     if shutil.which("ffmpeg") is None:
         raise ValueError(f"Cannot decode {name}: no audio decoder is installed. Install PyAV: pip install av")
     if not isinstance(source, bytes):
@@ -133,8 +141,15 @@ class GenreClassificationPipeline(ChunkPipeline):
         """Classify one song (path, URL, bytes, dict or waveform) or a list of them; see the class docstring."""
         return super().__call__(inputs, batch_size=1, window_batch_size=batch_size, **kwargs)
 
-    def _sanitize_parameters(self, top_k=_NOT_GIVEN, return_segments=None, window_seconds=None, hop_seconds=None,
-                             window_batch_size=None, **kwargs):
+    def _sanitize_parameters(
+        self,
+        top_k=_NOT_GIVEN,
+        return_segments=None,
+        window_seconds=None,
+        hop_seconds=None,
+        window_batch_size=None,
+        **kwargs,
+    ):
         if kwargs:
             raise TypeError(
                 f"{type(self).__name__} got unexpected arguments {sorted(kwargs)}; it takes top_k, batch_size, "
@@ -153,7 +168,9 @@ class GenreClassificationPipeline(ChunkPipeline):
         num_labels = self.model.config.num_labels
         if top_k is not _NOT_GIVEN:
             if top_k is not None and int(top_k) < 1:
-                raise ValueError(f"top_k must be at least 1 (or None for all {num_labels} genres), got {top_k}")
+                raise ValueError(
+                    f"top_k must be at least 1 (or None for all {num_labels} genres), got {top_k}"
+                )
             postprocess["top_k"] = num_labels if top_k is None else min(int(top_k), num_labels)
         if return_segments is not None:
             postprocess["return_segments"] = bool(return_segments)
@@ -245,8 +262,11 @@ class GenreClassificationPipeline(ChunkPipeline):
             "vote": labels[vote],
             "duration": duration,
             "segments": [
-                {"start": float(start), "end": float(end),
-                 "probabilities": {label: float(p) for label, p in zip(labels, row, strict=True)}}
+                {
+                    "start": float(start),
+                    "end": float(end),
+                    "probabilities": {label: float(p) for label, p in zip(labels, row, strict=True)},
+                }
                 for start, end, row in zip(starts, ends, probabilities, strict=True)
             ],
         }

@@ -94,7 +94,11 @@ def visiting_order(num_windows: int, max_windows: int | None = None) -> np.ndarr
 
 
 def window_batches(
-    waveform: np.ndarray, starts: np.ndarray, window: int, batch_size: int, first_batch_size: int | None = None
+    waveform: np.ndarray,
+    starts: np.ndarray,
+    window: int,
+    batch_size: int,
+    first_batch_size: int | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """(index of the batch's first window, its windows as a contiguous (batch, window) float32 array), in order.
 
@@ -126,7 +130,9 @@ def aggregate_tracks(
     class per track (T,), each window's track index (N,))."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if probabilities.ndim != 2 or len(probabilities) == 0:
-        raise ValueError(f"expected window probabilities of shape (windows, classes), got {probabilities.shape}")
+        raise ValueError(
+            f"expected window probabilities of shape (windows, classes), got {probabilities.shape}"
+        )
     if len(track_ids) != len(probabilities):
         raise ValueError(f"{len(track_ids)} track ids for {len(probabilities)} windows: give one per window")
     tracks, inverse = np.unique(np.asarray(track_ids), return_inverse=True)

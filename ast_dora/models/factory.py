@@ -36,7 +36,9 @@ def build_feature_extractor(model_args) -> SequenceFeatureExtractor:
     return spec.build_feature_extractor(model_args)
 
 
-def build_model(model_args, labels: list[str], training_args=None, class_weights: list[float] | None = None) -> torch.nn.Module:
+def build_model(
+    model_args, labels: list[str], training_args=None, class_weights: list[float] | None = None
+) -> torch.nn.Module:
     """The model `model_args.model_type` names; with `training_args`, set up for their device and precision.
 
     `class_weights` (one per label, or None) goes to `config.class_weights`, which every registered model's loss
@@ -44,7 +46,9 @@ def build_model(model_args, labels: list[str], training_args=None, class_weights
     model = get_model_spec(model_args.model_type).build_model(model_args, labels)
     if class_weights is not None and len(class_weights) != len(labels):
         raise ValueError(f"class_weights has {len(class_weights)} values for {len(labels)} labels.")
-    base_model_of(model).config.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+    base_model_of(model).config.class_weights = (
+        None if class_weights is None else [float(w) for w in class_weights]
+    )
     if training_args is not None:
         use_fastest_attention(model, training_args.device, bf16=training_args.bf16)
     return model
@@ -94,8 +98,13 @@ def song_pipeline_config() -> dict:
     )
 
     module = GenreClassificationPipeline.__module__.rpartition(".")[2]
-    return {PIPELINE_TASK: {"impl": f"{module}.{GenreClassificationPipeline.__name__}",
-                            "pt": ["AutoModelForAudioClassification"], "type": "audio"}}
+    return {
+        PIPELINE_TASK: {
+            "impl": f"{module}.{GenreClassificationPipeline.__name__}",
+            "pt": ["AutoModelForAudioClassification"],
+            "type": "audio",
+        }
+    }
 
 
 def save_song_pipeline_code(folder: str | os.PathLike) -> None:
@@ -149,7 +158,9 @@ def load_trained_model(path_or_id: str, **hub_kwargs) -> tuple[PreTrainedModel, 
     model_class = spec_for_config(config).model_class
     if _find_file(path_or_id, "adapter_config.json", **hub_kwargs) is not None:
         peft_config = PeftConfig.from_pretrained(path_or_id, **hub_kwargs)
-        base = model_class.from_pretrained(peft_config.base_model_name_or_path, config=config, ignore_mismatched_sizes=True)
+        base = model_class.from_pretrained(
+            peft_config.base_model_name_or_path, config=config, ignore_mismatched_sizes=True
+        )
         model = PeftModel.from_pretrained(base, path_or_id, **hub_kwargs).merge_and_unload()
     else:
         model = model_class.from_pretrained(path_or_id, **hub_kwargs)
@@ -198,7 +209,9 @@ def load_saved_config(path_or_id: str, **hub_kwargs):
 
     path = _find_file(path_or_id, "config.json", **hub_kwargs)
     if path is None:
-        raise FileNotFoundError(f"{path_or_id} has no config.json: give a model folder or Hub id saved by this project.")
+        raise FileNotFoundError(
+            f"{path_or_id} has no config.json: give a model folder or Hub id saved by this project."
+        )
     with open(path) as f:
         config = SavedConfig(json.load(f))
     spec = spec_for_config(config)  # fails clearly for a model this project did not train

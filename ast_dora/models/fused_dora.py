@@ -124,8 +124,14 @@ def _fused_dora_forward(self: LoraLinear, x: torch.Tensor, *args, **kwargs) -> t
     magnitude = self.lora_magnitude_vector[adapter].weight
     if _can_fold(x, magnitude):
         return _FoldedDoRALinear.apply(
-            x, base.weight, base.bias, self.lora_A[adapter].weight, self.lora_B[adapter].weight, magnitude,
-            self.scaling[adapter], _compute_dtype(x),
+            x,
+            base.weight,
+            base.bias,
+            self.lora_A[adapter].weight,
+            self.lora_B[adapter].weight,
+            magnitude,
+            self.scaling[adapter],
+            _compute_dtype(x),
         )
     return _lean_forward(self, x, adapter)
 

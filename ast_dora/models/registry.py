@@ -46,7 +46,9 @@ class ModelSpec:
     load_model_class: Callable[[], type]
     build_model: Callable[[Any, list[str]], Any]  # (model_args, labels) -> model to train
     build_feature_extractor: Callable[[Any], Any]  # model_args -> feature extractor
-    default_feature_extractor: Callable[[], Any]  # the feature extractor of the default checkpoint, built offline
+    default_feature_extractor: Callable[
+        [], Any
+    ]  # the feature extractor of the default checkpoint, built offline
     # (model_args, size "default" | "tiny", labels) -> the model to train, random weights (benchmarks, tests)
     random_model: Callable[[Any, str, list[str]], Any]
     window_seconds: float  # training window the model was published with
@@ -57,7 +59,9 @@ class ModelSpec:
     card_tags: tuple[str, ...]  # model card tags beside the common ones
     card_description: str  # the model card's "Model" line
     card_summary: Mapping[str, str]  # upload kind -> what the repo holds, for the card's first sentence
-    aliases: tuple[str, ...] = ()  # other names benchmark command lines accept (`get_model_spec(..., aliases=True)`)
+    aliases: tuple[
+        str, ...
+    ] = ()  # other names benchmark command lines accept (`get_model_spec(..., aliases=True)`)
     upload_kinds: tuple[str, ...] = ("model",)  # what `hub push` can upload; the first is the default
     default_checkpoint: str | None = None  # model_name_or_path when none is given (None: from scratch)
     tiny_checkpoint: Callable[[str], None] | None = None  # writes an offline stand-in checkpoint (smoke runs)
@@ -121,8 +125,8 @@ def get_model_spec(model_type: str, aliases: bool = False) -> ModelSpec:
         if aliases and model_type in spec.aliases:
             return spec
     raise ConfigError(
-            f"model_type={model_type!r} is not a model of this project; use one of {', '.join(_REGISTRY)}."
-        )
+        f"model_type={model_type!r} is not a model of this project; use one of {', '.join(_REGISTRY)}."
+    )
 
 
 def spec_for_config(config: Any) -> ModelSpec:

@@ -57,12 +57,26 @@ TINY_AST_CONFIG = dict(
 # of genre g is drawn from default_rng([seed, g, i]). initializer_range 0.1 instead of 0.02: at hidden size 64
 # the default leaves position embeddings too faint next to the patch projections, and training crawls.
 PRETRAIN_SEED = 1000
-PRETRAIN = dict(tracks_per_genre=30, speech_tracks=60, noise_tracks=60, epochs=8, learning_rate=2e-3, batch_size=16,
-                initializer_range=0.1)
+PRETRAIN = dict(
+    tracks_per_genre=30,
+    speech_tracks=60,
+    noise_tracks=60,
+    epochs=8,
+    learning_rate=2e-3,
+    batch_size=16,
+    initializer_range=0.1,
+)
 # AudioSet's names for the genres (its ontology holds all ten) and for the sounds the stand-in also learns.
 AUDIOSET_GENRE_NAMES = {
-    "blues": "Blues", "classical": "Classical music", "country": "Country", "disco": "Disco",
-    "hiphop": "Hip hop music", "jazz": "Jazz", "metal": "Heavy metal", "pop": "Pop music", "reggae": "Reggae",
+    "blues": "Blues",
+    "classical": "Classical music",
+    "country": "Country",
+    "disco": "Disco",
+    "hiphop": "Hip hop music",
+    "jazz": "Jazz",
+    "metal": "Heavy metal",
+    "pop": "Pop music",
+    "reggae": "Reggae",
     "rock": "Rock music",
 }
 STAND_IN_AUDIOSET_LABELS = ("Speech", "Music", "Noise", *AUDIOSET_GENRE_NAMES.values())
@@ -70,8 +84,13 @@ STAND_IN_FILE = "stand_in.json"  # how the checkpoint was made; a checkpoint mad
 
 
 def _stand_in_recipe(seed: int, pretrain: bool, settings: dict | None = None) -> dict:
-    return {"version": 3, "seed": seed, "labels": list(STAND_IN_AUDIOSET_LABELS), "config": TINY_AST_CONFIG,
-            "pretrain": {**PRETRAIN, **(settings or {}), "seed": PRETRAIN_SEED} if pretrain else None}
+    return {
+        "version": 3,
+        "seed": seed,
+        "labels": list(STAND_IN_AUDIOSET_LABELS),
+        "config": TINY_AST_CONFIG,
+        "pretrain": {**PRETRAIN, **(settings or {}), "seed": PRETRAIN_SEED} if pretrain else None,
+    }
 
 
 def _is_first_version_stand_in(path: Path) -> bool:
@@ -83,13 +102,16 @@ def _is_first_version_stand_in(path: Path) -> bool:
     shape = dict(TINY_AST_CONFIG)
     num_labels = shape.pop("num_labels")  # stored as id2label
     files = {p.name for p in path.iterdir()}
-    return ({key: config.get(key) for key in shape} == shape
-            and len(config.get("id2label", {})) == num_labels
-            and files <= {"config.json", "model.safetensors", "preprocessor_config.json"})
+    return (
+        {key: config.get(key) for key in shape} == shape
+        and len(config.get("id2label", {})) == num_labels
+        and files <= {"config.json", "model.safetensors", "preprocessor_config.json"}
+    )
 
 
-def make_tiny_ast(path: str | os.PathLike, seed: int = 0, pretrain: bool = False,
-                  pretrain_settings: dict | None = None) -> Path:
+def make_tiny_ast(
+    path: str | os.PathLike, seed: int = 0, pretrain: bool = False, pretrain_settings: dict | None = None
+) -> Path:
     """Write the tiny AST (model + feature extractor) to `path` unless the same stand-in is already there.
 
     `pretrain=False`: random weights (for tests of shapes and plumbing). `pretrain=True`: trained on synthetic
@@ -130,19 +152,29 @@ def _isolated_random_state():
 def _write_stand_in(path: Path, seed: int, pretrain: dict | None) -> None:
     set_seed(seed)
     config = dict(TINY_AST_CONFIG)
-    feature_extractor = ASTFeatureExtractor(num_mel_bins=config["num_mel_bins"], max_length=config["max_length"])
+    feature_extractor = ASTFeatureExtractor(
+        num_mel_bins=config["num_mel_bins"], max_length=config["max_length"]
+    )
     if pretrain:
         labels = STAND_IN_AUDIOSET_LABELS
-        config.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
-                      label2id={name: i for i, name in enumerate(labels)},
-                      problem_type="multi_label_classification", initializer_range=pretrain["initializer_range"])
+        config.update(
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)},
+            problem_type="multi_label_classification",
+            initializer_range=pretrain["initializer_range"],
+        )
     model = ASTForAudioClassification(ASTConfig(**config))
     # transformers zero-initialises AST's position embeddings and CLS/distillation tokens (a pretrained
     # checkpoint overwrites them). Left at zero in a frozen stand-in, every patch token would be
     # position-blind; ViT-style random init keeps where a patch sits in frequency and time.
     embeddings = model.audio_spectrogram_transformer.embeddings
     with torch.no_grad():
-        for parameter in (embeddings.position_embeddings, embeddings.cls_token, embeddings.distillation_token):
+        for parameter in (
+            embeddings.position_embeddings,
+            embeddings.cls_token,
+            embeddings.distillation_token,
+        ):
             parameter.normal_(0.0, model.config.initializer_range)
     if pretrain:
         pretrain_on_synthetic_sounds(model, feature_extractor, pretrain)
@@ -150,7 +182,9 @@ def _write_stand_in(path: Path, seed: int, pretrain: dict | None) -> None:
     feature_extractor.save_pretrained(path)
 
 
-def pretraining_sounds(sampling_rate: int, seconds: float, settings: dict = PRETRAIN) -> tuple[list[np.ndarray], np.ndarray]:
+def pretraining_sounds(
+    sampling_rate: int, seconds: float, settings: dict = PRETRAIN
+) -> tuple[list[np.ndarray], np.ndarray]:
     """The stand-in's pretraining clips and their multi-hot targets over `STAND_IN_AUDIOSET_LABELS`: one
     `seconds`-long clip of `PRETRAIN["tracks_per_genre"]` synthetic tracks per genre (Music + the genre),
     `speech_tracks` speech-like voices (Speech) and `noise_tracks` white / pink / brown noises (Noise)."""
@@ -173,12 +207,16 @@ def pretraining_sounds(sampling_rate: int, seconds: float, settings: dict = PRET
         add(speech_like(seconds, sampling_rate, np.random.default_rng([PRETRAIN_SEED, 100, i])), "Speech")
     for i in range(settings["noise_tracks"]):
         colour = NOISE_COLOURS[i % len(NOISE_COLOURS)]
-        add(coloured_noise(colour, seconds, sampling_rate, np.random.default_rng([PRETRAIN_SEED, 101, i])), "Noise")
+        add(
+            coloured_noise(colour, seconds, sampling_rate, np.random.default_rng([PRETRAIN_SEED, 101, i])),
+            "Noise",
+        )
     return waveforms, np.stack(targets)
 
 
-def pretrain_on_synthetic_sounds(model: ASTForAudioClassification, feature_extractor: ASTFeatureExtractor,
-                                 settings: dict = PRETRAIN) -> None:
+def pretrain_on_synthetic_sounds(
+    model: ASTForAudioClassification, feature_extractor: ASTFeatureExtractor, settings: dict = PRETRAIN
+) -> None:
     """Train every weight of `model` on `pretraining_sounds` (one 10.24-s window each, seed `PRETRAIN_SEED`) with
     binary cross-entropy per class (`problem_type="multi_label_classification"`), AdamW and a one-cycle schedule,
     in fp32 on the CPU."""
@@ -187,14 +225,18 @@ def pretrain_on_synthetic_sounds(model: ASTForAudioClassification, feature_extra
     seconds = feature_extractor.max_length / 100  # 10-ms frames
     waveforms, targets = pretraining_sounds(sampling_rate, seconds, settings)
     inputs = torch.from_numpy(
-        np.asarray(feature_extractor(waveforms, sampling_rate=sampling_rate, return_tensors="np")["input_values"])
+        np.asarray(
+            feature_extractor(waveforms, sampling_rate=sampling_rate, return_tensors="np")["input_values"]
+        )
     ).float()
     labels = torch.from_numpy(targets)
 
     batch_size, epochs = settings["batch_size"], settings["epochs"]
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["learning_rate"], weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=settings["learning_rate"], total_steps=epochs * math.ceil(len(labels) / batch_size),
+        optimizer,
+        max_lr=settings["learning_rate"],
+        total_steps=epochs * math.ceil(len(labels) / batch_size),
         pct_start=0.1,
     )
     generator = torch.Generator().manual_seed(PRETRAIN_SEED)
@@ -208,19 +250,34 @@ def pretrain_on_synthetic_sounds(model: ASTForAudioClassification, feature_extra
             optimizer.zero_grad(set_to_none=True)
             schedule.step()
             losses.append(loss.detach())
-        logger.info("tiny AST stand-in, pretraining epoch %d/%d: loss %.3f", epoch + 1, epochs,
-                    torch.stack(losses).mean().item())
+        logger.info(
+            "tiny AST stand-in, pretraining epoch %d/%d: loss %.3f",
+            epoch + 1,
+            epochs,
+            torch.stack(losses).mean().item(),
+        )
     model.eval()
-    logger.info("Pretrained the tiny AST stand-in on %d synthetic clips (seed %d) in %.0f s.", len(labels),
-                PRETRAIN_SEED, time.perf_counter() - start)
+    logger.info(
+        "Pretrained the tiny AST stand-in on %d synthetic clips (seed %d) in %.0f s.",
+        len(labels),
+        PRETRAIN_SEED,
+        time.perf_counter() - start,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ast_dora.models.tiny_ast", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ast_dora.models.tiny_ast",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("path")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pretrain", action="store_true", help="Pretrain on synthetic genres, speech and noise (as the smoke run does).")
+    parser.add_argument(
+        "--pretrain",
+        action="store_true",
+        help="Pretrain on synthetic genres, speech and noise (as the smoke run does).",
+    )
     return parser
 
 

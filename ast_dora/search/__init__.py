@@ -115,7 +115,11 @@ def run_local_search(run: RunConfig, settings: SearchSettings) -> dict[str, Any]
     study = open_study(open_storage(settings), settings)
     counts = summarise(study_counts(study))
     if counts["trials_complete"] + counts["trials_pruned"] >= settings.n_trials:
-        logger.info("Study %r already holds its %d finished trials: no workers to start.", settings.study_name, settings.n_trials)
+        logger.info(
+            "Study %r already holds its %d finished trials: no workers to start.",
+            settings.study_name,
+            settings.n_trials,
+        )
         exit_codes = []
     else:
         exit_codes = run_local_workers(run, settings)
@@ -179,7 +183,10 @@ def finish_search(run: RunConfig, settings: SearchSettings, study, retrain: bool
             check_resumable(best_run)
         except ConfigError:
             # output_dir/best holds the checkpoints of an earlier best config (the study has grown since).
-            logger.info("The best config changed since %s was trained: retraining it afresh.", best_run.training.output_dir)
+            logger.info(
+                "The best config changed since %s was trained: retraining it afresh.",
+                best_run.training.output_dir,
+            )
             best_run = parse_config(["--config", str(paths["best_config"]), "--overwrite_output_dir", "true"])
         metrics.update(run_training(best_run))
     return metrics

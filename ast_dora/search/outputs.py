@@ -64,7 +64,11 @@ def trials_table(study: optuna.Study):
         return table
     # Trial numbers stay whole numbers in a column with gaps (pandas' nullable integers, not floats with NaN).
     table[retry_column] = table[retry_column].astype("Int64")
-    retried_as = {int(of): int(number) for number, of in zip(table["number"], table[retry_column], strict=True) if of is not pd.NA}
+    retried_as = {
+        int(of): int(number)
+        for number, of in zip(table["number"], table[retry_column], strict=True)
+        if of is not pd.NA
+    }
     table["retried_as"] = pd.array([retried_as.get(int(number)) for number in table["number"]], dtype="Int64")
     reason_column = f"user_attrs_{FAIL_REASON}"
     if reason_column not in table.columns:
@@ -145,7 +149,6 @@ def write_search_outputs(study: optuna.Study, run: RunConfig, settings: SearchSe
     elif settings.journal_file is not None:
         paths["study"] = settings.journal_file
     return paths
-
 
 
 __all__ = ["BEST_CONFIG_NAME", "BEST_MODEL_SUBFOLDER", "best_config", "trials_table", "write_search_outputs"]

@@ -109,4 +109,11 @@ def run_local_workers(run: RunConfig, settings: SearchSettings) -> list[int]:
     return [process.returncode for process in processes]
 
 
-__all__ = ["WORKER_ENV", "run_local_workers", "visible_gpus", "worker_command", "worker_environments", "worker_index"]
+__all__ = [
+    "WORKER_ENV",
+    "run_local_workers",
+    "visible_gpus",
+    "worker_command",
+    "worker_environments",
+    "worker_index",
+]

@@ -69,6 +69,7 @@ JOURNAL_URL_PREFIX = "journal:///"
 FAIL_REASON = "fail_reason"
 RETRY_OF = "retry_of"
 
+
 @dataclass(frozen=True)
 class ParamSpec:
     """One searched field: a float or int range (optionally log-scaled or stepped) or a categorical choice."""
@@ -386,7 +387,6 @@ def _build_named(options: dict[str, Any], what: str, registry: dict[str, Callabl
         return factory(**kwargs)
     except TypeError as error:
         raise TypeError(f"{options['name']} {what} options {kwargs} are not accepted ({error}).") from None
-
 
 
 __all__ = [

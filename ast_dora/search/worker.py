@@ -76,7 +76,11 @@ def retry_dead_trial(study: optuna.Study, trial: FrozenTrial) -> None:
             system_attrs={"failed_trial": history[0], "retry_history": history},
         )
     )
-    logger.warning("Trial %d's worker died mid-trial: its parameters %s are queued to run again.", trial.number, trial.params)
+    logger.warning(
+        "Trial %d's worker died mid-trial: its parameters %s are queued to run again.",
+        trial.number,
+        trial.params,
+    )
 
 
 def open_storage(settings: SearchSettings) -> optuna.storages.BaseStorage:
@@ -110,10 +114,11 @@ def open_storage(settings: SearchSettings) -> optuna.storages.BaseStorage:
             time.sleep(1.0 + random.random())
 
 
-
 def open_study(storage: optuna.storages.BaseStorage, settings: SearchSettings) -> optuna.Study:
     """The study, created on first use."""
-    study = optuna.create_study(storage=storage, study_name=settings.study_name, direction="maximize", load_if_exists=True)
+    study = optuna.create_study(
+        storage=storage, study_name=settings.study_name, direction="maximize", load_if_exists=True
+    )
     # The metric's name becomes the value column of trials.csv and the legend of the plots.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -254,7 +259,9 @@ class SearchWorker:
         trial.set_user_attr("worker", self.worker_id)
         if RETRY_OF in trial.user_attrs:
             logger.info(
-                "Trial %d runs the parameters of trial %d again (its worker died).", trial.number, trial.user_attrs[RETRY_OF]
+                "Trial %d runs the parameters of trial %d again (its worker died).",
+                trial.number,
+                trial.user_attrs[RETRY_OF],
             )
         self.trials_run.append(trial.number)
         self.best_in_trial = -math.inf
@@ -374,7 +381,9 @@ class SearchWorker:
             return
         # The integration frees the model and optimizer only after a trial that returned; after an out-of-memory
         # error the next trial needs that memory.
-        self.trainer.model_wrapped = self.trainer.model = self.trainer.optimizer = self.trainer.lr_scheduler = None
+        self.trainer.model_wrapped = self.trainer.model = self.trainer.optimizer = (
+            self.trainer.lr_scheduler
+        ) = None
         self.trainer.accelerator.free_memory()
         gc.collect()
         if torch.cuda.is_available():
@@ -407,7 +416,6 @@ def _process_alive(pid: Any) -> bool:
     except PermissionError:
         return True
     return True
-
 
 
 __all__ = [

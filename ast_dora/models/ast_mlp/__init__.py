@@ -4,7 +4,10 @@ analysis on an exported model imports the spec and the numpy fbank only, never t
 
 import importlib
 
-_MODELING = {"ASTGenreMLPHead": "modeling_ast_mlp", "ASTWithMLPHeadForAudioClassification": "modeling_ast_mlp"}
+_MODELING = {
+    "ASTGenreMLPHead": "modeling_ast_mlp",
+    "ASTWithMLPHeadForAudioClassification": "modeling_ast_mlp",
+}
 
 
 def __getattr__(name: str):

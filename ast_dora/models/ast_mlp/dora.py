@@ -95,14 +95,20 @@ def random_model(model_args, size: str, labels: list[str]) -> PeftModel:
     base_dir = tempfile.mkdtemp(prefix="random_ast_")
     try:
         if size == "tiny":  # named classes, as the pretrained stand-in's: the AudioSet branch is built too
-            base_config = ASTConfig(**{**TINY_AST_CONFIG, "num_labels": len(STAND_IN_AUDIOSET_LABELS)},
-                                    id2label=dict(enumerate(STAND_IN_AUDIOSET_LABELS)))
+            base_config = ASTConfig(
+                **{**TINY_AST_CONFIG, "num_labels": len(STAND_IN_AUDIOSET_LABELS)},
+                id2label=dict(enumerate(STAND_IN_AUDIOSET_LABELS)),
+            )
         else:  # AudioSet-sized, with AudioSet's "Speech" and "Music" where the real checkpoint has them
             names = {0: "Speech", 137: "Music"}
-            base_config = ASTConfig(num_labels=527, id2label={i: names.get(i, f"AudioSet class {i}") for i in range(527)})
+            base_config = ASTConfig(
+                num_labels=527, id2label={i: names.get(i, f"AudioSet class {i}") for i in range(527)}
+            )
         ASTForAudioClassification(base_config).save_pretrained(base_dir)
         ASTFeatureExtractor().save_pretrained(base_dir)
-        tiny = dict(min_layer=min(model_args.min_layer, 2), classifier_hidden_size=16) if size == "tiny" else {}
+        tiny = (
+            dict(min_layer=min(model_args.min_layer, 2), classifier_hidden_size=16) if size == "tiny" else {}
+        )
         return build_ast_dora(dataclasses.replace(model_args, model_name_or_path=base_dir, **tiny), labels)
     finally:
         shutil.rmtree(base_dir, ignore_errors=True)

@@ -98,23 +98,27 @@ class ASTAudioSetBranch(nn.Module):
     @torch.no_grad()
     def copy_from(self, pretrained: ASTForAudioClassification) -> None:
         """Take the weights from the AudioSet checkpoint itself (its top layers' FFNs and its classifier)."""
-        layers = pretrained.audio_spectrogram_transformer.layers[self.start_layer:]
+        layers = pretrained.audio_spectrogram_transformer.layers[self.start_layer :]
         for mlp, layer in zip(self.mlps, layers, strict=True):
             mlp.load_state_dict(layer.mlp.state_dict())
         self.layernorm.load_state_dict(pretrained.classifier.layernorm.state_dict())
         self.dense.load_state_dict(pretrained.classifier.dense.state_dict())
 
-    def forward(self, encoder: ASTModel, hidden_states: torch.Tensor, attention_mask, **kwargs) -> torch.Tensor:
+    def forward(
+        self, encoder: ASTModel, hidden_states: torch.Tensor, attention_mask, **kwargs
+    ) -> torch.Tensor:
         """Hidden states entering layer `start_layer` -> AudioSet logits: each layer as `ASTLayer.forward`
         computes it, with the pretrained FFN; the encoder's final layernorm and pooling; the classifier.
 
         Only the CLS and distillation tokens of the last layer's output are pooled, so the last layer computes only
         their rows (their queries against every token's keys and values): the same numbers as the whole layer for
         those two tokens, at about a fifth of a layer's cost."""
-        layers = list(zip(encoder.layers[self.start_layer:], self.mlps, strict=True))
+        layers = list(zip(encoder.layers[self.start_layer :], self.mlps, strict=True))
         for layer, mlp in layers[:-1]:
             residual = hidden_states
-            hidden_states, _ = layer.attention(layer.layernorm_before(hidden_states), attention_mask, **kwargs)
+            hidden_states, _ = layer.attention(
+                layer.layernorm_before(hidden_states), attention_mask, **kwargs
+            )
             hidden_states = layer.dropout(hidden_states) + residual
             hidden_states = layer.dropout(mlp(layer.layernorm_after(hidden_states))) + hidden_states
         layer, mlp = layers[-1]
@@ -124,7 +128,9 @@ class ASTAudioSetBranch(nn.Module):
         return self.dense(self.layernorm(pooled_output))
 
     @staticmethod
-    def _pooled_tokens_of_layer(layer, mlp: ASTMLP, hidden_states: torch.Tensor, attention_mask) -> torch.Tensor:
+    def _pooled_tokens_of_layer(
+        layer, mlp: ASTMLP, hidden_states: torch.Tensor, attention_mask
+    ) -> torch.Tensor:
         """`ASTLayer.forward` (with `mlp` as its FFN) for the first two tokens only: (batch, 2, hidden)."""
         attention = layer.attention
         batch, tokens, _ = hidden_states.shape
@@ -146,7 +152,10 @@ class ASTAudioSetBranch(nn.Module):
 
 
 def has_audioset_branch(config) -> bool:
-    return bool(getattr(config, "audioset_labels", None)) and getattr(config, "audioset_from_layer", None) is not None
+    return (
+        bool(getattr(config, "audioset_labels", None))
+        and getattr(config, "audioset_from_layer", None) is not None
+    )
 
 
 class ASTWithMLPHeadForAudioClassification(ASTPreTrainedModel):
@@ -167,23 +176,35 @@ class ASTWithMLPHeadForAudioClassification(ASTPreTrainedModel):
         that training starts from, or that an adapter is put on), the AudioSet branch is copied from that
         checkpoint's own classifier and top-layer FFNs, so it is the pretrained model's output wherever it loads."""
         output_loading_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+        )
         if model.audioset is not None and any(key.startswith("audioset.") for key in info["missing_keys"]):
-            hub = {key: kwargs[key] for key in ("cache_dir", "revision", "token", "local_files_only", "subfolder")
-                   if key in kwargs}
+            hub = {
+                key: kwargs[key]
+                for key in ("cache_dir", "revision", "token", "local_files_only", "subfolder")
+                if key in kwargs
+            }
             pretrained = ASTForAudioClassification.from_pretrained(pretrained_model_name_or_path, **hub)
             labels = [pretrained.config.id2label[i] for i in range(pretrained.config.num_labels)]
             if labels != list(model.config.audioset_labels):
-                raise ValueError(f"{pretrained_model_name_or_path}'s classes are not this model's audioset_labels: it "
-                                 "is not the checkpoint the model was built on.")
+                raise ValueError(
+                    f"{pretrained_model_name_or_path}'s classes are not this model's audioset_labels: it "
+                    "is not the checkpoint the model was built on."
+                )
             model.audioset.copy_from(pretrained)
             info["missing_keys"] = type(info["missing_keys"])(
-                key for key in info["missing_keys"] if not key.startswith("audioset."))
+                key for key in info["missing_keys"] if not key.startswith("audioset.")
+            )
         return (model, info) if output_loading_info else model
 
     def _encode_from(
-        self, hidden_states: torch.Tensor, start_layer: int, attention_mask: torch.Tensor | None = None,
-        output_audioset: bool = False, **kwargs
+        self,
+        hidden_states: torch.Tensor,
+        start_layer: int,
+        attention_mask: torch.Tensor | None = None,
+        output_audioset: bool = False,
+        **kwargs,
     ) -> tuple[BaseModelOutputWithPooling, torch.Tensor | None]:
         """Encoder layers `start_layer:`, final layernorm and pooling (mean of the CLS and distillation tokens),
         as `ASTModel.forward` computes them after its embeddings; with `output_audioset`, also the AudioSet logits
@@ -195,11 +216,15 @@ class ASTWithMLPHeadForAudioClassification(ASTPreTrainedModel):
         audioset_logits = None
         if output_audioset:
             if self.audioset is None:
-                raise ValueError("This model has no AudioSet branch (config.audioset_labels): it was not built from "
-                                 "an AudioSet checkpoint by this project's build_ast_dora.")
+                raise ValueError(
+                    "This model has no AudioSet branch (config.audioset_labels): it was not built from "
+                    "an AudioSet checkpoint by this project's build_ast_dora."
+                )
             if start_layer > self.audioset.start_layer:
-                raise ValueError(f"output_audioset needs the hidden states entering layer "
-                                 f"{self.audioset.start_layer}; these enter layer {start_layer}.")
+                raise ValueError(
+                    f"output_audioset needs the hidden states entering layer "
+                    f"{self.audioset.start_layer}; these enter layer {start_layer}."
+                )
         for index, layer in enumerate(encoder.layers[start_layer:], start=start_layer):
             if output_audioset and index == self.audioset.start_layer:
                 audioset_logits = self.audioset(encoder, hidden_states, attention_mask, **kwargs)
@@ -219,7 +244,9 @@ class ASTWithMLPHeadForAudioClassification(ASTPreTrainedModel):
                 "apply_prefix_cache do), or pass `input_values`."
             )
         if not 0 <= min_layer <= num_layers:
-            raise ValueError(f"config.min_layer={min_layer} is not a layer of this {num_layers}-layer encoder.")
+            raise ValueError(
+                f"config.min_layer={min_layer} is not a layer of this {num_layers}-layer encoder."
+            )
         return min_layer
 
     def _residual_stream(self, prefix_hidden_states: torch.Tensor) -> torch.Tensor:
@@ -271,13 +298,16 @@ class ASTWithMLPHeadForAudioClassification(ASTPreTrainedModel):
         else:
             start_layer = 0
             hidden_states = self.audio_spectrogram_transformer.embeddings(input_values)
-        outputs, audioset_logits = self._encode_from(hidden_states, start_layer, attention_mask, output_audioset,
-                                                     **kwargs)
+        outputs, audioset_logits = self._encode_from(
+            hidden_states, start_layer, attention_mask, output_audioset, **kwargs
+        )
         logits = self.classifier(outputs.pooler_output)
         loss = (
             None
             if labels is None
-            else genre_cross_entropy(logits, labels, num_items_in_batch, getattr(self.config, "class_weights", None))
+            else genre_cross_entropy(
+                logits, labels, num_items_in_batch, getattr(self.config, "class_weights", None)
+            )
         )
         return ASTGenreClassifierOutput(loss=loss, logits=logits, audioset_logits=audioset_logits)
 

@@ -51,17 +51,27 @@ def feature_settings(path_or_id: str, **hub_kwargs):
 
     path = find_model_file(path_or_id, "preprocessor_config.json", **hub_kwargs)
     if path is None:
-        raise FileNotFoundError(f"{path_or_id} has no preprocessor_config.json: save the model with its feature extractor.")
+        raise FileNotFoundError(
+            f"{path_or_id} has no preprocessor_config.json: save the model with its feature extractor."
+        )
     with open(path) as f:
         settings = json.load(f)
     if settings.get("feature_extractor_type") != "ASTFeatureExtractor":
-        raise ValueError(f"{path} describes a {settings.get('feature_extractor_type')}, not an ASTFeatureExtractor.")
+        raise ValueError(
+            f"{path} describes a {settings.get('feature_extractor_type')}, not an ASTFeatureExtractor."
+        )
     return SimpleNamespace(**settings)
 
 
 build_ast_dora, build_feature_extractor, merge_dora, random_model, write_tiny_checkpoint = (
-    _dora(name) for name in ("build_ast_dora", "build_feature_extractor", "merge_dora", "random_model",
-                             "write_tiny_checkpoint")
+    _dora(name)
+    for name in (
+        "build_ast_dora",
+        "build_feature_extractor",
+        "merge_dora",
+        "random_model",
+        "write_tiny_checkpoint",
+    )
 )
 
 DEFAULT_CHECKPOINT = "MIT/ast-finetuned-audioset-10-10-0.4593"

@@ -49,8 +49,9 @@ def register_auto_classes() -> None:
         from transformers import AutoModel, AutoModelForAudioClassification
 
         AutoModel.register(GenreViTHybridConfig, modeling.GenreViTHybridModel, exist_ok=True)
-        AutoModelForAudioClassification.register(GenreViTHybridConfig, modeling.GenreViTHybridForAudioClassification,
-                                                 exist_ok=True)
+        AutoModelForAudioClassification.register(
+            GenreViTHybridConfig, modeling.GenreViTHybridForAudioClassification, exist_ok=True
+        )
 
 
 __all__ = [

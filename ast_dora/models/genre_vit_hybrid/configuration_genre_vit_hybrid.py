@@ -119,7 +119,9 @@ class GenreViTHybridConfig(PretrainedConfig):
                 f"GenreViTHybridConfig: pooling={self.pooling!r} is not supported; "
                 f"use one of {list(ALLOWED_POOLINGS)}."
             )
-        if not 0.0 <= self.label_smoothing < 1.0 or (self.label_smoothing > 0 and self.loss != "cross_entropy"):
+        if not 0.0 <= self.label_smoothing < 1.0 or (
+            self.label_smoothing > 0 and self.loss != "cross_entropy"
+        ):
             raise ValueError(
                 "GenreViTHybridConfig: label_smoothing must be in [0, 1) and applies to loss='cross_entropy' only; "
                 f"got {self.label_smoothing} with loss={self.loss!r}."
@@ -176,6 +178,7 @@ class GenreViTHybridConfig(PretrainedConfig):
     @property
     def num_patches(self) -> int:
         return self.grid_size[0] * self.grid_size[1]
+
 
 # Marked for `save_pretrained`, which then copies this file beside the weights and writes `auto_map`, so a saved
 # model loads without this project (transformers marks a class it loads as remote code the same way).

@@ -179,8 +179,9 @@ class GenreViTHybridFeatureExtractor(SequenceFeatureExtractor):
         # Frame i of the view starts at sample i * hop; window b's frames are rows b * row / hop + t, and the
         # few frames straddling two windows are computed and dropped.
         total = batch * row // hop
-        frames = np.lib.stride_tricks.as_strided(flat, (total, n_fft), (hop * flat.itemsize, flat.itemsize),
-                                                 writeable=False)
+        frames = np.lib.stride_tricks.as_strided(
+            flat, (total, n_fft), (hop * flat.itemsize, flat.itemsize), writeable=False
+        )
         mel = np.empty((total, self.num_mel_bins), dtype=np.float32)
         # One thread: measured on 2 cores, a thread per core over the blocks was twice as slow (the FFT is
         # memory-bound and BLAS brings threads of its own).
@@ -225,7 +226,9 @@ class GenreViTHybridFeatureExtractor(SequenceFeatureExtractor):
         # align_corners=False)`) is separable: two taps per output along time, then along mel, (mel, time) out.
         height, width = self.image_size
         left, right, fraction = _bilinear_taps(log_mel.shape[1], width)
-        resized = log_mel[:, left] * (1 - fraction)[:, None] + log_mel[:, right] * fraction[:, None]  # (B, W, mel)
+        resized = (
+            log_mel[:, left] * (1 - fraction)[:, None] + log_mel[:, right] * fraction[:, None]
+        )  # (B, W, mel)
         left, right, fraction = _bilinear_taps(log_mel.shape[2], height)
         resized = resized[:, :, left] * (1 - fraction) + resized[:, :, right] * fraction  # (B, W, H)
         resized = resized.transpose(0, 2, 1)
@@ -292,6 +295,7 @@ def _bilinear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray,
     left = np.minimum(np.floor(source).astype(np.int64), size_in - 1)
     right = np.minimum(left + 1, size_in - 1)
     return left, right, (source - left).astype(np.float32)
+
 
 # Marked for `save_pretrained`, which then copies this file beside the weights and writes `auto_map`, so a saved
 # model loads without this project (transformers marks a class it loads as remote code the same way).

@@ -147,8 +147,9 @@ def focal_loss(
     """Focal loss (Lin et al. 2017): -(1 - p_t)^gamma * log p_t per sample; gamma = 0 is cross-entropy. The
     project's one genre loss (`genre_loss.py`: class ids or target distributions, `ignore_index`, `weight` per
     class multiplying each sample's term, `num_items_in_batch` as the divisor)."""
-    return genre_loss(logits, labels, num_items_in_batch, class_weights=weight, focal_gamma=gamma,
-                      ignore_index=ignore_index)
+    return genre_loss(
+        logits, labels, num_items_in_batch, class_weights=weight, focal_gamma=gamma, ignore_index=ignore_index
+    )
 
 
 def cross_entropy_loss(
@@ -160,8 +161,14 @@ def cross_entropy_loss(
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Cross-entropy, label-smoothed: the project's one genre loss (`genre_loss.py`) with focal_gamma 0."""
-    return genre_loss(logits, labels, num_items_in_batch, class_weights=weight, label_smoothing=label_smoothing,
-                      ignore_index=ignore_index)
+    return genre_loss(
+        logits,
+        labels,
+        num_items_in_batch,
+        class_weights=weight,
+        label_smoothing=label_smoothing,
+        ignore_index=ignore_index,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -212,8 +219,11 @@ class GenreViTHybridPatchEmbeddings(nn.Module):
         if config.conv_stem_channels:
             layers = []
             for out_channels in config.conv_stem_channels:
-                layers += [nn.Conv2d(channels, out_channels, kernel_size=3, stride=2, padding=1, bias=False),
-                           nn.BatchNorm2d(out_channels), nn.GELU()]
+                layers += [
+                    nn.Conv2d(channels, out_channels, kernel_size=3, stride=2, padding=1, bias=False),
+                    nn.BatchNorm2d(out_channels),
+                    nn.GELU(),
+                ]
                 channels, patch = out_channels, patch // 2
             self.stem = nn.Sequential(*layers)
         self.projection = nn.Conv2d(channels, config.hidden_size, kernel_size=patch, stride=patch)
@@ -477,11 +487,20 @@ class GenreViTHybridForAudioClassification(GenreViTHybridPreTrainedModel):
             weight = class_weight_of(self.config, labels)
             if self.config.loss == "focal":
                 loss = focal_loss(
-                    logits, labels, self.config.focal_gamma, num_items_in_batch=num_items_in_batch, weight=weight
+                    logits,
+                    labels,
+                    self.config.focal_gamma,
+                    num_items_in_batch=num_items_in_batch,
+                    weight=weight,
                 )
             else:
-                loss = cross_entropy_loss(logits, labels, num_items_in_batch=num_items_in_batch, weight=weight,
-                                          label_smoothing=self.config.label_smoothing)
+                loss = cross_entropy_loss(
+                    logits,
+                    labels,
+                    num_items_in_batch=num_items_in_batch,
+                    weight=weight,
+                    label_smoothing=self.config.label_smoothing,
+                )
 
         return SequenceClassifierOutput(
             loss=loss,
@@ -489,6 +508,7 @@ class GenreViTHybridForAudioClassification(GenreViTHybridPreTrainedModel):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
+
 
 # Marked for `save_pretrained`, which then copies this file beside the weights and writes `auto_map`, so a saved
 # model loads without this project (transformers marks a class it loads as remote code the same way).

@@ -23,7 +23,9 @@ def build_feature_extractor(model_args) -> GenreViTHybridFeatureExtractor:
 
 
 def _config_fields(model_args) -> dict:
-    return {name: getattr(model_args, name) for name in CONFIG_FIELDS if getattr(model_args, name) is not None}
+    return {
+        name: getattr(model_args, name) for name in CONFIG_FIELDS if getattr(model_args, name) is not None
+    }
 
 
 # config.json's `model_type` (GenreViTHybridConfig.model_type; a test holds the two equal): the spec imports no transformers

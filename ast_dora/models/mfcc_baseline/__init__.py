@@ -48,8 +48,9 @@ def register_auto_classes() -> None:
     if modeling is not None:
         from transformers import AutoModelForAudioClassification
 
-        AutoModelForAudioClassification.register(MfccBaselineConfig, modeling.MfccBaselineForAudioClassification,
-                                                 exist_ok=True)
+        AutoModelForAudioClassification.register(
+            MfccBaselineConfig, modeling.MfccBaselineForAudioClassification, exist_ok=True
+        )
 
 
 __all__ = [

@@ -68,6 +68,7 @@ class MfccBaselineConfig(PretrainedConfig):
                     f"label), got {self.class_weights}."
                 )
 
+
 # Marked for `save_pretrained`, which then copies this file beside the weights and writes `auto_map`, so a saved
 # model loads without this project (transformers marks a class it loads as remote code the same way).
 MfccBaselineConfig.register_for_auto_class("AutoConfig")

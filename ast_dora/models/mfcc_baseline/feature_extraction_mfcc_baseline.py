@@ -136,10 +136,14 @@ class MfccBaselineFeatureExtractor(SequenceFeatureExtractor):
         if isinstance(raw_speech, np.ndarray) and raw_speech.ndim in (1, 2):
             waves = [raw_speech] if raw_speech.ndim == 1 else list(raw_speech)
         elif isinstance(raw_speech, (list, tuple)) and len(raw_speech) > 0:
-            if not isinstance(raw_speech[0], (list, tuple, np.ndarray)) and not hasattr(raw_speech[0], "detach"):
+            if not isinstance(raw_speech[0], (list, tuple, np.ndarray)) and not hasattr(
+                raw_speech[0], "detach"
+            ):
                 waves = [np.asarray(raw_speech, dtype=np.float32)]  # one waveform as a list of numbers
             else:
-                waves = [w.detach().cpu().numpy() if hasattr(w, "detach") else np.asarray(w) for w in raw_speech]
+                waves = [
+                    w.detach().cpu().numpy() if hasattr(w, "detach") else np.asarray(w) for w in raw_speech
+                ]
         else:
             raise ValueError(
                 "raw_speech must be a 1-D waveform, a 2-D (batch, samples) array/tensor or a non-empty list of 1-D "
@@ -151,7 +155,9 @@ class MfccBaselineFeatureExtractor(SequenceFeatureExtractor):
         for wave in waves:
             wave = np.asarray(wave, dtype=np.float32)
             if wave.ndim != 1:
-                raise ValueError(f"Each waveform must be 1-D (mono), got shape {tuple(wave.shape)}; downmix first.")
+                raise ValueError(
+                    f"Each waveform must be 1-D (mono), got shape {tuple(wave.shape)}; downmix first."
+                )
             out.append(wave[:limit])
         return out
 
@@ -181,6 +187,7 @@ class MfccBaselineFeatureExtractor(SequenceFeatureExtractor):
             )
         features = np.stack([self.summarise(wave) for wave in self._waveforms(raw_speech)])
         return BatchFeature({"input_values": features}, tensor_type=return_tensors)
+
 
 # Marked for `save_pretrained`, which then copies this file beside the weights and writes `auto_map`, so a saved
 # model loads without this project (transformers marks a class it loads as remote code the same way).

@@ -28,8 +28,14 @@ def weighted_cross_entropy(
     """Cross-entropy, optionally class-weighted and label-smoothed: the project's one genre loss
     (`genre_loss.py`: class ids or mixup's target distributions, -100 skipped, each sample's term times its class
     weight, the sum divided by the count of samples or by `num_items_in_batch`)."""
-    return genre_loss(logits, labels, num_items_in_batch, class_weights=class_weights,
-                      label_smoothing=label_smoothing, ignore_index=ignore_index)
+    return genre_loss(
+        logits,
+        labels,
+        num_items_in_batch,
+        class_weights=class_weights,
+        label_smoothing=label_smoothing,
+        ignore_index=ignore_index,
+    )
 
 
 class MfccBaselineStandardizer(nn.Module):
@@ -143,11 +149,14 @@ class MfccBaselineForAudioClassification(MfccBaselinePreTrainedModel):
             # Read at every call: the training pipeline may set `config.class_weights` after building the model.
             weights = self.config.class_weights
             loss = weighted_cross_entropy(
-                logits, labels.to(logits.device), num_items_in_batch=num_items_in_batch,
+                logits,
+                labels.to(logits.device),
+                num_items_in_batch=num_items_in_batch,
                 class_weights=None if weights is None else torch.tensor(weights, dtype=torch.float32),
                 label_smoothing=self.config.label_smoothing,
             )
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
 
 # Marked for `save_pretrained`, which then copies this file beside the weights and writes `auto_map`, so a saved
 # model loads without this project (transformers marks a class it loads as remote code the same way).

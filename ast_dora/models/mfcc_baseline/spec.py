@@ -57,9 +57,7 @@ def build_model(model_args, labels: list[str]):
 
 
 def random_model(model_args, size: str, labels: list[str]):
-    return model_class()(
-        config_class()(**(TINY_CONFIG if size == "tiny" else {}), **label_kwargs(labels))
-    )
+    return model_class()(config_class()(**(TINY_CONFIG if size == "tiny" else {}), **label_kwargs(labels)))
 
 
 SPEC = ModelSpec(

@@ -50,8 +50,9 @@ def register_auto_classes() -> None:
     if modeling is not None:
         from transformers import AutoModelForAudioClassification
 
-        AutoModelForAudioClassification.register(MusicnnConfig, modeling.MusicnnForAudioClassification,
-                                                 exist_ok=True)
+        AutoModelForAudioClassification.register(
+            MusicnnConfig, modeling.MusicnnForAudioClassification, exist_ok=True
+        )
 
 
 __all__ = [

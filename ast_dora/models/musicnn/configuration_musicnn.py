@@ -105,6 +105,7 @@ class MusicnnConfig(PretrainedConfig):
     def num_tags(self) -> int:
         return len(self.tag_labels)
 
+
 MusicnnConfig.register_for_auto_class("AutoConfig")
 
 __all__ = ["MusicnnConfig"]

@@ -148,6 +148,7 @@ class MusicnnFeatureExtractor(SequenceFeatureExtractor):
         features = np.stack([self.patch(wave) for wave in self._waveforms(raw_speech)])
         return BatchFeature({"input_values": features}, tensor_type=return_tensors)
 
+
 # Marked for `save_pretrained`, which then copies this file beside the weights and writes `auto_map`, so a saved
 # model loads without this project (transformers marks a class it loads as remote code the same way).
 # What `register_for_auto_class("AutoFeatureExtractor")` sets, without the check that imports transformers'

@@ -191,7 +191,9 @@ class MusicnnForAudioClassification(MusicnnPreTrainedModel):
         if prefix_hidden_states is not None:
             penultimate = prefix_hidden_states.to(dtype)
         elif input_values is None:
-            raise ValueError("MusicnnForAudioClassification needs `input_values` (or `prefix_hidden_states`).")
+            raise ValueError(
+                "MusicnnForAudioClassification needs `input_values` (or `prefix_hidden_states`)."
+            )
         elif input_values.dim() != 3 or input_values.shape[2] != self.config.num_mel_bins:
             raise ValueError(
                 f"input_values must have shape (batch, frames, {self.config.num_mel_bins}), got "
@@ -212,6 +214,7 @@ class MusicnnForAudioClassification(MusicnnPreTrainedModel):
                 focal_gamma=config.focal_gamma if config.loss == "focal" else 0.0,
             )
         return MusicnnOutput(loss=loss, logits=logits, tag_logits=tag_logits if output_tags else None)
+
 
 MusicnnForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
 
