@@ -8,6 +8,7 @@ function, also exposed as the `gtzan_folder_factory` fixture) to build a folder 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import wave
 from dataclasses import dataclass, field
@@ -22,6 +23,24 @@ GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # `../shared` beside the repository; AST_DORA_SHARED_DIR names it for a checkout elsewhere (a git worktree).
 SHARED_DIR = Path(os.environ.get("AST_DORA_SHARED_DIR") or REPO_ROOT.parent / "shared")
+
+
+@pytest.fixture(autouse=True)
+def _restore_project_log_levels():
+    """A training run in the test process sets the project's and the libraries' log levels for the process
+    (`ast_dora.training.setup_logging`, e.g. `log_level: error` in a tiny config); tests run in random order, so
+    each test gets back the levels it started with, and a later test's `caplog` still sees the warnings."""
+    import datasets
+    import transformers
+
+    loggers = [logging.getLogger(name) for name in ("ast_dora", "ast_dora.training")]
+    levels = [logger.level for logger in loggers]
+    verbosity = transformers.utils.logging.get_verbosity(), datasets.utils.logging.get_verbosity()
+    yield
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
+    transformers.utils.logging.set_verbosity(verbosity[0])
+    datasets.utils.logging.set_verbosity(verbosity[1])
 
 
 # ----------------------------------------------------------------------------------------------------------
