@@ -183,6 +183,10 @@ class _SongState:
             np.empty((len(song.starts[i]), len(c.audioset_labels))) if c.music_check else None
             for i, c in enumerate(classifiers)
         ]
+        self.tags = [
+            np.empty((len(song.starts[i]), len(c.tag_labels))) if c.tag_labels is not None else None
+            for i, c in enumerate(classifiers)
+        ]
         self.remaining = sum(len(s) for s in song.starts)
         self.model_seconds = 0.0
 
@@ -243,7 +247,7 @@ class SongBatcher:
                     queue[0][1] = offset + n
             self.queued[i] -= taken
             tick = time.perf_counter()
-            probabilities, audioset = classifier._outputs(np.concatenate([p[2] for p in pieces]))
+            probabilities, audioset, tags = classifier._outputs(np.concatenate([p[2] for p in pieces]))
             seconds = time.perf_counter() - tick
             row = 0
             for state, offset, inputs in pieces:
@@ -251,6 +255,8 @@ class SongBatcher:
                 state.probabilities[i][offset : offset + n] = probabilities[row : row + n]
                 if audioset is not None:
                     state.audioset[i][offset : offset + n] = audioset[row : row + n]
+                if tags is not None:
+                    state.tags[i][offset : offset + n] = tags[row : row + n]
                 state.model_seconds += seconds * n / taken
                 state.remaining -= n
                 row += n
@@ -274,6 +280,7 @@ class SongBatcher:
                     timings,
                     windows_planned=len(song.starts[i]),
                     audioset=state.audioset[i],
+                    tags=state.tags[i],
                 )
             )
         return analyses[0] if self.ensemble is None else self.ensemble.combine(analyses, song.file.path)
