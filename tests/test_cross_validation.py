@@ -82,7 +82,15 @@ def subprocess_env() -> dict[str, str]:
 
 
 def complete_checkpoints(folder: Path) -> list[Path]:
-    return [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    """Checkpoints a rerun resumes from, by the trainer's own test: a `trainer_state.json` that exists can still be
+    half written when the kill lands, and the rerun then starts the fold afresh."""
+    from ast_dora.trainer import unreadable_checkpoint_file
+
+    return [
+        p
+        for p in folder.glob("checkpoint-*")
+        if (p / "trainer_state.json").is_file() and unreadable_checkpoint_file(str(p)) is None
+    ]
 
 
 def test_summary_is_mean_and_sample_sd_of_the_folds():
